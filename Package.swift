@@ -1,0 +1,86 @@
+// swift-tools-version:6.0
+// tapbridge: macvtap interfaces + an io_uring frame-forwarding core with pluggable Swift handlers.
+//
+// Module map (one job each; see docs/architecture.md):
+//   CLiburing, CLibmnl   system libraries (liburing-dev, libmnl-dev)
+//   CTapbridgeShim       C macros and opcodes Swift cannot import (ioctl numbers, IOSQE_*, READ_MULTISHOT)
+//   Frames               the handler seam: Frame, Verdict, FrameHandler, PortID/PortSet, MACAddress (pure Swift)
+//   Netlink              rtnetlink over libmnl: create/read/delete macvtap+macvlan links, link events
+//   Tap                  macvtap character devices: open by major:minor, TUN ioctls, vnet header, offloads
+//   Ring                 io_uring wrapper: submission/completion, buffer rings, probe, user_data packing
+//   Datapath             ports, workers, transmit queues, counters: the forwarding engine
+//   Handlers             bundled handlers: LearningSwitch, FrameFilter, capture
+//   VMBackend            QEMU stream/dgram socket ports
+//   Tapbridge            the library product: re-exports everything a handler author needs
+//   Daemon               config, link lifecycle, `run`/`demo` orchestration
+//   tapbridge            the command-line tool
+import PackageDescription
+
+let package = Package(
+    name: "tapbridge",
+    products: [
+        .library(name: "Tapbridge", targets: ["Tapbridge"]),
+        .executable(name: "tapbridge", targets: ["tapbridge"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+        .package(url: "https://github.com/apple/swift-atomics", from: "1.2.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CLiburing", pkgConfig: "liburing",
+            providers: [.apt(["liburing-dev"])]),
+        .systemLibrary(
+            name: "CLibmnl", pkgConfig: "libmnl",
+            providers: [.apt(["libmnl-dev"])]),
+        .target(name: "CTapbridgeShim", dependencies: ["CLiburing", "CLibmnl"]),
+
+        .target(name: "Frames", dependencies: [.product(name: "Atomics", package: "swift-atomics")]),
+        .target(
+            name: "Netlink",
+            dependencies: ["CLibmnl", "CTapbridgeShim", "Frames",
+                           .product(name: "SystemPackage", package: "swift-system")]),
+        .target(
+            name: "Tap",
+            dependencies: ["CTapbridgeShim", .product(name: "SystemPackage", package: "swift-system")]),
+        .target(
+            name: "Ring",
+            dependencies: ["CLiburing", "CTapbridgeShim",
+                           .product(name: "SystemPackage", package: "swift-system")]),
+        .target(
+            name: "Datapath",
+            dependencies: ["Frames", "Ring", "Tap",
+                           .product(name: "Atomics", package: "swift-atomics"),
+                           .product(name: "SystemPackage", package: "swift-system")]),
+        .target(
+            name: "Handlers",
+            dependencies: ["Frames", .product(name: "Atomics", package: "swift-atomics")]),
+        .target(
+            name: "VMBackend",
+            dependencies: ["Frames", "Datapath", .product(name: "SystemPackage", package: "swift-system")]),
+        .target(
+            name: "Tapbridge",
+            dependencies: ["Frames", "Netlink", "Tap", "Ring", "Datapath", "Handlers", "VMBackend"]),
+        .target(
+            name: "Daemon",
+            dependencies: ["Tapbridge",
+                           .product(name: "Logging", package: "swift-log"),
+                           .product(name: "TOMLKit", package: "TOMLKit")]),
+        .executableTarget(
+            name: "tapbridge",
+            dependencies: ["Daemon", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+
+        // Test helpers: namespaces, veth pairs and commands with guaranteed clean-up.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "FramesTests", dependencies: ["Frames"]),
+        .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TestSupport"]),
+        .testTarget(name: "DatapathTests", dependencies: ["Datapath", "Handlers", "Netlink", "TestSupport"]),
+        .testTarget(name: "HandlersTests", dependencies: ["Handlers"]),
+        .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "TestSupport"]),
+        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "TestSupport"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,2 @@
+// Daemon: placeholder until its first real file lands.
+enum _DaemonPlaceholder {}

@@ -1,0 +1,2 @@
+// Datapath: placeholder until its first real file lands.
+enum _DatapathPlaceholder {}

@@ -1,0 +1,71 @@
+// FrameHandler: the public plug-in seam. A bridge runs its handlers in order on every frame;
+// the first verdict other than `.continue` decides.
+
+/// Per-batch facts a handler may need; passed by value, nothing reference-counted.
+public struct HandlerContext: Sendable {
+    /// Monotonic clock in nanoseconds, sampled once per batch of frames (CLOCK_MONOTONIC).
+    public var now: UInt64
+    /// Index of the worker thread running the pipeline (0..<workers).
+    public var worker: Int
+    public init(now: UInt64, worker: Int = 0) { self.now = now; self.worker = worker }
+}
+
+/// A named counter a handler exports (FDB size, rule hits, ...).
+public struct HandlerCounter: Sendable, Equatable {
+    public var name: String
+    public var value: UInt64
+    /// Labels such as ["rule": "3"]; empty for a plain counter.
+    public var labels: [String: String]
+    public init(_ name: String, _ value: UInt64, labels: [String: String] = [:]) {
+        self.name = name; self.value = value; self.labels = labels
+    }
+}
+
+/// A stage of a bridge's frame pipeline.
+///
+/// Threading: `handle` runs on the datapath worker threads, possibly on several at once (one
+/// per worker), and must neither block nor allocate; keep shared state in preallocated storage
+/// with atomics (see `LearningSwitch`'s FDB) or per worker (`context.worker`). `portsChanged`
+/// and `counters` are called from the control thread.
+public protocol FrameHandler: AnyObject {
+    /// Short name for logs and counters ("learning-switch", "filter").
+    var name: String { get }
+    /// Decide what happens to `frame`. May rewrite its bytes in place.
+    func handle(_ frame: inout Frame, context: HandlerContext) -> Verdict
+    /// The bridge's ports changed. Called before the first frame from a new port, and after a
+    /// port is gone (forget what you knew about it).
+    func portsChanged(_ ports: PortTable)
+    /// Current counters, read from outside the datapath.
+    func counters() -> [HandlerCounter]
+}
+
+extension FrameHandler {
+    public func portsChanged(_ ports: PortTable) {}
+    public func counters() -> [HandlerCounter] { [] }
+}
+
+/// A bridge's handlers in order. `run` returns the first decisive verdict; if every handler
+/// says `.continue`, the frame is flooded (a bridge with no deciding handler acts as a hub).
+public final class HandlerPipeline {
+    public let handlers: [any FrameHandler]
+    @usableFromInline let stages: ContiguousArray<any FrameHandler>
+    public let fallthroughVerdict: Verdict
+
+    public init(_ handlers: [any FrameHandler], whenUndecided: Verdict = .flood) {
+        self.handlers = handlers
+        self.stages = ContiguousArray(handlers)
+        self.fallthroughVerdict = whenUndecided
+    }
+
+    @inlinable
+    public func run(_ frame: inout Frame, context: HandlerContext) -> Verdict {
+        for stage in stages {
+            let v = stage.handle(&frame, context: context)
+            if case .continue = v { continue }
+            return v
+        }
+        return fallthroughVerdict
+    }
+
+    public func portsChanged(_ ports: PortTable) { for h in handlers { h.portsChanged(ports) } }
+}

@@ -1,0 +1,2 @@
+// Handlers: placeholder until its first real file lands.
+enum _HandlersPlaceholder {}

@@ -1,0 +1,2 @@
+// Netlink: placeholder until its first real file lands.
+enum _NetlinkPlaceholder {}

@@ -1,0 +1,2 @@
+// Ring: placeholder until its first real file lands.
+enum _RingPlaceholder {}

@@ -1,0 +1,2 @@
+// Tap: placeholder until its first real file lands.
+enum _TapPlaceholder {}

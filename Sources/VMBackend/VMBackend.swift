@@ -1,0 +1,2 @@
+// VMBackend: placeholder until its first real file lands.
+enum _VMBackendPlaceholder {}

@@ -1,0 +1,2 @@
+// DaemonTests: placeholder until the first real tests land.
+import Testing

@@ -1,0 +1,2 @@
+// DatapathTests: placeholder until the first real tests land.
+import Testing

@@ -1,0 +1,2 @@
+// HandlersTests: placeholder until the first real tests land.
+import Testing

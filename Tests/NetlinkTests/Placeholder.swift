@@ -1,0 +1,2 @@
+// NetlinkTests: placeholder until the first real tests land.
+import Testing

@@ -1,0 +1,77 @@
+// Shell: runs the independent oracle tools (ip, ping, tcpdump, iperf3...) and returns their output.
+import Foundation
+
+public struct CommandResult: Sendable {
+    public var status: Int32
+    public var stdout: String
+    public var stderr: String
+    public var succeeded: Bool { status == 0 }
+}
+
+public struct CommandFailed: Error, CustomStringConvertible {
+    public var command: String
+    public var result: CommandResult
+    public var description: String {
+        "`\(command)` exited \(result.status)\nstdout: \(result.stdout)\nstderr: \(result.stderr)"
+    }
+}
+
+/// Runs `argv` (PATH lookup through /usr/bin/env), waits, captures output. Throws if `check`
+/// and the exit status is not 0. `timeout` (seconds) kills it with SIGKILL past that.
+@discardableResult
+public func run(_ argv: [String], check: Bool = true, timeout: Double = 60, input: String? = nil) throws -> CommandResult {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    p.arguments = argv
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    let inPipe = Pipe()
+    p.standardInput = input == nil ? FileHandle.nullDevice : inPipe
+    try p.run()
+    if let input {
+        inPipe.fileHandleForWriting.write(input.data(using: .utf8)!)
+        try? inPipe.fileHandleForWriting.close()
+    }
+    // Read both pipes concurrently so a chatty child cannot fill one and block.
+    var outData = Data(), errData = Data()
+    let group = DispatchGroup()
+    group.enter()
+    DispatchQueue.global().async { outData = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    group.enter()
+    DispatchQueue.global().async { errData = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    let deadline = Date().addingTimeInterval(timeout)
+    while p.isRunning && Date() < deadline { usleep(10_000) }
+    if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+    p.waitUntilExit()
+    group.wait()
+    let r = CommandResult(status: p.terminationStatus,
+                          stdout: String(decoding: outData, as: UTF8.self),
+                          stderr: String(decoding: errData, as: UTF8.self))
+    if check && r.status != 0 { throw CommandFailed(command: argv.joined(separator: " "), result: r) }
+    return r
+}
+
+/// Runs a bash command line.
+@discardableResult
+public func sh(_ command: String, check: Bool = true, timeout: Double = 60) throws -> CommandResult {
+    try run(["bash", "-c", command], check: check, timeout: timeout)
+}
+
+/// Parses JSON text (e.g. `ip -j` output) into Foundation objects.
+public func json(_ text: String) throws -> Any {
+    try JSONSerialization.jsonObject(with: Data(text.utf8))
+}
+
+/// The built `tapbridge` executable next to the test bundle (swift build puts products and
+/// test bundles in the same folder).
+public func tapbridgeExecutable() -> String {
+    let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+    var dir = exe.deletingLastPathComponent()
+    for _ in 0..<4 {
+        let candidate = dir.appendingPathComponent("tapbridge").path
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        dir = dir.deletingLastPathComponent()
+    }
+    return "tapbridge"
+}

@@ -1,0 +1,2 @@
+// VMBackendTests: placeholder until the first real tests land.
+import Testing
