@@ -62,10 +62,13 @@ public struct Frame {
     /// The VLAN a VLAN-aware handler classified it into (0: not classified). The engine uses it
     /// on transmit to tag/untag per the egress port's `VLANMode`.
     public var vlan: UInt16
+    /// Ports that also get a copy of the frame, whatever the final verdict (a filter's
+    /// `mirror PORT` action: an analyser sees dropped frames too). Copies leave as they are.
+    public var mirror: PortSet
 
     @inlinable
     public init(bytes: UnsafeMutableRawBufferPointer, ingress: PortID, vnet: VirtioNetHeader = .init(), vlan: UInt16 = 0) {
-        self.bytes = bytes; self.ingress = ingress; self.vnet = vnet; self.vlan = vlan
+        self.bytes = bytes; self.ingress = ingress; self.vnet = vnet; self.vlan = vlan; self.mirror = PortSet()
     }
 
     @inlinable public var length: Int { bytes.count }
