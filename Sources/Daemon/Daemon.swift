@@ -1,2 +1,0 @@
-// Daemon: placeholder until its first real file lands.
-enum _DaemonPlaceholder {}
