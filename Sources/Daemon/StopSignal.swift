@@ -1,0 +1,79 @@
+// StopSignal: SIGINT/SIGTERM (and programmatic stop requests) turned into a readable pipe, so the
+// daemon's control loop can wait for "stop" and its periodic work with one poll(). Signal
+// handlers only write one byte: everything else happens on the control thread.
+import Glibc
+
+/// The write end of the self-pipe, for the async-signal-safe handler.
+nonisolated(unsafe) private var stopPipeWriteFD: Int32 = -1
+/// The last signal received (0: none), for the log line.
+nonisolated(unsafe) private var lastSignal: Int32 = 0
+
+private func onStopSignal(_ sig: Int32) {
+    lastSignal = sig
+    var b: UInt8 = 1
+    _ = write(stopPipeWriteFD, &b, 1)
+}
+
+public final class StopSignal: @unchecked Sendable {
+    let readFD: Int32
+    let writeFD: Int32
+
+    /// Creates the pipe and installs the SIGINT/SIGTERM handlers (one instance per process).
+    public init() throws {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else {
+            throw DaemonError("cannot create the stop pipe: \(String(cString: strerror(errno)))")
+        }
+        readFD = fds[0]; writeFD = fds[1]
+        for fd in fds {
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        }
+        stopPipeWriteFD = writeFD
+        lastSignal = 0
+        var sa = sigaction()
+        sa.__sigaction_handler.sa_handler = onStopSignal
+        sigemptyset(&sa.sa_mask)
+        sa.sa_flags = SA_RESTART
+        sigaction(SIGINT, &sa, nil)
+        sigaction(SIGTERM, &sa, nil)
+        // A closed stdout (piped to `head`) must not kill the daemon before it cleans up.
+        signal(SIGPIPE, SIG_IGN)
+    }
+
+    /// Asks the control loop to stop (from any thread).
+    public func request() {
+        var b: UInt8 = 0
+        _ = write(writeFD, &b, 1)
+    }
+
+    /// Waits up to `seconds` for a stop; true if one arrived.
+    public func wait(seconds: Double) -> Bool {
+        var p = pollfd(fd: readFD, events: Int16(POLLIN), revents: 0)
+        let ms = Int32(max(0, min(seconds, 3600)) * 1000)
+        let n = poll(&p, 1, ms)
+        return n > 0 && p.revents & Int16(POLLIN) != 0
+    }
+
+    /// "SIGTERM", "SIGINT" or "stop request".
+    public var reason: String {
+        switch lastSignal {
+        case SIGINT: return "SIGINT"
+        case SIGTERM: return "SIGTERM"
+        default: return "stop request"
+        }
+    }
+
+    deinit {
+        signal(SIGINT, SIG_DFL)
+        signal(SIGTERM, SIG_DFL)
+        stopPipeWriteFD = -1
+        close(readFD); close(writeFD)
+    }
+}
+
+/// A start-up or run-time failure with a message meant for the user.
+public struct DaemonError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
