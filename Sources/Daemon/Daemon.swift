@@ -112,6 +112,11 @@ public final class Daemon {
         }
     }
 
+    /// One human line per port (frames/bytes in and out, drops), for the demo's live view.
+    public func counterSummary() -> [String] {
+        engine?.summaryLines() ?? []
+    }
+
     func logCounters(final: Bool) {
         guard let engine else { return }
         for line in engine.counterLines() {

@@ -21,4 +21,5 @@ final class EngineBinding {
     func detach(_ name: String) { attached.remove(name) }
     func reattach(_ name: String) throws { attached.insert(name) }
     func counterLines() -> [Logger.Metadata] { [] }
+    func summaryLines() -> [String] { [] }
 }
