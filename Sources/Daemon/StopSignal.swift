@@ -37,6 +37,12 @@ public final class StopSignal: @unchecked Sendable {
         sa.sa_flags = SA_RESTART
         sigaction(SIGINT, &sa, nil)
         sigaction(SIGTERM, &sa, nil)
+        // A parent may have started us with these blocked (test runners do): unblock them here.
+        var unblock = sigset_t()
+        sigemptyset(&unblock)
+        sigaddset(&unblock, SIGINT)
+        sigaddset(&unblock, SIGTERM)
+        pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
         // A closed stdout (piped to `head`) must not kill the daemon before it cleans up.
         signal(SIGPIPE, SIG_IGN)
     }

@@ -1,0 +1,127 @@
+// DaemonHarness: runs the built `tapbridge run` binary against a config written to a temp file,
+// inside a TestSupport topology; the daemon is always killed and its files removed at clean-up.
+import Foundation
+import Testing
+import TestSupport
+
+/// A `tapbridge run` process under test.
+final class DaemonProcess: @unchecked Sendable {
+    let process = Process()
+    let configPath: String
+    let logPath: String
+    private var exitStatus: Int32?
+
+    /// Writes `config` and starts the daemon; waits until its log says "running" (or it exits).
+    init(_ t: Topology, config: String, arguments: [String] = [], waitReady: Bool = true) throws {
+        let dir = FileManager.default.temporaryDirectory.path
+        let base = "\(dir)/\(t.tag)-\(UInt32.random(in: 0...UInt32.max))"
+        configPath = base + ".toml"
+        logPath = base + ".log"
+        try config.write(toFile: configPath, atomically: true, encoding: .utf8)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        process.executableURL = URL(fileURLWithPath: tapbridgeExecutable())
+        process.arguments = ["run", "--config", configPath] + arguments
+        process.standardOutput = FileHandle(forWritingAtPath: logPath)
+        process.standardError = FileHandle(forWritingAtPath: logPath)
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let p = process, paths = [configPath, logPath]
+        t.onCleanup {
+            if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+            for f in paths { try? FileManager.default.removeItem(atPath: f) }
+        }
+        if waitReady { try waitFor("info running") }
+    }
+
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// Waits until the log contains `text`; throws with the log if the daemon exits or time runs out.
+    func waitFor(_ text: String, timeout: Double = 20) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if log.contains(text) { return }
+            if !process.isRunning {
+                throw HarnessError("daemon exited (\(process.terminationStatus)) before '\(text)':\n\(log)")
+            }
+            usleep(50_000)
+        }
+        throw HarnessError("timed out waiting for '\(text)' in the daemon log:\n\(log)")
+    }
+
+    /// Sends `signal` and waits for the exit status (SIGKILL after `timeout`).
+    @discardableResult
+    func stop(signal: Int32 = SIGTERM, timeout: Double = 20) -> Int32 {
+        if let exitStatus { return exitStatus }
+        if process.isRunning { kill(process.processIdentifier, signal) }
+        return waitExit(timeout: timeout)
+    }
+
+    func waitExit(timeout: Double = 20) -> Int32 {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        exitStatus = process.terminationStatus
+        return process.terminationStatus
+    }
+}
+
+struct HarnessError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+/// Names of links in the root namespace (or `netns`), from `ip -j link`.
+func linkNames(netns: String? = nil) throws -> Set<String> {
+    let argv = ["ip"] + (netns.map { ["-n", $0] } ?? []) + ["-j", "link", "show"]
+    let out = try run(argv).stdout
+    let arr = try json(out) as? [[String: Any]] ?? []
+    return Set(arr.compactMap { $0["ifname"] as? String })
+}
+
+/// `ip -d -j link show NAME` as a dictionary, nil if it does not exist.
+func linkDetails(_ name: String, netns: String? = nil) -> [String: Any]? {
+    let argv = ["ip"] + (netns.map { ["-n", $0] } ?? []) + ["-d", "-j", "link", "show", name]
+    guard let r = try? run(argv, check: false), r.succeeded,
+          let arr = try? json(r.stdout) as? [[String: Any]] else { return nil }
+    return arr.first
+}
+
+/// Host namespaces behind veths whose root ends (`<tag>v<i>`) are parents for macvtaps
+/// (`<tag>m<i>`); host i is 198.18.<subnetThird>.<i+1>/24 on eth0.
+struct Hosts {
+    var namespaces: [String] = []
+    var veths: [String] = []
+    var macvtaps: [String] = []
+    var addresses: [String] = []
+
+    init(_ t: Topology, count: Int, third: Int = 0) throws {
+        for i in 0..<count {
+            let ns = try t.addNamespace("h\(i)")
+            let veth = t.ifname("v\(i)")
+            try run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
+            t.track(link: veth)
+            let addr = "198.18.\(third).\(i + 1)"
+            try run(["ip", "-n", ns, "link", "set", "eth0", "address", String(format: "02:00:00:00:%02x:%02x", third, i + 1)])
+            try run(["ip", "-n", ns, "addr", "add", addr + "/24", "dev", "eth0"])
+            try run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+            try run(["ip", "link", "set", veth, "up"])
+            namespaces.append(ns); veths.append(veth); macvtaps.append(t.ifname("m\(i)")); addresses.append(addr)
+        }
+    }
+
+    /// `[[bridges.ports]]` tables creating a passthru macvtap on each veth.
+    func portTables(offloads: Bool = true, extra: [Int: String] = [:]) -> String {
+        (0..<veths.count).map { i in
+            """
+            [[bridges.ports]]
+            name = "\(macvtaps[i])"
+            parent = "\(veths[i])"
+            mode = "passthru"
+            offloads = \(offloads)
+            \(extra[i] ?? "")
+
+            """
+        }.joined()
+    }
+}
