@@ -16,7 +16,7 @@ public final class Daemon {
         public init() {}
     }
 
-    public let config: DaemonConfig
+    public internal(set) var config: DaemonConfig
     public let logger: Logger
     let stopSignal: StopSignal
     let links: LinkLifecycle
@@ -60,10 +60,15 @@ public final class Daemon {
             let now = Date()
             if let d = options.duration, now.timeIntervalSince(started) >= d {
                 logger.info("stopping", metadata: ["reason": "duration \(d) s elapsed"])
-                break
+                return
             }
-            if stopSignal.wait(seconds: min(0.2, max(0, nextTick.timeIntervalSinceNow))) {
+            switch stopSignal.wait(seconds: min(0.2, max(0, nextTick.timeIntervalSinceNow))) {
+            case .stop:
                 logger.info("stopping", metadata: ["reason": "\(stopSignal.reason)"])
+                return
+            case .reload:
+                reload()
+            case .timeout:
                 break
             }
             for event in monitor?.drain() ?? [] { handle(event) }

@@ -22,4 +22,6 @@ final class EngineBinding {
     func reattach(_ name: String) throws { attached.insert(name) }
     func counterLines() -> [Logger.Metadata] { [] }
     func summaryLines() -> [String] { [] }
+    func remove(_ name: String) { attached.remove(name) }
+    func add(_ port: PortConfig, toBridge bridge: String) throws { attached.insert(port.name) }
 }

@@ -21,16 +21,32 @@ public final class LinkLifecycle {
         for (bridge, port) in config.allPorts {
             guard let spec = port.create else { continue }
             do {
-                try LinkOps.createMacvtap(name: port.name, spec: spec, queues: port.queues, netns: port.netns)
+                try create(port, spec: spec, bridge: bridge.name, file: config.file)
             } catch {
                 deleteAll()
-                throw DaemonError("\(config.file): \(port.path): \(error)")
+                throw error
             }
-            created.append(CreatedLink(name: port.name, netns: port.netns))
-            logger.info("link created", metadata: ["port": "\(port.name)", "bridge": "\(bridge.name)",
-                                                   "parent": "\(spec.parent)", "mode": "\(spec.mode.rawValue)",
-                                                   "netns": "\(port.netns ?? "-")"])
         }
+    }
+
+    /// Creates one port's macvtap and records it.
+    func create(_ port: PortConfig, spec: LinkCreation, bridge: String, file: String) throws {
+        do {
+            try LinkOps.createMacvtap(name: port.name, spec: spec, queues: port.queues, netns: port.netns)
+        } catch {
+            throw DaemonError("\(file): \(port.path): \(error)")
+        }
+        created.append(CreatedLink(name: port.name, netns: port.netns))
+        logger.info("link created", metadata: ["port": "\(port.name)", "bridge": "\(bridge)",
+                                               "parent": "\(spec.parent)", "mode": "\(spec.mode.rawValue)",
+                                               "netns": "\(port.netns ?? "-")"])
+    }
+
+    /// Deletes one created link and forgets it.
+    func delete(_ name: String, netns: String?) {
+        guard let i = created.firstIndex(where: { $0.name == name && $0.netns == netns }) else { return }
+        let l = created.remove(at: i)
+        deleteLink(l)
     }
 
     func wasCreated(_ name: String, netns: String?) -> Bool {
@@ -39,17 +55,19 @@ public final class LinkLifecycle {
 
     /// Deletes every created link, newest first; a link already gone is not an error.
     func deleteAll() {
-        for l in created.reversed() {
-            do {
-                if try LinkOps.deleteLink(name: l.name, netns: l.netns) {
-                    logger.info("link deleted", metadata: ["link": "\(l.name)", "netns": "\(l.netns ?? "-")"])
-                } else {
-                    logger.info("link already gone", metadata: ["link": "\(l.name)", "netns": "\(l.netns ?? "-")"])
-                }
-            } catch {
-                logger.error("cannot delete link", metadata: ["link": "\(l.name)", "error": "\(error)"])
-            }
-        }
+        for l in created.reversed() { deleteLink(l) }
         created = []
+    }
+
+    private func deleteLink(_ l: CreatedLink) {
+        do {
+            if try LinkOps.deleteLink(name: l.name, netns: l.netns) {
+                logger.info("link deleted", metadata: ["link": "\(l.name)", "netns": "\(l.netns ?? "-")"])
+            } else {
+                logger.info("link already gone", metadata: ["link": "\(l.name)", "netns": "\(l.netns ?? "-")"])
+            }
+        } catch {
+            logger.error("cannot delete link", metadata: ["link": "\(l.name)", "error": "\(error)"])
+        }
     }
 }

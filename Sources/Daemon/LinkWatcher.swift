@@ -8,7 +8,7 @@ final class LinkWatcher {
         case added(String, netns: String?)
     }
 
-    let ports: [(name: String, netns: String?)]
+    var ports: [(name: String, netns: String?)]
     let logger: Logger
     var present: [String: Bool] = [:]
 
@@ -29,6 +29,16 @@ final class LinkWatcher {
             }
         }
         return events
+    }
+
+    func watch(_ name: String, netns: String?) {
+        ports.append((name, netns))
+        present[name] = true
+    }
+
+    func forget(_ name: String) {
+        ports.removeAll { $0.name == name }
+        present[name] = nil
     }
 
     func stop() {}

@@ -123,6 +123,30 @@ import TestSupport
     }
 }
 
+@Suite struct DaemonReload {
+    @Test func sighupAddsAndRemovesPorts() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 3)
+            let d = try DaemonProcess(t, config: "[[bridges]]\n" + Hosts.portTables(h, only: [0, 1]))
+            #expect(linkDetails(h.macvtaps[2]) == nil)
+            // A reload with a broken file changes nothing.
+            try "[[bridges]]\nnmae = 1\n".write(toFile: d.configPath, atomically: true, encoding: .utf8)
+            kill(d.process.processIdentifier, SIGHUP)
+            try d.waitFor("reload refused")
+            #expect(linkDetails(h.macvtaps[0]) != nil)
+            // Third host in, first host out.
+            try ("[[bridges]]\n" + Hosts.portTables(h, only: [1, 2])).write(toFile: d.configPath, atomically: true, encoding: .utf8)
+            kill(d.process.processIdentifier, SIGHUP)
+            try d.waitFor("info reloaded")
+            #expect(d.log.contains("port added by reload port=\(h.macvtaps[2])") || d.log.contains("port=\(h.macvtaps[2])"))
+            #expect(linkDetails(h.macvtaps[2]) != nil)
+            #expect(linkDetails(h.macvtaps[0]) == nil)
+            #expect(d.stop() == 0)
+            for m in h.macvtaps { #expect(linkDetails(m) == nil) }
+        }
+    }
+}
+
 extension Hosts {
     static func portTables(_ h: Hosts, only: [Int]) -> String {
         var sub = h
