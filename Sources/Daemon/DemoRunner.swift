@@ -78,7 +78,8 @@ public enum DemoRunner {
     }
 
     /// Pings every host from every other one, then a 2 s iperf3 TCP run from the first host to the
-    /// second; true if every ping answered and iperf3 delivered every byte it sent.
+    /// second; true if every ping answered and iperf3 delivered what it sent (up to what was still
+    /// in flight when the timed run ended).
     static func selfTest(_ topo: DemoTopology) -> Bool {
         var ok = true
         let hosts = topo.hosts
@@ -104,7 +105,8 @@ public enum DemoRunner {
                                          "-t", "2", "-J"], timeout: 20) { out = o; break }
             }
             let (sent, received) = iperfBytes(out)
-            let r = sent > 0 && sent == received
+            // A time-bounded run stops counting with data still in flight: allow for that.
+            let r = sent > 0 && Double(received) >= Double(sent) * 0.98
             say("demo: iperf3 \(hosts[0].namespace) -> \(hosts[1].address): sent \(sent) bytes, received \(received) (\(String(format: "%.2f", Double(received) * 8 / 2e9)) Gbit/s): \(r ? "ok" : "FAILED")")
             ok = ok && r
         } catch {

@@ -88,26 +88,37 @@ func linkDetails(_ name: String, netns: String? = nil) -> [String: Any]? {
 }
 
 /// Host namespaces behind veths whose root ends (`<tag>v<i>`) are parents for macvtaps
-/// (`<tag>m<i>`); host i is 198.18.<subnetThird>.<i+1>/24 on eth0.
+/// (`<tag>m<i>`); host i has `addresses[i]` (default 198.18.0.<i+1>) /24 on eth0 and IPv6 off,
+/// so the only frames are the ones a test sends.
 struct Hosts {
     var namespaces: [String] = []
     var veths: [String] = []
     var macvtaps: [String] = []
     var addresses: [String] = []
+    var macs: [String] = []
 
-    init(_ t: Topology, count: Int, third: Int = 0) throws {
+    init(_ t: Topology, count: Int, ips: [String]? = nil) throws {
         for i in 0..<count {
             let ns = try t.addNamespace("h\(i)")
             let veth = t.ifname("v\(i)")
             try run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
             t.track(link: veth)
-            let addr = "198.18.\(third).\(i + 1)"
-            try run(["ip", "-n", ns, "link", "set", "eth0", "address", String(format: "02:00:00:00:%02x:%02x", third, i + 1)])
-            try run(["ip", "-n", ns, "addr", "add", addr + "/24", "dev", "eth0"])
+            try t.exec(ns, ["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"])
+            let addr = ips?[i] ?? "198.18.0.\(i + 1)"
+            let mac = String(format: "02:00:00:00:00:%02x", i + 1)
+            try run(["ip", "-n", ns, "link", "set", "eth0", "address", mac])
+            if !addr.isEmpty { try run(["ip", "-n", ns, "addr", "add", addr + "/24", "dev", "eth0"]) }
             try run(["ip", "-n", ns, "link", "set", "eth0", "up"])
             try run(["ip", "link", "set", veth, "up"])
             namespaces.append(ns); veths.append(veth); macvtaps.append(t.ifname("m\(i)")); addresses.append(addr)
+            macs.append(mac)
         }
+    }
+
+    /// Pings `to` from host `from`; true if all `count` replies came back.
+    func ping(_ from: Int, _ to: String, count: Int = 3) -> Bool {
+        (try? run(["ip", "netns", "exec", namespaces[from], "ping", "-c", "\(count)", "-i", "0.1", "-W", "1", "-q", to],
+                  check: false, timeout: 20).succeeded) ?? false
     }
 
     /// `[[bridges.ports]]` tables creating a passthru macvtap on each veth.
@@ -124,4 +135,49 @@ struct Hosts {
             """
         }.joined()
     }
+}
+
+/// Counters the daemon logged at exit ("final counters port=X key=value..."), by port name.
+func finalCounters(_ log: String) -> [String: [String: String]] {
+    var out: [String: [String: String]] = [:]
+    for line in log.split(separator: "\n") where line.contains(" final counters ") {
+        var fields: [String: String] = [:]
+        for token in line.split(separator: " ") {
+            let kv = token.split(separator: "=", maxSplits: 1)
+            if kv.count == 2 { fields[String(kv[0])] = String(kv[1]) }
+        }
+        if let p = fields["port"] { out[p] = fields } else if let h = fields["handler"] { out["handler:" + h] = fields }
+    }
+    return out
+}
+
+extension Dictionary where Key == String, Value == String {
+    func int(_ key: String) -> Int { Int(self[key] ?? "") ?? -1 }
+}
+
+/// iperf3 TCP from host `from` to `address` sending exactly `bytes` (exact byte accounting:
+/// a time-bounded run stops counting with data in flight). Returns (sent, received).
+func iperf(_ h: Hosts, from: Int, to server: Int, bytes: String = "200M", timeout: Double = 40) throws -> (Int, Int) {
+    let srv = Process()
+    srv.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    srv.arguments = ["ip", "netns", "exec", h.namespaces[server], "iperf3", "-s", "-1", "-B", h.addresses[server]]
+    srv.standardOutput = FileHandle.nullDevice
+    srv.standardError = FileHandle.nullDevice
+    try srv.run()
+    defer { if srv.isRunning { srv.terminate() }; srv.waitUntilExit() }
+    var last: CommandResult?
+    for _ in 0..<20 {
+        usleep(100_000)
+        let r = try run(["ip", "netns", "exec", h.namespaces[from], "iperf3", "-c", h.addresses[server], "-n", bytes, "-J"],
+                        check: false, timeout: timeout)
+        last = r
+        if r.succeeded {
+            let end = (try json(r.stdout) as? [String: Any])?["end"] as? [String: Any]
+            let s = (end?["sum_sent"] as? [String: Any])?["bytes"] as? Int ?? 0
+            let rc = (end?["sum_received"] as? [String: Any])?["bytes"] as? Int ?? 0
+            return (s, rc)
+        }
+        if !r.stdout.contains("Connection refused") && !r.stderr.contains("Connection refused") { break }
+    }
+    throw HarnessError("iperf3 failed: \(last?.stdout ?? "") \(last?.stderr ?? "")")
 }
