@@ -17,7 +17,8 @@ public protocol HostInspector {
 public struct HostLink: Sendable, Equatable {
     public var name: String
     public var ifindex: Int32
-    /// rtnetlink kind ("macvtap", "veth", ...); nil when unknown (a physical device).
+    /// rtnetlink kind ("macvtap", "veth", ...); "" when it is known not to be a macvtap but
+    /// nothing more; nil when unknown.
     public var kind: String?
     public init(name: String, ifindex: Int32, kind: String?) { self.name = name; self.ifindex = ifindex; self.kind = kind }
 }
@@ -58,7 +59,7 @@ public enum ConfigValidator {
                     continue
                 }
                 if let k = l.kind, k != "macvtap" {
-                    issues.add(p.path + ".name", "interface '\(p.name)' is a \(k), not a macvtap")
+                    issues.add(p.path + ".name", "interface '\(p.name)'\(where_) is not a macvtap\(k.isEmpty ? "" : " (it is a \(k))")")
                 }
             }
         }

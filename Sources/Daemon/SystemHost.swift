@@ -12,8 +12,10 @@ public struct SystemHost: HostInspector {
 
     public func link(named name: String, netns: String?) -> HostLink? {
         if let netns {
-            let index = (try? inNamespace(netns) { if_nametoindex(name) }) ?? 0
-            return index == 0 ? nil : HostLink(name: name, ifindex: Int32(index), kind: nil)
+            return (try? inNamespace(netns, sysfs: true) { () -> HostLink? in
+                let index = if_nametoindex(name)
+                return index == 0 ? nil : HostLink(name: name, ifindex: Int32(index), kind: Self.kind(of: name))
+            }) ?? nil
         }
         let index = if_nametoindex(name)
         guard index != 0 else { return nil }
@@ -39,13 +41,16 @@ public struct SystemHost: HostInspector {
         if let driver = try? fm.destinationOfSymbolicLink(atPath: dir + "/device/driver") {
             return (driver as NSString).lastPathComponent
         }
-        return nil
+        return fm.fileExists(atPath: dir) ? "" : nil   // exists, kind not told by sysfs
     }
 }
 
 /// Runs `body` on a fresh thread switched into network namespace `name` (/run/netns/NAME), so
-/// the caller's thread never changes namespace.
-func inNamespace<T>(_ name: String, _ body: @escaping () throws -> T) throws -> T {
+/// the caller's thread never changes namespace. With `sysfs`, the thread also gets a private
+/// mount namespace with /sys remounted, because sysfs shows the network namespace it was
+/// mounted in, not the caller's (what `ip netns exec` does too): /sys/class/net then lists the
+/// namespace's links and their macvtap device numbers.
+func inNamespace<T>(_ name: String, sysfs: Bool = false, _ body: @escaping () throws -> T) throws -> T {
     let fd = open("/run/netns/\(name)", O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { throw NamespaceError(namespace: name, operation: "open", errno: errno) }
     defer { close(fd) }
@@ -55,6 +60,17 @@ func inNamespace<T>(_ name: String, _ body: @escaping () throws -> T) throws -> 
         defer { done.signal() }
         guard enterNamespace(fd) == 0 else {
             box.result = .failure(NamespaceError(namespace: name, operation: "setns", errno: errno)); return
+        }
+        if sysfs {
+            guard unshareMounts() == 0 else {
+                box.result = .failure(NamespaceError(namespace: name, operation: "unshare(CLONE_NEWNS)", errno: errno)); return
+            }
+            // Keep our remount private, then show this namespace's sysfs.
+            guard mount(nil, "/", nil, UInt(MS_REC | MS_SLAVE), nil) == 0,
+                  umount2("/sys", Int32(MNT_DETACH)) == 0 || errno == EINVAL,
+                  mount("sysfs", "/sys", "sysfs", 0, nil) == 0 else {
+                box.result = .failure(NamespaceError(namespace: name, operation: "mount sysfs", errno: errno)); return
+            }
         }
         box.result = Result { try body() }
     }
@@ -72,12 +88,21 @@ public struct NamespaceError: Error, CustomStringConvertible {
     }
 }
 
-/// setns(fd, CLONE_NEWNET). Glibc's module map hides setns (it needs _GNU_SOURCE), so it is looked up.
+/// setns(fd, CLONE_NEWNET). Glibc's module map hides setns and unshare (they need
+/// _GNU_SOURCE), so they are looked up.
 private func enterNamespace(_ fd: Int32) -> Int32 {
     typealias SetNS = @convention(c) (Int32, Int32) -> Int32
     guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "setns") else { errno = ENOSYS; return -1 }
     let cloneNewNet: Int32 = 0x4000_0000
     return unsafeBitCast(sym, to: SetNS.self)(fd, cloneNewNet)
+}
+
+/// unshare(CLONE_NEWNS) for the calling thread.
+private func unshareMounts() -> Int32 {
+    typealias Unshare = @convention(c) (Int32) -> Int32
+    guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "unshare") else { errno = ENOSYS; return -1 }
+    let cloneNewNS: Int32 = 0x0002_0000
+    return unsafeBitCast(sym, to: Unshare.self)(cloneNewNS)
 }
 
 /// Carries a result back from the namespace thread (written before the semaphore is signalled).
