@@ -1,0 +1,93 @@
+// Fixtures: hosts in namespaces behind veth pairs whose root-namespace ends carry passthru
+// macvtaps, and helpers to run an engine over those macvtaps.
+import Foundation
+import Testing
+@testable import Datapath
+import Frames
+import TestSupport
+
+struct Host {
+    var namespace: String
+    var address: String
+    /// The macvtap in the root namespace that the engine opens.
+    var macvtap: String
+    /// The root-namespace veth end the macvtap sits on.
+    var lower: String
+}
+
+/// Adds host number `n` (address 198.18.0.n) to `t`.
+func addHost(_ t: Topology, _ n: Int) throws -> Host {
+    let ns = try t.addNamespace("h\(n)")
+    let inner = t.ifname("i\(n)"), outer = t.ifname("o\(n)"), mvt = t.ifname("m\(n)")
+    try t.addVeth(outer, inner)
+    try t.move(inner, to: ns, address: "198.18.0.\(n)/24")
+    try run(["ip", "link", "set", outer, "up"])
+    try run(["ip", "link", "add", "link", outer, "name", mvt, "type", "macvtap", "mode", "passthru"])
+    t.track(link: mvt)
+    try run(["ip", "link", "set", mvt, "up"])
+    return Host(namespace: ns, address: "198.18.0.\(n)", macvtap: mvt, lower: outer)
+}
+
+/// Collects engine events for tests that wait for them.
+final class EventLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var events: [EngineEvent] = []
+    private var lines: [String] = []
+    func add(_ e: EngineEvent) { lock.withLock { events.append(e) } }
+    func log(_ l: EngineLogLevel, _ s: String) { lock.withLock { lines.append("\(l): \(s)") } }
+    var all: [EngineEvent] { lock.withLock { events } }
+    var logLines: [String] { lock.withLock { lines } }
+    /// Waits up to `timeout` seconds for an event matching `match`.
+    func wait(timeout: Double = 10, _ match: (EngineEvent) -> Bool) -> Bool {
+        let end = Date().addingTimeInterval(timeout)
+        while Date() < end {
+            if all.contains(where: match) { return true }
+            usleep(20_000)
+        }
+        return false
+    }
+}
+
+func makeEngine(workers: Int = 1, events: EventLog? = nil, _ tweak: (inout EngineConfiguration) -> Void = { _ in }) -> Engine {
+    var c = EngineConfiguration(workers: workers)
+    c.buffersPerWorker = 128
+    if let events {
+        c.onEvent = { events.add($0) }
+        c.log = { events.log($0, $1) }
+    }
+    tweak(&c)
+    return Engine(configuration: c)
+}
+
+func ping(_ from: Host, _ to: Host, count: Int = 3) throws -> Bool {
+    try run(["ip", "netns", "exec", from.namespace, "ping", "-c", "\(count)", "-i", "0.2", "-W", "2", to.address],
+            check: false, timeout: 20).succeeded
+}
+
+/// Runs a bounded iperf3 TCP test from `client` to `server`; returns (sent, received) bytes and Gbit/s.
+func iperf(_ t: Topology, from client: Host, to server: Host, seconds: Int = 3, port: Int = 5201) throws -> (sent: Double, received: Double, gbps: Double) {
+    let srv = Process()
+    srv.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    srv.arguments = ["ip", "netns", "exec", server.namespace, "iperf3", "-s", "-1", "-p", "\(port)"]
+    srv.standardOutput = FileHandle.nullDevice
+    srv.standardError = FileHandle.nullDevice
+    try srv.run()
+    t.onCleanup { if srv.isRunning { kill(srv.processIdentifier, SIGKILL) } }
+    defer { if srv.isRunning { kill(srv.processIdentifier, SIGKILL) }; srv.waitUntilExit() }
+    usleep(300_000)
+    let r = try run(["ip", "netns", "exec", client.namespace, "iperf3", "-c", server.address, "-p", "\(port)",
+                     "-t", "\(seconds)", "-J", "--connect-timeout", "3000"], check: false, timeout: Double(seconds) + 20)
+    guard let obj = try? json(r.stdout) as? [String: Any], let end = obj["end"] as? [String: Any],
+          let s = end["sum_sent"] as? [String: Any], let rcv = end["sum_received"] as? [String: Any] else {
+        return (0, 0, 0)
+    }
+    let sent = (s["bytes"] as? Double) ?? 0
+    let received = (rcv["bytes"] as? Double) ?? 0
+    let bps = (rcv["bits_per_second"] as? Double) ?? 0
+    return (sent, received, bps / 1e9)
+}
+
+/// Open descriptors of this process.
+func openDescriptorCount() -> Int {
+    (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
+}
