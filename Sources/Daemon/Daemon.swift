@@ -71,6 +71,10 @@ public final class Daemon {
             case .timeout:
                 break
             }
+            for name in engine.removedPorts() {
+                let netns = config.allPorts.first { $0.port.name == name }?.port.netns
+                handle(.removed(name, netns: netns))
+            }
             for event in monitor?.drain() ?? [] { handle(event) }
             if Date() >= nextSweep {
                 engine.sweep()
@@ -96,7 +100,8 @@ public final class Daemon {
     func handle(_ event: LinkWatcher.Event) {
         switch event {
         case .removed(let name, let netns):
-            guard let engine, engine.hasPort(name) else { return }
+            // The engine (read error) and the link watcher may both report it: count it once.
+            guard let engine, engine.isConfigured(name), !lostPorts.contains(name) else { return }
             engine.detach(name)
             lostPorts.insert(name)
             portsLost += 1
