@@ -3,6 +3,7 @@
 import Foundation
 import Testing
 import TestSupport
+@testable import Daemon
 
 /// A `tapbridge run` process under test.
 final class DaemonProcess: @unchecked Sendable {
@@ -155,9 +156,9 @@ extension Dictionary where Key == String, Value == String {
     func int(_ key: String) -> Int { Int(self[key] ?? "") ?? -1 }
 }
 
-/// iperf3 TCP from host `from` to `address` sending exactly `bytes` (exact byte accounting:
-/// a time-bounded run stops counting with data in flight). Returns (sent, received).
-func iperf(_ h: Hosts, from: Int, to server: Int, bytes: String = "200M", timeout: Double = 40) throws -> (Int, Int) {
+/// A bounded iperf3 TCP run (`seconds`) from host `from` to host `server`. Returns (sent,
+/// received) bytes from the client's JSON.
+func iperf(_ h: Hosts, from: Int, to server: Int, seconds: Int = 3, timeout: Double = 40) throws -> (Int, Int) {
     let srv = Process()
     srv.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     srv.arguments = ["ip", "netns", "exec", h.namespaces[server], "iperf3", "-s", "-1", "-B", h.addresses[server]]
@@ -168,7 +169,7 @@ func iperf(_ h: Hosts, from: Int, to server: Int, bytes: String = "200M", timeou
     var last: CommandResult?
     for _ in 0..<20 {
         usleep(100_000)
-        let r = try run(["ip", "netns", "exec", h.namespaces[from], "iperf3", "-c", h.addresses[server], "-n", bytes, "-J"],
+        let r = try run(["ip", "netns", "exec", h.namespaces[from], "iperf3", "-c", h.addresses[server], "-t", "\(seconds)", "-J"],
                         check: false, timeout: timeout)
         last = r
         if r.succeeded {
@@ -180,4 +181,80 @@ func iperf(_ h: Hosts, from: Int, to server: Int, bytes: String = "200M", timeou
         if !r.stdout.contains("Connection refused") && !r.stderr.contains("Connection refused") { break }
     }
     throw HarnessError("iperf3 failed: \(last?.stdout ?? "") \(last?.stderr ?? "")")
+}
+
+/// Sends exactly `bytes` over one TCP connection from namespace `client` to `address`:5301 in
+/// namespace `server` and returns what the receiver counted until end of file: an exact
+/// delivery oracle (iperf3's own totals stop at its end-of-test message, with retransmitted
+/// bytes possibly still in flight).
+func tcpTransfer(client: String, server: String, address: String, bytes: Int) throws -> Int {
+    let ready = DispatchSemaphore(value: 0)
+    let result = TransferResult()
+    let srv = Thread {
+        do {
+            result.received = try inNamespace(server) { () -> Int in
+                let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+                defer { close(fd) }
+                var one: Int32 = 1
+                setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+                var tv = timeval(tv_sec: 30, tv_usec: 0)
+                setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+                var sa = try sockaddrIn(address, port: 5301)
+                guard withUnsafePointer(to: &sa, { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }) == 0, listen(fd, 1) == 0 else {
+                    ready.signal(); throw HarnessError("bind/listen: errno \(errno)")
+                }
+                ready.signal()
+                let c = accept(fd, nil, nil)
+                guard c >= 0 else { throw HarnessError("accept: errno \(errno)") }
+                defer { close(c) }
+                setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+                var buf = [UInt8](repeating: 0, count: 1 << 16)
+                var total = 0
+                while true {
+                    let n = read(c, &buf, buf.count)
+                    if n <= 0 { break }
+                    total += n
+                }
+                return total
+            }
+        } catch { result.error = "\(error)" }
+        result.done.signal()
+    }
+    srv.start()
+    ready.wait()
+    try inNamespace(client) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var sa = try sockaddrIn(address, port: 5301)
+        guard withUnsafePointer(to: &sa, { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }) == 0 else {
+            throw HarnessError("connect: errno \(errno)")
+        }
+        let chunk = [UInt8](repeating: 0x5A, count: 1 << 16)
+        var left = bytes
+        while left > 0 {
+            let n = write(fd, chunk, min(left, chunk.count))
+            if n <= 0 { throw HarnessError("write: errno \(errno)") }
+            left -= n
+        }
+        shutdown(fd, Int32(SHUT_WR))
+    }
+    guard result.done.wait(timeout: .now() + 60) == .success else { throw HarnessError("receiver timed out") }
+    if let e = result.error { throw HarnessError(e) }
+    return result.received
+}
+
+private final class TransferResult: @unchecked Sendable {
+    var received = 0
+    var error: String?
+    let done = DispatchSemaphore(value: 0)
+}
+
+private func sockaddrIn(_ address: String, port: UInt16) throws -> sockaddr_in {
+    var sa = sockaddr_in()
+    sa.sin_family = sa_family_t(AF_INET)
+    sa.sin_port = port.bigEndian
+    guard inet_pton(AF_INET, address, &sa.sin_addr) == 1 else { throw HarnessError("bad address \(address)") }
+    return sa
 }

@@ -15,8 +15,13 @@ import TestSupport
             #expect(h.ping(0, h.addresses[1]), "ping failed:\n\(d.log)")
             let neigh = try t.exec(h.namespaces[0], ["ip", "-j", "neigh", "show", h.addresses[1]]).stdout
             #expect(neigh.contains(h.macs[1]), "ARP did not resolve \(h.addresses[1]): \(neigh)")
+            // iperf3 stops counting at its end-of-test message, when bytes being retransmitted
+            // may still be in flight: its totals agree to within that window, not exactly.
             let (sent, received) = try iperf(h, from: 0, to: 1)
-            #expect(sent > 0 && received == sent, "iperf3 sent \(sent) received \(received)")
+            #expect(sent > 0 && Double(received) >= Double(sent) * 0.99, "iperf3 sent \(sent) received \(received)")
+            // Exact delivery: every byte of a 64 MiB TCP transfer arrives.
+            let n = 64 << 20
+            #expect(try tcpTransfer(client: h.namespaces[0], server: h.namespaces[1], address: h.addresses[1], bytes: n) == n)
             #expect(d.stop() == 0)
             let c = finalCounters(d.log)
             let a = try #require(c[h.macvtaps[0]], "no final counters:\n\(d.log)")
@@ -24,9 +29,10 @@ import TestSupport
             #expect(a.int("rx-frames") > 0 && b.int("tx-frames") > 0)
             // A TCP sender's super-frames cross whole when offloads are on; never above the MTU without.
             if offloads {
-                #expect(a.int("rx-largest") > 1514, "no frame above 1500 bytes crossed: \(a)")
+                #expect(a.int("rx-large") > 0 && b.int("tx-large") > 0 && a.int("rx-largest") > 1514,
+                        "no frame above 1500 bytes crossed: \(a)")
             } else {
-                #expect(a.int("rx-largest") <= 1514 && a.int("rx-largest") > 0, "\(a)")
+                #expect(a.int("rx-large") == 0 && b.int("tx-large") == 0, "\(a)")
             }
         }
     }
@@ -72,23 +78,22 @@ import TestSupport
 
     @Test func vlanAccessAndTrunkKeepVLANsApart() throws {
         try withTopology { t in
-            // h0 access 10 (198.18.10.1), h1 access 20 (198.18.20.1), h3 access 20 but in h0's
-            // subnet (198.18.10.2), h2 trunk 10+20 with eth0.10 = .10.3 and eth0.20 = .20.3.
-            let h = try Hosts(t, count: 4, ips: ["198.18.10.1", "198.18.20.1", "", "198.18.10.2"])
-            let ns2 = h.namespaces[2]
-            for v in ["10", "20"] {
-                try t.exec(ns2, ["ip", "link", "add", "link", "eth0", "name", "eth0.\(v)", "type", "vlan", "id", v])
-                try t.exec(ns2, ["ip", "addr", "add", "198.18.\(v).3/24", "dev", "eth0.\(v)"])
-                try t.exec(ns2, ["ip", "link", "set", "eth0.\(v)", "up"])
-            }
+            // One subnet, two VLANs: h0 and h3 access VLAN 10, h1 access VLAN 20, h2 a trunk
+            // carrying both (this kernel has no 802.1Q devices, so the trunk host only listens).
+            let h = try Hosts(t, count: 4, ips: ["198.18.0.1", "198.18.0.2", "198.18.0.3", "198.18.0.4"])
             let config = "[[bridges]]\n" + h.portTables(extra: [
-                0: "vlan = \"access\"\npvid = 10", 1: "vlan = \"access\"\npvid = 20",
-                2: "vlan = \"trunk\"\nallowed = [10, 20]", 3: "pvid = 20"])
+                0: "vlan = \"access\"\npvid = 10", 1: "pvid = 20",
+                2: "vlan = \"trunk\"\nallowed = [10, 20]", 3: "pvid = 10"])
             let d = try DaemonProcess(t, config: config)
-            #expect(h.ping(0, "198.18.10.3"), "access 10 -> trunk VLAN 10 failed:\n\(d.log)")
-            #expect(h.ping(1, "198.18.20.3"), "access 20 -> trunk VLAN 20 failed")
-            #expect(!h.ping(0, "198.18.10.2", count: 2), "VLAN 10 reached a host in VLAN 20")
-            #expect(!h.ping(3, "198.18.10.3", count: 2), "VLAN 20 host reached the trunk's VLAN 10 address")
+            let trunk = Capture(h.namespaces[2]), access10 = Capture(h.namespaces[3])
+            #expect(h.ping(0, h.addresses[3]), "access VLAN 10 -> access VLAN 10 failed:\n\(d.log)")
+            #expect(!h.ping(1, h.addresses[0], count: 2), "VLAN 20 reached a host in VLAN 10")
+            let onTrunk = trunk.finish(), onAccess10 = access10.finish()
+            // The trunk sees both VLANs' ARP requests, tagged; the VLAN 10 access host only its own VLAN's, untagged.
+            #expect(onTrunk.contains { $0.contains("vlan 10") && $0.contains("tell 198.18.0.1") }, "\(onTrunk)")
+            #expect(onTrunk.contains { $0.contains("vlan 20") && $0.contains("tell 198.18.0.2") }, "\(onTrunk)")
+            #expect(onAccess10.contains { $0.contains("tell 198.18.0.1") && !$0.contains("vlan") }, "\(onAccess10)")
+            #expect(!onAccess10.contains { $0.contains("tell 198.18.0.2") }, "VLAN 20 ARP leaked to VLAN 10: \(onAccess10)")
             #expect(d.stop() == 0)
         }
     }
@@ -159,5 +164,38 @@ func sendRandomSourceFrames(netns: String, ifname: String, count: Int) throws {
             }
             if n % 100 == 99 { usleep(20_000) }
         }
+    }
+}
+
+/// tcpdump on eth0 of a namespace for `seconds`, writing packet by packet to a file (the test
+/// runner's children inherit blocked SIGINT/SIGTERM, so the capture ends by SIGKILL).
+final class Capture: @unchecked Sendable {
+    private let process = Process()
+    private let file: String
+
+    init(_ ns: String, seconds: Int = 5) {
+        file = FileManager.default.temporaryDirectory.appendingPathComponent("cap-\(ns)-\(UInt32.random(in: 0...UInt32.max)).pcap").path
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["ip", "netns", "exec", ns, "timeout", "-s", "KILL", "\(seconds)",
+                             "tcpdump", "-U", "-n", "-i", "eth0", "-w", file]
+        let errFile = file + ".err"
+        _ = FileManager.default.createFile(atPath: errFile, contents: nil)
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle(forWritingAtPath: errFile)
+        try? process.run()
+        // Wait until tcpdump says it is listening (at most 3 s).
+        for _ in 0..<60 {
+            if let e = try? String(contentsOfFile: errFile, encoding: .utf8), e.contains("listening on") { break }
+            usleep(50_000)
+        }
+        try? FileManager.default.removeItem(atPath: errFile)
+    }
+
+    /// Waits for the capture to end and returns its packets as `tcpdump -n -e` lines.
+    func finish() -> [String] {
+        process.waitUntilExit()
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let r = try? run(["tcpdump", "-n", "-e", "-r", file], check: false)
+        return (r?.stdout ?? "").split(separator: "\n").map(String.init)
     }
 }
