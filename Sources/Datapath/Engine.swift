@@ -28,6 +28,8 @@ public struct EngineConfiguration: Sendable {
     public var completionQueueEntries: UInt32 = 8192
     /// Use single-shot reads even where multishot reads exist (for testing the fallback).
     public var forceSingleShotReads = false
+    /// How often ports are asked whether their descriptors still work (`Port.checkAlive`).
+    public var healthCheckInterval: Double = 0.5
     public var log: EngineLogHandler = { _, _ in }
     public var onEvent: EngineEventHandler = { _ in }
 
@@ -246,12 +248,25 @@ public final class Engine: @unchecked Sendable {
 
     private func janitorLoop() {
         while true {
-            failureSignal.wait()
+            _ = failureSignal.wait(timeout: .now() + configuration.healthCheckInterval)
             if janitorStop.load(ordering: .relaxed) { break }
             let batch = failures.withLock { f -> [(bridge: Int, port: PortID, errno: Int32)] in defer { f = [] }; return f }
             for f in batch { handleFailure(f.bridge, f.port, f.errno) }
+            for dead in deadPorts() { handleFailure(dead.bridge, dead.port, dead.errno) }
         }
         janitorDone.signal()
+    }
+
+    private func deadPorts() -> [(bridge: Int, port: PortID, errno: Int32)] {
+        control.lock(); defer { control.unlock() }
+        var dead: [(bridge: Int, port: PortID, errno: Int32)] = []
+        for b in bridges {
+            for r in b.records.values where r.connected {
+                let e = r.port.checkAlive()
+                if e != 0 { dead.append((b.index, r.id, e)) }
+            }
+        }
+        return dead
     }
 
     private func handleFailure(_ bridgeIndex: Int, _ id: PortID, _ err: Int32) {
