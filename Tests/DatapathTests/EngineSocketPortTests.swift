@@ -59,11 +59,12 @@ final class DescriptorQueue: @unchecked Sendable {
 
 @Suite(.serialized)
 struct EngineSocketPortTests {
-    @Test func streamPortFramesBothWaysAndReconnects() throws {
+    @Test(arguments: [1, 2])
+    func streamPortFramesBothWaysAndReconnects(workers: Int) throws {
         try withTopology { t in
             let a = try addHost(t, 1), b = try addHost(t, 2)
             let events = EventLog()
-            let engine = makeEngine(events: events)
+            let engine = makeEngine(workers: workers, events: events)
             let bridge = engine.addBridge(name: "br", pipeline: HandlerPipeline([]))
             try bridge.attach(MacvtapPort(name: a.macvtap))
             try bridge.attach(MacvtapPort(name: b.macvtap))
@@ -98,6 +99,7 @@ struct EngineSocketPortTests {
             try engine.reconnect(vm, in: bridge)
             #expect(engine.snapshot().bridge("br")!.port(vm)!.connected)
             #expect(exchange(sv2[1]), "the same port works over the new descriptor")
+            print("stream port, \(workers) worker(s): handed off \(engine.snapshot().workers.map(\.handedOff))")
         }
     }
 
