@@ -28,6 +28,10 @@ public struct EngineConfiguration: Sendable {
     public var completionQueueEntries: UInt32 = 8192
     /// Use single-shot reads even where multishot reads exist (for testing the fallback).
     public var forceSingleShotReads = false
+    /// How often ports are asked whether their descriptors still work (`Port.checkAlive`).
+    public var healthCheckInterval: Double = 0.5
+    /// Frames one worker may have waiting for another worker's single-descriptor stream port.
+    public var handoffRingCapacity: Int = 32
     public var log: EngineLogHandler = { _, _ in }
     public var onEvent: EngineEventHandler = { _ in }
 
@@ -48,6 +52,7 @@ public final class Engine: @unchecked Sendable {
     private(set) var bridges: [Bridge] = []
     var workers: [Worker] = []
     public private(set) var isRunning = false
+    private var handoffsReady = false
     private var portsRemovedCount = UInt64(0)
 
     // Failed ports reported by workers, handled off the datapath by the janitor thread.
@@ -155,6 +160,7 @@ public final class Engine: @unchecked Sendable {
         if !r.connected && !fds.isEmpty { fds.forEach { _ = close($0) }; r.fds = [] }
         r.bridge.renegotiateOffloads(log: log)
         r.bridge.publishPorts()
+        if !r.port.isMultiQueue && r.port.framing == .lengthPrefixed { setUpHandoffs() }
         for w in workers { w.send(.addPort(portCommand(r, worker: w.index))) }
     }
 
@@ -165,7 +171,24 @@ public final class Engine: @unchecked Sendable {
                               framing: r.port.framing, vnetHeaderSize: r.port.vnetHeaderSize,
                               transmitOffloads: r.port.transmitOffloads, vlan: r.port.settings.vlan,
                               adminUp: r.adminUp, counters: r.counters[worker],
-                              writable: r.port.isMultiQueue || r.owner == worker || r.port.framing == .datagram)
+                              writable: r.port.isMultiQueue || r.owner == worker || r.port.framing == .datagram,
+                              owner: r.owner)
+    }
+
+    /// Creates the worker-to-worker rings (once) that carry frames to single-descriptor
+    /// stream ports owned by another worker.
+    private func setUpHandoffs() {
+        guard workers.count > 1, !handoffsReady else { return }
+        let n = workers.count
+        var rings = [[HandoffRing?]](repeating: [HandoffRing?](repeating: nil, count: n), count: n)
+        for i in 0..<n { for j in 0..<n where i != j {
+            rings[i][j] = HandoffRing(capacity: configuration.handoffRingCapacity, slotSize: configuration.bufferSize)
+        } }
+        let fds = workers.map(\.eventFD)
+        for w in workers {
+            w.send(.setHandoff(outbound: rings[w.index], inbound: (0..<n).map { rings[$0][w.index] }, wakeFDs: fds))
+        }
+        handoffsReady = true
     }
 
     /// Detaches port `id`: workers stop using it, its descriptors are closed, handlers are told.
@@ -228,6 +251,7 @@ public final class Engine: @unchecked Sendable {
         for w in workers { w.stopAndJoin() }
         workers = []
         isRunning = false
+        handoffsReady = false
         for b in bridges { for r in b.records.values { closeDescriptors(r) } }
         control.unlock()
         janitorStop.store(true, ordering: .relaxed)
@@ -246,12 +270,25 @@ public final class Engine: @unchecked Sendable {
 
     private func janitorLoop() {
         while true {
-            failureSignal.wait()
+            _ = failureSignal.wait(timeout: .now() + configuration.healthCheckInterval)
             if janitorStop.load(ordering: .relaxed) { break }
             let batch = failures.withLock { f -> [(bridge: Int, port: PortID, errno: Int32)] in defer { f = [] }; return f }
             for f in batch { handleFailure(f.bridge, f.port, f.errno) }
+            for dead in deadPorts() { handleFailure(dead.bridge, dead.port, dead.errno) }
         }
         janitorDone.signal()
+    }
+
+    private func deadPorts() -> [(bridge: Int, port: PortID, errno: Int32)] {
+        control.lock(); defer { control.unlock() }
+        var dead: [(bridge: Int, port: PortID, errno: Int32)] = []
+        for b in bridges {
+            for r in b.records.values where r.connected {
+                let e = r.port.checkAlive()
+                if e != 0 { dead.append((b.index, r.id, e)) }
+            }
+        }
+        return dead
     }
 
     private func handleFailure(_ bridgeIndex: Int, _ id: PortID, _ err: Int32) {

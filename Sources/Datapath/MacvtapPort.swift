@@ -5,6 +5,7 @@ import Glibc
 #endif
 import Frames
 import Tap
+import CTapbridgeShim
 
 public final class MacvtapPort: Port, @unchecked Sendable {
     public let device: MacvtapDevice
@@ -47,6 +48,14 @@ public final class MacvtapPort: Port, @unchecked Sendable {
     }
 
     public func descriptorsClosed() { queueFDs.removeAll() }
+
+    /// TUNGETIFF fails with ENOLINK once the macvtap is deleted (its queues stay open but dead).
+    public func checkAlive() -> Int32 {
+        guard let fd = queueFDs.first else { return 0 }
+        var flags: Int32 = 0
+        let r = tb_tun_get_flags(fd, &flags)
+        return r == -ENOLINK || r == -ENODEV || r == -EBADFD ? -r : 0
+    }
 
     public func queueFailed(_ index: Int, errno: Int32) -> PortFailureAction { .remove }
 }

@@ -59,6 +59,10 @@ public protocol Port: AnyObject {
     func setReceiveOffloads(_ offloads: TapOffloads) throws
     /// End of file (`errno` 0) or a read/write error on queue `index`.
     func queueFailed(_ index: Int, errno: Int32) -> PortFailureAction
+    /// 0 while the port's descriptors still lead somewhere, else an errno. Polled by the engine
+    /// (`EngineConfiguration.healthCheckInterval`) for failures that no read reports: a deleted
+    /// macvtap's queue just stops delivering, and writes to it vanish.
+    func checkAlive() -> Int32
     /// The engine has closed every descriptor it got from `openQueue` (detach, disconnect, stop).
     func descriptorsClosed()
 }
@@ -69,4 +73,5 @@ extension Port {
     public func setReceiveOffloads(_ offloads: TapOffloads) throws {}
     public func queueFailed(_ index: Int, errno: Int32) -> PortFailureAction { .remove }
     public func descriptorsClosed() {}
+    public func checkAlive() -> Int32 { 0 }
 }

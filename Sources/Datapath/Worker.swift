@@ -62,6 +62,13 @@ final class Worker: @unchecked Sendable {
     var startError: Error?
     var framesThisBatch: UInt64 = 0
 
+    // Handoff rings (only with several workers and a single-descriptor stream port).
+    var outbound: [HandoffRing?] = []
+    var inbound: [HandoffRing] = []
+    var wakeFDs: [Int32] = []
+    var wakePending: UnsafeMutablePointer<Bool> = .allocate(capacity: 256)
+    var anyWakePending = false
+
     init(index: Int, engine: Engine, configuration: EngineConfiguration) {
         self.index = index; self.engine = engine; cfg = configuration
         var rc = 1
@@ -101,7 +108,7 @@ final class Worker: @unchecked Sendable {
         for i in 0..<Worker.maxBridges { bridges[i].slotByID.deallocate() }
         bridges.deallocate(); ports.deallocate(); scratch.deallocate(); iov.deallocate()
         slots.deallocate(); refcount.deallocate(); streamFree.deallocate(); streamSlab.deallocate()
-        eventValue.deallocate(); stats.deallocate()
+        eventValue.deallocate(); stats.deallocate(); wakePending.deallocate()
         if eventFD >= 0 { close(eventFD) }
     }
 
@@ -144,7 +151,7 @@ final class Worker: @unchecked Sendable {
                                 framesIn: s.load(WorkerCounter.framesIn), batches: s.load(WorkerCounter.batches),
                                 largestBatch: s.load(WorkerCounter.largestBatch), bufferStarved: s.load(WorkerCounter.bufferStarved),
                                 readRearms: s.load(WorkerCounter.readRearms), slotsExhausted: s.load(WorkerCounter.slotsExhausted),
-                                portFailures: s.load(WorkerCounter.portFailures))
+                                portFailures: s.load(WorkerCounter.portFailures), handedOff: s.load(WorkerCounter.handedOff))
     }
 
     // MARK: thread body
@@ -197,8 +204,10 @@ final class Worker: @unchecked Sendable {
                 stats.add(WorkerCounter.batches, 1)
                 stats.max(WorkerCounter.largestBatch, framesThisBatch)
             }
+            if !inbound.isEmpty { drainHandoffs() }
             buffers.publish()
             if starvedCount > 0 { rearmStarved() }
+            if anyWakePending { wakeOwners() }
             if controlPending { processCommands() }
         }
     }
@@ -445,7 +454,7 @@ final class Worker: @unchecked Sendable {
     private func send(_ frame: inout Frame, to d: Int, buffer: Int32, asIs: Bool) {
         let dp = ports + d
         guard let dc = dp.pointee.counters else { return }
-        guard dp.pointee.state == LocalPortState.active, dp.pointee.adminUp, dp.pointee.writable else {
+        guard dp.pointee.state == LocalPortState.active, dp.pointee.adminUp else {
             dc.add(PortCounter.firstDrop + Int(DropReason.portDown.rawValue), 1)
             return
         }
@@ -459,6 +468,10 @@ final class Worker: @unchecked Sendable {
         }
         if frame.vnet.gsoType != 0 && !dp.pointee.transmitOffloads.accepts(gsoType: frame.vnet.gsoType) {
             dc.add(PortCounter.firstDrop + Int(DropReason.offload.rawValue), 1)
+            return
+        }
+        if !dp.pointee.writable {
+            handOff(frame, to: d, asIs: asIs)
             return
         }
         if dp.pointee.txQueued + dp.pointee.txInflight >= depth {
@@ -527,6 +540,53 @@ final class Worker: @unchecked Sendable {
             if dp.pointee.txTail >= 0 { slots[Int(dp.pointee.txTail)].next = si } else { dp.pointee.txHead = si }
             dp.pointee.txTail = si
             dp.pointee.txQueued += 1
+        }
+    }
+
+    /// The port's owner is another worker: copy the frame into the ring to it.
+    private func handOff(_ frame: Frame, to d: Int, asIs: Bool) {
+        let dp = ports + d
+        let owner = Int(dp.pointee.owner)
+        guard owner < outbound.count, let ring = outbound[owner],
+              ring.push(frame, bridge: dp.pointee.bridge, port: dp.pointee.id, asIs: asIs) else {
+            dp.pointee.counters?.add(PortCounter.firstDrop + Int(DropReason.queueFull.rawValue), 1)
+            return
+        }
+        wakePending[owner] = true
+        anyWakePending = true
+        stats.add(WorkerCounter.handedOff, 1)
+    }
+
+    /// One eventfd write per owner per batch, not per frame.
+    private func wakeOwners() {
+        anyWakePending = false
+        for w in 0..<wakeFDs.count where wakePending[w] {
+            wakePending[w] = false
+            var one: UInt64 = 1
+            _ = write(wakeFDs[w], &one, 8)
+        }
+    }
+
+    /// Frames other workers handed over for ports this worker owns.
+    private func drainHandoffs() {
+        for ring in inbound {
+            ring.drain { entry, bytes in
+                let lp = Int(bridges[Int(entry.bridge)].slotByID[Int(entry.port.rawValue)])
+                guard lp >= 0 else { return }
+                guard streamFreeCount > 0 else {
+                    ports[lp].counters?.add(PortCounter.firstDrop + Int(DropReason.queueFull.rawValue), 1)
+                    return
+                }
+                streamFreeCount -= 1
+                let b = streamFree[streamFreeCount]
+                let addr = streamSlab + (Int(b) - ringCount) * cfg.bufferSize
+                addr.copyMemory(from: bytes, byteCount: Int(entry.length))
+                refcount[Int(b)] = 1
+                var frame = Frame(bytes: UnsafeMutableRawBufferPointer(start: addr, count: Int(entry.length)),
+                                  ingress: entry.port, vnet: entry.vnet, vlan: entry.vlan)
+                send(&frame, to: lp, buffer: b, asIs: entry.asIs)
+                release(b)
+            }
         }
     }
 
@@ -711,6 +771,11 @@ final class Worker: @unchecked Sendable {
             guard lp >= 0 else { return }
             detachDescriptor(lp)
             ports[lp].state = LocalPortState.down
+        case .setHandoff(let out, let inb, let fds):
+            outbound = out
+            inbound = inb.compactMap { $0 }
+            wakeFDs = fds
+            for i in 0..<min(256, fds.count) { wakePending[i] = false }
         case .setUp(let b, let id, let up):
             let lp = Int(bridges[b].slotByID[Int(id.rawValue)])
             if lp >= 0 { ports[lp].adminUp = up }
@@ -740,6 +805,7 @@ final class Worker: @unchecked Sendable {
         p.pointee.adminUp = spec.adminUp
         p.pointee.counters = spec.counters
         p.pointee.vlanAware = spec.vlan != .unaware
+        p.pointee.owner = Int32(spec.owner)
         p.pointee.txMaxInflight = p.pointee.stream ? 1 : depth
         p.pointee.txInflight = 0
         vlanModes[lp] = spec.vlan

@@ -17,8 +17,10 @@ struct WorkerPortSpec {
     var vlan: VLANMode
     var adminUp: Bool
     var counters: CounterBlock
-    /// This worker may write to the descriptor (false: a byte stream read by another worker).
+    /// This worker may write to the descriptor (false: a byte stream another worker owns;
+    /// frames go to `owner` through a handoff ring).
     var writable: Bool
+    var owner: Int
 }
 
 enum WorkerCommand {
@@ -27,6 +29,8 @@ enum WorkerCommand {
     case removePort(bridge: Int, id: PortID)
     case disconnectPort(bridge: Int, id: PortID)
     case setUp(bridge: Int, id: PortID, up: Bool)
+    /// Rings to (outbound[w]) and from (inbound[w]) worker w, and the workers' eventfds.
+    case setHandoff(outbound: [HandoffRing?], inbound: [HandoffRing?], wakeFDs: [Int32])
     case stop
 }
 
@@ -49,6 +53,7 @@ struct LocalPort {
     var writable = true
     var stream = false
     var vlanAware = false
+    var owner: Int32 = 0
     var bridge: Int32 = 0
     var id = PortID(0)
     var fd: Int32 = -1

@@ -1,0 +1,92 @@
+// Ports coming and going while the engine runs, bounded transmit queues, and clean stop.
+import Foundation
+import Testing
+@testable import Datapath
+import Frames
+import Tap
+import TestSupport
+
+@Suite(.serialized)
+struct EnginePortLifecycleTests {
+    @Test func portWhoseLinkIsDeletedIsRemovedAndOthersKeepForwarding() throws {
+        try withTopology { t in
+            let a = try addHost(t, 1), b = try addHost(t, 2), c = try addHost(t, 3)
+            let events = EventLog()
+            let engine = makeEngine(events: events)
+            let bridge = engine.addBridge(name: "br", pipeline: HandlerPipeline([]))
+            for h in [a, b, c] { try bridge.attach(MacvtapPort(name: h.macvtap)) }
+            try engine.start()
+            defer { engine.stop() }
+            #expect(try ping(a, c))
+            let cid = bridge.port(named: c.macvtap)!
+            try run(["ip", "link", "del", c.macvtap])
+            let removed = events.wait { if case .portRemoved(_, let id, _, _) = $0 { return id == cid }; return false }
+            #expect(removed, "port removed after its link was deleted; log: \(events.logLines)")
+            #expect(bridge.port(named: c.macvtap) == nil)
+            #expect(engine.snapshot().portsRemoved == 1)
+            #expect(try ping(a, b))
+        }
+    }
+
+    @Test func portAddedWhileRunningForwards() throws {
+        try withTopology { t in
+            let a = try addHost(t, 1), b = try addHost(t, 2), c = try addHost(t, 3)
+            let engine = makeEngine()
+            let bridge = engine.addBridge(name: "br", pipeline: HandlerPipeline([]))
+            try bridge.attach(MacvtapPort(name: a.macvtap))
+            try bridge.attach(MacvtapPort(name: b.macvtap))
+            try engine.start()
+            defer { engine.stop() }
+            #expect(try ping(a, b))
+            let id = try bridge.attach(MacvtapPort(name: c.macvtap))
+            #expect(bridge.portTable[id]?.name == c.macvtap)
+            #expect(try ping(c, a))
+            #expect(try ping(b, c))
+            bridge.detach(id)
+            #expect(bridge.port(named: c.macvtap) == nil)
+            #expect(try !ping(a, c, count: 1))
+            #expect(try ping(a, b))
+        }
+    }
+
+    @Test func fullTransmitQueueDropsAndCounts() throws {
+        try withTopology { t in
+            let a = try addHost(t, 1), b = try addHost(t, 2)
+            // A datagram socket whose peer never reads: its queue fills, then the engine's.
+            var sv: [Int32] = [0, 0]
+            #expect(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0, &sv) == 0)
+            defer { close(sv[1]) }
+            let engine = makeEngine { $0.transmitQueueDepth = 8 }
+            let bridge = engine.addBridge(name: "br", pipeline: HandlerPipeline([]))
+            try bridge.attach(MacvtapPort(name: a.macvtap))
+            try bridge.attach(MacvtapPort(name: b.macvtap))
+            let stuck = try bridge.attach(DescriptorPort(name: "stuck", descriptor: sv[0]))
+            try engine.start()
+            defer { engine.stop() }
+            _ = try t.exec(a.namespace, ["ping", "-c", "200", "-i", "0.002", "-W", "1", b.address], check: false, timeout: 30)
+            let s = engine.snapshot().bridge("br")!
+            let st = s.port(stuck)!
+            #expect(st.drops(.queueFull) > 0, "\(st)")
+            #expect(st.txFrames > 0)
+            #expect(try ping(a, b), "a stuck port does not stall the others")
+        }
+    }
+
+    @Test func stopClosesEveryDescriptor() throws {
+        try withTopology { t in
+            let a = try addHost(t, 1), b = try addHost(t, 2)
+            let before = openDescriptorCount()
+            do {
+                let engine = makeEngine(workers: 2)
+                let bridge = engine.addBridge(name: "br", pipeline: HandlerPipeline([]))
+                try bridge.attach(MacvtapPort(name: a.macvtap))
+                try bridge.attach(MacvtapPort(name: b.macvtap))
+                try engine.start()
+                #expect(try ping(a, b))
+                engine.stop()
+            }
+            usleep(100_000)
+            #expect(openDescriptorCount() == before)
+        }
+    }
+}
