@@ -103,6 +103,7 @@ public final class Daemon {
             // The engine (read error) and the link watcher may both report it: count it once.
             guard let engine, engine.isConfigured(name), !lostPorts.contains(name) else { return }
             engine.detach(name)
+            links.forget(name, netns: netns)
             lostPorts.insert(name)
             portsLost += 1
             logger.warning("port lost: link deleted", metadata: ["port": "\(name)", "netns": "\(netns ?? "-")",

@@ -43,9 +43,7 @@ final class EngineBinding {
         } catch {
             throw DaemonError("\(p.path): cannot open macvtap '\(p.name)': \(error)")
         }
-        let id = try bridge.attach(port)
-        logger.info("port up", metadata: ["port": "\(p.name)", "bridge": "\(bridgeName)", "id": "\(id.rawValue)",
-                                          "offloads": "\(p.offloads ? "on" : "off")"])
+        try bridge.attach(port)   // the engine logs the attachment
     }
 
     func start() throws {

@@ -5,7 +5,10 @@
 import Frames
 import Logging
 
-enum HandlerFactory {
+public enum HandlerFactory {
+    /// Whether this build has the bundled learning switch (tests that need it check this).
+    public static let learningSwitchAvailable = false
+
     static func handlers(for bridge: BridgeConfig, logger: Logger) throws -> [any FrameHandler] {
         for h in bridge.pipeline {
             logger.warning("handler not available in this build; the bridge floods every frame",

@@ -49,6 +49,12 @@ public final class LinkLifecycle {
         deleteLink(l)
     }
 
+    /// Forgets a created link that is gone: a link later appearing under the same name is not
+    /// ours and must not be deleted at stop.
+    func forget(_ name: String, netns: String?) {
+        created.removeAll { $0.name == name && $0.netns == netns }
+    }
+
     func wasCreated(_ name: String, netns: String?) -> Bool {
         created.contains { $0.name == name && $0.netns == netns }
     }

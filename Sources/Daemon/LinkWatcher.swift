@@ -18,8 +18,13 @@ final class LinkWatcher {
         for p in self.ports { present[p.name] = SystemHost().link(named: p.name, netns: p.netns) != nil }
     }
 
-    /// Events since the last call, in order.
+    private var lastPoll = 0.0
+
+    /// Events since the last call, in order (links are looked at most twice a second).
     func drain() -> [Event] {
+        let now = Double(monotonicNanoseconds()) / 1e9
+        guard now - lastPoll >= 0.5 else { return [] }
+        lastPoll = now
         var events: [Event] = []
         for p in ports {
             let now = SystemHost().link(named: p.name, netns: p.netns) != nil

@@ -37,7 +37,8 @@ import TestSupport
         }
     }
 
-    @Test func learningFloodsFirstThenUnicasts() throws {
+    @Test(.enabled(if: HandlerFactory.learningSwitchAvailable, "needs the LearningSwitch from the Handlers module"))
+    func learningFloodsFirstThenUnicasts() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 3)
             let d = try DaemonProcess(t, config: "[[bridges]]\n" + h.portTables())
@@ -52,7 +53,8 @@ import TestSupport
         }
     }
 
-    @Test func fdbBoundHoldsUnderMACFlood() throws {
+    @Test(.enabled(if: HandlerFactory.learningSwitchAvailable, "needs the LearningSwitch from the Handlers module"))
+    func fdbBoundHoldsUnderMACFlood() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 3)
             let config = """
@@ -76,7 +78,8 @@ import TestSupport
         }
     }
 
-    @Test func vlanAccessAndTrunkKeepVLANsApart() throws {
+    @Test(.enabled(if: HandlerFactory.learningSwitchAvailable, "needs the LearningSwitch from the Handlers module"))
+    func vlanAccessAndTrunkKeepVLANsApart() throws {
         try withTopology { t in
             // One subnet, two VLANs: h0 and h3 access VLAN 10, h1 access VLAN 20, h2 a trunk
             // carrying both (this kernel has no 802.1Q devices, so the trunk host only listens).
@@ -122,6 +125,27 @@ import TestSupport
             try d.waitFor("port lost")
             #expect(h.ping(0, h.addresses[1]), "forwarding stopped after a port's link was deleted:\n\(d.log)")
             #expect(d.stop() == 0)
+        }
+    }
+
+    @Test func linkThatComesBackIsReattached() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 2)
+            let d = try DaemonProcess(t, config: "[[bridges]]\n" + h.portTables())
+            #expect(h.ping(0, h.addresses[1]))
+            try run(["ip", "link", "del", h.macvtaps[1]])
+            try d.waitFor("port lost")
+            #expect(!h.ping(0, h.addresses[1], count: 1))
+            // Someone recreates it (same name, same parent): the daemon picks it up again.
+            try run(["ip", "link", "add", "link", h.veths[1], "name", h.macvtaps[1], "type", "macvtap", "mode", "passthru"])
+            t.track(link: h.macvtaps[1])
+            try run(["ip", "link", "set", h.macvtaps[1], "up"])
+            try d.waitFor("port re-attached")
+            #expect(h.ping(0, h.addresses[1]), "no forwarding after re-attach:\n\(d.log)")
+            #expect(d.stop() == 0)
+            // It was not created by the daemon this time, so the daemon leaves it.
+            #expect(linkDetails(h.macvtaps[1]) != nil)
+            #expect(linkDetails(h.macvtaps[0]) == nil)
         }
     }
 
