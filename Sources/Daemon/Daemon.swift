@@ -123,6 +123,9 @@ public final class Daemon {
         }
     }
 
+    /// The handlers each bridge actually runs, in order (empty: it floods every frame).
+    public var pipelines: [String: [String]] { engine?.pipelines ?? [:] }
+
     /// One human line per port (frames/bytes in and out, drops), for the demo's live view.
     public func counterSummary() -> [String] {
         engine?.summaryLines() ?? []

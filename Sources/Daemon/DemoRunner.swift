@@ -32,7 +32,7 @@ public enum DemoRunner {
         daemonOptions.duration = options.duration
         let verdict = SelfTestResult()
         daemonOptions.onReady = { d in
-            printInstructions(topo, options)
+            printInstructions(topo, options, handlers: d.pipelines["demo"] ?? [])
             if options.selfTest {
                 Thread {
                     let ok = selfTest(topo)
@@ -55,11 +55,11 @@ public enum DemoRunner {
         return true
     }
 
-    static func printInstructions(_ topo: DemoTopology, _ options: DemoOptions) {
+    static func printInstructions(_ topo: DemoTopology, _ options: DemoOptions, handlers: [String]) {
         let h = topo.hosts
         var s = """
 
-            tapbridge demo: \(h.count) hosts in network namespaces, bridged by tapbridge (learning switch)
+            tapbridge demo: \(h.count) hosts in network namespaces, bridged by tapbridge (\(handlers.isEmpty ? "hub: every frame floods" : handlers.joined(separator: " -> ")))
 
             """
         for x in h { s += "  \(x.namespace): \(x.address)/24 on eth0 (\(x.mac)) <- veth -> \(x.veth) <- passthru macvtap \(x.macvtap)\n" }

@@ -57,6 +57,9 @@ final class EngineBinding {
 
     func stop() { engine.stop() }
 
+    /// Handler names per bridge, in pipeline order ("" for a hub).
+    var pipelines: [String: [String]] { handlers.mapValues { $0.map(\.name) } }
+
     /// Runs every handler's expiry sweep (learning-switch aging).
     func sweep() {
         let now = monotonicNanoseconds()

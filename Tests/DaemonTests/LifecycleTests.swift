@@ -84,12 +84,14 @@ import TestSupport
 
     @Test func createdInNamespaceAndDeleted() throws {
         try withTopology { t in
-            let h = try Hosts(t, count: 1)
+            let h = try Hosts(t, count: 2)
             let ns = try t.addNamespace("guest")
             let config = "[[bridges]]\n" + h.portTables(extra: [0: "netns = \"\(ns)\""])
             let d = try DaemonProcess(t, config: config)
             #expect(linkDetails(h.macvtaps[0], netns: ns) != nil)
             #expect(linkDetails(h.macvtaps[0]) == nil)
+            // The port was opened inside its namespace: frames cross between the two hosts.
+            #expect(h.ping(0, h.addresses[1]), "no forwarding through a macvtap in another namespace:\n\(d.log)")
             #expect(d.stop() == 0)
             #expect(linkDetails(h.macvtaps[0], netns: ns) == nil)
         }

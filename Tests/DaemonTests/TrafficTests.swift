@@ -149,6 +149,38 @@ import TestSupport
         }
     }
 
+    @Test func demoStopsAndCleansUpOnSIGTERM() throws {
+        try withTopology { t in
+            let prefix = t.tag
+            t.onCleanup {
+                for x in ["a", "b"] { _ = try? run(["ip", "netns", "del", "\(prefix)-\(x)"], check: false) }
+            }
+            let out = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-demo.out").path
+            _ = FileManager.default.createFile(atPath: out, contents: nil)
+            defer { try? FileManager.default.removeItem(atPath: out) }
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: tapbridgeExecutable())
+            p.arguments = ["demo", "--prefix", prefix, "--interval", "1"]
+            p.standardOutput = FileHandle(forWritingAtPath: out)
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            t.onCleanup { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+            let text = { (try? String(contentsOfFile: out, encoding: .utf8)) ?? "" }
+            let deadline = Date().addingTimeInterval(20)
+            while !text().contains("Ctrl-C stops") && Date() < deadline && p.isRunning { usleep(50_000) }
+            #expect(FileManager.default.fileExists(atPath: "/run/netns/\(prefix)-a"))
+            #expect(try run(["ip", "netns", "exec", "\(prefix)-a", "ping", "-c", "2", "-i", "0.2", "-W", "1", "198.18.0.2"], check: false).succeeded)
+            usleep(1_200_000)   // at least one line of live counters
+            kill(p.processIdentifier, SIGTERM)
+            p.waitUntilExit()
+            #expect(p.terminationStatus == 0, "\(text())")
+            #expect(text().contains("rx "), "no live counters: \(text())")
+            #expect(!FileManager.default.fileExists(atPath: "/run/netns/\(prefix)-a"))
+            #expect(!FileManager.default.fileExists(atPath: "/run/netns/\(prefix)-b"))
+            for l in ["a-veth", "b-veth", "a-tap", "b-tap"] { #expect(linkDetails("\(prefix)-\(l)") == nil) }
+        }
+    }
+
     @Test func demoSelfTestPasses() throws {
         try withTopology { t in
             let prefix = t.tag
