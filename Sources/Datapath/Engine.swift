@@ -15,15 +15,17 @@ public struct EngineConfiguration: Sendable {
     public var workers: Int
     /// Provided buffers per worker (a power of two) and their size. A buffer holds one vnet
     /// header + frame; 64 KiB + headroom lets TSO super-frames cross unsegmented.
-    public var buffersPerWorker: Int = 256
+    public var buffersPerWorker: Int = 512
     public var bufferSize: Int = 65536 + 512
     /// Extra buffers per worker for frames reassembled from byte streams.
     public var streamBuffersPerWorker: Int = 64
     /// Frames that may wait for or be in transmission to one port queue; beyond it frames
     /// for that port are dropped and counted as `queueFull`.
-    public var transmitQueueDepth: Int = 64
+    public var transmitQueueDepth: Int = 128
     /// Transmit slots per worker (in-flight + queued writes over all ports).
     public var transmitSlotsPerWorker: Int = 4096
+    /// Completions handled between two submissions (bounds the writes one burst can queue).
+    public var completionBatch: Int = 64
     public var submissionQueueEntries: UInt32 = 1024
     public var completionQueueEntries: UInt32 = 8192
     /// Use single-shot reads even where multishot reads exist (for testing the fallback).

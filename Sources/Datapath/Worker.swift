@@ -193,10 +193,17 @@ final class Worker: @unchecked Sendable {
             context.now = monotonicNanoseconds()
             framesThisBatch = 0
             var total = 0
+            let chunk = cfg.completionBatch
             while true {
-                let n = ring.forEachCompletion { c in self.handle(c) }
+                let n = ring.forEachCompletion(limit: chunk) { c in self.handle(c) }
                 total += n
-                if n < 256 { break }
+                if n < chunk { break }
+                // A long burst: send what this chunk produced now, so its write completions
+                // (and buffers) come back before the transmit queues look full.
+                if ring.pendingSubmissions > 0 {
+                    let r = ring.submit()
+                    if r > 0 { stats.add(WorkerCounter.submitCalls, 1); stats.add(WorkerCounter.submittedSQEs, UInt64(r)) }
+                }
             }
             stats.add(WorkerCounter.completions, UInt64(total))
             if framesThisBatch > 0 {

@@ -96,6 +96,9 @@ public final class Ring {
         return io_uring_get_sqe(&raw)
     }
 
+    /// SQEs prepared but not yet submitted.
+    @inlinable public var pendingSubmissions: UInt32 { io_uring_sq_ready(&raw) }
+
     /// Submits queued SQEs without waiting.
     @discardableResult
     public func submit() -> Int32 {
@@ -113,12 +116,12 @@ public final class Ring {
         return r
     }
 
-    /// Calls `body` for each ready completion (up to 256 per call) and marks them seen. Returns
-    /// how many there were.
+    /// Calls `body` for each ready completion (up to `limit`, at most 256 per call) and marks
+    /// them seen. Returns how many there were.
     @inlinable
     @discardableResult
-    public func forEachCompletion(_ body: (Completion) -> Void) -> Int {
-        let n = Int(io_uring_peek_batch_cqe(&raw, cqeBatchPointer, UInt32(cqeBatchCapacity)))
+    public func forEachCompletion(limit: Int = 256, _ body: (Completion) -> Void) -> Int {
+        let n = Int(io_uring_peek_batch_cqe(&raw, cqeBatchPointer, UInt32(Swift.min(limit, cqeBatchCapacity))))
         for i in 0..<n {
             let c = cqeBatchPointer[i]!.pointee
             body(Completion(result: c.res, flags: c.flags, userData: c.user_data))

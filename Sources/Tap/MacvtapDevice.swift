@@ -38,11 +38,13 @@ public struct MacvtapDevice: Sendable, CustomStringConvertible {
     /// kernel allows up to 256 per macvtap). `vnetHeaderSize` 0 turns the vnet header off;
     /// otherwise 10 or 12. `offloads` is what this reader accepts (probed down to what the
     /// kernel takes; the result is in `MacvtapQueue.offloads`).
-    public func openQueue(vnetHeaderSize: Int = 12, offloads: TapOffloads = .all) throws -> MacvtapQueue {
+    public func openQueue(vnetHeaderSize: Int = 12, offloads: TapOffloads = .all,
+                          sendBuffer: Int32? = Int32.max) throws -> MacvtapQueue {
         let fd = try openPrivateNode()
         do {
             let q = MacvtapQueue(fd: fd, interface: name)
             try q.configure(vnetHeaderSize: vnetHeaderSize)
+            if let sendBuffer { try q.setSendBuffer(sendBuffer) }
             if vnetHeaderSize > 0 { try q.setOffloads(offloads) } else { try q.setOffloads([]) }
             return q
         } catch {
@@ -121,6 +123,13 @@ public final class MacvtapQueue: @unchecked Sendable {
             if lastError != EINVAL { break }
         }
         throw TapError(interface: interface, operation: "TUNSETOFFLOAD(\(wanted))", errno: lastError)
+    }
+
+    /// TUNSETSNDBUF: bytes of written frames that may be in flight below this queue (skbs
+    /// stay charged to the queue until the lower device's receiver consumes them); beyond it
+    /// writes fail with EAGAIN. QEMU uses Int32.max, and so does the engine by default.
+    public func setSendBuffer(_ bytes: Int32) throws {
+        try check(tb_tun_set_sndbuf(fd, bytes), "TUNSETSNDBUF(\(bytes))")
     }
 
     /// TUNSETQUEUE: take this queue out of (or back into) the device's transmit hashing.

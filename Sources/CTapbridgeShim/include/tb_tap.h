@@ -23,6 +23,7 @@ static inline unsigned long tb_TUNSETVNETHDRSZ(void) { return TUNSETVNETHDRSZ; }
 static inline unsigned long tb_TUNGETVNETHDRSZ(void) { return TUNGETVNETHDRSZ; }
 static inline unsigned long tb_TUNSETQUEUE(void) { return TUNSETQUEUE; }
 static inline unsigned long tb_TUNGETFEATURES(void) { return TUNGETFEATURES; }
+static inline unsigned long tb_TUNSETSNDBUF(void) { return TUNSETSNDBUF; }
 
 static inline unsigned int tb_TUN_F_CSUM(void) { return TUN_F_CSUM; }
 static inline unsigned int tb_TUN_F_TSO4(void) { return TUN_F_TSO4; }
@@ -60,6 +61,11 @@ static inline int tb_tun_set_queue(int fd, int attach) {
     struct ifreq ifr; memset(&ifr, 0, sizeof ifr);
     ifr.ifr_flags = attach ? IFF_ATTACH_QUEUE : IFF_DETACH_QUEUE;
     return ioctl(fd, TUNSETQUEUE, &ifr) < 0 ? -errno : 0;
+}
+/// TUNSETSNDBUF: how many bytes of written frames may be in flight below the queue before a
+/// write fails with EAGAIN (default: net.core.wmem_default, about 200 KiB).
+static inline int tb_tun_set_sndbuf(int fd, int bytes) {
+    return ioctl(fd, TUNSETSNDBUF, &bytes) < 0 ? -errno : 0;
 }
 static inline int tb_tun_get_features(int fd, unsigned int *features) {
     return ioctl(fd, TUNGETFEATURES, features) < 0 ? -errno : 0;
