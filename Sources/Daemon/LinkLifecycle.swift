@@ -37,6 +37,11 @@ public final class LinkLifecycle {
             throw DaemonError("\(file): \(port.path): \(error)")
         }
         created.append(CreatedLink(name: port.name, netns: port.netns))
+        if let state = try? String(contentsOfFile: "/sys/class/net/\(spec.parent)/operstate", encoding: .utf8),
+           state.trimmingCharacters(in: .whitespacesAndNewlines) == "down" {
+            logger.warning("parent link is down: no frames will flow on this port until it is up",
+                           metadata: ["port": "\(port.name)", "parent": "\(spec.parent)"])
+        }
         logger.info("link created", metadata: ["port": "\(port.name)", "bridge": "\(bridge)",
                                                "parent": "\(spec.parent)", "mode": "\(spec.mode.rawValue)",
                                                "netns": "\(port.netns ?? "-")"])
