@@ -96,6 +96,9 @@ public final class Ring {
         return io_uring_get_sqe(&raw)
     }
 
+    /// The io_uring file descriptor.
+    public var descriptor: Int32 { raw.ring_fd }
+
     /// SQEs prepared but not yet submitted.
     @inlinable public var pendingSubmissions: UInt32 { io_uring_sq_ready(&raw) }
 

@@ -11,9 +11,7 @@ struct EngineMultiWorkerTests {
         try withTopology { t in
             let a = try addHost(t, 1), b = try addHost(t, 2)
             let engine = makeEngine(workers: 2)
-            let bridge = engine.addBridge(name: "br", pipeline: HandlerPipeline([]))
-            try bridge.attach(MacvtapPort(name: a.macvtap))
-            try bridge.attach(MacvtapPort(name: b.macvtap))
+            try hub(engine, [a, b])
             try engine.start()
             defer { engine.stop() }
             #expect(try ping(a, b))

@@ -13,8 +13,7 @@ struct EnginePortLifecycleTests {
             let a = try addHost(t, 1), b = try addHost(t, 2), c = try addHost(t, 3)
             let events = EventLog()
             let engine = makeEngine(events: events)
-            let bridge = engine.addBridge(name: "br", pipeline: HandlerPipeline([]))
-            for h in [a, b, c] { try bridge.attach(MacvtapPort(name: h.macvtap)) }
+            let bridge = try hub(engine, [a, b, c])
             try engine.start()
             defer { engine.stop() }
             #expect(try ping(a, c))
@@ -32,9 +31,7 @@ struct EnginePortLifecycleTests {
         try withTopology { t in
             let a = try addHost(t, 1), b = try addHost(t, 2), c = try addHost(t, 3)
             let engine = makeEngine()
-            let bridge = engine.addBridge(name: "br", pipeline: HandlerPipeline([]))
-            try bridge.attach(MacvtapPort(name: a.macvtap))
-            try bridge.attach(MacvtapPort(name: b.macvtap))
+            let bridge = try hub(engine, [a, b])
             try engine.start()
             defer { engine.stop() }
             #expect(try ping(a, b))
@@ -57,9 +54,7 @@ struct EnginePortLifecycleTests {
             #expect(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0, &sv) == 0)
             defer { close(sv[1]) }
             let engine = makeEngine { $0.transmitQueueDepth = 8 }
-            let bridge = engine.addBridge(name: "br", pipeline: HandlerPipeline([]))
-            try bridge.attach(MacvtapPort(name: a.macvtap))
-            try bridge.attach(MacvtapPort(name: b.macvtap))
+            let bridge = try hub(engine, [a, b])
             let stuck = try bridge.attach(DescriptorPort(name: "stuck", descriptor: sv[0]))
             try engine.start()
             defer { engine.stop() }
@@ -75,18 +70,25 @@ struct EnginePortLifecycleTests {
     @Test func stopClosesEveryDescriptor() throws {
         try withTopology { t in
             let a = try addHost(t, 1), b = try addHost(t, 2)
-            let before = openDescriptorCount()
+            var used: [(fd: Int32, dev: UInt64, ino: UInt64)] = []
             do {
                 let engine = makeEngine(workers: 2)
-                let bridge = engine.addBridge(name: "br", pipeline: HandlerPipeline([]))
-                try bridge.attach(MacvtapPort(name: a.macvtap))
-                try bridge.attach(MacvtapPort(name: b.macvtap))
+                let bridge = try hub(engine, [a, b])
                 try engine.start()
                 #expect(try ping(a, b))
+                // Every descriptor the engine holds: rings, eventfds, macvtap queues.
+                var fds = engine.workers.flatMap { [$0.ring.descriptor, $0.eventFD] }
+                engine.control.withLock { for r in bridge.records.values { fds += r.fds } }
+                #expect(fds.count == 2 * 2 + 2 * 2)
+                used = fds.map { fd in var st = stat(); fstat(fd, &st); return (fd, UInt64(st.st_dev), UInt64(st.st_ino)) }
                 engine.stop()
             }
-            usleep(100_000)
-            #expect(openDescriptorCount() == before)
+            // Each is closed now (or its number was reused by something else in this process).
+            for u in used {
+                var st = stat()
+                let stillOpen = fstat(u.fd, &st) == 0 && UInt64(st.st_dev) == u.dev && UInt64(st.st_ino) == u.ino
+                #expect(!stillOpen, "descriptor \(u.fd) still open after stop")
+            }
         }
     }
 }

@@ -65,9 +65,7 @@ struct EngineSocketPortTests {
             let a = try addHost(t, 1), b = try addHost(t, 2)
             let events = EventLog()
             let engine = makeEngine(workers: workers, events: events)
-            let bridge = engine.addBridge(name: "br", pipeline: HandlerPipeline([]))
-            try bridge.attach(MacvtapPort(name: a.macvtap))
-            try bridge.attach(MacvtapPort(name: b.macvtap))
+            let bridge = try hub(engine, [a, b])
             let queue = DescriptorQueue()
             var sv: [Int32] = [0, 0]
             #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &sv) == 0)
@@ -107,9 +105,7 @@ struct EngineSocketPortTests {
         try withTopology { t in
             let a = try addHost(t, 1), b = try addHost(t, 2)
             let engine = makeEngine()
-            let bridge = engine.addBridge(name: "br", pipeline: HandlerPipeline([]))
-            try bridge.attach(MacvtapPort(name: a.macvtap))
-            try bridge.attach(MacvtapPort(name: b.macvtap))
+            let bridge = try hub(engine, [a, b])
             var sv: [Int32] = [0, 0]
             #expect(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0, &sv) == 0)
             defer { close(sv[1]) }
@@ -141,9 +137,7 @@ struct EngineSocketPortTests {
         try withTopology { t in
             let a = try addHost(t, 1), b = try addHost(t, 2)
             let engine = makeEngine { $0.forceSingleShotReads = true }
-            let bridge = engine.addBridge(name: "br", pipeline: HandlerPipeline([]))
-            try bridge.attach(MacvtapPort(name: a.macvtap))
-            try bridge.attach(MacvtapPort(name: b.macvtap))
+            try hub(engine, [a, b])
             try engine.start()
             defer { engine.stop() }
             #expect(engine.snapshot().workers[0].readMode == "single-shot")

@@ -4,6 +4,7 @@ import Foundation
 import Testing
 @testable import Datapath
 import Frames
+import Tap
 import TestSupport
 
 struct Host {
@@ -57,6 +58,14 @@ func makeEngine(workers: Int = 1, events: EventLog? = nil, _ tweak: (inout Engin
     }
     tweak(&c)
     return Engine(configuration: c)
+}
+
+/// A bridge named "br" flooding every frame (no handlers) between the hosts' macvtaps.
+@discardableResult
+func hub(_ engine: Engine, _ hosts: [Host], offloads: TapOffloads = .all) throws -> Bridge {
+    let bridge = engine.addBridge(name: "br", pipeline: HandlerPipeline([]), offloads: offloads)
+    for h in hosts { try bridge.attach(MacvtapPort(name: h.macvtap)) }
+    return bridge
 }
 
 func ping(_ from: Host, _ to: Host, count: Int = 3) throws -> Bool {
