@@ -37,6 +37,21 @@ import TestSupport
         }
     }
 
+    @Test func mixedOffloadPortsStillDeliverEveryByte() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 2)
+            let config = "[[bridges]]\n" + h.portTables(extra: [1: "offloads = false"]).replacingOccurrences(
+                of: "offloads = true\noffloads = false", with: "offloads = false")
+            let d = try DaemonProcess(t, config: config)
+            let n = 32 << 20
+            #expect(try tcpTransfer(client: h.namespaces[0], server: h.namespaces[1], address: h.addresses[1], bytes: n) == n,
+                    "\(d.log)")
+            #expect(d.stop() == 0)
+            // The bridge negotiated GSO off for everyone: nothing large reached the plain port.
+            #expect(finalCounters(d.log)[h.macvtaps[1]]?.int("tx-large") == 0)
+        }
+    }
+
     @Test(.enabled(if: HandlerFactory.learningSwitchAvailable, "needs the LearningSwitch from the Handlers module"))
     func learningFloodsFirstThenUnicasts() throws {
         try withTopology { t in
