@@ -9,6 +9,7 @@ import Foundation
 import Frames
 import Synchronization
 import Tap
+import CTapbridgeShim
 
 public struct EngineConfiguration: Sendable {
     /// Worker threads, each with its own io_uring; default: one per online CPU.
@@ -89,6 +90,18 @@ public final class Engine: @unchecked Sendable {
         for e in events { configuration.onEvent(e) }
     }
 
+    /// The bridge called `name`, if any.
+    public func bridge(named name: String) -> Bridge? {
+        control.lock(); defer { control.unlock() }
+        return bridges.first { $0.name == name }
+    }
+
+    /// Every bridge, in the order they were added.
+    public var allBridges: [Bridge] {
+        control.lock(); defer { control.unlock() }
+        return bridges
+    }
+
     /// Adds a bridge running `pipeline`. `offloads`: the most the bridge may use (`[]`: no GSO).
     @discardableResult
     public func addBridge(name: String, pipeline: HandlerPipeline, offloads: TapOffloads = .all) -> Bridge {
@@ -116,9 +129,15 @@ public final class Engine: @unchecked Sendable {
         workers = started
         isRunning = true
         log(.info, "datapath: \(workers.count) worker(s); \(workers[0].describeMode())")
-        for b in bridges {
-            for w in workers { w.send(.addBridge(index: b.index, pipeline: b.pipeline)) }
-            for r in b.records.values.sorted(by: { $0.id < $1.id }) { try openAndAnnounce(r) }
+        do {
+            for b in bridges {
+                for w in workers { w.send(.addBridge(index: b.index, pipeline: b.pipeline)) }
+                for r in b.records.values.sorted(by: { $0.id < $1.id }) { try openAndAnnounce(r) }
+            }
+        } catch {
+            // All or nothing: a port that cannot be opened stops the start.
+            stopWorkersLocked()
+            throw error
         }
         janitorStop.store(false, ordering: .relaxed)
         let t = Thread { [unowned self] in self.janitorLoop() }
@@ -261,16 +280,20 @@ public final class Engine: @unchecked Sendable {
     public func stop() {
         control.lock()
         guard isRunning else { control.unlock(); return }
-        for w in workers { w.stopAndJoin() }
-        workers = []
-        isRunning = false
-        handoffsReady = false
-        for b in bridges { for r in b.records.values { closeDescriptors(r) } }
+        stopWorkersLocked()
         control.unlock()
         janitorStop.store(true, ordering: .relaxed)
         failureSignal.signal()
         if janitor != nil { janitorDone.wait(); janitor = nil }
         log(.info, "datapath stopped")
+    }
+
+    private func stopWorkersLocked() {
+        for w in workers { w.stopAndJoin() }
+        workers = []
+        isRunning = false
+        handoffsReady = false
+        for b in bridges { for r in b.records.values where !r.fds.isEmpty || r.connected { closeDescriptors(r) } }
     }
 
     // MARK: failed ports
@@ -282,6 +305,7 @@ public final class Engine: @unchecked Sendable {
     }
 
     private func janitorLoop() {
+        tb_set_thread_name("tb-janitor")
         while true {
             _ = failureSignal.wait(timeout: .now() + configuration.healthCheckInterval)
             if janitorStop.load(ordering: .relaxed) { break }
