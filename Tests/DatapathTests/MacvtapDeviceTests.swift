@@ -2,6 +2,8 @@
 import Foundation
 import Testing
 @testable import Tap
+@testable import Datapath
+import Frames
 import CTapbridgeShim
 import TestSupport
 
@@ -65,6 +67,41 @@ struct MacvtapDeviceTests {
             try run(["ip", "link", "del", h.macvtap])
             var f: Int32 = 0
             #expect(tb_tun_get_flags(q.fd, &f) == -ENOLINK)
+        }
+    }
+}
+
+@Suite
+struct MacvtapInOtherNamespaceTests {
+    /// A macvtap living in another namespace: its device numbers are read there, the engine
+    /// (in the root namespace) opens it by number.
+    @Test func engineForwardsThroughAMacvtapInAnotherNamespace() throws {
+        try withTopology { t in
+            let b = try addHost(t, 2)
+            let sw = try t.addNamespace("sw")
+            let ns = try t.addNamespace("h1")
+            let inner = t.ifname("i1"), outer = t.ifname("o1"), mvt = t.ifname("m1")
+            try run(["ip", "link", "add", outer, "type", "veth", "peer", "name", inner])
+            try run(["ip", "link", "set", inner, "netns", ns])
+            try run(["ip", "link", "set", outer, "netns", sw])
+            try run(["ip", "-n", ns, "addr", "add", "198.18.0.1/24", "dev", inner])
+            try run(["ip", "-n", ns, "link", "set", inner, "up"])
+            try run(["ip", "-n", sw, "link", "set", outer, "up"])
+            try run(["ip", "-n", sw, "link", "add", "link", outer, "name", mvt, "type", "macvtap", "mode", "passthru"])
+            try run(["ip", "-n", sw, "link", "set", mvt, "up"])
+            let dev = try t.exec(sw, ["sh", "-c", "cat /sys/class/net/\(mvt)/macvtap/tap*/dev"]).stdout
+                .trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ":").compactMap { UInt32($0) }
+            #expect(dev.count == 2)
+            #expect(throws: TapError.self) { _ = try MacvtapDevice(name: mvt) }   // not visible from here
+
+            let engine = makeEngine()
+            let bridge = engine.addBridge(name: "br", pipeline: HandlerPipeline([]))
+            try bridge.attach(MacvtapPort(device: MacvtapDevice(name: mvt, major: dev[0], minor: dev[1])))
+            try bridge.attach(MacvtapPort(name: b.macvtap))
+            try engine.start()
+            defer { engine.stop() }
+            let a = Host(namespace: ns, address: "198.18.0.1", macvtap: mvt, lower: outer)
+            #expect(try ping(a, b))
         }
     }
 }
