@@ -1,6 +1,7 @@
 // Bridge: one broadcast domain: its handler pipeline, its ports (PortID allocation, PortTable
 // snapshots for handlers) and the offloads negotiated across its ports.
 import Frames
+import Synchronization
 import Tap
 
 /// The control-side record of an attached port.
@@ -41,10 +42,14 @@ public final class Bridge: @unchecked Sendable {
     /// until their removal is acknowledged).
     var retiredCounters: [CounterBlock] = []
 
-    /// The ports as handlers last saw them.
-    public private(set) var portTable = PortTable.empty
+    private let published = Mutex<(table: PortTable, offloads: TapOffloads)>((PortTable.empty, []))
+    /// The ports as handlers last saw them (safe to read from any thread).
+    public var portTable: PortTable { published.withLock { $0.table } }
     /// Offloads currently in force on every port's receive side (what all ports accept).
-    public internal(set) var offloads: TapOffloads = []
+    public internal(set) var offloads: TapOffloads {
+        get { published.withLock { $0.offloads } }
+        set { published.withLock { $0.offloads = newValue } }
+    }
 
     init(name: String, pipeline: HandlerPipeline, offloadLimit: TapOffloads, index: Int, engine: Engine) {
         self.name = name; self.pipeline = pipeline; self.offloadLimit = offloadLimit
@@ -69,7 +74,7 @@ public final class Bridge: @unchecked Sendable {
     /// Publishes a new PortTable to the handlers.
     func publishPorts() {
         let table = PortTable(records.keys.sorted().compactMap { records[$0]?.info })
-        portTable = table
+        published.withLock { $0.table = table }
         pipeline.portsChanged(table)
     }
 

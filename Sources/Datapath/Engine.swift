@@ -9,6 +9,7 @@ import Foundation
 import Frames
 import Synchronization
 import Tap
+import CTapbridgeShim
 
 public struct EngineConfiguration: Sendable {
     /// Worker threads, each with its own io_uring; default: one per online CPU.
@@ -78,10 +79,33 @@ public final class Engine: @unchecked Sendable {
 
     var log: EngineLogHandler { configuration.log }
 
+    // Events are queued under the control lock and delivered after it is released, so an
+    // event handler may call back into the engine (snapshot, detach, reconnect).
+    private var pendingEvents: [EngineEvent] = []
+    private func emit(_ e: EngineEvent) { pendingEvents.append(e) }
+    private func unlockAndEmit() {
+        let events = pendingEvents
+        pendingEvents = []
+        control.unlock()
+        for e in events { configuration.onEvent(e) }
+    }
+
+    /// The bridge called `name`, if any.
+    public func bridge(named name: String) -> Bridge? {
+        control.lock(); defer { control.unlock() }
+        return bridges.first { $0.name == name }
+    }
+
+    /// Every bridge, in the order they were added.
+    public var allBridges: [Bridge] {
+        control.lock(); defer { control.unlock() }
+        return bridges
+    }
+
     /// Adds a bridge running `pipeline`. `offloads`: the most the bridge may use (`[]`: no GSO).
     @discardableResult
     public func addBridge(name: String, pipeline: HandlerPipeline, offloads: TapOffloads = .all) -> Bridge {
-        control.lock(); defer { control.unlock() }
+        control.lock(); defer { unlockAndEmit() }
         let b = Bridge(name: name, pipeline: pipeline, offloadLimit: offloads, index: bridges.count, engine: self)
         bridges.append(b)
         for w in workers { w.send(.addBridge(index: b.index, pipeline: pipeline)) }
@@ -91,7 +115,7 @@ public final class Engine: @unchecked Sendable {
     /// Starts the workers: each creates its ring and buffers on its own thread. Ports attached
     /// before `start` begin forwarding now.
     public func start() throws {
-        control.lock(); defer { control.unlock() }
+        control.lock(); defer { unlockAndEmit() }
         guard !isRunning else { return }
         var started: [Worker] = []
         for i in 0..<configuration.workers {
@@ -105,9 +129,15 @@ public final class Engine: @unchecked Sendable {
         workers = started
         isRunning = true
         log(.info, "datapath: \(workers.count) worker(s); \(workers[0].describeMode())")
-        for b in bridges {
-            for w in workers { w.send(.addBridge(index: b.index, pipeline: b.pipeline)) }
-            for r in b.records.values.sorted(by: { $0.id < $1.id }) { try openAndAnnounce(r) }
+        do {
+            for b in bridges {
+                for w in workers { w.send(.addBridge(index: b.index, pipeline: b.pipeline)) }
+                for r in b.records.values.sorted(by: { $0.id < $1.id }) { try openAndAnnounce(r) }
+            }
+        } catch {
+            // All or nothing: a port that cannot be opened stops the start.
+            stopWorkersLocked()
+            throw error
         }
         janitorStop.store(false, ordering: .relaxed)
         let t = Thread { [unowned self] in self.janitorLoop() }
@@ -120,7 +150,7 @@ public final class Engine: @unchecked Sendable {
     /// renegotiates the bridge's offloads, tells the handlers, then starts reading it.
     @discardableResult
     public func attach(_ port: any Port, to bridge: Bridge) throws -> PortID {
-        control.lock(); defer { control.unlock() }
+        control.lock(); defer { unlockAndEmit() }
         guard let id = bridge.allocatePortID() else {
             throw EngineError("bridge \(bridge.name): cannot attach '\(port.name)': all \(PortSet.capacity) ports in use")
         }
@@ -138,7 +168,7 @@ public final class Engine: @unchecked Sendable {
         } else {
             bridge.publishPorts()
         }
-        configuration.onEvent(.portAttached(bridge: bridge.name, port: id, name: port.name))
+        emit(.portAttached(bridge: bridge.name, port: id, name: port.name))
         log(.info, "bridge \(bridge.name): attached \(port.kind) port '\(port.name)' as \(id)")
         return id
     }
@@ -195,10 +225,10 @@ public final class Engine: @unchecked Sendable {
 
     /// Detaches port `id`: workers stop using it, its descriptors are closed, handlers are told.
     public func detach(_ id: PortID, from bridge: Bridge) {
-        control.lock(); defer { control.unlock() }
+        control.lock(); defer { unlockAndEmit() }
         guard let r = bridge.records[Int(id.rawValue)] else { return }
         remove(r)
-        configuration.onEvent(.portDetached(bridge: bridge.name, port: id, name: r.port.name))
+        emit(.portDetached(bridge: bridge.name, port: id, name: r.port.name))
         log(.info, "bridge \(bridge.name): detached port '\(r.port.name)' (\(id))")
     }
 
@@ -220,14 +250,14 @@ public final class Engine: @unchecked Sendable {
 
     /// Opens a disconnected port again (`Port.openQueue`), e.g. when its VM reconnects.
     public func reconnect(_ id: PortID, in bridge: Bridge) throws {
-        control.lock(); defer { control.unlock() }
+        control.lock(); defer { unlockAndEmit() }
         guard let r = bridge.records[Int(id.rawValue)] else {
             throw EngineError("bridge \(bridge.name): no port \(id)")
         }
         if r.connected { disconnect(r) }
         try openAndAnnounce(r)
         if r.connected {
-            configuration.onEvent(.portReconnected(bridge: bridge.name, port: id, name: r.port.name))
+            emit(.portReconnected(bridge: bridge.name, port: id, name: r.port.name))
             log(.info, "bridge \(bridge.name): port '\(r.port.name)' reconnected")
         }
     }
@@ -240,7 +270,7 @@ public final class Engine: @unchecked Sendable {
     /// Administrative state: frames for a port that is down are dropped as `portDown`
     /// (the daemon mirrors link state here).
     public func setPortUp(_ id: PortID, in bridge: Bridge, _ up: Bool) {
-        control.lock(); defer { control.unlock() }
+        control.lock(); defer { unlockAndEmit() }
         guard let r = bridge.records[Int(id.rawValue)] else { return }
         r.adminUp = up
         for w in workers { w.send(.setUp(bridge: bridge.index, id: id, up: up)) }
@@ -250,16 +280,20 @@ public final class Engine: @unchecked Sendable {
     public func stop() {
         control.lock()
         guard isRunning else { control.unlock(); return }
-        for w in workers { w.stopAndJoin() }
-        workers = []
-        isRunning = false
-        handoffsReady = false
-        for b in bridges { for r in b.records.values { closeDescriptors(r) } }
+        stopWorkersLocked()
         control.unlock()
         janitorStop.store(true, ordering: .relaxed)
         failureSignal.signal()
         if janitor != nil { janitorDone.wait(); janitor = nil }
         log(.info, "datapath stopped")
+    }
+
+    private func stopWorkersLocked() {
+        for w in workers { w.stopAndJoin() }
+        workers = []
+        isRunning = false
+        handoffsReady = false
+        for b in bridges { for r in b.records.values where !r.fds.isEmpty || r.connected { closeDescriptors(r) } }
     }
 
     // MARK: failed ports
@@ -271,6 +305,7 @@ public final class Engine: @unchecked Sendable {
     }
 
     private func janitorLoop() {
+        tb_set_thread_name("tb-janitor")
         while true {
             _ = failureSignal.wait(timeout: .now() + configuration.healthCheckInterval)
             if janitorStop.load(ordering: .relaxed) { break }
@@ -282,7 +317,7 @@ public final class Engine: @unchecked Sendable {
     }
 
     private func deadPorts() -> [(bridge: Int, port: PortID, errno: Int32)] {
-        control.lock(); defer { control.unlock() }
+        control.lock(); defer { unlockAndEmit() }
         var dead: [(bridge: Int, port: PortID, errno: Int32)] = []
         for b in bridges {
             for r in b.records.values where r.connected {
@@ -294,7 +329,7 @@ public final class Engine: @unchecked Sendable {
     }
 
     private func handleFailure(_ bridgeIndex: Int, _ id: PortID, _ err: Int32) {
-        control.lock(); defer { control.unlock() }
+        control.lock(); defer { unlockAndEmit() }
         guard isRunning, bridgeIndex < bridges.count else { return }
         let b = bridges[bridgeIndex]
         guard let r = b.records[Int(id.rawValue)], r.connected else { return }
@@ -304,11 +339,11 @@ public final class Engine: @unchecked Sendable {
             remove(r)
             portsRemovedCount += 1
             log(.warning, "bridge \(b.name): port '\(r.port.name)' removed: \(why)")
-            configuration.onEvent(.portRemoved(bridge: b.name, port: id, name: r.port.name, errno: err))
+            emit(.portRemoved(bridge: b.name, port: id, name: r.port.name, errno: err))
         case .disconnect:
             disconnect(r)
             log(.notice, "bridge \(b.name): port '\(r.port.name)' disconnected: \(why)")
-            configuration.onEvent(.portDisconnected(bridge: b.name, port: id, name: r.port.name, errno: err))
+            emit(.portDisconnected(bridge: b.name, port: id, name: r.port.name, errno: err))
         }
     }
 
@@ -317,7 +352,7 @@ public final class Engine: @unchecked Sendable {
     /// Current counters of every bridge, port and worker. Lock-free for the datapath: workers
     /// never wait for a reader.
     public func snapshot() -> EngineSnapshot {
-        control.lock(); defer { control.unlock() }
+        control.lock(); defer { unlockAndEmit() }
         let reasons = DropReason.all
         let bs = bridges.map { b -> BridgeStatistics in
             let ports = b.records.keys.sorted().compactMap { b.records[$0] }.map { r -> PortStatistics in

@@ -25,9 +25,14 @@ public final class MacvtapPort: Port, @unchecked Sendable {
 
     /// `offloads: []` or `vnetHeader: false` gives a port without GSO (frames are segmented
     /// and checksummed by the kernel before we read them).
-    public init(name: String, settings: PortSettings = PortSettings(), vnetHeader: Bool = true,
-                offloads: TapOffloads = .all) throws {
-        device = try MacvtapDevice(name: name)
+    public convenience init(name: String, settings: PortSettings = PortSettings(), vnetHeader: Bool = true,
+                            offloads: TapOffloads = .all) throws {
+        self.init(device: try MacvtapDevice(name: name), settings: settings, vnetHeader: vnetHeader, offloads: offloads)
+    }
+
+    public init(device: MacvtapDevice, settings: PortSettings = PortSettings(), vnetHeader: Bool = true,
+                offloads: TapOffloads = .all) {
+        self.device = device
         self.settings = settings
         vnetHeaderSize = vnetHeader ? 12 : 0
         offloadLimit = vnetHeader ? offloads : []

@@ -157,6 +157,7 @@ final class Worker: @unchecked Sendable {
     // MARK: thread body
 
     private func run() {
+        tb_set_thread_name("tb-worker-\(index)")
         do {
             ring = try Ring(entries: cfg.submissionQueueEntries, completionEntries: cfg.completionQueueEntries)
             ringSetup = ring.features.setupMode

@@ -13,10 +13,18 @@ public struct MacvtapDevice: Sendable, CustomStringConvertible {
     public let major: UInt32
     public let minor: UInt32
 
-    /// Looks `name` up in /sys/class/net (the calling thread's namespace).
-    public init(name: String) throws {
+    /// A macvtap whose character device numbers are already known (read from sysfs inside the
+    /// link's namespace, for a macvtap that lives in another network namespace).
+    public init(name: String, ifindex: Int32 = 0, major: UInt32, minor: UInt32) {
+        self.name = name; self.ifindex = ifindex; self.major = major; self.minor = minor
+    }
+
+    /// Looks `name` up in sysfs: `/sys/class/net` shows the network namespace sysfs was mounted
+    /// in (the process's), so for a macvtap in another namespace pass the root of a sysfs
+    /// mounted there, or use `init(name:ifindex:major:minor:)`.
+    public init(name: String, sysfs: String = "/sys") throws {
         self.name = name
-        let base = "/sys/class/net/\(name)"
+        let base = "\(sysfs)/class/net/\(name)"
         guard let idx = readSysfs("\(base)/ifindex").flatMap({ Int32($0) }) else {
             throw TapError(interface: name, operation: "lookup", errno: ENODEV, detail: "no interface '\(name)' in this namespace")
         }
