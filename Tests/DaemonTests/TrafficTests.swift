@@ -16,9 +16,9 @@ import TestSupport
             let neigh = try t.exec(h.namespaces[0], ["ip", "-j", "neigh", "show", h.addresses[1]]).stdout
             #expect(neigh.contains(h.macs[1]), "ARP did not resolve \(h.addresses[1]): \(neigh)")
             // iperf3 stops counting at its end-of-test message, when bytes being retransmitted
-            // may still be in flight: its totals agree to within that window, not exactly.
+            // may still be in flight: its totals agree to within the socket buffers (a few MiB).
             let (sent, received) = try iperf(h, from: 0, to: 1)
-            #expect(sent > 0 && Double(received) >= Double(sent) * 0.99, "iperf3 sent \(sent) received \(received)")
+            #expect(sent > 0 && received >= sent - (16 << 20) && received <= sent, "iperf3 sent \(sent) received \(received)")
             // Exact delivery: every byte of a 64 MiB TCP transfer arrives.
             let n = 64 << 20
             #expect(try tcpTransfer(client: h.namespaces[0], server: h.namespaces[1], address: h.addresses[1], bytes: n) == n)
