@@ -42,6 +42,21 @@ import TestSupport
         }
     }
 
+    @Test func logLevelOverrideQuietsTheLog() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 2)
+            let d = try DaemonProcess(t, config: "log-level = \"debug\"\n[[bridges]]\n" + h.portTables(),
+                                      arguments: ["--log-level", "warning"], waitReady: false)
+            let deadline = Date().addingTimeInterval(20)
+            while linkDetails(h.macvtaps[1]) == nil && Date() < deadline { usleep(50_000) }
+            usleep(500_000)
+            #expect(h.ping(0, h.addresses[1]))
+            #expect(d.stop() == 0)
+            #expect(!d.log.contains(" info ") && !d.log.contains(" debug "), "\(d.log)")
+            #expect(linkDetails(h.macvtaps[0]) == nil)
+        }
+    }
+
     @Test func checkChangesNothing() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 2)

@@ -42,7 +42,8 @@ import TestSupport
             let h = try Hosts(t, count: 2)
             let config = "[[bridges]]\n" + h.portTables(extra: [1: "offloads = false"]).replacingOccurrences(
                 of: "offloads = true\noffloads = false", with: "offloads = false")
-            let d = try DaemonProcess(t, config: config)
+            let d = try DaemonProcess(t, config: config, arguments: ["--workers", "1"])
+            #expect(d.log.contains("datapath: 1 worker(s)"), "\(d.log)")
             let n = 32 << 20
             #expect(try tcpTransfer(client: h.namespaces[0], server: h.namespaces[1], address: h.addresses[1], bytes: n) == n,
                     "\(d.log)")
