@@ -35,6 +35,9 @@ public final class Bridge: @unchecked Sendable {
     public let pipeline: HandlerPipeline
     /// Offloads the bridge may use at most; `[]` turns GSO off for every port.
     public let offloadLimit: TapOffloads
+    /// Keep TSO on when some ports cannot take it, segmenting in software for those ports only
+    /// (default). Off: offloads are negotiated down to what every port accepts.
+    public let softwareSegmentation: Bool
     let index: Int
     unowned let engine: Engine
     var records: [Int: PortRecord] = [:]   // PortID.rawValue -> record; guarded by the engine's control lock
@@ -51,8 +54,10 @@ public final class Bridge: @unchecked Sendable {
         set { published.withLock { $0.offloads = newValue } }
     }
 
-    init(name: String, pipeline: HandlerPipeline, offloadLimit: TapOffloads, index: Int, engine: Engine) {
+    init(name: String, pipeline: HandlerPipeline, offloadLimit: TapOffloads, softwareSegmentation: Bool,
+         index: Int, engine: Engine) {
         self.name = name; self.pipeline = pipeline; self.offloadLimit = offloadLimit
+        self.softwareSegmentation = softwareSegmentation
         self.index = index; self.engine = engine
     }
 
@@ -82,7 +87,11 @@ public final class Bridge: @unchecked Sendable {
     /// handed a GSO frame or partial checksum it cannot carry, and applies them.
     func renegotiateOffloads(log: EngineLogHandler) {
         var o = offloadLimit
-        for r in records.values { o.formIntersection(r.port.transmitOffloads) }
+        // TSO and partial checksums the engine can finish itself (software segmentation and
+        // checksum completion for the ports without them); other GSO kinds must be supported
+        // by every port.
+        let software: TapOffloads = softwareSegmentation ? [.checksum, .tso4, .tso6, .tsoECN] : []
+        for r in records.values { o.formIntersection(r.port.transmitOffloads.union(software)) }
         if !o.contains(.checksum) { o = [] }
         for r in records.values {
             do { try r.port.setReceiveOffloads(o) } catch { log(.warning, "bridge \(name): \(error)") }

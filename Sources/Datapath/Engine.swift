@@ -103,10 +103,14 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// Adds a bridge running `pipeline`. `offloads`: the most the bridge may use (`[]`: no GSO).
+    /// `softwareSegmentation`: keep TSO between the ports that take it and segment in software
+    /// for those that do not (else GSO is negotiated off bridge-wide when one port lacks it).
     @discardableResult
-    public func addBridge(name: String, pipeline: HandlerPipeline, offloads: TapOffloads = .all) -> Bridge {
+    public func addBridge(name: String, pipeline: HandlerPipeline, offloads: TapOffloads = .all,
+                          softwareSegmentation: Bool = true) -> Bridge {
         control.lock(); defer { unlockAndEmit() }
-        let b = Bridge(name: name, pipeline: pipeline, offloadLimit: offloads, index: bridges.count, engine: self)
+        let b = Bridge(name: name, pipeline: pipeline, offloadLimit: offloads, softwareSegmentation: softwareSegmentation,
+                       index: bridges.count, engine: self)
         bridges.append(b)
         for w in workers { w.send(.addBridge(index: b.index, pipeline: pipeline)) }
         return b
@@ -166,6 +170,7 @@ public final class Engine: @unchecked Sendable {
                 throw error
             }
         } else {
+            bridge.renegotiateOffloads(log: log)
             bridge.publishPorts()
         }
         emit(.portAttached(bridge: bridge.name, port: id, name: port.name))

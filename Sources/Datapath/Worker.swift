@@ -17,7 +17,10 @@ import CTapbridgeShim
 
 final class Worker: @unchecked Sendable {
     static let iovecsPerSlot = 6
-    static let scratchPerSlot = 32
+    /// Per transmit slot: stream length prefix (0..<4), vnet header (4..<16), 802.1Q tag
+    /// (16..<20), and from `segmentHeaderOffset` the rewritten headers of a software segment.
+    static let scratchPerSlot = 192
+    static let segmentHeaderOffset = 32
     static let maxPorts = 512
     static let maxBridges = 64
 
@@ -151,7 +154,8 @@ final class Worker: @unchecked Sendable {
                                 framesIn: s.load(WorkerCounter.framesIn), batches: s.load(WorkerCounter.batches),
                                 largestBatch: s.load(WorkerCounter.largestBatch), bufferStarved: s.load(WorkerCounter.bufferStarved),
                                 readRearms: s.load(WorkerCounter.readRearms), slotsExhausted: s.load(WorkerCounter.slotsExhausted),
-                                portFailures: s.load(WorkerCounter.portFailures), handedOff: s.load(WorkerCounter.handedOff))
+                                portFailures: s.load(WorkerCounter.portFailures), handedOff: s.load(WorkerCounter.handedOff),
+                                segmented: s.load(WorkerCounter.segmented))
     }
 
     // MARK: thread body
@@ -474,12 +478,17 @@ final class Worker: @unchecked Sendable {
                 return
             }
         }
-        if frame.vnet.gsoType != 0 && !dp.pointee.transmitOffloads.accepts(gsoType: frame.vnet.gsoType) {
-            dc.add(PortCounter.firstDrop + Int(DropReason.offload.rawValue), 1)
-            return
-        }
         if !dp.pointee.writable {
             handOff(frame, to: d, asIs: asIs)
+            return
+        }
+        if frame.vnet.gsoType != 0 && !dp.pointee.transmitOffloads.accepts(gsoType: frame.vnet.gsoType) {
+            // A TCP super-frame for a port without TSO is cut into MSS-sized segments here.
+            if tagging == .asIs && !segmentTCP(frame, to: d, buffer: buffer) {
+                dc.add(PortCounter.firstDrop + Int(DropReason.offload.rawValue), 1)
+            } else if tagging != .asIs {
+                dc.add(PortCounter.firstDrop + Int(DropReason.offload.rawValue), 1)
+            }
             return
         }
         if dp.pointee.txQueued + dp.pointee.txInflight >= depth {
@@ -542,6 +551,13 @@ final class Worker: @unchecked Sendable {
         s.pointee = TxSlot(buffer: buffer, port: Int16(d), generation: dp.pointee.generation, iovFirst: 0,
                            iovCount: Int32(n), remaining: Int32(frameLen + hs + (dp.pointee.stream ? 4 : 0)),
                            frameBytes: Int32(frameLen), next: -1)
+        dispatch(si, to: d)
+    }
+
+    /// Submits a filled slot now, or queues it behind the port's in-flight writes.
+    @inline(__always)
+    func dispatch(_ si: Int32, to d: Int) {
+        let dp = ports + d
         if dp.pointee.txInflight < dp.pointee.txMaxInflight {
             submit(Int(si))
         } else {

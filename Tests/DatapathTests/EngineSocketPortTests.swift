@@ -74,7 +74,7 @@ struct EngineSocketPortTests {
                                                       onFailure: .disconnect) { queue.pop() })
             try engine.start()
             defer { engine.stop() }
-            #expect(bridge.offloads.isEmpty, "a port without vnet header turns GSO off bridge-wide")
+            #expect(bridge.offloads.contains(.tso4), "TSO stays on; the engine segments for the stream port")
 
             func exchange(_ fd: Int32) -> Bool {
                 let req = arpRequest(for: a.address)
