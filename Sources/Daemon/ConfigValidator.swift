@@ -27,6 +27,11 @@ public enum ConfigValidator {
     /// Throws `ConfigError` listing every problem with `config` on this host.
     public static func validate(_ config: DaemonConfig, host: HostInspector) throws {
         let issues = IssueList(file: config.file)
+        for b in config.bridges {
+            for case .filter(let f) in b.pipeline where !HandlerFactory.filterAvailable {
+                issues.add(f.path, "the filter handler is not available in this build of tapbridge")
+            }
+        }
         var nsChecked: [String: Bool] = [:]
         for (_, p) in config.allPorts {
             if let ns = p.netns {

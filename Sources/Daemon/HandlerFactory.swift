@@ -1,21 +1,28 @@
 // HandlerFactory: a bridge's configured pipeline as handler objects, and the periodic work
 // some handlers need (expiry sweeps). The one place that knows the bundled handlers' types.
-// INTERIM: the Handlers module has no LearningSwitch/FrameFilter yet; until it does, a bridge
-// whose pipeline asks for them floods (logged).
+// INTERIM: the Handlers module has no LearningSwitch/FrameFilter yet; the learning switch is
+// the Daemon's InterimLearningSwitch until it does, and a configured filter is refused.
 import Frames
 import Logging
 
 public enum HandlerFactory {
-    /// Whether this build has the bundled learning switch (tests that need it check this).
-    public static let learningSwitchAvailable = false
+    /// Whether this build has a learning switch (tests that need it check this).
+    public static let learningSwitchAvailable = true
+    /// Whether this build has the filter handler (a config using it is refused before start).
+    public static let filterAvailable = false
 
     static func handlers(for bridge: BridgeConfig, logger: Logger) throws -> [any FrameHandler] {
-        for h in bridge.pipeline {
-            logger.warning("handler not available in this build; the bridge floods every frame",
-                           metadata: ["bridge": "\(bridge.name)", "handler": "\(h.name)"])
+        try bridge.pipeline.map { h -> any FrameHandler in
+            switch h {
+            case .learningSwitch(let c):
+                return InterimLearningSwitch(c)
+            case .filter(let f):
+                throw DaemonError("\(f.path): the filter handler is not available in this build")
+            }
         }
-        return []
     }
 
-    static func sweep(_ handler: any FrameHandler, now: UInt64) {}
+    static func sweep(_ handler: any FrameHandler, now: UInt64) {
+        (handler as? InterimLearningSwitch)?.sweep(now: now)
+    }
 }

@@ -236,6 +236,11 @@ func issues(_ text: String, host: HostInspector = FakeHost()) -> [String] {
         ])
     }
 
+    @Test(.enabled(if: !HandlerFactory.filterAvailable)) func filterRefusedWhenNotBuiltIn() {
+        let out = issues("[[bridges]]\n[bridges.filter]\nrules = []\n[[bridges.ports]]\nname = \"m\"\nparent = \"eth0\"\n")
+        #expect(out == ["t.toml: bridges[0].filter: the filter handler is not available in this build of tapbridge"])
+    }
+
     @Test func existingLinkChecks() {
         var host = FakeHost()
         host.links[""]!["mva"] = "macvtap"
