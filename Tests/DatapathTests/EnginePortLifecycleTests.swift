@@ -67,6 +67,31 @@ struct EnginePortLifecycleTests {
         }
     }
 
+    @Test func portSetDownDropsAndCounts() throws {
+        try withTopology { t in
+            let a = try addHost(t, 1), b = try addHost(t, 2)
+            let engine = makeEngine()
+            let bridge = try hub(engine, [a, b])
+            try engine.start()
+            defer { engine.stop() }
+            #expect(try ping(a, b))
+            let pb = bridge.port(named: b.macvtap)!
+            engine.setPortUp(pb, in: bridge, false)
+            #expect(try !ping(a, b, count: 2))
+            #expect(engine.snapshot().bridge("br")!.port(pb)!.drops(.portDown) > 0)
+            engine.setPortUp(pb, in: bridge, true)
+            #expect(try ping(a, b))
+            // The macvtap link itself going down: the kernel swallows what we write.
+            try run(["ip", "link", "set", b.macvtap, "down"])
+            let before = engine.snapshot().bridge("br")!.port(pb)!
+            _ = try ping(a, b, count: 2)
+            let after = engine.snapshot().bridge("br")!.port(pb)!
+            print("macvtap link down: tx \(after.txFrames - before.txFrames) errors \(after.txErrors - before.txErrors) drops \(after.drops)")
+            try run(["ip", "link", "set", b.macvtap, "up"])
+            #expect(try ping(a, b))
+        }
+    }
+
     @Test func stopClosesEveryDescriptor() throws {
         try withTopology { t in
             let a = try addHost(t, 1), b = try addHost(t, 2)
