@@ -96,6 +96,12 @@ func iperf(_ t: Topology, from client: Host, to server: Host, seconds: Int = 3, 
     return (sent, received, bps / 1e9)
 }
 
+/// iperf3 counts bytes written into the sender's socket, and read from the receiver's: at the
+/// end they differ by what sat in socket buffers, so compare within that window.
+func delivered(_ r: (sent: Double, received: Double, gbps: Double)) -> Bool {
+    r.received > 0 && r.received >= r.sent - 16 * 1024 * 1024
+}
+
 /// Open descriptors of this process.
 func openDescriptorCount() -> Int {
     (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
