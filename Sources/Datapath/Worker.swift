@@ -203,8 +203,10 @@ final class Worker: @unchecked Sendable {
                 let n = ring.forEachCompletion(limit: chunk) { c in self.handle(c) }
                 total += n
                 if n < chunk { break }
-                // A long burst: send what this chunk produced now, so its write completions
-                // (and buffers) come back before the transmit queues look full.
+                // A long burst: hand freed buffers back and send what this chunk produced now,
+                // so reads keep buffers and write completions come back before the transmit
+                // queues look full.
+                buffers.publish()
                 if ring.pendingSubmissions > 0 {
                     let r = ring.submit()
                     if r > 0 { stats.add(WorkerCounter.submitCalls, 1); stats.add(WorkerCounter.submittedSQEs, UInt64(r)) }
