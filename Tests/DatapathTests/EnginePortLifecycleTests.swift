@@ -92,6 +92,26 @@ struct EnginePortLifecycleTests {
         }
     }
 
+    @Test func manyAttachDetachCyclesReuseSlots() throws {
+        try withTopology { t in
+            let a = try addHost(t, 1), b = try addHost(t, 2)
+            let engine = makeEngine()
+            let bridge = try hub(engine, [a, b])
+            try engine.start()
+            defer { engine.stop() }
+            // More cycles than a worker has port slots (512) and PortIDs (256).
+            for _ in 0..<600 {
+                var sv: [Int32] = [0, 0]
+                #expect(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0, &sv) == 0)
+                let id = try bridge.attach(DescriptorPort(name: "cycle", descriptor: sv[0]))
+                bridge.detach(id)
+                close(sv[1])
+            }
+            #expect(bridge.portTable.ports.count == 2)
+            #expect(try ping(a, b))
+        }
+    }
+
     @Test func stopClosesEveryDescriptor() throws {
         try withTopology { t in
             let a = try addHost(t, 1), b = try addHost(t, 2)
