@@ -68,13 +68,7 @@ struct EnginePortLifecycleTests {
     }
 
     @Test func portSetDownDropsAndCounts() throws {
-        try withTopology { t in
-            let a = try addHost(t, 1), b = try addHost(t, 2)
-            let engine = makeEngine()
-            let bridge = try hub(engine, [a, b])
-            try engine.start()
-            defer { engine.stop() }
-            #expect(try ping(a, b))
+        try withRunningHub { _, engine, bridge, a, b in
             let pb = bridge.port(named: b.macvtap)!
             engine.setPortUp(pb, in: bridge, false)
             #expect(try !ping(a, b, count: 2))
@@ -93,12 +87,7 @@ struct EnginePortLifecycleTests {
     }
 
     @Test func manyAttachDetachCyclesReuseSlots() throws {
-        try withTopology { t in
-            let a = try addHost(t, 1), b = try addHost(t, 2)
-            let engine = makeEngine()
-            let bridge = try hub(engine, [a, b])
-            try engine.start()
-            defer { engine.stop() }
+        try withRunningHub { _, engine, bridge, a, b in
             // More cycles than a worker has port slots (512) and PortIDs (256).
             for _ in 0..<600 {
                 var sv: [Int32] = [0, 0]
