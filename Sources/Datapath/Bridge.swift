@@ -41,9 +41,6 @@ public final class Bridge: @unchecked Sendable {
     let index: Int
     unowned let engine: Engine
     var records: [Int: PortRecord] = [:]   // PortID.rawValue -> record; guarded by the engine's control lock
-    /// Counter blocks of detached ports, freed at engine teardown (workers may still touch them
-    /// until their removal is acknowledged).
-    var retiredCounters: [CounterBlock] = []
 
     private let published = Mutex<(table: PortTable, offloads: TapOffloads)>((PortTable.empty, []))
     /// The ports as handlers last saw them (safe to read from any thread).

@@ -73,7 +73,6 @@ public final class Engine: @unchecked Sendable {
         stop()
         for b in bridges {
             for r in b.records.values { r.counters.forEach { $0.deallocate() } }
-            b.retiredCounters.forEach { $0.deallocate() }
         }
     }
 
@@ -241,7 +240,9 @@ public final class Engine: @unchecked Sendable {
         for w in workers { w.send(.removePort(bridge: r.bridge.index, id: r.id)) }
         closeDescriptors(r)
         r.bridge.records[Int(r.id.rawValue)] = nil
-        r.bridge.retiredCounters.append(contentsOf: r.counters)
+        // Every worker has acknowledged the removal: none will touch these counters again
+        // (late completions for the port fail the generation check before counting).
+        r.counters.forEach { $0.deallocate() }
         r.bridge.publishPorts()
         r.bridge.renegotiateOffloads(log: log)
     }

@@ -108,7 +108,7 @@ final class Worker: @unchecked Sendable {
 
     deinit {
         for i in 0..<Worker.maxPorts { ports[i].rxBuffer?.deallocate() }
-        for i in 0..<Worker.maxBridges { bridges[i].slotByID.deallocate() }
+        for i in 0..<Worker.maxBridges { bridges[i].slotByID.deallocate(); bridges[i].pipeline?.release() }
         bridges.deallocate(); ports.deallocate(); scratch.deallocate(); iov.deallocate()
         slots.deallocate(); refcount.deallocate(); streamFree.deallocate(); streamSlab.deallocate()
         eventValue.deallocate(); stats.deallocate(); wakePending.deallocate()
@@ -203,8 +203,10 @@ final class Worker: @unchecked Sendable {
                 let n = ring.forEachCompletion(limit: chunk) { c in self.handle(c) }
                 total += n
                 if n < chunk { break }
-                // A long burst: send what this chunk produced now, so its write completions
-                // (and buffers) come back before the transmit queues look full.
+                // A long burst: hand freed buffers back and send what this chunk produced now,
+                // so reads keep buffers and write completions come back before the transmit
+                // queues look full.
+                buffers.publish()
                 if ring.pendingSubmissions > 0 {
                     let r = ring.submit()
                     if r > 0 { stats.add(WorkerCounter.submitCalls, 1); stats.add(WorkerCounter.submittedSQEs, UInt64(r)) }
@@ -405,44 +407,33 @@ final class Worker: @unchecked Sendable {
         guard let pipeline = lb.pointee.pipeline else { return }
         let verdict = pipeline._withUnsafeGuaranteedRef { $0.run(&frame, context: context) }
 
-        if !frame.mirror.isEmpty {
-            for id in frame.mirror {
-                let d = Int(lb.pointee.slotByID[Int(id.rawValue)])
-                if d >= 0 { send(&frame, to: d, buffer: buffer, asIs: true) }
-            }
-        }
+        var targets = PortSet()
         switch verdict {
         case .drop(let reason):
             counters.add(PortCounter.firstDrop + Int(reason.rawValue), 1)
         case .forward(let id):
-            let d = Int(lb.pointee.slotByID[Int(id.rawValue)])
-            guard d >= 0 else {
+            if lb.pointee.slotByID[Int(id.rawValue)] >= 0 { targets.insert(id) } else {
                 counters.add(PortCounter.firstDrop + Int(DropReason.noDestination.rawValue), 1)
-                return
             }
-            if frame.vnet.needsChecksum && !ports[d].transmitOffloads.contains(.checksum) { completeChecksum(&frame) }
-            send(&frame, to: d, buffer: buffer, asIs: false)
         case .forwardSet(let set):
-            let targets = set.intersection(lb.pointee.members)
-            if targets.isEmpty {
-                counters.add(PortCounter.firstDrop + Int(DropReason.noDestination.rawValue), 1)
-                return
-            }
-            sendAll(&frame, targets, lb, buffer)
+            targets = set.intersection(lb.pointee.members)
+            if targets.isEmpty { counters.add(PortCounter.firstDrop + Int(DropReason.noDestination.rawValue), 1) }
         case .flood, .continue:
-            var targets = lb.pointee.members
+            targets = lb.pointee.members
             targets.remove(frame.ingress)
-            sendAll(&frame, targets, lb, buffer)
         }
-    }
-
-    @inline(__always)
-    private func sendAll(_ frame: inout Frame, _ targets: PortSet, _ lb: UnsafeMutablePointer<LocalBridge>, _ buffer: Int32) {
-        if frame.vnet.needsChecksum {
+        let mirror = frame.mirror
+        if frame.vnet.needsChecksum && !frame.vnet.isGSO {
             // Complete the checksum once, before any copy leaves, if any destination cannot.
-            for id in targets {
+            for id in targets.union(mirror) {
                 let d = Int(lb.pointee.slotByID[Int(id.rawValue)])
                 if d >= 0 && !ports[d].transmitOffloads.contains(.checksum) { completeChecksum(&frame); break }
+            }
+        }
+        if !mirror.isEmpty {
+            for id in mirror {
+                let d = Int(lb.pointee.slotByID[Int(id.rawValue)])
+                if d >= 0 { send(&frame, to: d, buffer: buffer, asIs: true) }
             }
         }
         for id in targets {
@@ -452,7 +443,6 @@ final class Worker: @unchecked Sendable {
     }
 
     private func completeChecksum(_ frame: inout Frame) {
-        guard !frame.vnet.isGSO else { return }   // GSO frames only go where checksums are offloaded
         if completePartialChecksum(frame.bytes, start: Int(frame.vnet.checksumStart), offset: Int(frame.vnet.checksumOffset)) {
             frame.vnet.flags &= ~VirtioNetHeader.flagNeedsChecksum
             frame.vnet.flags |= VirtioNetHeader.flagDataValid
@@ -776,6 +766,7 @@ final class Worker: @unchecked Sendable {
             stopping = true
         case .addBridge(let i, let pipeline):
             guard i < Worker.maxBridges else { return }
+            bridges[i].pipeline?.release()
             bridges[i].pipeline = Unmanaged.passRetained(pipeline)
         case .addPort(let spec):
             addPort(spec)

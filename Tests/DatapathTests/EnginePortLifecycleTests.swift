@@ -67,6 +67,40 @@ struct EnginePortLifecycleTests {
         }
     }
 
+    @Test func portSetDownDropsAndCounts() throws {
+        try withRunningHub { _, engine, bridge, a, b in
+            let pb = bridge.port(named: b.macvtap)!
+            engine.setPortUp(pb, in: bridge, false)
+            #expect(try !ping(a, b, count: 2))
+            #expect(engine.snapshot().bridge("br")!.port(pb)!.drops(.portDown) > 0)
+            engine.setPortUp(pb, in: bridge, true)
+            #expect(try ping(a, b))
+            // The macvtap link itself going down: the kernel swallows what we write.
+            try run(["ip", "link", "set", b.macvtap, "down"])
+            let before = engine.snapshot().bridge("br")!.port(pb)!
+            _ = try ping(a, b, count: 2)
+            let after = engine.snapshot().bridge("br")!.port(pb)!
+            print("macvtap link down: tx \(after.txFrames - before.txFrames) errors \(after.txErrors - before.txErrors) drops \(after.drops)")
+            try run(["ip", "link", "set", b.macvtap, "up"])
+            #expect(try ping(a, b))
+        }
+    }
+
+    @Test func manyAttachDetachCyclesReuseSlots() throws {
+        try withRunningHub { _, engine, bridge, a, b in
+            // More cycles than a worker has port slots (512) and PortIDs (256).
+            for _ in 0..<600 {
+                var sv: [Int32] = [0, 0]
+                #expect(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0, &sv) == 0)
+                let id = try bridge.attach(DescriptorPort(name: "cycle", descriptor: sv[0]))
+                bridge.detach(id)
+                close(sv[1])
+            }
+            #expect(bridge.portTable.ports.count == 2)
+            #expect(try ping(a, b))
+        }
+    }
+
     @Test func stopClosesEveryDescriptor() throws {
         try withTopology { t in
             let a = try addHost(t, 1), b = try addHost(t, 2)

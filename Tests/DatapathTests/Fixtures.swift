@@ -68,6 +68,19 @@ func hub(_ engine: Engine, _ hosts: [Host], offloads: TapOffloads = .all) throws
     return bridge
 }
 
+/// Two hosts bridged by a running one-worker hub engine that already forwards a ping.
+func withRunningHub(_ body: (Topology, Engine, Bridge, Host, Host) throws -> Void) throws {
+    try withTopology { t in
+        let a = try addHost(t, 1), b = try addHost(t, 2)
+        let engine = makeEngine()
+        let bridge = try hub(engine, [a, b])
+        try engine.start()
+        defer { engine.stop() }
+        #expect(try ping(a, b))
+        try body(t, engine, bridge, a, b)
+    }
+}
+
 func ping(_ from: Host, _ to: Host, count: Int = 3) throws -> Bool {
     try run(["ip", "netns", "exec", from.namespace, "ping", "-c", "\(count)", "-i", "0.2", "-W", "2", to.address],
             check: false, timeout: 20).succeeded
@@ -94,6 +107,12 @@ func iperf(_ t: Topology, from client: Host, to server: Host, seconds: Int = 3, 
     let received = (rcv["bytes"] as? Double) ?? 0
     let bps = (rcv["bits_per_second"] as? Double) ?? 0
     return (sent, received, bps / 1e9)
+}
+
+/// iperf3 counts bytes written into the sender's socket, and read from the receiver's: at the
+/// end they differ by what sat in socket buffers, so compare within that window.
+func delivered(_ r: (sent: Double, received: Double, gbps: Double)) -> Bool {
+    r.received > 0 && r.received >= r.sent - 16 * 1024 * 1024
 }
 
 /// Open descriptors of this process.
