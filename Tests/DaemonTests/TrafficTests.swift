@@ -89,8 +89,8 @@ import TestSupport
             #expect(d.stop() == 0)
             let c = finalCounters(d.log)
             let ls = try #require(c["handler:learning-switch"], "no learning-switch counters:\n\(d.log)")
-            #expect(ls.int("fdb-entries") <= 64 && ls.int("fdb-entries") > 0, "\(ls)")
-            #expect(ls.int("fdb-evictions") > 1000, "\(ls)")
+            #expect(ls.int("fdb_entries") <= 64 && ls.int("fdb_entries") > 0, "\(ls)")
+            #expect(ls.int("fdb_evicted") > 1000, "\(ls)")
         }
     }
 
