@@ -68,18 +68,8 @@ struct EngineVLANTests {
 
             // Tagged 10 from the trunk: stripped towards a (access 10), never reaches c (access 20);
             // a's untagged reply leaves the trunk tagged 10.
-            var req = tagged(arpRequest(for: a.address), vid: 10)
-            _ = send(sv[1], &req, req.count, 0)
-            var reply: [UInt8]? = nil
-            let end = Date().addingTimeInterval(2)
-            var buf = [UInt8](repeating: 0, count: 2048)
-            while reply == nil && Date() < end {
-                var p = pollfd(fd: sv[1], events: Int16(POLLIN), revents: 0)
-                if poll(&p, 1, 50) > 0 {
-                    let n = buf.withUnsafeMutableBytes { recv(sv[1], $0.baseAddress, $0.count, 0) }
-                    let f = Array(buf[0..<max(0, n)])
-                    if n >= 46 && f[12] == 0x81 && f[13] == 0x00 && isARPReplyToTester(Array(f[0..<12]) + Array(f[16...])) { reply = f }
-                }
+            let reply = datagramExchange(sv[1], tagged(arpRequest(for: a.address), vid: 10)) { f in
+                f.count >= 46 && f[12] == 0x81 && f[13] == 0x00 && isARPReplyToTester(Array(f[0..<12]) + Array(f[16...]))
             }
             #expect(reply != nil, "a's ARP reply comes back on the trunk")
             if let r = reply { #expect(UInt16(r[14] & 0x0F) << 8 | UInt16(r[15]) == 10, "tagged with VLAN 10") }

@@ -115,6 +115,27 @@ func delivered(_ r: (sent: Double, received: Double, gbps: Double)) -> Bool {
     r.received > 0 && r.received >= r.sent - 16 * 1024 * 1024
 }
 
+/// Sends `request` on datagram socket `fd` every 0.3 s until a datagram for which `match` holds
+/// comes back, or `timeout`. Resending matters: a freshly created host link drops what it
+/// sends until linkwatch activates it, up to a second after `ip link set up`.
+func datagramExchange(_ fd: Int32, _ request: [UInt8], timeout: Double = 4, match: ([UInt8]) -> Bool) -> [UInt8]? {
+    var buf = [UInt8](repeating: 0, count: 70000)
+    let end = Date().addingTimeInterval(timeout)
+    var nextSend = Date()
+    while Date() < end {
+        if Date() >= nextSend {
+            var r = request
+            _ = send(fd, &r, r.count, 0)
+            nextSend = Date().addingTimeInterval(0.3)
+        }
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&p, 1, 50) > 0 else { continue }
+        let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+        if n > 0 && match(Array(buf[0..<n])) { return Array(buf[0..<n]) }
+    }
+    return nil
+}
+
 /// Open descriptors of this process.
 func openDescriptorCount() -> Int {
     (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
