@@ -45,8 +45,10 @@ public enum DemoRunner {
         if options.interval > 0 {
             daemonOptions.tickInterval = options.interval
             var first = true
+            let start = Date()
             daemonOptions.onTick = { d in
                 if first { first = false; return }   // nothing to show at t=0
+                say("counters after \(Int(Date().timeIntervalSince(start).rounded())) s:")
                 for line in d.counterSummary() { say("  " + line) }
             }
         }
