@@ -1,5 +1,6 @@
 // ConfigTests: the TOML configuration is parsed into the right values, and every kind of mistake
 // is refused with file, key path and reason. No kernel needed (host facts come from a table).
+import Foundation
 import Testing
 import Frames
 @testable import Daemon
@@ -209,6 +210,13 @@ func issues(_ text: String, host: HostInspector = FakeHost()) -> [String] {
         #expect(out.contains("t.toml: bridges[0].ports[2].allowed: not used with vlan = 'access' (that is a trunk key)"))
         #expect(out.contains("t.toml: bridges[1].name: bridge 'a' already declared at bridges[0]"))
         #expect(out.contains("t.toml: bridges[0].learning-switch.static[0].port: no port named 'nope' in bridge 'a'"))
+    }
+
+    @Test func exampleConfigParses() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let c = try ConfigParser.load(path: root.appendingPathComponent("docs/examples/two-hosts.toml").path)
+        #expect(c.bridges.count == 1 && c.bridges[0].ports.map(\.name) == ["mvt-a", "mvt-b"])
+        #expect(c.bridges[0].ports.allSatisfy { $0.create?.mode == .passthru })
     }
 
     @Test func noBridges() {

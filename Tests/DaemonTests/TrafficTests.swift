@@ -70,6 +70,19 @@ import TestSupport
     }
 
     @Test(.enabled(if: HandlerFactory.learningSwitchAvailable, "needs the LearningSwitch from the Handlers module"))
+    func learnedEntriesAgeOut() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 2)
+            let d = try DaemonProcess(t, config: "[[bridges]]\n[bridges.learning-switch]\naging = 1\n" + h.portTables())
+            #expect(h.ping(0, h.addresses[1], count: 1))
+            usleep(3_500_000)   // aging 1 s; the daemon sweeps every second
+            #expect(d.stop() == 0)
+            let ls = try #require(finalCounters(d.log)["handler:learning-switch"], "\(d.log)")
+            #expect(ls.int("fdb_entries") == 0 && ls.int("fdb_aged") >= 2, "\(ls)")
+        }
+    }
+
+    @Test(.enabled(if: HandlerFactory.learningSwitchAvailable, "needs the LearningSwitch from the Handlers module"))
     func fdbBoundHoldsUnderMACFlood() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 3)
