@@ -104,7 +104,8 @@ struct Hosts {
             let veth = t.ifname("v\(i)")
             try run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
             t.track(link: veth)
-            try t.exec(ns, ["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"])
+            // (/proc/sys/net is the opener's namespace; procps' sysctl may not be installed)
+            try t.exec(ns, ["sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6"])
             let addr = ips?[i] ?? "198.18.0.\(i + 1)"
             let mac = String(format: "02:00:00:00:00:%02x", i + 1)
             try run(["ip", "-n", ns, "link", "set", "eth0", "address", mac])
