@@ -1,2 +1,0 @@
-// Netlink: placeholder until its first real file lands.
-enum _NetlinkPlaceholder {}

@@ -1,0 +1,68 @@
+// NetworkNamespace: naming a network namespace (as `ip netns` does, by pid, or by an open fd)
+// and running code inside it. setns() changes only the calling thread, so that code runs on a
+// short-lived thread of its own; the rest of the process never changes namespace.
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import CTapbridgeShim
+
+public enum NetworkNamespace: Equatable, Sendable, CustomStringConvertible {
+    /// A namespace pinned by `ip netns add NAME` at /run/netns/NAME.
+    case named(String)
+    /// The namespace of a process.
+    case pid(Int32)
+    /// An open namespace file descriptor (not closed by us).
+    case fd(Int32)
+
+    public var description: String {
+        switch self {
+        case .named(let n): return n
+        case .pid(let p): return "pid \(p)"
+        case .fd(let f): return "fd \(f)"
+        }
+    }
+
+    /// Opens the namespace file; the caller closes the returned descriptor.
+    public func open() throws -> Int32 {
+        let path: String
+        switch self {
+        case .named(let n):
+            guard !n.isEmpty, !n.contains("/") else {
+                throw NetlinkError.invalid(.enterNamespace, interface: "", "invalid namespace name '\(n)'")
+            }
+            path = "/run/netns/\(n)"
+        case .pid(let p): path = "/proc/\(p)/ns/net"
+        case .fd(let f):
+            let d = dup(f)
+            guard d >= 0 else { throw NetlinkError(.enterNamespace, interface: "", errno: errno, detail: "fd \(f)") }
+            return d
+        }
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            let e = errno
+            throw NetlinkError(.enterNamespace, interface: "", errno: e,
+                               detail: e == ENOENT ? "network namespace '\(self)' does not exist (\(path))" : path)
+        }
+        return fd
+    }
+
+    /// Runs `body` on a fresh thread that has entered this namespace, and returns its result.
+    public func run<T>(_ body: @escaping () throws -> T) throws -> T {
+        let fd = try open()
+        defer { close(fd) }
+        var result: Result<T, Error>!
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            if tb_setns_net(fd) != 0 {
+                result = .failure(NetlinkError(.enterNamespace, interface: "", errno: errno, detail: "\(self)"))
+            } else {
+                result = Result { try body() }
+            }
+            done.signal()
+        }
+        thread.start()
+        done.wait()
+        return try result.get()
+    }
+}

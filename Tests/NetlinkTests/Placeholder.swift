@@ -1,2 +1,0 @@
-// NetlinkTests: placeholder until the first real tests land.
-import Testing
