@@ -1,33 +1,40 @@
-// LinkOps: the link operations the daemon needs (create a macvtap, delete a link, find one),
-// in one place so the rest of the daemon does not care how they reach the kernel.
-// INTERIM: iproute2 until the Netlink module lands on this branch; then these call Netlink.
-import Foundation
+// LinkOps: the link operations the daemon needs (create a macvtap, delete a link), over the
+// Netlink module, in one place so the rest of the daemon does not care how they reach the kernel.
+import Glibc
+import Netlink
 
 enum LinkOps {
     static func createMacvtap(name: String, spec: LinkCreation, queues: Int, netns: String?) throws {
-        var argv = ["ip", "link", "add", "link", spec.parent, "name", name]
-        if let ns = netns { argv += ["netns", ns] }
-        if let mac = spec.mac { argv += ["address", mac.description] }
-        if let mtu = spec.mtu { argv += ["mtu", String(mtu)] }
-        if queues > 1 { argv += ["numtxqueues", String(queues), "numrxqueues", String(queues)] }
-        argv += ["type", "macvtap", "mode", spec.mode.rawValue]
-        if spec.nopromisc { argv.append("nopromisc") }
-        do { try command(argv) } catch {
-            throw DaemonError("cannot create macvtap '\(name)' on '\(spec.parent)': \(error)")
+        guard let mode = MacvlanMode(rawValue: spec.mode.rawValue) else {
+            throw DaemonError("cannot create macvtap '\(name)': unknown mode '\(spec.mode.rawValue)'")
         }
-        let nsArgs = netns.map { ["-n", $0] } ?? []
-        for mac in spec.sourceMACs {
-            try command(["ip"] + nsArgs + ["link", "set", "link", "dev", name, "type", "macvtap", "macaddr", "add", mac.description])
+        let target = netns.map { NetworkNamespace.named($0) }
+        let link = LinkSpec(kind: .macvtap, parent: spec.parent, name: name, mode: mode, noPromisc: spec.nopromisc,
+                            address: spec.mac, mtu: spec.mtu.map { UInt32($0) },
+                            txQueues: queues > 1 ? UInt32(queues) : nil, rxQueues: queues > 1 ? UInt32(queues) : nil,
+                            up: true, namespace: target)
+        do {
+            _ = try LinkManager().create(link)
+            if !spec.sourceMACs.isEmpty {
+                try LinkManager(namespace: target).sourceMACs(name: name, .set(spec.sourceMACs))
+            }
+        } catch let e as NetlinkError {
+            // Half-made (e.g. the source list failed): do not leave it behind.
+            if e.operation != .create { _ = try? LinkManager(namespace: target).delete(name: name) }
+            throw DaemonError("\(e)")
         }
-        try command(["ip"] + nsArgs + ["link", "set", name, "up"])
     }
 
     /// Deletes `name`; false if it did not exist.
     @discardableResult
     static func deleteLink(name: String, netns: String?) throws -> Bool {
-        guard SystemHost().link(named: name, netns: netns) != nil else { return false }
-        let nsArgs = netns.map { ["-n", $0] } ?? []
-        try command(["ip"] + nsArgs + ["link", "del", name])
+        let manager = try LinkManager(namespace: netns.map { NetworkNamespace.named($0) })
+        guard try manager.link(named: name) != nil else { return false }
+        do {
+            try manager.delete(name: name)
+        } catch let e as NetlinkError where e.errno == ENODEV {
+            return false
+        }
         return true
     }
 }

@@ -1,7 +1,8 @@
-// SystemHost: HostInspector answered by the running kernel (sysfs for the daemon's own
-// namespace, a thread switched into the namespace for the others). Read-only.
+// SystemHost: HostInspector answered by the running kernel over rtnetlink (the Netlink module,
+// in the link's namespace). Read-only. Also the namespace helper PortOpener uses.
 import Foundation
 import Glibc
+import Netlink
 
 public struct SystemHost: HostInspector {
     public init() {}
@@ -11,6 +12,13 @@ public struct SystemHost: HostInspector {
     }
 
     public func link(named name: String, netns: String?) -> HostLink? {
+        if let manager = try? LinkManager(namespace: netns.map { NetworkNamespace.named($0) }) {
+            do {
+                guard let l = try manager.link(named: name) else { return nil }
+                return HostLink(name: l.name, ifindex: l.index, kind: l.kind ?? "")
+            } catch {}
+        }
+        // Netlink unavailable: sysfs.
         if let netns {
             return (try? inNamespace(netns, sysfs: true) { () -> HostLink? in
                 let index = if_nametoindex(name)
@@ -23,6 +31,9 @@ public struct SystemHost: HostInspector {
     }
 
     public func upperLinks(of parent: String) -> [String] {
+        if let links = try? LinkManager().links() {
+            return links.filter { $0.isMacvlanFamily && $0.parentName == parent }.map(\.name).sorted()
+        }
         let dir = "/sys/class/net/\(parent)"
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
         return entries.filter { $0.hasPrefix("upper_") }.map { String($0.dropFirst(6)) }
