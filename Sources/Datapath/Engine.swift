@@ -122,12 +122,14 @@ public final class Engine: @unchecked Sendable {
         guard !isRunning else { return }
         var started: [Worker] = []
         for i in 0..<configuration.workers {
-            let w = Worker(index: i, engine: self, configuration: configuration)
-            do { try w.start() } catch {
+            do {
+                let w = try Worker(index: i, engine: self, configuration: configuration)
+                try w.start()
+                started.append(w)
+            } catch {
                 for s in started { s.stopAndJoin() }
                 throw error
             }
-            started.append(w)
         }
         workers = started
         isRunning = true

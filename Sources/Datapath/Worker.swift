@@ -31,10 +31,14 @@ final class Worker: @unchecked Sendable {
     let streamCount: Int
     let depth: Int32
 
-    var ring: Ring!
-    var buffers: BufferRing!
-    var multishot = false
-    var ringSetup = ""
+    // Immutable, so the hot path touches them without retain/release. Created disabled on the
+    // control thread; the worker thread enables the ring and is its only submitter.
+    let ring: Ring
+    let buffers: BufferRing
+    let multishot: Bool
+    let ringSetup: String
+    let bufferSize: Int
+    let completionBatch: Int
 
     // Preallocated state (see WorkerState.swift).
     let streamSlab: UnsafeMutableRawPointer
@@ -72,11 +76,22 @@ final class Worker: @unchecked Sendable {
     var wakePending: UnsafeMutablePointer<Bool> = .allocate(capacity: 256)
     var anyWakePending = false
 
-    init(index: Int, engine: Engine, configuration: EngineConfiguration) {
+    init(index: Int, engine: Engine, configuration: EngineConfiguration) throws {
         self.index = index; self.engine = engine; cfg = configuration
+        bufferSize = configuration.bufferSize
+        completionBatch = max(1, min(256, configuration.completionBatch))
         var rc = 1
         while rc < configuration.buffersPerWorker { rc <<= 1 }
         ringCount = rc
+        ring = try Ring(entries: configuration.submissionQueueEntries,
+                        completionEntries: configuration.completionQueueEntries, disabled: true)
+        ringSetup = ring.features.setupMode
+        guard ring.features.providedBufferRings else {
+            throw EngineError("worker \(index): this kernel has no io_uring provided-buffer rings (5.19+ needed)")
+        }
+        try ring.registerFileTable(count: Worker.maxPorts)
+        buffers = try BufferRing(ring: ring, group: 0, count: rc, bufferSize: configuration.bufferSize)
+        multishot = ring.features.readMultishot && !configuration.forceSingleShotReads
         streamCount = max(1, configuration.streamBuffersPerWorker)
         depth = Int32(max(1, configuration.transmitQueueDepth))
         streamSlab = .allocate(byteCount: streamCount * configuration.bufferSize, alignment: 64)
@@ -163,18 +178,10 @@ final class Worker: @unchecked Sendable {
     private func run() {
         tb_set_thread_name("tb-worker-\(index)")
         do {
-            ring = try Ring(entries: cfg.submissionQueueEntries, completionEntries: cfg.completionQueueEntries)
-            ringSetup = ring.features.setupMode
-            guard ring.features.providedBufferRings else {
-                throw EngineError("worker \(index): this kernel has no io_uring provided-buffer rings (5.19+ needed)")
-            }
-            try ring.registerFileTable(count: Worker.maxPorts)
-            buffers = try BufferRing(ring: ring, group: 0, count: ringCount, bufferSize: cfg.bufferSize)
-            multishot = ring.features.readMultishot && !cfg.forceSingleShotReads
+            try ring.enable()
             armControlRead()
         } catch {
             startError = error
-            buffers = nil; ring = nil
             hasExited.store(true, ordering: .releasing)
             ready.signal()
             exited.signal()
@@ -182,8 +189,6 @@ final class Worker: @unchecked Sendable {
         }
         ready.signal()
         loop()
-        buffers = nil
-        ring = nil
         hasExited.store(true, ordering: .releasing)
         // Anyone still waiting for a command gets released.
         for (_, done) in inbox.withLock({ i -> [(WorkerCommand, DispatchSemaphore)] in defer { i = [] }; return i }) { done.signal() }
@@ -191,14 +196,25 @@ final class Worker: @unchecked Sendable {
     }
 
     private func loop() {
+        var failures = 0
         while !stopping {
             let r = ring.submitAndWait(1)
             if r > 0 { stats.add(WorkerCounter.submitCalls, 1); stats.add(WorkerCounter.submittedSQEs, UInt64(r)) }
+            if r < 0 && r != -EINTR && r != -ETIME && r != -EAGAIN && r != -EBUSY {
+                // A ring that keeps refusing would spin this thread: give up loudly instead.
+                failures += 1
+                if failures > 1000 {
+                    cfg.log(.error, "worker \(index): io_uring_enter keeps failing (\(String(cString: strerror(-r)))); worker stopped")
+                    break
+                }
+            } else {
+                failures = 0
+            }
             stats.add(WorkerCounter.loops, 1)
             context.now = monotonicNanoseconds()
             framesThisBatch = 0
             var total = 0
-            let chunk = cfg.completionBatch
+            let chunk = completionBatch
             while true {
                 let n = ring.forEachCompletion(limit: chunk) { c in self.handle(c) }
                 total += n
@@ -263,7 +279,7 @@ final class Worker: @unchecked Sendable {
             sqe.prepareReadMultishot(fd: Int32(lp), bufferGroup: buffers.group)
             ud = UserData(kind: OpKind.read, port: UInt16(lp), generation: p.pointee.generation)
         } else {
-            sqe.prepareReadSelect(fd: Int32(lp), bufferGroup: buffers.group, length: UInt32(cfg.bufferSize))
+            sqe.prepareReadSelect(fd: Int32(lp), bufferGroup: buffers.group, length: UInt32(bufferSize))
             ud = UserData(kind: OpKind.read, port: UInt16(lp), generation: p.pointee.generation)
         }
         sqe.useFixedFile()
@@ -271,7 +287,7 @@ final class Worker: @unchecked Sendable {
         p.pointee.readArmed = true
     }
 
-    private var streamCapacity: Int { 4 + cfg.bufferSize }
+    private var streamCapacity: Int { 4 + bufferSize }
 
     private func markStarved(_ lp: Int) {
         if !ports[lp].starved { ports[lp].starved = true; starvedCount += 1 }
@@ -345,7 +361,7 @@ final class Worker: @unchecked Sendable {
         guard let buf = p.pointee.rxBuffer else { return }
         var fill = Int(p.pointee.rxFill) + Int(c.result)
         var off = 0
-        let maxFrame = cfg.bufferSize
+        let maxFrame = bufferSize
         while fill - off >= 4 {
             let len = Int(UInt32(bigEndian: (buf + off).loadUnaligned(as: UInt32.self)))
             if len < Int(p.pointee.vnetHeaderSize) + Frame.minimumLength || len > maxFrame {
@@ -358,7 +374,7 @@ final class Worker: @unchecked Sendable {
             if streamFreeCount > 0 {
                 streamFreeCount -= 1
                 let b = streamFree[streamFreeCount]
-                let addr = streamSlab + (Int(b) - ringCount) * cfg.bufferSize
+                let addr = streamSlab + (Int(b) - ringCount) * bufferSize
                 addr.copyMemory(from: buf + off + 4, byteCount: len)
                 refcount[Int(b)] = 1
                 deliver(lp, addr, len, b)
@@ -583,8 +599,8 @@ final class Worker: @unchecked Sendable {
 
     /// Frames other workers handed over for ports this worker owns.
     private func drainHandoffs() {
-        for ring in inbound {
-            ring.drain { entry, bytes in
+        for link in inbound {
+            link.drain { entry, bytes in
                 let lp = Int(bridges[Int(entry.bridge)].slotByID[Int(entry.port.rawValue)])
                 guard lp >= 0 else { return }
                 guard streamFreeCount > 0 else {
@@ -593,7 +609,7 @@ final class Worker: @unchecked Sendable {
                 }
                 streamFreeCount -= 1
                 let b = streamFree[streamFreeCount]
-                let addr = streamSlab + (Int(b) - ringCount) * cfg.bufferSize
+                let addr = streamSlab + (Int(b) - ringCount) * bufferSize
                 addr.copyMemory(from: bytes, byteCount: Int(entry.length))
                 refcount[Int(b)] = 1
                 var frame = Frame(bytes: UnsafeMutableRawBufferPointer(start: addr, count: Int(entry.length)),

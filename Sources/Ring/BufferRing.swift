@@ -12,7 +12,7 @@ public final class BufferRing {
     private let ring: UnsafeMutablePointer<io_uring_buf_ring>
     private let mask: UInt32
     private var pendingAdds: UInt32 = 0
-    private unowned let owner: Ring
+    private let owner: Ring   // strong: the ring must outlive its registered buffer ring
     private let slabSize: Int
 
     /// `count` must be a power of two (<= 32768).

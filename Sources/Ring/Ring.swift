@@ -45,9 +45,11 @@ public final class Ring {
     private var cqeBatch: UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>
     private let cqeBatchSize = 256
 
-    /// Creates a ring for the calling thread: SINGLE_ISSUER|DEFER_TASKRUN, falling back to
-    /// COOP_TASKRUN, then to no flags.
-    public init(entries: UInt32 = 1024, completionEntries: UInt32 = 8192) throws {
+    /// Creates a ring: SINGLE_ISSUER|DEFER_TASKRUN, falling back to COOP_TASKRUN, then to no
+    /// flags. `disabled`: created with IORING_SETUP_R_DISABLED, so another thread may set it up
+    /// (register files and buffers) and the thread that calls `enable()` becomes its only
+    /// submitter.
+    public init(entries: UInt32 = 1024, completionEntries: UInt32 = 8192, disabled: Bool = false) throws {
         sqEntries = entries
         cqeBatch = .allocate(capacity: cqeBatchSize)
         let attempts: [(UInt32, String)] = [
@@ -59,7 +61,7 @@ public final class Ring {
         var lastError: Int32 = 0
         for (flags, name) in attempts {
             var p = io_uring_params()
-            p.flags = flags | IORING_SETUP_CQSIZE
+            p.flags = flags | IORING_SETUP_CQSIZE | (disabled ? IORING_SETUP_R_DISABLED : 0)
             p.cq_entries = completionEntries
             let r = io_uring_queue_init_params(entries, &raw, &p)
             if r == 0 { mode = name; break }
@@ -79,6 +81,19 @@ public final class Ring {
         }
         features = RingFeatures(setupMode: mode, readMultishot: multishot && bufRings,
                                 providedBufferRings: bufRings, writev: writev)
+        if !disabled { registerRingDescriptor() }
+    }
+
+    /// Enables a ring created `disabled`; the calling thread becomes its submitter.
+    public func enable() throws {
+        let r = tb_enable_rings(&raw)
+        if r < 0 { throw RingError("enable", errno: -r) }
+        registerRingDescriptor()
+    }
+
+    /// Registers the ring's fd with the calling task (saves an fd lookup per io_uring_enter).
+    /// Per task: only the thread that submits may do it.
+    private func registerRingDescriptor() {
         _ = io_uring_register_ring_fd(&raw)   // an optimisation only; fine if refused
     }
 

@@ -88,3 +88,12 @@ static inline int tb_eventfd(void) { return eventfd(0, EFD_CLOEXEC); }
 #include <sys/prctl.h>
 /// Names the calling thread (shown by top/perf; 15 characters at most).
 static inline void tb_set_thread_name(const char *name) { prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0); }
+
+#include <unistd.h>
+#include <sys/syscall.h>
+/// IORING_REGISTER_ENABLE_RINGS (liburing 2.3's io_uring_enable_rings is declared but not
+/// exported); 0 or -errno.
+static inline int tb_enable_rings(struct io_uring *ring) {
+    long r = syscall(__NR_io_uring_register, ring->ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+    return r < 0 ? -errno : 0;
+}
