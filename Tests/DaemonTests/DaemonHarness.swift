@@ -4,6 +4,7 @@ import Foundation
 import Testing
 import TestSupport
 @testable import Daemon
+import Netlink
 
 /// A `tapbridge run` process under test.
 final class DaemonProcess: @unchecked Sendable {
@@ -193,7 +194,7 @@ func tcpTransfer(client: String, server: String, address: String, bytes: Int) th
     let result = TransferResult()
     let srv = Thread {
         do {
-            result.received = try inNamespace(server) { () -> Int in
+            result.received = try NetworkNamespace.named(server).run { () -> Int in
                 let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
                 defer { close(fd) }
                 var one: Int32 = 1
@@ -224,7 +225,7 @@ func tcpTransfer(client: String, server: String, address: String, bytes: Int) th
     }
     srv.start()
     ready.wait()
-    try inNamespace(client) {
+    try NetworkNamespace.named(client).run {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var sa = try sockaddrIn(address, port: 5301)

@@ -5,6 +5,7 @@ import Foundation
 import Testing
 import TestSupport
 @testable import Daemon
+import Netlink
 
 @Suite struct DaemonTraffic {
     @Test(arguments: [true, false])
@@ -229,7 +230,7 @@ import TestSupport
 /// Sends `count` broadcast frames with random locally administered source MACs out of `ifname`
 /// in namespace `netns` (AF_PACKET), paced so the whole flood takes about a second.
 func sendRandomSourceFrames(netns: String, ifname: String, count: Int) throws {
-    try inNamespace(netns) {
+    try NetworkNamespace.named(netns).run {
         let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue), 0)
         guard fd >= 0 else { throw HarnessError("socket(AF_PACKET): errno \(errno)") }
         defer { close(fd) }
