@@ -131,6 +131,18 @@ import Netlink
         }
     }
 
+    @Test(.enabled(if: HandlerFactory.learningSwitchAvailable, "needs the LearningSwitch from the Handlers module"))
+    func isolatedPortsOnlyReachOthers() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 3)
+            let d = try DaemonProcess(t, config: "[[bridges]]\n" + h.portTables(extra: [0: "isolated = true", 1: "isolated = true"]))
+            #expect(h.ping(0, h.addresses[2]), "isolated -> open port failed:\n\(d.log)")
+            #expect(h.ping(1, h.addresses[2]))
+            #expect(!h.ping(0, h.addresses[1], count: 2), "two isolated ports talked")
+            #expect(d.stop() == 0)
+        }
+    }
+
     @Test func thirdHostAddedWhileRunning() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 3)
