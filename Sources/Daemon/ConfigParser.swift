@@ -1,0 +1,443 @@
+// ConfigParser: TOML text -> DaemonConfig. Every key is read through a KeyReader that knows its
+// dotted path, so any problem is reported as `file: bridges[0].ports[1].mode: reason`; keys
+// nobody read are typos and refused. Checks that need the host (does the parent exist?) are
+// ConfigValidator's.
+import Foundation
+import Frames
+import Logging
+import TOMLKit
+
+public enum ConfigParser {
+    /// Reads and parses `path`. Throws `ConfigError` listing every problem found.
+    public static func load(path: String) throws -> DaemonConfig {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            let reason = FileManager.default.fileExists(atPath: path)
+                ? "cannot read the file (\(error.localizedDescription))" : "no such file"
+            throw ConfigError([ConfigIssue(file: path, path: "", reason: reason)])
+        }
+        return try parse(text, file: path)
+    }
+
+    /// Parses configuration text; `file` names it in messages.
+    public static func parse(_ text: String, file: String) throws -> DaemonConfig {
+        let issues = IssueList(file: file)
+        let root: TOMLTable
+        do {
+            root = try TOMLTable(string: text)
+        } catch let e as TOMLParseError {
+            throw ConfigError([ConfigIssue(
+                file: file, path: "",
+                reason: "line \(e.source.begin.line), column \(e.source.begin.column): \(e.description)")])
+        }
+        var config = DaemonConfig(file: file)
+        var top = KeyReader(root, path: "", issues: issues)
+        if let s = top.string("log-level") {
+            if let l = Logger.Level(rawValue: s) { config.logLevel = l } else {
+                top.fail("log-level", "unknown level '\(s)' (one of: \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+        }
+        config.workers = top.int("workers", in: 1...64)
+        if let s = top.number("stats-interval", in: 0...86_400) { config.statsInterval = s }
+        if let bridges = top.tableArray("bridges") {
+            for (i, t) in bridges.enumerated() {
+                config.bridges.append(parseBridge(t, index: i, issues: issues))
+            }
+        }
+        top.finish()
+        if config.bridges.isEmpty && !issues.has(path: "bridges") {
+            issues.add("bridges", "no bridge declared (add a [[bridges]] table with [[bridges.ports]])")
+        }
+        checkCrossReferences(config, issues)
+        if !issues.list.isEmpty { throw ConfigError(issues.list) }
+        return config
+    }
+
+    static let handlerNames = ["learning-switch", "filter"]
+
+    static func parseBridge(_ t: TOMLTable, index: Int, issues: IssueList) -> BridgeConfig {
+        let path = "bridges[\(index)]"
+        var r = KeyReader(t, path: path, issues: issues)
+        let name = r.string("name") ?? "br\(index)"
+        if name.isEmpty { r.fail("name", "must not be empty") }
+
+        let lsTable = r.table("learning-switch")
+        let filterTable = r.table("filter")
+        var order: [String]
+        if let p = r.stringArray("pipeline") {
+            order = []
+            for (i, h) in p.enumerated() {
+                if !handlerNames.contains(h) {
+                    r.fail("pipeline[\(i)]", "unknown handler '\(h)' (one of: \(handlerNames.joined(separator: ", ")))\(suggestion(h, handlerNames))")
+                } else if order.contains(h) {
+                    r.fail("pipeline[\(i)]", "handler '\(h)' listed twice")
+                } else { order.append(h) }
+            }
+            if filterTable != nil && !order.contains("filter") {
+                r.fail("filter", "configured but not in \(path).pipeline")
+            }
+            if lsTable != nil && !order.contains("learning-switch") {
+                r.fail("learning-switch", "configured but not in \(path).pipeline")
+            }
+        } else {
+            order = (filterTable != nil ? ["filter"] : []) + ["learning-switch"]
+        }
+        var pipeline: [HandlerConfig] = []
+        for h in order {
+            switch h {
+            case "learning-switch":
+                pipeline.append(.learningSwitch(parseLearningSwitch(lsTable, path: path + ".learning-switch", issues: issues)))
+            default:
+                pipeline.append(.filter(parseFilter(filterTable, path: path + ".filter", issues: issues)))
+            }
+        }
+
+        var ports: [PortConfig] = []
+        if let arr = r.tableArray("ports") {
+            for (i, pt) in arr.enumerated() { ports.append(parsePort(pt, path: "\(path).ports[\(i)]", issues: issues)) }
+            if ports.count > PortSet.capacity { r.fail("ports", "at most \(PortSet.capacity) ports per bridge") }
+        }
+        r.finish()
+        return BridgeConfig(name: name, pipeline: pipeline, ports: ports, path: path)
+    }
+
+    static func parseLearningSwitch(_ t: TOMLTable?, path: String, issues: IssueList) -> LearningSwitchConfig {
+        var c = LearningSwitchConfig()
+        guard let t else { return c }
+        var r = KeyReader(t, path: path, issues: issues)
+        if let a = r.number("aging", in: 1...1_000_000) { c.agingSeconds = a }
+        if let n = r.int("capacity", in: 1...(1 << 24)) { c.capacity = n }
+        if let entries = r.tableArray("static") {
+            for (i, et) in entries.enumerated() {
+                var e = KeyReader(et, path: "\(path).static[\(i)]", issues: issues)
+                let mac = e.mac("mac", required: true)
+                let port = e.string("port", required: true)
+                let vlan = e.int("vlan", in: 0...4094) ?? 0
+                e.finish()
+                if let mac, let port { c.staticEntries.append(StaticFDBEntry(mac: mac, port: port, vlan: UInt16(vlan))) }
+            }
+        }
+        r.finish()
+        return c
+    }
+
+    static func parseFilter(_ t: TOMLTable?, path: String, issues: IssueList) -> FilterConfig {
+        var c = FilterConfig()
+        c.path = path
+        guard let t else { return c }
+        var r = KeyReader(t, path: path, issues: issues)
+        if let d = r.string("default") {
+            if ["accept", "drop"].contains(d) { c.defaultAction = d } else {
+                r.fail("default", "must be 'accept' or 'drop', not '\(d)'")
+            }
+        }
+        if let rules = r.stringArray("rules") { c.rules = rules }
+        r.finish()
+        return c
+    }
+
+    static func parsePort(_ t: TOMLTable, path: String, issues: IssueList) -> PortConfig {
+        var r = KeyReader(t, path: path, issues: issues)
+        let name = r.string("name", required: true) ?? ""
+        if !name.isEmpty, let why = invalidInterfaceName(name) { r.fail("name", why) }
+        var p = PortConfig(name: name, path: path)
+        if let ns = r.string("netns") {
+            if ns.isEmpty || ns.contains("/") || ns == "." || ns == ".." { r.fail("netns", "invalid namespace name '\(ns)'") }
+            p.netns = ns
+        }
+        if let q = r.int("queues", in: 1...16) { p.queues = q }
+        if let o = r.bool("offloads") { p.offloads = o }
+        if let i = r.bool("isolated") { p.isolated = i }
+        if let h = r.bool("hairpin") { p.hairpin = h }
+
+        // Creation keys only make sense when the daemon creates the link.
+        let parent = r.string("parent")
+        let modeText = r.string("mode")
+        let mac = r.mac("mac")
+        let mtu = r.int("mtu", in: 68...65535)
+        let nopromisc = r.bool("nopromisc")
+        let sourceMACs = r.macArray("source-macs")
+        if let parent {
+            if parent.isEmpty { r.fail("parent", "must not be empty") }
+            else if let why = invalidInterfaceName(parent) { r.fail("parent", why) }
+            var c = LinkCreation(parent: parent)
+            if let modeText {
+                if let m = MacvtapMode(rawValue: modeText) { c.mode = m } else {
+                    r.fail("mode", "unknown mode '\(modeText)' (one of: \(MacvtapMode.allCases.map(\.rawValue).joined(separator: ", ")))")
+                }
+            }
+            c.mac = mac
+            c.mtu = mtu
+            if let nopromisc {
+                if nopromisc && c.mode != .passthru {
+                    r.fail("nopromisc", "only with mode 'passthru' (mode is '\(c.mode.rawValue)')")
+                }
+                c.nopromisc = nopromisc
+            }
+            if let sourceMACs {
+                if c.mode != .source { r.fail("source-macs", "only with mode 'source' (mode is '\(c.mode.rawValue)')") }
+                c.sourceMACs = sourceMACs
+            }
+            p.create = c
+        } else {
+            for (key, present) in [("mode", modeText != nil), ("mac", mac != nil), ("mtu", mtu != nil),
+                                   ("nopromisc", nopromisc != nil), ("source-macs", sourceMACs != nil)] where present {
+                r.fail(key, "only for a macvtap the daemon creates: set 'parent' too (without it '\(name)' must already exist)")
+            }
+        }
+
+        // VLAN membership; `vlan` may be left out when pvid/allowed make it obvious.
+        let vlanText = r.string("vlan")
+        let pvid = r.int("pvid", in: 1...4094)
+        let allowed = r.vlanList("allowed")
+        let native = r.int("native", in: 1...4094)
+        let mode = vlanText ?? (pvid != nil ? "access" : (allowed != nil || native != nil) ? "trunk" : "unaware")
+        switch mode {
+        case "unaware":
+            for (k, present) in [("pvid", pvid != nil), ("allowed", allowed != nil), ("native", native != nil)] where present {
+                r.fail(k, "not used with vlan = 'unaware'")
+            }
+        case "access":
+            if allowed != nil { r.fail("allowed", "not used with vlan = 'access' (that is a trunk key)") }
+            if native != nil { r.fail("native", "not used with vlan = 'access' (use pvid)") }
+            if let pvid { p.vlan = .access(pvid: UInt16(pvid)) } else if !issues.has(path: path + ".pvid") {
+                r.fail("pvid", "required with vlan = 'access'")
+            }
+        case "trunk":
+            if pvid != nil { r.fail("pvid", "not used with vlan = 'trunk' (use native for untagged frames)") }
+            let set = allowed ?? VLANSet()
+            if allowed == nil && native == nil && !issues.has(path: path + ".allowed") {
+                r.fail("allowed", "required with vlan = 'trunk'")
+            }
+            p.vlan = .trunk(allowed: set, native: native.map { UInt16($0) })
+        default:
+            r.fail("vlan", "must be 'unaware', 'access' or 'trunk', not '\(mode)'")
+        }
+        r.finish()
+        return p
+    }
+
+    /// Checks that need the whole file: duplicates and references between sections.
+    static func checkCrossReferences(_ config: DaemonConfig, _ issues: IssueList) {
+        var bridgeNames: [String: String] = [:]
+        var portNames: [String: String] = [:]    // "netns/name" -> path
+        var macs: [MACAddress: String] = [:]
+        var parentsUsed: [String: (String, MacvtapMode)] = [:]
+        for b in config.bridges {
+            if let first = bridgeNames[b.name] {
+                issues.add(b.path + ".name", "bridge '\(b.name)' already declared at \(first)")
+            } else { bridgeNames[b.name] = b.path }
+            for p in b.ports where !p.name.isEmpty {
+                let key = (p.netns ?? "") + "/" + p.name
+                if let first = portNames[key] {
+                    issues.add(p.path + ".name", "port '\(p.name)' already declared at \(first)")
+                } else { portNames[key] = p.path }
+                guard let c = p.create else { continue }
+                if let mac = c.mac {
+                    if let first = macs[mac] { issues.add(p.path + ".mac", "MAC \(mac) already used at \(first)") } else { macs[mac] = p.path }
+                }
+                if let (first, firstMode) = parentsUsed[c.parent] {
+                    if c.mode == .passthru || firstMode == .passthru {
+                        issues.add(p.path + ".parent", "mode 'passthru' allows one sub-interface per lower device: '\(c.parent)' is already used at \(first)")
+                    }
+                } else { parentsUsed[c.parent] = (p.path, c.mode) }
+            }
+            if let ls = b.learningSwitch {
+                var seen: [String: Int] = [:]
+                for (j, e) in ls.staticEntries.enumerated() {
+                    let at = "\(b.path).learning-switch.static[\(j)]"
+                    if !b.ports.contains(where: { $0.name == e.port }) {
+                        issues.add(at + ".port", "no port named '\(e.port)' in bridge '\(b.name)'")
+                    }
+                    if e.mac.isMulticast { issues.add(at + ".mac", "\(e.mac) is a multicast address; static entries are for unicast MACs") }
+                    let k = "\(e.mac)@\(e.vlan)"
+                    if let first = seen[k] {
+                        issues.add(at + ".mac", "\(e.mac) (vlan \(e.vlan)) already pinned at \(b.path).learning-switch.static[\(first)]")
+                    } else { seen[k] = j }
+                }
+            }
+        }
+    }
+
+    /// Why `name` cannot be a Linux interface name, or nil.
+    static func invalidInterfaceName(_ name: String) -> String? {
+        if name.utf8.count > 15 { return "interface name '\(name)' is longer than 15 characters" }
+        if name == "." || name == ".." || name.contains(where: { $0 == "/" || $0 == ":" || $0.isWhitespace }) {
+            return "invalid interface name '\(name)'"
+        }
+        return nil
+    }
+
+    /// " (did you mean 'x'?)" when a close candidate exists.
+    static func suggestion(_ word: String, _ candidates: [String]) -> String {
+        let best = candidates.map { ($0, editDistance(word, $0)) }.min { $0.1 < $1.1 }
+        guard let (c, d) = best, d <= max(2, word.count / 3) else { return "" }
+        return " (did you mean '\(c)'?)"
+    }
+
+    static func editDistance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        if a.isEmpty || b.isEmpty { return max(a.count, b.count) }
+        var prev = Array(0...b.count)
+        for i in 1...a.count {
+            var cur = [i] + [Int](repeating: 0, count: b.count)
+            for j in 1...b.count {
+                cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+            }
+            prev = cur
+        }
+        return prev[b.count]
+    }
+}
+
+/// Issues collected while reading one file.
+final class IssueList {
+    let file: String
+    var list: [ConfigIssue] = []
+    init(file: String) { self.file = file }
+    func add(_ path: String, _ reason: String) { list.append(ConfigIssue(file: file, path: path, reason: reason)) }
+    func has(path: String) -> Bool { list.contains { $0.path == path } }
+}
+
+/// Reads the keys of one TOML table, remembering which were read so the rest can be refused.
+struct KeyReader {
+    let table: TOMLTable
+    let path: String
+    let issues: IssueList
+    private(set) var known: [String] = []
+
+    init(_ table: TOMLTable, path: String, issues: IssueList) { self.table = table; self.path = path; self.issues = issues }
+
+    func at(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+    func fail(_ key: String, _ reason: String) { issues.add(at(key), reason) }
+
+    /// The raw value, recording `key` as known; reports a missing required key.
+    mutating func value(_ key: String, required: Bool = false) -> TOMLValueConvertible? {
+        known.append(key)
+        let v = table[key]
+        if v == nil && required { fail(key, "required key is missing") }
+        return v
+    }
+
+    private func typeError(_ key: String, expected: String, got v: TOMLValueConvertible) {
+        fail(key, "expected \(expected), found \(Self.describe(v))")
+    }
+
+    static func describe(_ v: TOMLValueConvertible) -> String {
+        switch v.type {
+        case .string: return "string \"\(v.string ?? "")\""
+        case .int: return "integer \(v.int ?? 0)"
+        case .bool: return "boolean \(v.bool ?? false)"
+        case .double: return "number \(v.double ?? 0)"
+        case .table: return "a table"
+        case .array: return "an array"
+        default: return v.type.description
+        }
+    }
+
+    mutating func string(_ key: String, required: Bool = false) -> String? {
+        guard let v = value(key, required: required) else { return nil }
+        guard let s = v.string else { typeError(key, expected: "a string", got: v); return nil }
+        return s
+    }
+
+    mutating func bool(_ key: String) -> Bool? {
+        guard let v = value(key) else { return nil }
+        guard let b = v.bool else { typeError(key, expected: "true or false", got: v); return nil }
+        return b
+    }
+
+    mutating func int(_ key: String, in range: ClosedRange<Int>) -> Int? {
+        guard let v = value(key) else { return nil }
+        guard let n = v.int else { typeError(key, expected: "an integer", got: v); return nil }
+        guard range.contains(n) else { fail(key, "\(n) is out of range \(range.lowerBound)...\(range.upperBound)"); return nil }
+        return n
+    }
+
+    /// An integer or floating-point number.
+    mutating func number(_ key: String, in range: ClosedRange<Double>) -> Double? {
+        guard let v = value(key) else { return nil }
+        guard let n = v.double ?? v.int.map(Double.init) else { typeError(key, expected: "a number", got: v); return nil }
+        guard range.contains(n) else { fail(key, "\(n) is out of range \(range.lowerBound)...\(range.upperBound)"); return nil }
+        return n
+    }
+
+    mutating func table(_ key: String) -> TOMLTable? {
+        guard let v = value(key) else { return nil }
+        guard let t = v.table else { typeError(key, expected: "a table", got: v); return nil }
+        return t
+    }
+
+    /// An array of tables (`[[key]]`).
+    mutating func tableArray(_ key: String) -> [TOMLTable]? {
+        guard let v = value(key) else { return nil }
+        guard let a = v.array else { typeError(key, expected: "an array of tables ([[\(at(key))]])", got: v); return nil }
+        var out: [TOMLTable] = []
+        for i in 0..<a.count {
+            guard let t = a[i].table else { fail("\(key)[\(i)]", "expected a table, found \(Self.describe(a[i]))"); continue }
+            out.append(t)
+        }
+        return out
+    }
+
+    mutating func stringArray(_ key: String) -> [String]? {
+        guard let v = value(key) else { return nil }
+        guard let a = v.array else { typeError(key, expected: "an array of strings", got: v); return nil }
+        var out: [String] = []
+        for i in 0..<a.count {
+            guard let s = a[i].string else { fail("\(key)[\(i)]", "expected a string, found \(Self.describe(a[i]))"); continue }
+            out.append(s)
+        }
+        return out
+    }
+
+    mutating func mac(_ key: String, required: Bool = false) -> MACAddress? {
+        guard let v = value(key, required: required) else { return nil }
+        guard let s = v.string else { typeError(key, expected: "a MAC address string", got: v); return nil }
+        return Self.parseMAC(s, fail: { fail(key, $0) })
+    }
+
+    mutating func macArray(_ key: String) -> [MACAddress]? {
+        guard let strings = stringArray(key) else { return nil }
+        return strings.enumerated().compactMap { i, s in Self.parseMAC(s, fail: { fail("\(key)[\(i)]", $0) }) }
+    }
+
+    static func parseMAC(_ s: String, fail: (String) -> Void) -> MACAddress? {
+        guard let m = MACAddress(s) else { fail("invalid MAC '\(s)' (expected six hex octets like 52:54:00:12:34:56)"); return nil }
+        if m == .zero { fail("invalid MAC '\(s)': all zero"); return nil }
+        if m.isMulticast { fail("invalid MAC '\(s)': multicast bit set (first octet must be even)"); return nil }
+        return m
+    }
+
+    /// VLAN IDs as integers or "from-to" ranges: `[10, 20, "100-199"]`.
+    mutating func vlanList(_ key: String) -> VLANSet? {
+        guard let v = value(key) else { return nil }
+        guard let a = v.array else { typeError(key, expected: "an array of VLAN IDs", got: v); return nil }
+        var set = VLANSet()
+        for i in 0..<a.count {
+            let e = a[i]
+            if let n = e.int {
+                guard (1...4094).contains(n) else { fail("\(key)[\(i)]", "VLAN \(n) is out of range 1...4094"); continue }
+                set.insert(UInt16(n))
+            } else if let s = e.string {
+                let parts = s.split(separator: "-").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+                guard parts.count == 2, let lo = parts[0], let hi = parts[1], 1 <= lo, lo <= hi, hi <= 4094 else {
+                    fail("\(key)[\(i)]", "invalid VLAN range '\(s)' (expected \"FROM-TO\" within 1-4094)"); continue
+                }
+                for n in lo...hi { set.insert(UInt16(n)) }
+            } else {
+                fail("\(key)[\(i)]", "expected a VLAN ID or \"FROM-TO\" range, found \(Self.describe(e))")
+            }
+        }
+        return set
+    }
+
+    /// Refuses every key that was never read: a typo must not be silently ignored.
+    func finish() {
+        for key in table.keys where !known.contains(key) {
+            fail(key, "unknown key\(ConfigParser.suggestion(key, known))")
+        }
+    }
+}

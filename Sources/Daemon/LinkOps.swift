@@ -1,0 +1,40 @@
+// LinkOps: the link operations the daemon needs (create a macvtap, delete a link), over the
+// Netlink module, in one place so the rest of the daemon does not care how they reach the kernel.
+import Glibc
+import Netlink
+
+enum LinkOps {
+    static func createMacvtap(name: String, spec: LinkCreation, queues: Int, netns: String?) throws {
+        guard let mode = MacvlanMode(rawValue: spec.mode.rawValue) else {
+            throw DaemonError("cannot create macvtap '\(name)': unknown mode '\(spec.mode.rawValue)'")
+        }
+        let target = netns.map { NetworkNamespace.named($0) }
+        let link = LinkSpec(kind: .macvtap, parent: spec.parent, name: name, mode: mode, noPromisc: spec.nopromisc,
+                            address: spec.mac, mtu: spec.mtu.map { UInt32($0) },
+                            txQueues: queues > 1 ? UInt32(queues) : nil, rxQueues: queues > 1 ? UInt32(queues) : nil,
+                            up: true, namespace: target)
+        do {
+            _ = try LinkManager().create(link)
+            if !spec.sourceMACs.isEmpty {
+                try LinkManager(namespace: target).sourceMACs(name: name, .set(spec.sourceMACs))
+            }
+        } catch let e as NetlinkError {
+            // Half-made (e.g. the source list failed): do not leave it behind.
+            if e.operation != .create { _ = try? LinkManager(namespace: target).delete(name: name) }
+            throw DaemonError("\(e)")
+        }
+    }
+
+    /// Deletes `name`; false if it did not exist.
+    @discardableResult
+    static func deleteLink(name: String, netns: String?) throws -> Bool {
+        let manager = try LinkManager(namespace: netns.map { NetworkNamespace.named($0) })
+        guard try manager.link(named: name) != nil else { return false }
+        do {
+            try manager.delete(name: name)
+        } catch let e as NetlinkError where e.errno == ENODEV {
+            return false
+        }
+        return true
+    }
+}

@@ -1,0 +1,104 @@
+// StopSignal: SIGINT/SIGTERM (and programmatic stop requests) and SIGHUP (reload) turned into
+// bytes on a pipe, so the daemon's control loop waits for them and its periodic work with one
+// poll(). Signal handlers only write one byte: everything else happens on the control thread.
+import Glibc
+
+/// The write end of the self-pipe, for the async-signal-safe handler.
+nonisolated(unsafe) private var stopPipeWriteFD: Int32 = -1
+/// The last signal received (0: none), for the log line.
+nonisolated(unsafe) private var lastSignal: Int32 = 0
+
+private func onStopSignal(_ sig: Int32) {
+    var b: UInt8 = sig == SIGHUP ? 2 : 1
+    if sig != SIGHUP { lastSignal = sig }
+    _ = write(stopPipeWriteFD, &b, 1)
+}
+
+public final class StopSignal: @unchecked Sendable {
+    let readFD: Int32
+    let writeFD: Int32
+
+    /// Creates the pipe and installs the SIGINT/SIGTERM handlers (one instance per process).
+    public init() throws {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else {
+            throw DaemonError("cannot create the stop pipe: \(String(cString: strerror(errno)))")
+        }
+        readFD = fds[0]; writeFD = fds[1]
+        for fd in fds {
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        }
+        stopPipeWriteFD = writeFD
+        lastSignal = 0
+        var sa = sigaction()
+        sa.__sigaction_handler.sa_handler = onStopSignal
+        sigemptyset(&sa.sa_mask)
+        sa.sa_flags = SA_RESTART
+        sigaction(SIGINT, &sa, nil)
+        sigaction(SIGTERM, &sa, nil)
+        sigaction(SIGHUP, &sa, nil)
+        // A parent may have started us with these blocked (test runners do): unblock them here.
+        var unblock = sigset_t()
+        sigemptyset(&unblock)
+        sigaddset(&unblock, SIGINT)
+        sigaddset(&unblock, SIGTERM)
+        sigaddset(&unblock, SIGHUP)
+        pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
+        // A closed stdout (piped to `head`) must not kill the daemon before it cleans up.
+        signal(SIGPIPE, SIG_IGN)
+    }
+
+    /// Asks the control loop to stop (from any thread).
+    public func request() {
+        var b: UInt8 = 0
+        _ = write(writeFD, &b, 1)
+    }
+
+    public enum Wake { case timeout, stop, reload }
+
+    /// Waits up to `seconds` for a stop or reload request. A stop wins over a pending reload.
+    public func wait(seconds: Double) -> Wake {
+        if stopped { return .stop }
+        var p = pollfd(fd: readFD, events: Int16(POLLIN), revents: 0)
+        let ms = Int32(max(0, min(seconds, 3600)) * 1000)
+        guard poll(&p, 1, ms) > 0, p.revents & Int16(POLLIN) != 0 else { return .timeout }
+        var buf = [UInt8](repeating: 0, count: 64)
+        let n = read(readFD, &buf, buf.count)
+        guard n > 0 else { return .timeout }
+        if buf[0..<n].contains(where: { $0 != 2 }) { stopped = true; return .stop }
+        return .reload
+    }
+
+    /// Once a stop arrived, every later wait reports it too.
+    private var stopped = false
+
+    /// Waits like `wait` but only reports stops (a reload request is dropped).
+    public func waitForStop(seconds: Double) -> Bool {
+        if stopped { return true }
+        return wait(seconds: seconds) == .stop
+    }
+
+    /// "SIGTERM", "SIGINT" or "stop request".
+    public var reason: String {
+        switch lastSignal {
+        case SIGINT: return "SIGINT"
+        case SIGTERM: return "SIGTERM"
+        default: return "stop request"
+        }
+    }
+
+    deinit {
+        signal(SIGINT, SIG_DFL)
+        signal(SIGTERM, SIG_DFL)
+        signal(SIGHUP, SIG_DFL)
+        stopPipeWriteFD = -1
+        close(readFD); close(writeFD)
+    }
+}
+
+/// A start-up or run-time failure with a message meant for the user.
+public struct DaemonError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,2 +1,0 @@
-// Handlers: placeholder until its first real file lands.
-enum _HandlersPlaceholder {}

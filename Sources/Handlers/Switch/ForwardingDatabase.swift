@@ -1,0 +1,255 @@
+// ForwardingDatabase: the learning switch's MAC table. A preallocated open-addressing table of
+// atomic 64-bit words, shared by every worker thread without locks.
+//
+// Concurrency argument. Each slot is two words: `key` (valid bit | VLAN << 48 | MAC) and
+// `value` (ms timestamp << 32 | flags | port). A slot is claimed by CAS on its key (0 -> key),
+// so two writers never own the same slot; the value is then stored. A reader that sees a key
+// before its value is complete sees a value without the valid flag and treats the entry as
+// absent (the frame floods: correct, only less efficient). Lookups scan a fixed window of
+// `window` slots and never stop at an empty one, so deleting is just storing 0 into the key:
+// no tombstones, no probe chains to repair. Two workers learning the same new MAC at once may
+// claim two slots; lookups take the first, the other ages out. The entry count is kept with
+// relaxed atomics and may be off by the number of racing writers, never unbounded: inserting
+// past `capacity` always evicts first. Work per frame is bounded by `window`.
+import Atomics
+import Frames
+
+/// One row of the table, as the control plane reads it.
+public struct FDBEntry: Equatable, Sendable {
+    public var mac: MACAddress
+    /// 0 on VLAN-unaware ports.
+    public var vlan: UInt16
+    public var port: PortID
+    /// Seconds since the entry was last refreshed (0 for static entries).
+    public var age: Double
+    public var isStatic: Bool
+}
+
+final class ForwardingDatabase: @unchecked Sendable {
+    static let window = 8
+    static let validKey: UInt64 = 1 << 63
+    static let validValue: UInt64 = 1 << 17
+    static let staticFlag: UInt64 = 1 << 16
+
+    let capacity: Int
+    let agingMilliseconds: UInt32
+    private let mask: Int
+    private let keys: UnsafeMutablePointer<UnsafeAtomic<UInt64>.Storage>
+    private let values: UnsafeMutablePointer<UnsafeAtomic<UInt64>.Storage>
+    private let slots: Int
+    private let countStorage = UnsafeAtomic<Int>.create(0)
+
+    init(capacity: Int, agingSeconds: Double) {
+        precondition(capacity > 0, "FDB capacity must be positive")
+        self.capacity = capacity
+        agingMilliseconds = UInt32(clamping: Int((agingSeconds * 1000).rounded()))
+        var n = ForwardingDatabase.window
+        while n < capacity * 2 { n <<= 1 }
+        slots = n
+        mask = n - 1
+        keys = .allocate(capacity: n)
+        keys.initialize(repeating: .init(0), count: n)
+        values = .allocate(capacity: n)
+        values.initialize(repeating: .init(0), count: n)
+    }
+
+    deinit {
+        keys.deallocate()
+        values.deallocate()
+        countStorage.destroy()
+    }
+
+    var count: Int { max(0, countStorage.load(ordering: .relaxed)) }
+
+    @inline(__always) static func key(_ mac: MACAddress, vlan: UInt16) -> UInt64 {
+        validKey | UInt64(vlan & 0x0FFF) << 48 | mac.rawValue
+    }
+
+    @inline(__always) static func milliseconds(_ ns: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: ns / 1_000_000) }
+
+    @inline(__always) private func home(_ key: UInt64) -> Int {
+        // Fibonacci hashing: spreads MACs that differ only in their last octet.
+        Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 40) & mask
+    }
+
+    @inline(__always) private func loadKey(_ i: Int) -> UInt64 {
+        UnsafeAtomic<UInt64>(at: keys + i).load(ordering: .acquiring)
+    }
+    @inline(__always) private func loadValue(_ i: Int) -> UInt64 {
+        UnsafeAtomic<UInt64>(at: values + i).load(ordering: .acquiring)
+    }
+    @inline(__always) private func storeValue(_ i: Int, _ v: UInt64) {
+        UnsafeAtomic<UInt64>(at: values + i).store(v, ordering: .releasing)
+    }
+    @inline(__always) private func casKey(_ i: Int, _ expected: UInt64, _ new: UInt64) -> Bool {
+        UnsafeAtomic<UInt64>(at: keys + i).compareExchange(expected: expected, desired: new, ordering: .acquiringAndReleasing).exchanged
+    }
+
+    @inline(__always) private func isExpired(_ value: UInt64, nowMs: UInt32) -> Bool {
+        guard value & Self.staticFlag == 0 else { return false }
+        return nowMs &- UInt32(truncatingIfNeeded: value >> 32) > agingMilliseconds
+    }
+
+    @inline(__always) private static func value(port: PortID, nowMs: UInt32, isStatic: Bool) -> UInt64 {
+        UInt64(nowMs) << 32 | validValue | (isStatic ? staticFlag : 0) | UInt64(port.rawValue)
+    }
+
+    /// The port `mac` was last seen on in `vlan`, if known and not aged out.
+    @inline(__always)
+    func lookup(_ mac: MACAddress, vlan: UInt16, now: UInt64) -> PortID? {
+        let k = Self.key(mac, vlan: vlan)
+        var i = home(k)
+        let nowMs = Self.milliseconds(now)
+        for _ in 0..<Self.window {
+            if loadKey(i) == k {
+                let v = loadValue(i)
+                if v & Self.validValue != 0 && !isExpired(v, nowMs: nowMs) {
+                    return PortID(UInt16(truncatingIfNeeded: v))
+                }
+            }
+            i = (i + 1) & mask
+        }
+        return nil
+    }
+
+    enum LearnOutcome { case refreshed, learned, moved, evicted, stuckOnStatic, full }
+
+    /// Records that `mac` in `vlan` lives behind `port`. Bounded work: one window scan.
+    @inline(__always)
+    func learn(_ mac: MACAddress, vlan: UInt16, port: PortID, now: UInt64) -> LearnOutcome {
+        let k = Self.key(mac, vlan: vlan)
+        let start = home(k)
+        let nowMs = Self.milliseconds(now)
+        var i = start
+        var empty = -1
+        var oldest = -1
+        var oldestAge: UInt32 = 0
+        for _ in 0..<Self.window {
+            let key = loadKey(i)
+            if key == k {
+                let v = loadValue(i)
+                if v & Self.staticFlag != 0 { return .stuckOnStatic }
+                let samePort = UInt16(truncatingIfNeeded: v) == port.rawValue && v & Self.validValue != 0
+                // Refresh at most every 250 ms: fewer writes to a line other workers read.
+                if samePort && nowMs &- UInt32(truncatingIfNeeded: v >> 32) < 250 { return .refreshed }
+                storeValue(i, Self.value(port: port, nowMs: nowMs, isStatic: false))
+                return samePort ? .refreshed : .moved
+            }
+            if key == 0 {
+                if empty < 0 { empty = i }
+            } else {
+                let v = loadValue(i)
+                if v & Self.staticFlag == 0 {
+                    let age = nowMs &- UInt32(truncatingIfNeeded: v >> 32)
+                    if oldest < 0 || age > oldestAge { oldest = i; oldestAge = age }
+                }
+            }
+            i = (i + 1) & mask
+        }
+        let newValue = Self.value(port: port, nowMs: nowMs, isStatic: false)
+        if empty >= 0 && count < capacity {
+            if casKey(empty, 0, k) {
+                storeValue(empty, newValue)
+                countStorage.wrappingIncrement(ordering: .relaxed)
+                return .learned
+            }
+        }
+        // Table (or this window) full: replace the oldest learned entry in the window.
+        guard oldest >= 0 else { return empty >= 0 ? .full : .stuckOnStatic }
+        let victim = loadKey(oldest)
+        guard victim != 0, casKey(oldest, victim, k) else { return .full }
+        storeValue(oldest, newValue)
+        return oldestAge > agingMilliseconds ? .learned : .evicted
+    }
+
+    /// Pins `mac` in `vlan` to `port`: never aged, never moved by learning.
+    func setStatic(_ mac: MACAddress, vlan: UInt16, port: PortID) {
+        let k = Self.key(mac, vlan: vlan)
+        remove(mac, vlan: vlan)
+        var i = home(k)
+        var oldest = -1, oldestAge: UInt32 = 0
+        let nowMs: UInt32 = 0
+        for _ in 0..<Self.window {
+            let key = loadKey(i)
+            if key == 0, casKey(i, 0, k) {
+                storeValue(i, Self.value(port: port, nowMs: nowMs, isStatic: true))
+                countStorage.wrappingIncrement(ordering: .relaxed)
+                return
+            }
+            let v = loadValue(i)
+            if key != 0 && v & Self.staticFlag == 0 {
+                let age = UInt32.max &- UInt32(truncatingIfNeeded: v >> 32)
+                if oldest < 0 || age > oldestAge { oldest = i; oldestAge = age }
+            }
+            i = (i + 1) & mask
+        }
+        // Window full of learned entries: a static entry outranks the oldest of them.
+        if oldest >= 0 {
+            let victim = loadKey(oldest)
+            if casKey(oldest, victim, k) { storeValue(oldest, Self.value(port: port, nowMs: nowMs, isStatic: true)) }
+        }
+    }
+
+    /// Removes `mac` in `vlan` (learned or static).
+    @discardableResult
+    func remove(_ mac: MACAddress, vlan: UInt16) -> Bool {
+        let k = Self.key(mac, vlan: vlan)
+        var i = home(k)
+        var removed = false
+        for _ in 0..<Self.window {
+            if loadKey(i) == k, casKey(i, k, 0) {
+                countStorage.wrappingDecrement(ordering: .relaxed)
+                removed = true
+            }
+            i = (i + 1) & mask
+        }
+        return removed
+    }
+
+    /// Clears every entry matching `predicate(value)`; returns how many. Control thread only.
+    private func sweep(_ predicate: (UInt64) -> Bool) -> Int {
+        var n = 0
+        for i in 0..<slots {
+            let k = loadKey(i)
+            guard k != 0 else { continue }
+            let v = loadValue(i)
+            if v & Self.validValue != 0 && predicate(v) && casKey(i, k, 0) {
+                countStorage.wrappingDecrement(ordering: .relaxed)
+                n += 1
+            }
+        }
+        return n
+    }
+
+    /// Drops learned entries older than the aging time.
+    func expire(now: UInt64) -> Int {
+        let nowMs = Self.milliseconds(now)
+        return sweep { self.isExpired($0, nowMs: nowMs) }
+    }
+
+    /// Drops learned entries pointing at ports not in `members` (a port went away).
+    func flush(notIn members: PortSet) -> Int {
+        sweep { v in v & Self.staticFlag == 0 && !members.contains(PortID(UInt16(truncatingIfNeeded: v))) }
+    }
+
+    /// Drops every static entry.
+    func removeAllStatic() -> Int { sweep { $0 & Self.staticFlag != 0 } }
+
+    func entries(now: UInt64) -> [FDBEntry] {
+        let nowMs = Self.milliseconds(now)
+        var out: [FDBEntry] = []
+        for i in 0..<slots {
+            let k = loadKey(i)
+            guard k != 0 else { continue }
+            let v = loadValue(i)
+            guard v & Self.validValue != 0, !isExpired(v, nowMs: nowMs) else { continue }
+            let isStatic = v & Self.staticFlag != 0
+            out.append(FDBEntry(mac: MACAddress(rawValue: k & 0xFFFF_FFFF_FFFF),
+                                vlan: UInt16(truncatingIfNeeded: k >> 48) & 0x0FFF,
+                                port: PortID(UInt16(truncatingIfNeeded: v)),
+                                age: isStatic ? 0 : Double(nowMs &- UInt32(truncatingIfNeeded: v >> 32)) / 1000,
+                                isStatic: isStatic))
+        }
+        return out.sorted { ($0.vlan, $0.mac) < ($1.vlan, $1.mac) }
+    }
+}

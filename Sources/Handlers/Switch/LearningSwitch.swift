@@ -1,0 +1,161 @@
+// LearningSwitch: the bundled L2 switch handler. Learns source MACs per VLAN, forwards known
+// unicast to one port, floods the rest within the frame's VLAN; honours port isolation,
+// hairpin (reflective relay) and 802.1Q access/trunk membership. Lock-free on the hot path:
+// the FDB is a table of atomics (ForwardingDatabase) and port facts an atomically published
+// snapshot (SwitchPorts).
+#if canImport(Glibc)
+import Glibc
+#endif
+import Atomics
+import Frames
+
+public final class LearningSwitch: FrameHandler, @unchecked Sendable {
+    public struct Configuration: Sendable, Equatable {
+        /// Seconds an unrefreshed learned entry lives (Linux bridge default: 300).
+        public var agingTime: Double = 300
+        /// Most entries the FDB holds; past it the oldest learned entry near the new one is evicted.
+        public var capacity: Int = 8192
+        /// Static entries by port name, installed whenever that port is attached.
+        public var staticEntries: [StaticEntry] = []
+        public init(agingTime: Double = 300, capacity: Int = 8192, staticEntries: [StaticEntry] = []) {
+            self.agingTime = agingTime; self.capacity = capacity; self.staticEntries = staticEntries
+        }
+    }
+
+    /// A MAC pinned to a port: never aged, never moved by learning.
+    public struct StaticEntry: Sendable, Equatable {
+        public var mac: MACAddress
+        public var vlan: UInt16
+        public var port: String
+        public init(mac: MACAddress, vlan: UInt16 = 0, port: String) { self.mac = mac; self.vlan = vlan; self.port = port }
+    }
+
+    public let name = "learning-switch"
+    public let configuration: Configuration
+    let fdb: ForwardingDatabase
+    let ports: SwitchPortsPublisher
+    let counters_ = SwitchCounters()
+
+    public init(configuration: Configuration = .init()) {
+        self.configuration = configuration
+        fdb = ForwardingDatabase(capacity: configuration.capacity, agingSeconds: configuration.agingTime)
+        ports = SwitchPortsPublisher(SwitchPorts(.empty))
+    }
+
+    // MARK: hot path
+
+    public func handle(_ frame: inout Frame, context: HandlerContext) -> Verdict {
+        let c = counters_.slot(context.worker)
+        return ports.withCurrent { sp in
+            let ingress = frame.ingress
+            guard sp.members.contains(ingress) else { return c.drop(.noDestination) }
+            // 1. Classify into a VLAN (0: the VLAN-unaware segment).
+            let i = Int(ingress.rawValue)
+            var vlan: UInt16 = 0
+            switch sp.kind[i] {
+            case 0:
+                break
+            case 1:  // access: untagged or priority-tagged only
+                if let t = frame.taggedVLAN, t != 0 { return c.drop(.vlan) }
+                vlan = sp.untaggedVLAN[i]
+            default:  // trunk
+                if let t = frame.taggedVLAN, t != 0 {
+                    guard sp.vlanMembers[Int(t)].contains(ingress) else { return c.drop(.vlan) }
+                    vlan = t
+                } else {
+                    vlan = sp.untaggedVLAN[i]
+                    guard vlan != 0 else { return c.drop(.vlan) }
+                }
+            }
+            frame.vlan = vlan
+
+            // 2. Learn the source.
+            let src = frame.source
+            if src.isUnicast && src != .zero {
+                switch fdb.learn(src, vlan: vlan, port: ingress, now: context.now) {
+                case .refreshed, .stuckOnStatic: break
+                case .learned: c.add(.learned)
+                case .moved: c.add(.moved)
+                case .evicted: c.add(.learned); c.add(.evicted)
+                case .full: c.add(.learnFailed)
+                }
+            }
+
+            // 3. Forward.
+            let ingressIsolated = sp.isolated.contains(ingress)
+            let dst = frame.destination
+            if dst.isUnicast, let out = fdb.lookup(dst, vlan: vlan, now: context.now),
+               sp.vlanMembers[Int(vlan)].contains(out) {
+                if out == ingress {
+                    guard sp.hairpin.contains(ingress) else { return c.drop(.loop) }
+                    c.add(.hairpinned)
+                    return .forward(out)
+                }
+                if ingressIsolated && sp.isolated.contains(out) { return c.drop(.isolated) }
+                c.add(.unicast)
+                return .forward(out)
+            }
+            var set = sp.vlanMembers[Int(vlan)]
+            if !sp.hairpin.contains(ingress) { set.remove(ingress) }
+            if ingressIsolated { set = set.subtracting(sp.isolated.subtracting(PortSet([ingress]))) }
+            guard !set.isEmpty else { return c.drop(.noDestination) }
+            c.add(.flooded)
+            return .forwardSet(set)
+        }
+    }
+
+    // MARK: control thread
+
+    public func portsChanged(_ table: PortTable) {
+        let snapshot = SwitchPorts(table)
+        ports.publish(snapshot, now: Self.monotonicNow())
+        _ = fdb.flush(notIn: snapshot.members)
+        // (Re)install static entries for ports that are present.
+        _ = fdb.removeAllStatic()
+        for e in configuration.staticEntries {
+            if let p = table.port(named: e.port) { fdb.setStatic(e.mac, vlan: e.vlan, port: p.id) }
+        }
+        for e in extraStatic.values {
+            if snapshot.members.contains(e.port) { fdb.setStatic(e.mac, vlan: e.vlan, port: e.port) }
+        }
+    }
+
+    private var extraStatic: [UInt64: (mac: MACAddress, vlan: UInt16, port: PortID)] = [:]
+
+    /// Pins `mac` (in `vlan`) to `port` until removed; survives port changes.
+    public func addStatic(mac: MACAddress, vlan: UInt16 = 0, port: PortID) {
+        extraStatic[ForwardingDatabase.key(mac, vlan: vlan)] = (mac, vlan, port)
+        fdb.setStatic(mac, vlan: vlan, port: port)
+    }
+
+    /// Removes an entry (static or learned). Returns whether one was there.
+    @discardableResult
+    public func removeEntry(mac: MACAddress, vlan: UInt16 = 0) -> Bool {
+        extraStatic[ForwardingDatabase.key(mac, vlan: vlan)] = nil
+        return fdb.remove(mac, vlan: vlan)
+    }
+
+    /// Drops learned entries past the aging time; returns how many. Call periodically (the
+    /// hot path already ignores stale entries; this returns their slots).
+    @discardableResult
+    public func expire(now: UInt64 = LearningSwitch.monotonicNow()) -> Int {
+        let n = fdb.expire(now: now)
+        counters_.slot(0).add(.aged, UInt64(n))
+        return n
+    }
+
+    /// The FDB's current entries, sorted by VLAN then MAC.
+    public func entries(now: UInt64 = LearningSwitch.monotonicNow()) -> [FDBEntry] { fdb.entries(now: now) }
+
+    public func counters() -> [HandlerCounter] {
+        [HandlerCounter("fdb_entries", UInt64(fdb.count)), HandlerCounter("fdb_capacity", UInt64(fdb.capacity))]
+            + counters_.totals()
+    }
+
+    /// CLOCK_MONOTONIC in nanoseconds: the clock HandlerContext.now uses.
+    public static func monotonicNow() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+}

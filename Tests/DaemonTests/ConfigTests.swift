@@ -1,0 +1,284 @@
+// ConfigTests: the TOML configuration is parsed into the right values, and every kind of mistake
+// is refused with file, key path and reason. No kernel needed (host facts come from a table).
+import Foundation
+import Testing
+import Frames
+@testable import Daemon
+
+/// A host described by a table: links per namespace ("" is the daemon's own).
+struct FakeHost: HostInspector {
+    var namespaces: Set<String> = []
+    var links: [String: [String: String]] = ["": ["eth0": "veth", "eth1": "veth"]]   // ns -> name -> kind
+    var uppers: [String: [String]] = [:]
+    func namespaceExists(_ name: String) -> Bool { namespaces.contains(name) }
+    func link(named name: String, netns: String?) -> HostLink? {
+        guard let kind = links[netns ?? ""]?[name] else { return nil }
+        return HostLink(name: name, ifindex: 1, kind: kind)
+    }
+    func upperLinks(of parent: String) -> [String] { uppers[parent] ?? [] }
+}
+
+func issues(_ text: String, host: HostInspector = FakeHost()) -> [String] {
+    do {
+        let c = try ConfigParser.parse(text, file: "t.toml")
+        try ConfigValidator.validate(c, host: host)
+        return []
+    } catch let e as ConfigError {
+        return e.issues.map(\.description)
+    } catch {
+        return ["unexpected: \(error)"]
+    }
+}
+
+@Suite struct ConfigParsing {
+    @Test func fullConfigParses() throws {
+        let c = try ConfigParser.parse("""
+            log-level = "debug"
+            workers = 2
+            stats-interval = 5
+
+            [[bridges]]
+            name = "lan"
+            pipeline = ["filter", "learning-switch"]
+            [bridges.learning-switch]
+            aging = 30
+            capacity = 100
+            static = [{ mac = "52:54:00:00:00:09", port = "mvb", vlan = 10 }]
+            [bridges.filter]
+            default = "drop"
+            rules = ["accept arp", "accept ipv4"]
+
+            [[bridges.ports]]
+            name = "mva"
+            parent = "eth0"
+            mode = "passthru"
+            nopromisc = true
+            mac = "52:54:00:00:00:01"
+            queues = 2
+            offloads = false
+            vlan = "access"
+            pvid = 10
+            isolated = true
+
+            [[bridges.ports]]
+            name = "mvb"
+            netns = "guest"
+            allowed = [10, "20-22"]
+            native = 1
+            hairpin = true
+            """, file: "t.toml")
+        #expect(c.logLevel == .debug)
+        #expect(c.workers == 2)
+        #expect(c.statsInterval == 5)
+        let b = try #require(c.bridges.first)
+        #expect(b.name == "lan")
+        #expect(b.pipeline.map(\.name) == ["filter", "learning-switch"])
+        let ls = try #require(b.learningSwitch)
+        #expect(ls.agingSeconds == 30 && ls.capacity == 100)
+        #expect(ls.staticEntries == [StaticFDBEntry(mac: MACAddress("52:54:00:00:00:09")!, port: "mvb", vlan: 10)])
+        guard case .filter(let f) = b.pipeline[0] else { Issue.record("no filter"); return }
+        #expect(f.defaultAction == "drop" && f.rules == ["accept arp", "accept ipv4"])
+        #expect(f.path == "bridges[0].filter")
+
+        let a = b.ports[0]
+        #expect(a.name == "mva" && a.queues == 2 && !a.offloads && a.isolated && !a.hairpin)
+        #expect(a.create?.parent == "eth0" && a.create?.mode == .passthru && a.create?.nopromisc == true)
+        #expect(a.create?.mac == MACAddress("52:54:00:00:00:01"))
+        #expect(a.vlan == .access(pvid: 10))
+
+        let m = b.ports[1]
+        #expect(m.create == nil && m.netns == "guest" && m.hairpin && m.offloads)
+        #expect(m.vlan == .trunk(allowed: VLANSet([10, 20, 21, 22]), native: 1))
+        #expect(m.path == "bridges[0].ports[1]")
+    }
+
+    @Test func defaults() throws {
+        let c = try ConfigParser.parse("""
+            [[bridges]]
+            [[bridges.ports]]
+            name = "x"
+            parent = "eth0"
+            """, file: "t.toml")
+        #expect(c.logLevel == .info && c.workers == nil && c.statsInterval == 0)
+        #expect(c.bridges[0].name == "br0")
+        #expect(c.bridges[0].pipeline.map(\.name) == ["learning-switch"])
+        #expect(c.bridges[0].learningSwitch == LearningSwitchConfig())
+        let p = c.bridges[0].ports[0]
+        #expect(p.create?.mode == .bridge && p.queues == 1 && p.offloads && p.vlan == .unaware)
+    }
+
+    @Test func hubPipeline() throws {
+        let c = try ConfigParser.parse("[[bridges]]\npipeline = []\n[[bridges.ports]]\nname = \"x\"\n", file: "t.toml")
+        #expect(c.bridges[0].pipeline.isEmpty)
+    }
+
+    @Test func syntaxErrorNamesLine() {
+        let out = issues("[[bridges]]\nname = \"a\n")
+        #expect(out.count == 1)
+        #expect(out.first?.hasPrefix("t.toml: line 2") == true)
+    }
+
+    @Test func duplicateKeyIsASyntaxError() {
+        let out = issues("workers = 1\nworkers = 2\n")
+        #expect(out.first?.hasPrefix("t.toml: line 2") == true)
+    }
+
+    @Test func unknownKeysAreRefusedWithSuggestion() {
+        let out = issues("""
+            log-levle = "info"
+            [[bridges]]
+            [[bridges.ports]]
+            name = "x"
+            paernt = "eth0"
+            """)
+        #expect(out.contains("t.toml: log-levle: unknown key (did you mean 'log-level'?)"))
+        #expect(out.contains("t.toml: bridges[0].ports[0].paernt: unknown key (did you mean 'parent'?)"))
+    }
+
+    @Test func wrongTypes() {
+        let out = issues("""
+            workers = "two"
+            [[bridges]]
+            [[bridges.ports]]
+            name = 5
+            queues = 1.5
+            offloads = "yes"
+            """)
+        #expect(out.contains("t.toml: workers: expected an integer, found string \"two\""))
+        #expect(out.contains("t.toml: bridges[0].ports[0].name: expected a string, found integer 5"))
+        #expect(out.contains("t.toml: bridges[0].ports[0].queues: expected an integer, found number 1.5"))
+        #expect(out.contains("t.toml: bridges[0].ports[0].offloads: expected true or false, found string \"yes\""))
+    }
+
+    @Test func badValues() {
+        let out = issues("""
+            log-level = "loud"
+            workers = 0
+            [[bridges]]
+            pipeline = ["learning-swich"]
+            [[bridges.ports]]
+            name = "averyveryverylongname"
+            parent = "eth0"
+            mode = "bridged"
+            mac = "52:54:zz:00:00:01"
+            [[bridges.ports]]
+            name = "y"
+            parent = "eth1"
+            mac = "01:00:5e:00:00:01"
+            vlan = "access"
+            """)
+        #expect(out.contains { $0.hasPrefix("t.toml: log-level: unknown level 'loud'") })
+        #expect(out.contains("t.toml: workers: 0 is out of range 1...64"))
+        #expect(out.contains("t.toml: bridges[0].pipeline[0]: unknown handler 'learning-swich' (one of: learning-switch, filter) (did you mean 'learning-switch'?)"))
+        #expect(out.contains("t.toml: bridges[0].ports[0].name: interface name 'averyveryverylongname' is longer than 15 characters"))
+        #expect(out.contains { $0.hasPrefix("t.toml: bridges[0].ports[0].mode: unknown mode 'bridged'") })
+        #expect(out.contains("t.toml: bridges[0].ports[0].mac: invalid MAC '52:54:zz:00:00:01' (expected six hex octets like 52:54:00:12:34:56)"))
+        #expect(out.contains("t.toml: bridges[0].ports[1].mac: invalid MAC '01:00:5e:00:00:01': multicast bit set (first octet must be even)"))
+        #expect(out.contains("t.toml: bridges[0].ports[1].pvid: required with vlan = 'access'"))
+    }
+
+    @Test func conflictsAndDuplicates() {
+        let out = issues("""
+            [[bridges]]
+            name = "a"
+            [bridges.learning-switch]
+            static = [{ mac = "52:54:00:00:00:05", port = "nope" }]
+            [[bridges.ports]]
+            name = "x"
+            parent = "eth0"
+            mode = "bridge"
+            nopromisc = true
+            mac = "52:54:00:00:00:01"
+            [[bridges.ports]]
+            name = "x"
+            parent = "eth0"
+            mode = "passthru"
+            mac = "52:54:00:00:00:01"
+            [[bridges.ports]]
+            name = "z"
+            mode = "vepa"
+            pvid = 3
+            allowed = [4]
+            [[bridges]]
+            name = "a"
+            """)
+        #expect(out.contains("t.toml: bridges[0].ports[0].nopromisc: only with mode 'passthru' (mode is 'bridge')"))
+        #expect(out.contains("t.toml: bridges[0].ports[1].name: port 'x' already declared at bridges[0].ports[0]"))
+        #expect(out.contains("t.toml: bridges[0].ports[1].mac: MAC 52:54:00:00:00:01 already used at bridges[0].ports[0]"))
+        #expect(out.contains("t.toml: bridges[0].ports[1].parent: mode 'passthru' allows one sub-interface per lower device: 'eth0' is already used at bridges[0].ports[0]"))
+        #expect(out.contains { $0.hasPrefix("t.toml: bridges[0].ports[2].mode: only for a macvtap the daemon creates") })
+        #expect(out.contains("t.toml: bridges[0].ports[2].allowed: not used with vlan = 'access' (that is a trunk key)"))
+        #expect(out.contains("t.toml: bridges[1].name: bridge 'a' already declared at bridges[0]"))
+        #expect(out.contains("t.toml: bridges[0].learning-switch.static[0].port: no port named 'nope' in bridge 'a'"))
+    }
+
+    @Test func exampleConfigParses() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let c = try ConfigParser.load(path: root.appendingPathComponent("docs/examples/two-hosts.toml").path)
+        #expect(c.bridges.count == 1 && c.bridges[0].ports.map(\.name) == ["mvt-a", "mvt-b"])
+        #expect(c.bridges[0].ports.allSatisfy { $0.create?.mode == .passthru })
+    }
+
+    @Test func noBridges() {
+        #expect(issues("workers = 1\n") == ["t.toml: bridges: no bridge declared (add a [[bridges]] table with [[bridges.ports]])"])
+    }
+}
+
+@Suite struct ConfigHostChecks {
+    @Test func missingParentAndNamespace() {
+        let out = issues("""
+            [[bridges]]
+            [[bridges.ports]]
+            name = "mva"
+            parent = "eth0"
+            [[bridges.ports]]
+            name = "mvb"
+            parent = "eth9"
+            [[bridges.ports]]
+            name = "mvc"
+            netns = "nowhere"
+            """)
+        #expect(out == [
+            "t.toml: bridges[0].ports[1].parent: interface 'eth9' does not exist",
+            "t.toml: bridges[0].ports[2].netns: network namespace 'nowhere' does not exist (no /run/netns/nowhere; create it with `ip netns add nowhere`)",
+        ])
+    }
+
+    @Test(.enabled(if: !HandlerFactory.filterAvailable)) func filterRefusedWhenNotBuiltIn() {
+        let out = issues("[[bridges]]\n[bridges.filter]\nrules = []\n[[bridges.ports]]\nname = \"m\"\nparent = \"eth0\"\n")
+        #expect(out == ["t.toml: bridges[0].filter: the filter handler is not available in this build of tapbridge"])
+    }
+
+    @Test func existingLinkChecks() {
+        var host = FakeHost()
+        host.links[""]!["mva"] = "macvtap"
+        host.links[""]!["vx"] = "veth"
+        host.uppers["eth1"] = ["mvq"]
+        host.namespaces = ["g"]
+        host.links["g"] = ["mvg": "macvtap"]
+        let out = issues("""
+            [[bridges]]
+            [[bridges.ports]]
+            name = "mva"
+            parent = "eth0"
+            [[bridges.ports]]
+            name = "vx"
+            [[bridges.ports]]
+            name = "mvp"
+            parent = "eth1"
+            mode = "passthru"
+            [[bridges.ports]]
+            name = "mvg"
+            netns = "g"
+            [[bridges.ports]]
+            name = "mvh"
+            netns = "g"
+            """, host: host)
+        #expect(out == [
+            "t.toml: bridges[0].ports[0].name: interface 'mva' already exists; the daemon would create it (remove 'parent' to use the existing link)",
+            "t.toml: bridges[0].ports[1].name: interface 'vx' is not a macvtap (it is a veth)",
+            "t.toml: bridges[0].ports[2].parent: mode 'passthru' allows one sub-interface per lower device: 'eth1' already carries 'mvq'",
+            "t.toml: bridges[0].ports[4].name: interface 'mvh' does not exist in namespace 'g' (set 'parent' to have the daemon create it)",
+        ])
+    }
+}

@@ -1,0 +1,173 @@
+// LifecycleTests: the daemon creates exactly the links it declares, deletes exactly those on
+// SIGTERM/SIGINT, refuses a bad config before creating anything, and survives a port's link
+// being deleted under it. Real kernel, own namespaces, the built binary.
+import Foundation
+import Testing
+import TestSupport
+
+@Suite struct DaemonLifecycle {
+    @Test func badConfigCreatesNothing() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 1)
+            let missing = t.ifname("nope")
+            let before = try linkNames()
+            let config = """
+                [[bridges]]
+                \(h.portTables())
+                [[bridges.ports]]
+                name = "\(t.ifname("m9"))"
+                parent = "\(missing)"
+                """
+            let d = try DaemonProcess(t, config: config, waitReady: false)
+            let status = d.waitExit()
+            #expect(status == 1)
+            #expect(d.log.contains("bridges[0].ports[1].parent: interface '\(missing)' does not exist"))
+            #expect(d.log.contains("nothing was created"))
+            let after = try linkNames()
+            // Other tests run in parallel: compare only what this config could have made.
+            let mine = { (s: Set<String>) in s.filter { $0.hasPrefix(t.tag) } }
+            #expect(mine(before) == mine(after))
+            #expect(!after.contains(h.macvtaps[0]))
+        }
+    }
+
+    @Test func typoIsRefused() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 1)
+            let config = "[[bridges]]\n" + h.portTables().replacingOccurrences(of: "mode =", with: "mdoe =")
+            let d = try DaemonProcess(t, config: config, waitReady: false)
+            #expect(d.waitExit() == 1)
+            #expect(d.log.contains("bridges[0].ports[0].mdoe: unknown key (did you mean 'mode'?)"))
+            #expect(linkDetails(h.macvtaps[0]) == nil)
+        }
+    }
+
+    @Test func logLevelOverrideQuietsTheLog() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 2)
+            let d = try DaemonProcess(t, config: "log-level = \"debug\"\n[[bridges]]\n" + h.portTables(),
+                                      arguments: ["--log-level", "warning"], waitReady: false)
+            let deadline = Date().addingTimeInterval(20)
+            while linkDetails(h.macvtaps[1]) == nil && Date() < deadline { usleep(50_000) }
+            usleep(500_000)
+            #expect(h.ping(0, h.addresses[1]))
+            #expect(d.stop() == 0)
+            #expect(!d.log.contains(" info ") && !d.log.contains(" debug "), "\(d.log)")
+            #expect(linkDetails(h.macvtaps[0]) == nil)
+        }
+    }
+
+    @Test func checkChangesNothing() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 2)
+            let d = try DaemonProcess(t, config: "[[bridges]]\n" + h.portTables(), arguments: ["--check"], waitReady: false)
+            #expect(d.waitExit() == 0)
+            #expect(d.log.contains("ok: 1 bridge(s), 2 port(s), 2 link(s) to create"))
+            #expect(linkDetails(h.macvtaps[0]) == nil && linkDetails(h.macvtaps[1]) == nil)
+        }
+    }
+
+    @Test(arguments: [SIGTERM, SIGINT])
+    func signalDeletesExactlyTheCreatedLinks(signal: Int32) throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 3)
+            // Host 2's macvtap exists before the daemon starts: it is used, never deleted.
+            try run(["ip", "link", "add", "link", h.veths[2], "name", h.macvtaps[2], "type", "macvtap", "mode", "passthru"])
+            t.track(link: h.macvtaps[2])
+            try run(["ip", "link", "set", h.macvtaps[2], "up"])
+            let config = "[[bridges]]\n" + Hosts.portTables(h, only: [0, 1]) + """
+                [[bridges.ports]]
+                name = "\(h.macvtaps[2])"
+
+                """
+            let d = try DaemonProcess(t, config: config)
+            for i in 0..<2 {
+                let l = try #require(linkDetails(h.macvtaps[i]), "macvtap \(i) not created")
+                let info = l["linkinfo"] as? [String: Any]
+                #expect(info?["info_kind"] as? String == "macvtap")
+                #expect((info?["info_data"] as? [String: Any])?["mode"] as? String == "passthru")
+                #expect(l["link"] as? String == h.veths[i])
+            }
+            #expect(d.stop(signal: signal) == 0)
+            #expect(linkDetails(h.macvtaps[0]) == nil)
+            #expect(linkDetails(h.macvtaps[1]) == nil)
+            #expect(linkDetails(h.macvtaps[2]) != nil, "a link the daemon did not create was deleted")
+            for v in h.veths { #expect(linkDetails(v) != nil) }
+            #expect(d.log.contains("reason=\(signal == SIGTERM ? "SIGTERM" : "SIGINT")"))
+        }
+    }
+
+    @Test func createdInNamespaceAndDeleted() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 2)
+            let ns = try t.addNamespace("guest")
+            let config = "[[bridges]]\n" + h.portTables(extra: [0: "netns = \"\(ns)\""])
+            let d = try DaemonProcess(t, config: config)
+            #expect(linkDetails(h.macvtaps[0], netns: ns) != nil)
+            #expect(linkDetails(h.macvtaps[0]) == nil)
+            // The port was opened inside its namespace: frames cross between the two hosts.
+            #expect(h.ping(0, h.addresses[1]), "no forwarding through a macvtap in another namespace:\n\(d.log)")
+            #expect(d.stop() == 0)
+            #expect(linkDetails(h.macvtaps[0], netns: ns) == nil)
+        }
+    }
+
+    @Test func startFailureRemovesWhatWasCreated() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 2)
+            // A bad MTU for the second link only shows up when the kernel refuses it.
+            let config = "[[bridges]]\n" + h.portTables(extra: [1: "mtu = 65000"])
+            let d = try DaemonProcess(t, config: config, waitReady: false)
+            #expect(d.waitExit() == 1)
+            #expect(d.log.contains("bridges[0].ports[1]"))
+            #expect(linkDetails(h.macvtaps[0]) == nil, "the first link was left behind:\n\(d.log)")
+            #expect(linkDetails(h.macvtaps[1]) == nil)
+        }
+    }
+
+    @Test func portLinkDeletedWhileRunningIsRemovedAndCounted() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 2)
+            let d = try DaemonProcess(t, config: "[[bridges]]\n" + h.portTables())
+            try run(["ip", "link", "del", h.macvtaps[1]])
+            try d.waitFor("port lost: link deleted")
+            #expect(d.log.contains("port=\(h.macvtaps[1])"))
+            #expect(d.log.contains("ports-lost=1"))
+            #expect(d.stop() == 0)
+            #expect(linkDetails(h.macvtaps[0]) == nil)
+        }
+    }
+}
+
+@Suite struct DaemonReload {
+    @Test func sighupAddsAndRemovesPorts() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 3)
+            let d = try DaemonProcess(t, config: "[[bridges]]\n" + Hosts.portTables(h, only: [0, 1]))
+            #expect(linkDetails(h.macvtaps[2]) == nil)
+            // A reload with a broken file changes nothing.
+            try "[[bridges]]\nnmae = 1\n".write(toFile: d.configPath, atomically: true, encoding: .utf8)
+            kill(d.process.processIdentifier, SIGHUP)
+            try d.waitFor("reload refused")
+            #expect(linkDetails(h.macvtaps[0]) != nil)
+            // Third host in, first host out.
+            try ("[[bridges]]\n" + Hosts.portTables(h, only: [1, 2])).write(toFile: d.configPath, atomically: true, encoding: .utf8)
+            kill(d.process.processIdentifier, SIGHUP)
+            try d.waitFor("info reloaded")
+            #expect(d.log.contains("port added by reload port=\(h.macvtaps[2])") || d.log.contains("port=\(h.macvtaps[2])"))
+            #expect(linkDetails(h.macvtaps[2]) != nil)
+            #expect(linkDetails(h.macvtaps[0]) == nil)
+            #expect(d.stop() == 0)
+            for m in h.macvtaps { #expect(linkDetails(m) == nil) }
+        }
+    }
+}
+
+extension Hosts {
+    static func portTables(_ h: Hosts, only: [Int]) -> String {
+        var sub = h
+        sub.veths = only.map { h.veths[$0] }
+        sub.macvtaps = only.map { h.macvtaps[$0] }
+        return sub.portTables()
+    }
+}

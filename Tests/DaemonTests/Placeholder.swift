@@ -1,2 +1,0 @@
-// DaemonTests: placeholder until the first real tests land.
-import Testing

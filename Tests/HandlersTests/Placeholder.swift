@@ -1,2 +1,0 @@
-// HandlersTests: placeholder until the first real tests land.
-import Testing
