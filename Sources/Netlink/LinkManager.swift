@@ -260,7 +260,7 @@ public final class LinkManager {
 
     static func putMAC(_ nlh: UnsafeMutablePointer<nlmsghdr>, _ type: UInt16, _ mac: MACAddress) {
         var bytes = mac.octets
-        bytes.withUnsafeMutableBytes { _ = mnl_attr_put(nlh, type, 6, $0.baseAddress) }
+        bytes.withUnsafeMutableBytes { mnl_attr_put(nlh, type, 6, $0.baseAddress) }
     }
 
     // MARK: macvtap character devices

@@ -51,18 +51,24 @@ public enum NetworkNamespace: Equatable, Sendable, CustomStringConvertible {
     public func run<T>(_ body: @escaping () throws -> T) throws -> T {
         let fd = try open()
         defer { close(fd) }
-        var result: Result<T, Error>!
+        let outcome = ThreadOutcome<T>()
         let done = DispatchSemaphore(value: 0)
-        let thread = Thread {
+        let thread = Thread { [self] in
             if tb_setns_net(fd) != 0 {
-                result = .failure(NetlinkError(.enterNamespace, interface: "", errno: errno, detail: "\(self)"))
+                outcome.result = .failure(NetlinkError(.enterNamespace, interface: "", errno: errno, detail: "\(self)"))
             } else {
-                result = Result { try body() }
+                outcome.result = Result { try body() }
             }
             done.signal()
         }
         thread.start()
         done.wait()
-        return try result.get()
+        return try outcome.result!.get()
     }
+}
+
+/// A result handed from a helper thread back to its waiting caller; the semaphore the caller
+/// waits on orders the two accesses.
+final class ThreadOutcome<T>: @unchecked Sendable {
+    var result: Result<T, Error>?
 }
