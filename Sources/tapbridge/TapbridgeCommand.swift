@@ -1,5 +1,6 @@
 // The `tapbridge` command: one subcommand per file in this folder.
 import ArgumentParser
+import Foundation
 
 @main
 struct TapbridgeCommand: ParsableCommand {
@@ -16,4 +17,20 @@ struct TapbridgeCommand: ParsableCommand {
             """,
         subcommands: [LinkCommand.self, RunCommand.self, DemoCommand.self]
     )
+
+    /// Exit status: 0 success, 1 operational error (message on stderr), 2 usage error.
+    /// ArgumentParser's own usage status is 64 (EX_USAGE); we keep iproute2's convention.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            let code = exitCode(for: error)
+            if code == .validationFailure {
+                FileHandle.standardError.write(Data(("Error: " + message(for: error) + " (see --help)\n").utf8))
+                Foundation.exit(2)
+            }
+            exit(withError: error)
+        }
+    }
 }
