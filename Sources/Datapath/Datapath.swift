@@ -1,2 +1,0 @@
-// Datapath: placeholder until its first real file lands.
-enum _DatapathPlaceholder {}

@@ -1,0 +1,89 @@
+// WorkerState: the plain structs a worker keeps in preallocated arrays (ports, bridges,
+// transmit slots) and the commands the control thread sends it.
+import Frames
+import Tap
+
+/// What the control thread tells a worker about one port.
+struct WorkerPortSpec {
+    var bridge: Int
+    var id: PortID
+    /// -1: no descriptor (disconnected).
+    var fd: Int32
+    /// This worker reads the descriptor (its own queue, or it owns the single descriptor).
+    var reads: Bool
+    var framing: Framing
+    var vnetHeaderSize: Int
+    var transmitOffloads: TapOffloads
+    var vlan: VLANMode
+    var adminUp: Bool
+    var counters: CounterBlock
+    /// This worker may write to the descriptor (false: a byte stream another worker owns;
+    /// frames go to `owner` through a handoff ring).
+    var writable: Bool
+    var owner: Int
+}
+
+enum WorkerCommand {
+    case addBridge(index: Int, pipeline: HandlerPipeline)
+    case addPort(WorkerPortSpec)
+    case removePort(bridge: Int, id: PortID)
+    case disconnectPort(bridge: Int, id: PortID)
+    case setUp(bridge: Int, id: PortID, up: Bool)
+    /// Rings to (outbound[w]) and from (inbound[w]) worker w, and the workers' eventfds.
+    case setHandoff(outbound: [HandoffRing?], inbound: [HandoffRing?], wakeFDs: [Int32])
+    case stop
+}
+
+enum OpKind {
+    static let read: UInt8 = 1, write: UInt8 = 2, control: UInt8 = 3, cancel: UInt8 = 4, streamRead: UInt8 = 5
+}
+
+enum LocalPortState {
+    static let free: UInt8 = 0, active: UInt8 = 1, down: UInt8 = 2
+}
+
+/// One port as one worker sees it. Trivial (no references) so the array is plain memory.
+struct LocalPort {
+    var state = LocalPortState.free
+    var generation: UInt8 = 0
+    var reads = false
+    var readArmed = false
+    var starved = false
+    var adminUp = true
+    var writable = true
+    var stream = false
+    var vlanAware = false
+    var owner: Int32 = 0
+    var bridge: Int32 = 0
+    var id = PortID(0)
+    var fd: Int32 = -1
+    var vnetHeaderSize: Int32 = 0
+    var transmitOffloads = TapOffloads()
+    var txHead: Int32 = -1, txTail: Int32 = -1
+    var txQueued: Int32 = 0, txInflight: Int32 = 0, txMaxInflight: Int32 = 0
+    var counters: CounterBlock? = nil
+    var rxBuffer: UnsafeMutableRawPointer? = nil
+    var rxFill: Int32 = 0
+}
+
+/// One bridge as one worker sees it.
+struct LocalBridge {
+    var pipeline: Unmanaged<HandlerPipeline>? = nil
+    /// PortID.rawValue -> local port slot, -1 if absent.
+    var slotByID: UnsafeMutablePointer<Int16>
+    /// Ports this worker can send to.
+    var members = PortSet()
+}
+
+/// A write in flight or queued: which buffer it holds, where to, and its iovecs
+/// (`Worker.iovecsPerSlot` of them at `iov + index * iovecsPerSlot`).
+struct TxSlot {
+    var buffer: Int32 = -1
+    var port: Int16 = -1
+    var generation: UInt8 = 0
+    var iovFirst: Int32 = 0
+    var iovCount: Int32 = 0
+    var remaining: Int32 = 0
+    var frameBytes: Int32 = 0
+    var next: Int32 = -1
+}

@@ -1,2 +1,0 @@
-// Tap: placeholder until its first real file lands.
-enum _TapPlaceholder {}

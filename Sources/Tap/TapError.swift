@@ -1,0 +1,32 @@
+// TapError: a failed operation on a macvtap device, naming the interface, the operation and errno.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public struct TapError: Error, CustomStringConvertible, Equatable {
+    public var interface: String
+    public var operation: String
+    public var errno: Int32
+    public var detail: String?
+
+    public init(interface: String, operation: String, errno: Int32, detail: String? = nil) {
+        self.interface = interface; self.operation = operation; self.errno = errno; self.detail = detail
+    }
+
+    public var description: String {
+        var s = "macvtap '\(interface)': \(operation) failed: \(String(cString: strerror(errno)))"
+        if let detail { s += " (\(detail))" }
+        return s
+    }
+}
+
+/// Retries `body` while it fails with EINTR; returns its result (>= 0) or -errno.
+@inline(__always)
+func retryingEINTR(_ body: () -> Int32) -> Int32 {
+    while true {
+        let r = body()
+        if r >= 0 { return r }
+        let e = errno
+        if e != EINTR { return -e }
+    }
+}

@@ -1,0 +1,138 @@
+// Ports coming and going while the engine runs, bounded transmit queues, and clean stop.
+import Foundation
+import Testing
+@testable import Datapath
+import Frames
+import Tap
+import TestSupport
+
+@Suite(.serialized)
+struct EnginePortLifecycleTests {
+    @Test func portWhoseLinkIsDeletedIsRemovedAndOthersKeepForwarding() throws {
+        try withTopology { t in
+            let a = try addHost(t, 1), b = try addHost(t, 2), c = try addHost(t, 3)
+            let events = EventLog()
+            let engine = makeEngine(events: events)
+            let bridge = try hub(engine, [a, b, c])
+            try engine.start()
+            defer { engine.stop() }
+            #expect(try ping(a, c))
+            let cid = bridge.port(named: c.macvtap)!
+            try run(["ip", "link", "del", c.macvtap])
+            let removed = events.wait { if case .portRemoved(_, let id, _, _) = $0 { return id == cid }; return false }
+            #expect(removed, "port removed after its link was deleted; log: \(events.logLines)")
+            #expect(bridge.port(named: c.macvtap) == nil)
+            #expect(engine.snapshot().portsRemoved == 1)
+            #expect(try ping(a, b))
+        }
+    }
+
+    @Test func portAddedWhileRunningForwards() throws {
+        try withTopology { t in
+            let a = try addHost(t, 1), b = try addHost(t, 2), c = try addHost(t, 3)
+            let engine = makeEngine()
+            let bridge = try hub(engine, [a, b])
+            try engine.start()
+            defer { engine.stop() }
+            #expect(try ping(a, b))
+            let id = try bridge.attach(MacvtapPort(name: c.macvtap))
+            #expect(bridge.portTable[id]?.name == c.macvtap)
+            #expect(try ping(c, a))
+            #expect(try ping(b, c))
+            bridge.detach(id)
+            #expect(bridge.port(named: c.macvtap) == nil)
+            #expect(try !ping(a, c, count: 1))
+            #expect(try ping(a, b))
+        }
+    }
+
+    @Test func fullTransmitQueueDropsAndCounts() throws {
+        try withTopology { t in
+            let a = try addHost(t, 1), b = try addHost(t, 2)
+            // A datagram socket whose peer never reads: its queue fills, then the engine's.
+            var sv: [Int32] = [0, 0]
+            #expect(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0, &sv) == 0)
+            defer { close(sv[1]) }
+            let engine = makeEngine { $0.transmitQueueDepth = 8 }
+            let bridge = try hub(engine, [a, b])
+            let stuck = try bridge.attach(DescriptorPort(name: "stuck", descriptor: sv[0]))
+            try engine.start()
+            defer { engine.stop() }
+            _ = try t.exec(a.namespace, ["ping", "-c", "200", "-i", "0.002", "-W", "1", b.address], check: false, timeout: 30)
+            let s = engine.snapshot().bridge("br")!
+            let st = s.port(stuck)!
+            #expect(st.drops(.queueFull) > 0, "\(st)")
+            #expect(st.txFrames > 0)
+            #expect(try ping(a, b), "a stuck port does not stall the others")
+        }
+    }
+
+    @Test func portSetDownDropsAndCounts() throws {
+        try withRunningHub { _, engine, bridge, a, b in
+            let pb = bridge.port(named: b.macvtap)!
+            engine.setPortUp(pb, in: bridge, false)
+            #expect(try !ping(a, b, count: 2))
+            #expect(engine.snapshot().bridge("br")!.port(pb)!.drops(.portDown) > 0)
+            engine.setPortUp(pb, in: bridge, true)
+            #expect(try ping(a, b))
+            // The macvtap link itself going down: the kernel swallows what we write.
+            try run(["ip", "link", "set", b.macvtap, "down"])
+            let before = engine.snapshot().bridge("br")!.port(pb)!
+            _ = try ping(a, b, count: 2)
+            let after = engine.snapshot().bridge("br")!.port(pb)!
+            print("macvtap link down: tx \(after.txFrames - before.txFrames) errors \(after.txErrors - before.txErrors) drops \(after.drops)")
+            try run(["ip", "link", "set", b.macvtap, "up"])
+            #expect(try ping(a, b))
+        }
+    }
+
+    @Test func manyAttachDetachCyclesReuseSlots() throws {
+        try withRunningHub { _, engine, bridge, a, b in
+            // More cycles than a worker has port slots (512) and PortIDs (256).
+            for _ in 0..<600 {
+                var sv: [Int32] = [0, 0]
+                #expect(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0, &sv) == 0)
+                let id = try bridge.attach(DescriptorPort(name: "cycle", descriptor: sv[0]))
+                bridge.detach(id)
+                close(sv[1])
+            }
+            #expect(bridge.portTable.ports.count == 2)
+            #expect(try ping(a, b))
+        }
+    }
+
+    @Test func stopClosesEveryDescriptor() throws {
+        try withTopology { t in
+            let a = try addHost(t, 1), b = try addHost(t, 2)
+            var queues: [(fd: Int32, dev: UInt64, ino: UInt64)] = []
+            var workers: [Weak<Worker>] = []
+            do {
+                let engine = makeEngine(workers: 2)
+                let bridge = try hub(engine, [a, b])
+                try engine.start()
+                #expect(try ping(a, b))
+                // The macvtap queues (each open file has its own inode: the private node's).
+                var fds: [Int32] = []
+                engine.control.withLock { for r in bridge.records.values { fds += r.fds } }
+                #expect(fds.count == 2 * 2)
+                queues = fds.map { fd in var st = stat(); fstat(fd, &st); return (fd, UInt64(st.st_dev), UInt64(st.st_ino)) }
+                workers = engine.workers.map { Weak($0) }
+                engine.stop()
+            }
+            // Each queue is closed now (or its number was reused by something else in this process).
+            for u in queues {
+                var st = stat()
+                let stillOpen = fstat(u.fd, &st) == 0 && UInt64(st.st_dev) == u.dev && UInt64(st.st_ino) == u.ino
+                #expect(!stillOpen, "macvtap queue descriptor \(u.fd) still open after stop")
+            }
+            // Workers are gone: their rings are closed when the thread ends, their eventfds on deinit.
+            usleep(50_000)
+            #expect(workers.allSatisfy { $0.value == nil })
+        }
+    }
+}
+
+final class Weak<T: AnyObject> {
+    weak var value: T?
+    init(_ v: T) { value = v }
+}

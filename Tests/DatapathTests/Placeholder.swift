@@ -1,2 +1,0 @@
-// DatapathTests: placeholder until the first real tests land.
-import Testing
