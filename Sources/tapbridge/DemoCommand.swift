@@ -6,11 +6,9 @@ import Logging
 struct DemoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo", abstract: "Build a demo topology in network namespaces and bridge it.",
-        discussion: """
-            Hosts tb-a (198.18.0.1), tb-b (.2) and with --hosts 3 tb-c (.3), each behind a veth whose
-            root-namespace end carries a passthru macvtap, are bridged by tapbridge's learning switch.
-            Ctrl-C (or SIGTERM, or the end of --duration) removes everything.
-            """)
+        discussion: "Hosts tb-a (198.18.0.1), tb-b (.2) and with --hosts 3 tb-c (.3), each behind a veth whose "
+            + "root-namespace end carries a passthru macvtap, are bridged by tapbridge's learning switch. "
+            + "Ctrl-C (or SIGTERM, or the end of --duration) removes everything.")
 
     @Option(help: "Number of hosts (2 or 3).")
     var hosts = 2

@@ -1,0 +1,114 @@
+// StreamFraming: QEMU `-netdev stream` framing (4-byte big-endian length + raw Ethernet frame).
+// The decoder reads straight into its own preallocated buffer, hands frames out as views into it
+// and only moves the unfinished tail of a read (at most one partial frame) to the front.
+import Glibc
+
+/// Frame size bounds for a VM port. `maxFrame` defaults to MTU 1500 + 18 (Ethernet header + VLAN tag + FCS room).
+public struct FrameLimits: Sendable, Equatable {
+    public static let ethernetHeader = 14
+    public static let absoluteMax = 65535
+    public let maxFrame: Int
+    public init(mtu: Int = 1500) { self.init(maxFrame: mtu + 18) }
+    public init(maxFrame: Int) { self.maxFrame = min(max(maxFrame, FrameLimits.ethernetHeader), FrameLimits.absoluteMax) }
+}
+
+/// Why a frame or a connection was rejected; each has its own counter and log line.
+public enum FramingError: Error, Equatable, Sendable, CustomStringConvertible {
+    case zeroLength                      // closes the connection: QEMU never sends it, the stream is not ours
+    case tooLarge(length: Int, max: Int) // closes the connection: cannot resynchronize
+    case runt(length: Int)               // drops the frame; framing stays in sync
+    case truncated(have: Int, want: Int) // peer disconnected mid-frame
+
+    public var description: String {
+        switch self {
+        case .zeroLength: return "length prefix 0 (not QEMU stream framing)"
+        case let .tooLarge(l, m): return "length prefix \(l) exceeds maximum frame size \(m)"
+        case let .runt(l): return "frame of \(l) bytes is shorter than an Ethernet header (14)"
+        case let .truncated(h, w): return "peer disconnected after \(h) of \(w) bytes of a frame"
+        }
+    }
+    /// Whether the connection must be closed (framing can no longer be trusted).
+    public var isFatal: Bool { if case .runt = self { return false }; return true }
+}
+
+public enum DecodeStep {
+    case frame(UnsafeRawBufferPointer)
+    case needMore
+    case rejected(FramingError)
+}
+
+/// Incremental decoder for one stream connection. Not thread-safe; one owner (the port's worker).
+public final class StreamFrameDecoder {
+    public let limits: FrameLimits
+    public let capacity: Int
+    private let storage: UnsafeMutableRawPointer
+    private var start = 0   // first unconsumed byte
+    private var end = 0     // one past the last received byte
+
+    /// `readSize` is how much one read may bring in beyond a partial frame (several frames per read).
+    public init(limits: FrameLimits = FrameLimits(), readSize: Int = 65536) {
+        self.limits = limits
+        capacity = 4 + limits.maxFrame + max(readSize, 4 + limits.maxFrame)
+        storage = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 16)
+    }
+    deinit { storage.deallocate() }
+
+    /// Where the next read should land. Compacts first if the tail is short (moves < one frame).
+    public func writableSpace() -> UnsafeMutableRawBufferPointer {
+        if start == end { start = 0; end = 0 }
+        else if capacity - end < 4 + limits.maxFrame {
+            memmove(storage, storage + start, end - start)
+            end -= start; start = 0
+        }
+        return UnsafeMutableRawBufferPointer(start: storage + end, count: capacity - end)
+    }
+
+    /// Records that `count` bytes were written into `writableSpace()`.
+    public func commit(_ count: Int) { precondition(count >= 0 && end + count <= capacity); end += count }
+
+    /// Copy-in path for tests: appends as many bytes as fit and returns how many.
+    @discardableResult
+    public func append(_ bytes: UnsafeRawBufferPointer) -> Int {
+        let space = writableSpace()
+        let n = min(space.count, bytes.count)
+        if n > 0 { space.baseAddress!.copyMemory(from: bytes.baseAddress!, byteCount: n) }
+        commit(n)
+        return n
+    }
+
+    /// Bytes received but not yet returned as frames.
+    public var pending: Int { end - start }
+
+    private func lengthAt(_ p: UnsafeMutableRawPointer) -> Int {
+        Int(p.load(fromByteOffset: 0, as: UInt8.self)) << 24 | Int(p.load(fromByteOffset: 1, as: UInt8.self)) << 16
+            | Int(p.load(fromByteOffset: 2, as: UInt8.self)) << 8 | Int(p.load(fromByteOffset: 3, as: UInt8.self))
+    }
+
+    /// The next complete frame (valid until the next `writableSpace`/`append`), or why not.
+    public func next() -> DecodeStep {
+        let avail = end - start
+        guard avail >= 4 else { return .needMore }
+        let p = storage + start
+        let len = lengthAt(p)
+        if len == 0 { return .rejected(.zeroLength) }
+        if len > limits.maxFrame { return .rejected(.tooLarge(length: len, max: limits.maxFrame)) }
+        guard avail >= 4 + len else { return .needMore }
+        start += 4 + len
+        if len < FrameLimits.ethernetHeader { return .rejected(.runt(length: len)) }
+        return .frame(UnsafeRawBufferPointer(start: p + 4, count: len))
+    }
+
+    /// Called at end of stream: a partial frame left over is a truncation.
+    public func finish() -> FramingError? {
+        let avail = end - start
+        guard avail > 0 else { return nil }
+        if avail < 4 { return .truncated(have: avail, want: 4) }
+        return .truncated(have: avail - 4, want: lengthAt(storage + start))
+    }
+
+    public func reset() { start = 0; end = 0 }
+}
+
+/// The 4-byte length prefix QEMU expects before each frame, in network order (sent with writev; the frame is not copied).
+@inline(__always)
+public func streamPrefix(_ length: Int) -> UInt32 { UInt32(truncatingIfNeeded: length).bigEndian }

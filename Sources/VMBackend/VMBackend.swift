@@ -1,2 +1,0 @@
-// VMBackend: placeholder until its first real file lands.
-enum _VMBackendPlaceholder {}

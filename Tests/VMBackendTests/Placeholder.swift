@@ -1,2 +1,0 @@
-// VMBackendTests: placeholder until the first real tests land.
-import Testing
