@@ -9,6 +9,7 @@
 //   Tap                  macvtap character devices: open by major:minor, TUN ioctls, vnet header, offloads
 //   Ring                 io_uring wrapper: submission/completion, buffer rings, probe, user_data packing
 //   Datapath             ports, workers, transmit queues, counters: the forwarding engine
+//   CLibpcap             system library (libpcap-dev): pcap-filter compilation, classic BPF
 //   Handlers             bundled handlers: LearningSwitch, FrameFilter, capture
 //   VMBackend            QEMU stream/dgram socket ports
 //   Tapbridge            the library product: re-exports everything a handler author needs
@@ -36,6 +37,9 @@ let package = Package(
         .systemLibrary(
             name: "CLibmnl", pkgConfig: "libmnl",
             providers: [.apt(["libmnl-dev"])]),
+        .systemLibrary(
+            name: "CLibpcap", pkgConfig: "libpcap",
+            providers: [.apt(["libpcap-dev"])]),
         .target(name: "CTapbridgeShim", dependencies: ["CLiburing", "CLibmnl"]),
 
         .target(name: "Frames", dependencies: [.product(name: "Atomics", package: "swift-atomics")]),
@@ -57,7 +61,7 @@ let package = Package(
                            .product(name: "SystemPackage", package: "swift-system")]),
         .target(
             name: "Handlers",
-            dependencies: ["Frames", .product(name: "Atomics", package: "swift-atomics")]),
+            dependencies: ["Frames", "CLibpcap", .product(name: "Atomics", package: "swift-atomics")]),
         .target(
             name: "VMBackend",
             dependencies: ["Frames", "Datapath", .product(name: "SystemPackage", package: "swift-system")]),

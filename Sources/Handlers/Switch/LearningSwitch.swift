@@ -33,13 +33,13 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
     public let name = "learning-switch"
     public let configuration: Configuration
     let fdb: ForwardingDatabase
-    let ports: SwitchPortsPublisher
+    let ports: SnapshotPublisher<SwitchPorts>
     let counters_ = SwitchCounters()
 
     public init(configuration: Configuration = .init()) {
         self.configuration = configuration
         fdb = ForwardingDatabase(capacity: configuration.capacity, agingSeconds: configuration.agingTime)
-        ports = SwitchPortsPublisher(SwitchPorts(.empty))
+        ports = SnapshotPublisher(SwitchPorts(.empty))
     }
 
     // MARK: hot path
@@ -108,7 +108,7 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
 
     public func portsChanged(_ table: PortTable) {
         let snapshot = SwitchPorts(table)
-        ports.publish(snapshot, now: Self.monotonicNow())
+        ports.publish(snapshot)
         _ = fdb.flush(notIn: snapshot.members)
         // (Re)install static entries for ports that are present.
         _ = fdb.removeAllStatic()

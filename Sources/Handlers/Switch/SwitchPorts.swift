@@ -1,11 +1,7 @@
 // SwitchPorts: the learning switch's per-port facts in the shape the hot path wants them
 // (bitsets and flat arrays indexed by PortID), rebuilt from each PortTable snapshot.
-//
 // The engine calls portsChanged on its control thread while workers keep switching, so a
-// snapshot is published through an atomic pointer and read without reference counting. A
-// replaced snapshot is freed only after a grace period of several seconds: a worker holds a
-// snapshot for the duration of one frame (microseconds), so it cannot still be reading one
-// that old.
+// snapshot is published through a SnapshotPublisher.
 import Atomics
 import Frames
 
@@ -58,38 +54,5 @@ final class SwitchPorts {
         kind.deallocate()
         untaggedVLAN.deallocate()
         vlanMembers.deallocate()
-    }
-}
-
-/// Publishes SwitchPorts snapshots to concurrent readers.
-final class SwitchPortsPublisher: @unchecked Sendable {
-    static let gracePeriodNanoseconds: UInt64 = 5_000_000_000
-    private let current: UnsafeAtomic<UnsafeMutableRawPointer>
-    private var retired: [(ports: SwitchPorts, at: UInt64)] = []
-    private let retireLock = UnsafeAtomic<Bool>.create(false)
-
-    init(_ initial: SwitchPorts) {
-        current = .create(Unmanaged.passRetained(initial).toOpaque())
-    }
-
-    deinit {
-        Unmanaged<SwitchPorts>.fromOpaque(current.load(ordering: .acquiring)).release()
-        current.destroy()
-        retireLock.destroy()
-    }
-
-    /// Runs `body` with the current snapshot, without retaining it.
-    @inline(__always)
-    func withCurrent<R>(_ body: (SwitchPorts) -> R) -> R {
-        Unmanaged<SwitchPorts>.fromOpaque(current.load(ordering: .acquiring))._withUnsafeGuaranteedRef(body)
-    }
-
-    /// Control thread: installs `ports`, retires the previous snapshot, frees old retired ones.
-    func publish(_ ports: SwitchPorts, now: UInt64) {
-        while !retireLock.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged {}
-        defer { retireLock.store(false, ordering: .releasing) }
-        let old = current.exchange(Unmanaged.passRetained(ports).toOpaque(), ordering: .acquiringAndReleasing)
-        retired.append((Unmanaged<SwitchPorts>.fromOpaque(old).takeRetainedValue(), now))
-        retired.removeAll { now &- $0.at > Self.gracePeriodNanoseconds }
     }
 }

@@ -1,0 +1,3 @@
+// libpcap: pcap-filter expressions compiled to classic BPF, and libpcap's BPF interpreter.
+#include <pcap/pcap.h>
+#include <pcap/bpf.h>

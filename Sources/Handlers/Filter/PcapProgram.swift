@@ -1,0 +1,40 @@
+// PcapProgram: a pcap-filter expression ("tcp dst port 22") compiled once by libpcap into a
+// classic BPF program, and run per frame by libpcap's bounds-checked BPF interpreter. A load
+// past the end of the frame makes the program return 0: a truncated frame never matches an
+// L3/L4 condition by accident. No text is looked at per frame.
+import CLibpcap
+import Synchronization
+
+final class PcapProgram: @unchecked Sendable {
+    let expression: String
+    private var program = bpf_program()
+
+    /// Compiles `expression` for Ethernet frames; throws libpcap's own message.
+    init(_ expression: String) throws {
+        self.expression = expression
+        guard let pcap = pcap_open_dead(DLT_EN10MB, 65535) else {
+            throw FilterError.compile(expression: expression, message: "pcap_open_dead failed", position: nil)
+        }
+        defer { pcap_close(pcap) }
+        // libpcap's compiler is not re-entrant in every version; compile under one lock.
+        let status = PcapProgram.compileLock.withLock { _ in
+            pcap_compile(pcap, &program, expression, 1, PCAP_NETMASK_UNKNOWN)
+        }
+        guard status == 0 else {
+            throw FilterError.compile(expression: expression, message: String(cString: pcap_geterr(pcap)), position: nil)
+        }
+    }
+
+    deinit { pcap_freecode(&program) }
+
+    /// Whether the frame matches (a nonzero snapshot length from the program).
+    @inline(__always)
+    func matches(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        let p = bytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        return bpf_filter(program.bf_insns, p, UInt32(bytes.count), UInt32(bytes.count)) != 0
+    }
+
+    var instructionCount: Int { Int(program.bf_len) }
+
+    static let compileLock = Mutex(())
+}
