@@ -36,6 +36,10 @@ public struct BridgeConfig: Sendable {
         self.name = name; self.pipeline = pipeline; self.ports = ports; self.path = path
     }
 
+    public var filter: FilterConfig? {
+        for h in pipeline { if case .filter(let c) = h { return c } }
+        return nil
+    }
     public var learningSwitch: LearningSwitchConfig? {
         for h in pipeline { if case .learningSwitch(let c) = h { return c } }
         return nil
@@ -79,8 +83,10 @@ public struct StaticFDBEntry: Sendable, Equatable {
 public struct FilterConfig: Sendable, Equatable {
     /// What happens to a frame no rule matched: "accept" (continue to the next handler) or "drop".
     public var defaultAction: String = "accept"
-    /// Rules as written, one per string, in order.
+    /// Rules as written, one per string, in order (syntax: docs/filter.md).
     public var rules: [String] = []
+    /// Ports whose ingress frames the filter judges (empty: every port of the bridge).
+    public var ports: [String] = []
     /// Key path of the `filter` table (for rule errors: `bridges[0].filter.rules[2]`).
     public var path: String = ""
     public init() {}

@@ -134,6 +134,7 @@ public enum ConfigParser {
             }
         }
         if let rules = r.stringArray("rules") { c.rules = rules }
+        if let ports = r.stringArray("ports") { c.ports = ports }
         r.finish()
         return c
     }

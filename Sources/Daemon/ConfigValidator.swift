@@ -2,6 +2,7 @@
 // created: namespaces exist, parents exist, links to create do not exist yet, links to use do
 // exist and are macvtaps, a passthru parent carries nothing else. Read-only.
 import Frames
+import Handlers
 
 /// What the validator needs to know about the host. `SystemHost` answers from the kernel; tests
 /// may answer from a table.
@@ -28,8 +29,26 @@ public enum ConfigValidator {
     public static func validate(_ config: DaemonConfig, host: HostInspector) throws {
         let issues = IssueList(file: config.file)
         for b in config.bridges {
-            for case .filter(let f) in b.pipeline where !HandlerFactory.filterAvailable {
-                issues.add(f.path, "the filter handler is not available in this build of tapbridge")
+            for case .filter(let f) in b.pipeline {
+                // Every rule parses and compiles now, so a bad rule never gets as far as start.
+                for (i, text) in f.rules.enumerated() {
+                    do {
+                        let rule = try FilterRule(parsing: text)
+                        if case .expression = rule.match { _ = try FrameFilter(rules: [rule]) }
+                        if case .mirror(let port) = rule.action, !b.ports.contains(where: { $0.name == port }) {
+                            issues.add("\(f.path).rules[\(i)]", "mirror port '\(port)' is not a port of bridge '\(b.name)'")
+                        }
+                    } catch let FilterError.invalid(_, reason) {
+                        issues.add("\(f.path).rules[\(i)]", reason)
+                    } catch let FilterError.compile(expression, message, _) {
+                        issues.add("\(f.path).rules[\(i)]", "\"\(expression)\": \(message)")
+                    } catch {
+                        issues.add("\(f.path).rules[\(i)]", "\(error)")
+                    }
+                }
+                for p in f.ports where !b.ports.contains(where: { $0.name == p }) {
+                    issues.add("\(f.path).ports", "'\(p)' is not a port of bridge '\(b.name)'")
+                }
             }
         }
         var nsChecked: [String: Bool] = [:]

@@ -4,6 +4,7 @@
 import Datapath
 import Foundation
 import Frames
+import Handlers
 import Logging
 import Tap
 
@@ -59,6 +60,11 @@ final class EngineBinding {
 
     /// Handler names per bridge, in pipeline order ("" for a hub).
     var pipelines: [String: [String]] { handlers.mapValues { $0.map(\.name) } }
+
+    /// The running filter of bridge `name`, for live rule swaps.
+    func filter(ofBridge name: String) -> FrameFilter? {
+        handlers[name]?.lazy.compactMap { $0 as? FrameFilter }.first
+    }
 
     /// Runs every handler's expiry sweep (learning-switch aging).
     func sweep() {

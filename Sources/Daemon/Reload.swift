@@ -2,6 +2,7 @@
 // ports added to or removed from existing bridges (links created/deleted as configured).
 // Anything else (new bridges, changed handlers or port settings) is logged as needing a
 // restart. A reload whose file or new ports do not validate changes nothing.
+import Handlers
 import Logging
 
 extension Daemon {
@@ -30,6 +31,8 @@ extension Daemon {
             removed += ob.ports.filter { !newKeys.contains(key($0)) }.map { (ob, $0) }
             if nb.pipeline.map(\.name) != ob.pipeline.map(\.name) || nb.learningSwitch != ob.learningSwitch {
                 logger.warning("reload: handler changes not applied (restart needed)", metadata: ["bridge": "\(nb.name)"])
+            } else if let nf = nb.filter, nf != ob.filter {
+                applyFilter(nf, bridge: nb.name)
             }
         }
         for ob in config.bridges where !next.bridges.contains(where: { $0.name == ob.name }) {
@@ -74,7 +77,29 @@ extension Daemon {
                 logger.error("reload: cannot add port", metadata: ["port": "\(p.name)", "error": "\(error)"])
             }
         }
+        for i in applied.bridges.indices {
+            if let nb = next.bridges.first(where: { $0.name == applied.bridges[i].name }),
+               nb.pipeline.map(\.name) == applied.bridges[i].pipeline.map(\.name) {
+                applied.bridges[i].pipeline = nb.pipeline
+            }
+        }
         config = applied
         logger.info("reloaded", metadata: ["ports": "\(config.allPorts.map(\.port.name).joined(separator: ","))"])
+    }
+
+    /// Compiles the new rules off the datapath and swaps them in; a rule set that does not
+    /// compile leaves the old one in force and says why.
+    func applyFilter(_ f: FilterConfig, bridge: String) {
+        guard let filter = engine?.filter(ofBridge: bridge) else { return }
+        do {
+            try filter.replaceRules(try HandlerFactory.filterRules(f), policy: f.defaultAction == "drop" ? .deny : .allow)
+            logger.info("filter rules replaced", metadata: ["bridge": "\(bridge)", "rules": "\(f.rules.count)",
+                                                          "generation": "\(filter.currentGeneration)"])
+        } catch let FilterError.compile(expression, message, position) {
+            logger.error("reload: filter rules refused, old rules stay",
+                         metadata: ["bridge": "\(bridge)", "error": "\(f.path).rules[\(position ?? 0)]: \"\(expression)\": \(message)"])
+        } catch {
+            logger.error("reload: filter rules refused, old rules stay", metadata: ["bridge": "\(bridge)", "error": "\(error)"])
+        }
     }
 }

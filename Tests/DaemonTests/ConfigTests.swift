@@ -244,9 +244,25 @@ func issues(_ text: String, host: HostInspector = FakeHost()) -> [String] {
         ])
     }
 
-    @Test(.enabled(if: !HandlerFactory.filterAvailable)) func filterRefusedWhenNotBuiltIn() {
-        let out = issues("[[bridges]]\n[bridges.filter]\nrules = []\n[[bridges.ports]]\nname = \"m\"\nparent = \"eth0\"\n")
-        #expect(out == ["t.toml: bridges[0].filter: the filter handler is not available in this build of tapbridge"])
+    @Test func badFilterRulesAreRefusedByPosition() {
+        let out = issues("""
+            [[bridges]]
+            [bridges.filter]
+            rules = ["deny tcp dst port 22", "permit arp", "deny tcp dst prot 22", "mirror nowhere udp", "deny @no-such-guard", "limit fast udp"]
+            ports = ["m", "ghost"]
+            [[bridges.ports]]
+            name = "m"
+            parent = "eth0"
+            """)
+        #expect(out.count == 6, "\(out)")
+        #expect(out.contains("t.toml: bridges[0].filter.rules[1]: unknown action 'permit' (allow, deny, count, mirror PORT, limit RATE)"))
+        #expect(out.contains { $0.hasPrefix("t.toml: bridges[0].filter.rules[2]: \"tcp dst prot 22\": ") })
+        #expect(out.contains("t.toml: bridges[0].filter.rules[3]: mirror port 'nowhere' is not a port of bridge 'bridge0'")
+                || out.contains { $0.hasPrefix("t.toml: bridges[0].filter.rules[3]: mirror port 'nowhere'") })
+        #expect(out.contains { $0.hasPrefix("t.toml: bridges[0].filter.rules[4]: unknown built-in '@no-such-guard'") })
+        #expect(out.contains { $0.hasPrefix("t.toml: bridges[0].filter.rules[5]: rate 'fast' not understood") })
+        #expect(out.contains("t.toml: bridges[0].filter.ports: 'ghost' is not a port of bridge 'bridge0'")
+                || out.contains { $0.hasPrefix("t.toml: bridges[0].filter.ports: 'ghost'") })
     }
 
     @Test func existingLinkChecks() {

@@ -143,6 +143,33 @@ import Netlink
         }
     }
 
+    /// A filter in front of the switch: ICMP denied (and counted), other traffic passes; SIGHUP
+    /// swaps the rules live and the old set stays if the new one does not compile.
+    @Test func filterDeniesThenLiveSwapAllows() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 2)
+            func config(_ rules: String) -> String {
+                "[[bridges]]\npipeline = [\"filter\", \"learning-switch\"]\n[bridges.filter]\nrules = [\(rules)]\n" + h.portTables()
+            }
+            let d = try DaemonProcess(t, config: config("\"count arp\", \"deny icmp\""))
+            #expect(!h.ping(0, h.addresses[1], count: 2), "ICMP crossed a filter that denies it:\n\(d.log)")
+            // ARP got through (the neighbour resolved) while ICMP was denied.
+            let neigh = try t.exec(h.namespaces[0], ["ip", "-j", "neigh", "show", h.addresses[1]]).stdout
+            #expect(neigh.contains(h.macs[1]), "ARP did not cross: \(neigh)")
+            // A rule set that does not compile is refused; the old one stays.
+            try config("\"deny icmpp\"").write(toFile: d.configPath, atomically: true, encoding: .utf8)
+            kill(d.process.processIdentifier, SIGHUP)
+            try d.waitFor("filter rules refused")
+            #expect(!h.ping(0, h.addresses[1], count: 1))
+            try config("\"count icmp\"").write(toFile: d.configPath, atomically: true, encoding: .utf8)
+            kill(d.process.processIdentifier, SIGHUP)
+            try d.waitFor("filter rules replaced")
+            #expect(h.ping(0, h.addresses[1]), "ping failed after the live swap:\n\(d.log)")
+            #expect(d.stop() == 0)
+            #expect(d.log.contains("filter_rule_packets"), "no filter counters in the final log")
+        }
+    }
+
     @Test func thirdHostAddedWhileRunning() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 3)
