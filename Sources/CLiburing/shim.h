@@ -15,4 +15,9 @@
 #include <time.h>
 #include <fcntl.h>
 #include <sched.h>
+// liburing ships its own copy of the kernel's io_uring.h under the same include guard; take
+// the system's <linux/io_uring.h> first so that every module (swift-system's CSystem includes
+// it too) sees one definition of struct io_uring_sqe, or clang refuses the mix in any client
+// that imports both (seen building bench/micro against the library product).
+#include <linux/io_uring.h>
 #include <liburing.h>

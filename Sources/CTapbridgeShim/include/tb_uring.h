@@ -7,6 +7,11 @@
 #include <sys/mman.h>
 #include <sys/eventfd.h>
 #include <stdint.h>
+// liburing ships its own copy of the kernel's io_uring.h under the same include guard; take
+// the system's <linux/io_uring.h> first so that every module (swift-system's CSystem includes
+// it too) sees one definition of struct io_uring_sqe, or clang refuses the mix in any client
+// that imports both (seen building bench/micro against the library product).
+#include <linux/io_uring.h>
 #include <liburing.h>
 
 #ifndef IORING_OP_READ_MULTISHOT

@@ -2,6 +2,7 @@
 // ports and assigned MACs, token buckets, and per-worker counter rows. FrameFilter publishes
 // a new one on every rule or port change; workers read the current one without locks.
 import Atomics
+import CLibpcap
 import Frames
 
 final class CompiledRuleSet: @unchecked Sendable {
@@ -16,6 +17,10 @@ final class CompiledRuleSet: @unchecked Sendable {
     }
 
     let rules: [Rule]
+    /// The hot path's copy of `rules`: plain values only (raw BPF instructions, action codes,
+    /// unmanaged token buckets) so that evaluating a frame involves no reference counting;
+    /// `rules` keeps everything they point to alive.
+    let hot: UnsafeMutableBufferPointer<HotRule>
     let policy: FilterPolicy
     let generation: UInt64
     /// Ingress ports the filter applies to (nil: every port).
@@ -27,6 +32,22 @@ final class CompiledRuleSet: @unchecked Sendable {
     init(rules: [Rule], policy: FilterPolicy, generation: UInt64, scope: PortSet?, ports: PortTable, counters: RuleCounters) {
         self.rules = rules; self.policy = policy; self.generation = generation; self.scope = scope
         self.counters = counters
+        hot = .allocate(capacity: rules.count)
+        for (i, r) in rules.enumerated() {
+            var h = HotRule()
+            switch r.kind {
+            case .program(let p): h.instructions = p.instructions
+            case .builtin(let b): h.builtin = b
+            }
+            switch r.action {
+            case .allow: h.action = .allow
+            case .deny: h.action = .deny
+            case .count: h.action = .count
+            case .mirror: h.action = .mirror; h.mirrorPort = r.mirrorPort
+            case .limit: h.action = .limit; h.bucket = r.bucket.map { Unmanaged.passUnretained($0) }
+            }
+            (hot.baseAddress! + i).initialize(to: h)
+        }
         assignedMAC = .allocate(capacity: PortSet.capacity)
         assignedMAC.initialize(repeating: 0, count: PortSet.capacity)
         for p in ports.ports where Int(p.id.rawValue) < PortSet.capacity {
@@ -34,7 +55,20 @@ final class CompiledRuleSet: @unchecked Sendable {
         }
     }
 
-    deinit { assignedMAC.deallocate() }
+    deinit {
+        hot.deallocate()
+        assignedMAC.deallocate()
+    }
+}
+
+/// One rule as the hot path reads it: trivially copyable, nothing reference-counted.
+struct HotRule {
+    enum Action: UInt8 { case allow, deny, count, mirror, limit }
+    var instructions: UnsafePointer<bpf_insn>?
+    var builtin: BuiltinRule?
+    var action: Action = .allow
+    var mirrorPort: PortID?
+    var bucket: Unmanaged<TokenBucket>?
 }
 
 /// Per-rule packets/bytes/last-hit and per-filter malformed counts: one row per worker (no

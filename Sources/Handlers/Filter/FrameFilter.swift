@@ -35,15 +35,16 @@ public final class FrameFilter: FrameHandler, @unchecked Sendable {
             if let scope = set.scope, !scope.contains(frame.ingress) { return .continue }
             let c = set.counters
             let w = context.worker
+            let bytes = UnsafeRawBufferPointer(frame.bytes)
+            let hot = set.hot
             var i = 0
-            while i < set.rules.count {
-                let rule = set.rules[i]
+            while i < hot.count {
+                let rule = hot.baseAddress.unsafelyUnwrapped + i
                 let matched: Bool
-                switch rule.kind {
-                case .program(let p):
-                    matched = p.matches(UnsafeRawBufferPointer(frame.bytes))
-                case .builtin(let b):
-                    switch BuiltinMatchers.evaluate(b, frame, assignedMAC: set.assignedMAC[Int(frame.ingress.rawValue) & 255]) {
+                if let insns = rule.pointee.instructions {
+                    matched = PcapProgram.run(insns, bytes)
+                } else {
+                    switch BuiltinMatchers.evaluate(rule.pointee.builtin!, frame, assignedMAC: set.assignedMAC[Int(frame.ingress.rawValue) & 255]) {
                     case .match: matched = true
                     case .noMatch: matched = false
                     case .malformed: c.malformed(worker: w); matched = false
@@ -51,12 +52,14 @@ public final class FrameFilter: FrameHandler, @unchecked Sendable {
                 }
                 if matched {
                     c.hit(rule: i, bytes: frame.length, now: context.now, worker: w)
-                    switch rule.action {
+                    switch rule.pointee.action {
                     case .allow: return .continue
                     case .deny: return .drop(.filtered)
                     case .count: break
-                    case .mirror: if let p = rule.mirrorPort { frame.mirror.insert(p) }
-                    case .limit: if !rule.bucket!.take(bytes: frame.length, now: context.now) { return .drop(.rateLimited) }
+                    case .mirror: if let p = rule.pointee.mirrorPort { frame.mirror.insert(p) }
+                    case .limit:
+                        let ok = rule.pointee.bucket!._withUnsafeGuaranteedRef { $0.take(bytes: frame.length, now: context.now) }
+                        if !ok { return .drop(.rateLimited) }
                     }
                 }
                 i += 1

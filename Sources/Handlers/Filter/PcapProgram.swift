@@ -36,5 +36,15 @@ final class PcapProgram: @unchecked Sendable {
 
     var instructionCount: Int { Int(program.bf_len) }
 
+    /// The compiled instructions, valid while this object lives (the hot path holds them raw).
+    var instructions: UnsafePointer<bpf_insn> { UnsafePointer(program.bf_insns) }
+
+    /// Runs raw instructions (see `instructions`) over a frame.
+    @inline(__always)
+    static func run(_ insns: UnsafePointer<bpf_insn>, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        let p = bytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        return bpf_filter(insns, p, UInt32(bytes.count), UInt32(bytes.count)) != 0
+    }
+
     static let compileLock = Mutex(())
 }
