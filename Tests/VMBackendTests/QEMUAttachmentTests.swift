@@ -56,12 +56,24 @@ struct LAN {
         let www = "/tmp/tbvm-www-\(t.tag)"
         try run(["mkdir", "-p", www])
         try run(["sh", "-c", "head -c \(LAN.blobBytes) /dev/urandom > \(www)/blob"])
-        let httpd = Process()
-        httpd.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
-        httpd.arguments = ["300", "ip", "netns", "exec", namespace, "busybox", "httpd", "-f", "-p", "198.18.0.1:8080", "-h", www]
-        httpd.standardOutput = FileHandle.nullDevice; httpd.standardError = FileHandle.nullDevice
-        try httpd.run()
-        t.onCleanup { httpd.terminate(); httpd.waitUntilExit(); _ = try? run(["rm", "-rf", www]) }
+        // busybox httpd daemonizes inside the namespace; clean-up ends every process in that
+        // namespace (ours: the test created it) before the namespace itself goes.
+        // Spawned directly (posix_spawn, stdio to /dev/null) and reaped by us: a daemon started
+        // through Foundation's Process left the test waiting forever for its launcher here.
+        let argv = ["ip", "netns", "exec", namespace, "busybox", "httpd", "-f", "-p", "198.18.0.1:8080", "-h", www]
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        for fd: Int32 in 0...2 { posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0) }
+        var pid: pid_t = 0
+        let cargs = argv.map { strdup($0) } + [nil]
+        let rc = posix_spawnp(&pid, "ip", &actions, nil, cargs, environ)
+        cargs.forEach { free($0) }
+        posix_spawn_file_actions_destroy(&actions)
+        guard rc == 0 else { throw VMSocketError("start httpd for", namespace, errno: rc) }
+        t.onCleanup {
+            kill(pid, SIGKILL); var st: Int32 = 0; waitpid(pid, &st, 0)
+            _ = try? run(["rm", "-rf", www])
+        }
     }
 }
 
@@ -134,8 +146,8 @@ struct QEMUAttachmentTests {
             let a = Attachment()
             defer { a.stop() }
             _ = try a.attach(macvtap: lan.macvtap, vm: VMStreamClientPort(name: "vm0", path: path, settings: vmSettings))
-            // QEMU listens (server=on, wait=off); tapbridge's client port finds it by retrying.
-            let out = try Guest.boot(netdev: "stream,id=n0,server=on,wait=off,addr.type=unix,addr.path=\(path)",
+            // QEMU listens (server=on; 7.2 has no wait= for -netdev stream); tapbridge's client port finds it by retrying.
+            let out = try Guest.boot(netdev: "stream,id=n0,server=on,addr.type=unix,addr.path=\(path)",
                                      mac: vmMAC, cmdline: guestNet + " tb.test=ping")
             #expect(out.contains("TAPBRIDGE-GUEST: PASS ping"), "\(out.suffix(600))")
         }
