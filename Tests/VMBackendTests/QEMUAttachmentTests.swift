@@ -37,6 +37,7 @@ enum Guest {
 struct LAN {
     var namespace: String
     var macvtap: String
+    var macvtaps: [String] = []
     static let blobBytes = 2 * 1024 * 1024
 
     init(_ t: Topology, vmMACs: [String]) throws {
@@ -52,6 +53,7 @@ struct LAN {
             t.track(link: m)
             try run(["ip", "link", "set", m, "up"])
             if i == 0 { macvtap = m }
+            macvtaps.append(m)
         }
         let www = "/tmp/tbvm-www-\(t.tag)"
         try run(["mkdir", "-p", www])
@@ -167,6 +169,36 @@ struct QEMUAttachmentTests {
             #expect(a.guard_.counters().first!.value > 0)
             let neigh = try t.exec(lan.namespace, ["ip", "neigh", "show", "198.18.0.10"], check: false).stdout
             #expect(!neigh.contains("52:54:00:66:66:66"), "the LAN host never learned the spoofed MAC")
+        }
+    }
+
+    @Test func twoGuestsOnOneParentReachEachOtherAndTheLAN() throws {
+        try withTopology { t in
+            let macs = ["52:54:00:12:34:56", "52:54:00:12:34:57"]
+            let lan = try LAN(t, vmMACs: macs)
+            var attachments: [Attachment] = []
+            defer { attachments.forEach { $0.stop() } }
+            var netdevs: [String] = []
+            for (i, mac) in macs.enumerated() {
+                let a = Attachment()
+                attachments.append(a)
+                let path = "/tmp/tbvm-\(t.tag)-\(i).sock"
+                _ = try a.attach(macvtap: lan.macvtaps[i], vm: VMStreamServerPort(name: "vm\(i)", path: path,
+                                                                                settings: PortSettings(assignedMAC: MACAddress(mac)!)))
+                netdevs.append("stream,id=n0,server=off,addr.type=unix,addr.path=\(path)")
+            }
+            // Guest 0 pings the LAN host then serves 256 KiB; guest 1 fetches it from guest 0.
+            var outs = ["", ""]
+            let lock = NSLock()
+            DispatchQueue.concurrentPerform(iterations: 2) { i in
+                let cmd = i == 0
+                    ? "tb.ip=198.18.0.10/24 tb.peer=198.18.0.1 tb.test=serve tb.bytes=262144 tb.port=8080 tb.wait=15"
+                    : "tb.ip=198.18.0.11/24 tb.peer=198.18.0.10 tb.test=transfer tb.bytes=262144 tb.port=8080"
+                let o = (try? Guest.boot(netdev: netdevs[i], mac: macs[i], cmdline: cmd, timeout: 120)) ?? "boot failed"
+                lock.withLock { outs[i] = o }
+            }
+            #expect(outs[0].contains("TAPBRIDGE-GUEST: SERVING"), "guest 0 reached the LAN host: \(outs[0].suffix(400))")
+            #expect(outs[1].contains("TAPBRIDGE-GUEST: PASS transfer 262144 bytes from 198.18.0.10"), "\(outs[1].suffix(400))")
         }
     }
 }
