@@ -1,0 +1,226 @@
+// VMPorts: the `vm` port kinds as Datapath ports. The engine's io_uring workers do all reads,
+// writes and length-prefix framing (Framing.lengthPrefixed / .datagram); these ports only
+// produce descriptors: an accepted connection, a connected client socket, an adopted fd, or a
+// bound+connected datagram socket. A `VMPortSupervisor` thread re-attaches them when the VM
+// comes back (Engine.reconnect), so the daemon never restarts for a VM restart.
+import Datapath
+import Frames
+import Glibc
+import Tap
+
+/// Common state: the descriptor the engine currently owns (-1 when disconnected).
+public class VMPortBase: @unchecked Sendable {
+    public let name: String
+    public let settings: PortSettings
+    let lock = NSLockLite()
+    var currentFD: Int32 = -1
+    let log: (String) -> Void
+    init(name: String, settings: PortSettings, log: @escaping (String) -> Void) {
+        self.name = name; self.settings = settings; self.log = log
+    }
+    public var isConnected: Bool { lock.withLock { currentFD >= 0 } }
+    func handedOut(_ fd: Int32?) -> Int32? { lock.withLock { currentFD = fd ?? -1 }; return fd }
+    public func descriptorsClosed() { lock.withLock { currentFD = -1 } }
+    public func queueFailed(_ index: Int, errno: Int32) -> PortFailureAction { .disconnect }
+    public var vnetHeaderSize: Int { 0 }
+    public var transmitOffloads: TapOffloads { [] }
+}
+
+/// tapbridge listens (QEMU: `-netdev stream,server=off,addr.type=unix,addr.path=PATH`).
+/// A second connection while a live VM is attached is refused (closed, logged, counted).
+public final class VMStreamServerPort: VMPortBase, Port {
+    public let path: String
+    public let listenFD: Int32
+    public var kind: String { "vm-stream" }
+    public var framing: Framing { .lengthPrefixed }
+    public private(set) var refusedConnections = 0
+
+    public init(name: String, path: String, access: SocketFileAccess = SocketFileAccess(),
+                settings: PortSettings = PortSettings(), log: @escaping (String) -> Void = { _ in }) throws {
+        self.path = path
+        listenFD = try VMSockets.listenStream(at: path, access: access)
+        super.init(name: name, settings: settings, log: log)
+    }
+    deinit {
+        close(listenFD)
+        var st = stat()
+        if lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFSOCK { unlink(path) }
+    }
+
+    public func openQueue(_ index: Int) throws -> Int32? { handedOut(try VMSockets.accept(listenFD, path: path)) }
+
+    /// Supervisor hook: true when a pending connection should replace a gone (or absent) one.
+    func wantsReconnect() -> Bool {
+        var pfd = pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0)
+        guard poll(&pfd, 1, 0) > 0 else { return false }
+        let fd = lock.withLock { currentFD }
+        if fd < 0 { return true }
+        var cur = pollfd(fd: fd, events: pollRDHUP, revents: 0)
+        if poll(&cur, 1, 0) > 0 && (cur.revents & (pollRDHUP | Int16(POLLHUP) | Int16(POLLERR))) != 0 { return true }
+        // A live VM is attached: refuse the newcomer.
+        if let extra = try? VMSockets.accept(listenFD, path: path) {
+            close(extra); refusedConnections += 1
+            log("vm port \(name): refused a second connection on \(path) (a VM is already attached)")
+        }
+        return false
+    }
+}
+
+/// tapbridge connects (QEMU: `-netdev stream,server=on,addr.type=unix,addr.path=PATH,wait=off`), retrying with backoff.
+public final class VMStreamClientPort: VMPortBase, Port {
+    public let path: String
+    public var kind: String { "vm-stream-client" }
+    public var framing: Framing { .lengthPrefixed }
+    var backoff = ReconnectBackoff()
+    var nextAttempt: UInt64 = 0
+
+    public init(name: String, path: String, settings: PortSettings = PortSettings(), log: @escaping (String) -> Void = { _ in }) {
+        self.path = path
+        super.init(name: name, settings: settings, log: log)
+    }
+    public func openQueue(_ index: Int) throws -> Int32? {
+        do { let fd = try VMSockets.connectStream(to: path); backoff.succeeded(); return handedOut(fd) }
+        catch { nextAttempt = monotonicMilliseconds() + UInt64(backoff.failed()); return handedOut(nil) }
+    }
+    func wantsReconnect() -> Bool { !isConnected && monotonicMilliseconds() >= nextAttempt }
+}
+
+/// An already-connected stream descriptor (socket activation, a socketpair handed over). Used once.
+public final class VMStreamFDPort: VMPortBase, Port {
+    private var given: Int32?
+    public var kind: String { "vm-stream-fd" }
+    public var framing: Framing { .lengthPrefixed }
+    public init(name: String, descriptor: Int32, settings: PortSettings = PortSettings(), log: @escaping (String) -> Void = { _ in }) {
+        given = descriptor
+        super.init(name: name, settings: settings, log: log)
+    }
+    public func openQueue(_ index: Int) throws -> Int32? { defer { given = nil }; return handedOut(given) }
+    public override func queueFailed(_ index: Int, errno: Int32) -> PortFailureAction { .remove }
+}
+
+/// QEMU: `-netdev dgram,local.type=unix,local.path=QEMU_PATH,remote.type=unix,remote.path=OUR_PATH`.
+/// We bind OUR_PATH and connect to QEMU_PATH once it exists (and again after a QEMU restart).
+public final class VMDatagramPort: VMPortBase, Port {
+    public let localPath: String
+    public let remotePath: String
+    private let access: SocketFileAccess
+    public var kind: String { "vm-dgram" }
+    public var framing: Framing { .datagram }
+    var remoteInode: ino_t = 0
+
+    public init(name: String, localPath: String, remotePath: String, access: SocketFileAccess = SocketFileAccess(),
+                settings: PortSettings = PortSettings(), log: @escaping (String) -> Void = { _ in }) {
+        self.localPath = localPath; self.remotePath = remotePath; self.access = access
+        super.init(name: name, settings: settings, log: log)
+    }
+    deinit { var st = stat(); if lstat(localPath, &st) == 0 && (st.st_mode & S_IFMT) == S_IFSOCK { unlink(localPath) } }
+
+    private func remoteSocketInode() -> ino_t? {
+        var st = stat()
+        guard lstat(remotePath, &st) == 0, (st.st_mode & S_IFMT) == S_IFSOCK else { return nil }
+        return st.st_ino
+    }
+
+    public func openQueue(_ index: Int) throws -> Int32? {
+        guard let ino = remoteSocketInode() else { return handedOut(nil) }
+        // A fresh socket each time: the engine closes the old one on disconnect.
+        let fd = try VMSockets.bindDatagram(at: localPath, access: access)
+        let r = try UnixAddress.with(remotePath) { sa, len in connect(fd, sa, len) }
+        if r != 0 { let e = errno; close(fd); throw VMSocketError("connect to", remotePath, errno: e) }
+        remoteInode = ino
+        return handedOut(fd)
+    }
+    /// QEMU appeared, or was restarted (it binds a new socket file: new inode).
+    func wantsReconnect() -> Bool {
+        guard let ino = remoteSocketInode() else { return false }
+        return !isConnected || ino != remoteInode
+    }
+}
+
+/// Re-attaches VM ports whose VM (re)appeared. One thread, polling every `intervalMilliseconds`
+/// (control plane only; frames never pass here).
+public final class VMPortSupervisor: @unchecked Sendable {
+    private struct Entry { let port: any Port; let id: PortID; let bridge: Bridge }
+    private let engine: Engine
+    private let lock = NSLockLite()
+    private var entries: [Entry] = []
+    private var running = true
+    private var thread: pthread_t?
+    private let intervalMilliseconds: Int
+    private let log: (String) -> Void
+
+    public init(engine: Engine, intervalMilliseconds: Int = 20, log: @escaping (String) -> Void = { _ in }) {
+        self.engine = engine; self.intervalMilliseconds = intervalMilliseconds; self.log = log
+        let box = Unmanaged.passRetained(self)
+        var t = pthread_t()
+        pthread_create(&t, nil, { arg in
+            let s = Unmanaged<VMPortSupervisor>.fromOpaque(arg!).takeRetainedValue()
+            s.loop(); return nil
+        }, box.toOpaque())
+        thread = t
+    }
+
+    public func watch(_ port: any Port, id: PortID, in bridge: Bridge) { lock.withLock { entries.append(Entry(port: port, id: id, bridge: bridge)) } }
+    public func unwatch(_ id: PortID) { lock.withLock { entries.removeAll { $0.id == id } } }
+
+    public func stop() {
+        let t: pthread_t? = lock.withLock { running = false; defer { thread = nil }; return thread }
+        if let t { pthread_join(t, nil) }
+    }
+
+    private func loop() {
+        while lock.withLock({ running }) {
+            for e in lock.withLock({ entries }) {
+                let want: Bool
+                switch e.port {
+                case let p as VMStreamServerPort: want = p.wantsReconnect()
+                case let p as VMStreamClientPort: want = p.wantsReconnect()
+                case let p as VMDatagramPort: want = p.wantsReconnect()
+                default: want = false
+                }
+                guard want else { continue }
+                do { try engine.reconnect(e.id, in: e.bridge) }
+                catch { log("vm port \(e.port.name): reconnect failed: \(error)") }
+            }
+            usleep(UInt32(intervalMilliseconds * 1000))
+        }
+    }
+}
+
+/// Anti-spoofing for VM attachments: drops (as `.spoofed`) frames from a port with an assigned MAC
+/// whose source MAC differs. Reads assignments from the port table (PortSettings.assignedMAC).
+public final class VMSourceMACGuard: FrameHandler, @unchecked Sendable {
+    public let name = "vm-source-mac"
+    // Indexed by PortID.rawValue; 0 = no assignment. Replaced wholesale from the control thread.
+    private let assigned = UnsafeMutablePointer<UInt64>.allocate(capacity: PortSet.capacity)
+    private let dropped = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+    public init() { assigned.initialize(repeating: 0, count: PortSet.capacity); dropped.initialize(to: 0) }
+    deinit { assigned.deallocate(); dropped.deallocate() }
+
+    public func handle(_ frame: inout Frame, context: HandlerContext) -> Verdict {
+        let want = assigned[Int(frame.ingress.rawValue)]
+        if want != 0 && frame.source.rawValue != want & 0xFFFF_FFFF_FFFF {
+            dropped.pointee &+= 1  // approximate under several workers; informational
+            return .drop(.spoofed)
+        }
+        return .continue
+    }
+    public func portsChanged(_ ports: PortTable) {
+        for i in 0..<PortSet.capacity { assigned[i] = 0 }
+        for p in ports.ports { if let m = p.assignedMAC { assigned[Int(p.id.rawValue)] = m.rawValue | (1 << 63) } }
+    }
+    public func counters() -> [HandlerCounter] { [HandlerCounter("vm_spoofed_source_dropped", dropped.pointee)] }
+}
+
+func monotonicMilliseconds() -> UInt64 {
+    var ts = timespec(); clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
+}
+
+/// A pthread mutex without Foundation.
+final class NSLockLite: @unchecked Sendable {
+    private let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    init() { pthread_mutex_init(m, nil) }
+    deinit { pthread_mutex_destroy(m); m.deallocate() }
+    func withLock<R>(_ body: () throws -> R) rethrows -> R { pthread_mutex_lock(m); defer { pthread_mutex_unlock(m) }; return try body() }
+}
