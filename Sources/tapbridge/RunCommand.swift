@@ -8,8 +8,8 @@ struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run", abstract: "Run the forwarding daemon from a TOML configuration.",
         discussion: "Creates the macvtaps the configuration declares, opens them and forwards frames until "
-            + "SIGINT/SIGTERM, then deletes exactly the links it created. SIGHUP re-reads the file and adds or "
-            + "removes ports. Every key is described in docs/config.md.")
+            + "SIGINT/SIGTERM, then deletes exactly the links it created. SIGHUP re-reads the file, adds or "
+            + "removes ports and swaps filter rules live. Every key is described in docs/config.md.")
 
     @Option(name: .long, help: "Configuration file (TOML).")
     var config: String

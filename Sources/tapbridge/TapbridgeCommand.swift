@@ -8,12 +8,9 @@ struct TapbridgeCommand: ParsableCommand {
         commandName: "tapbridge",
         abstract: "macvtap interfaces and an io_uring frame-forwarding core with pluggable Swift handlers.",
         discussion: """
-            tapbridge creates macvtap (and macvlan) links, opens their /dev/tapN character devices
-            and forwards every Ethernet frame through a pipeline of handlers: a learning switch,
-            a filter, a VM backend socket, or your own.
+            tapbridge creates macvtap (and macvlan) links, opens their /dev/tapN character devices and forwards every Ethernet frame through a pipeline of handlers: a learning switch, a filter, a VM backend socket, or your own.
 
-            Start with `tapbridge demo` (a self-contained topology in network namespaces), or
-            `tapbridge link add link eth0 type macvtap mode bridge` to manage links like `ip link`.
+            Start with `tapbridge demo` (a self-contained topology in network namespaces), run a bridge with `tapbridge run --config FILE` (docs/config.md), or manage links like `ip link` with `tapbridge link add link eth0 type macvtap mode bridge`.
             """,
         subcommands: [LinkCommand.self, RunCommand.self, DemoCommand.self]
     )

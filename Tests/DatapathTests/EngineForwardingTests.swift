@@ -21,8 +21,8 @@ struct EngineForwardingTests {
             #expect(try ping(a, b))
             let r = try iperf(t, from: a, to: b)
             #expect(delivered(r), "\(r)")
-            let s = engine.snapshot().bridge("br")!
-            let sa = s.port(pa)!, sb = s.port(pb)!
+            let s = try engine.snapshot().bridgeStats("br")
+            let sa = try s.stats(pa), sb = try s.stats(pb)
             print("offloads on: \(String(format: "%.2f", r.gbps)) Gbit/s; \(sa); \(sb); \(engine.snapshot().workers[0])")
             #expect(sa.rxLargeFrames > 0, "TSO super-frames from the sender cross unsegmented")
             #expect(sb.txLargeFrames > 0)
@@ -42,7 +42,7 @@ struct EngineForwardingTests {
             #expect(try ping(a, b))
             let r = try iperf(t, from: a, to: b)
             #expect(delivered(r), "\(r)")
-            let sa = engine.snapshot().bridge("br")!.port(pa)!
+            let sa = try engine.snapshot().bridgeStats("br").stats(pa)
             print("offloads off: \(String(format: "%.2f", r.gbps)) Gbit/s; \(sa)")
             #expect(sa.rxLargeFrames == 0)
         }

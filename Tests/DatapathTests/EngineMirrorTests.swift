@@ -50,9 +50,9 @@ struct EngineMirrorTests {
             }
             #expect(sawICMP, "forwarded frames are mirrored")
             #expect(sawDropped, "a dropped frame is mirrored too")
-            let s = engine.snapshot().bridge("br")!
-            #expect(s.port(src)!.drops(.filtered) == 1)
-            #expect(s.port(tap)!.txFrames > 0)
+            let s = try engine.snapshot().bridgeStats("br")
+            #expect(try s.stats(src).drops(.filtered) == 1)
+            #expect(try s.stats(tap).txFrames > 0)
         }
     }
 }

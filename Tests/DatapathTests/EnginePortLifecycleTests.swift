@@ -59,8 +59,8 @@ struct EnginePortLifecycleTests {
             try engine.start()
             defer { engine.stop() }
             _ = try t.exec(a.namespace, ["ping", "-c", "200", "-i", "0.002", "-W", "1", b.address], check: false, timeout: 30)
-            let s = engine.snapshot().bridge("br")!
-            let st = s.port(stuck)!
+            let s = try engine.snapshot().bridgeStats("br")
+            let st = try s.stats(stuck)
             #expect(st.drops(.queueFull) > 0, "\(st)")
             #expect(st.txFrames > 0)
             #expect(try ping(a, b), "a stuck port does not stall the others")
@@ -72,14 +72,14 @@ struct EnginePortLifecycleTests {
             let pb = bridge.port(named: b.macvtap)!
             engine.setPortUp(pb, in: bridge, false)
             #expect(try !ping(a, b, count: 2))
-            #expect(engine.snapshot().bridge("br")!.port(pb)!.drops(.portDown) > 0)
+            #expect(try engine.snapshot().bridgeStats("br").stats(pb).drops(.portDown) > 0)
             engine.setPortUp(pb, in: bridge, true)
             #expect(try ping(a, b))
             // The macvtap link itself going down: the kernel swallows what we write.
             try run(["ip", "link", "set", b.macvtap, "down"])
-            let before = engine.snapshot().bridge("br")!.port(pb)!
+            let before = try engine.snapshot().bridgeStats("br").stats(pb)
             _ = try ping(a, b, count: 2)
-            let after = engine.snapshot().bridge("br")!.port(pb)!
+            let after = try engine.snapshot().bridgeStats("br").stats(pb)
             print("macvtap link down: tx \(after.txFrames - before.txFrames) errors \(after.txErrors - before.txErrors) drops \(after.drops)")
             try run(["ip", "link", "set", b.macvtap, "up"])
             #expect(try ping(a, b))

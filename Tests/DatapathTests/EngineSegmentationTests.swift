@@ -67,7 +67,7 @@ struct EngineSegmentationTests {
             close(sv[1])
             #expect(delivered(r), "\(r)")
             let snap = engine.snapshot()
-            let p = snap.bridge("br")!.port(plain)!
+            let p = try snap.bridgeStats("br").stats(plain)
             print("segmentation: \(String(format: "%.2f", r.gbps)) Gbit/s between GSO ports; to the plain port: \(p); " +
                   "checked valid \(checker.valid.load(ordering: .relaxed)) invalid \(checker.invalid.load(ordering: .relaxed)) " +
                   "oversized \(checker.oversized.load(ordering: .relaxed)); super-frames segmented \(snap.workers.map(\.segmented))")

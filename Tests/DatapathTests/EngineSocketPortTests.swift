@@ -90,7 +90,7 @@ struct EngineSocketPortTests {
 
             close(sv[1])
             #expect(events.wait { if case .portDisconnected(_, let id, _, _) = $0 { return id == vm }; return false })
-            #expect(engine.snapshot().bridge("br")!.port(vm)!.connected == false)
+            #expect(try engine.snapshot().bridgeStats("br").stats(vm).connected == false)
             #expect(try ping(a, b), "others keep forwarding while the VM is away")
 
             var sv2: [Int32] = [0, 0]
@@ -98,7 +98,7 @@ struct EngineSocketPortTests {
             defer { close(sv2[1]) }
             queue.push(sv2[0])
             try engine.reconnect(vm, in: bridge)
-            #expect(engine.snapshot().bridge("br")!.port(vm)!.connected)
+            #expect(try engine.snapshot().bridgeStats("br").stats(vm).connected)
             #expect(exchange(sv2[1]), "the same port works over the new descriptor")
             print("stream port, \(workers) worker(s): handed off \(engine.snapshot().workers.map(\.handedOff))")
         }
@@ -118,8 +118,8 @@ struct EngineSocketPortTests {
             let got = datagramExchange(sv[1], arpRequest(for: b.address), match: isARPReplyToTester) != nil
             #expect(got)
             // The write's completion may be counted a moment after the peer already has the frame.
-            var s = engine.snapshot().bridge("br")!.port(vm)!
-            for _ in 0..<50 where s.txFrames == 0 { usleep(20_000); s = engine.snapshot().bridge("br")!.port(vm)! }
+            var s = try engine.snapshot().bridgeStats("br").stats(vm)
+            for _ in 0..<50 where s.txFrames == 0 { usleep(20_000); s = try engine.snapshot().bridgeStats("br").stats(vm) }
             #expect(s.rxFrames >= 1 && s.txFrames >= 1, "\(s)")
         }
     }

@@ -140,3 +140,24 @@ func datagramExchange(_ fd: Int32, _ request: [UInt8], timeout: Double = 4, matc
 func openDescriptorCount() -> Int {
     (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
 }
+
+/// Snapshot lookups that fail the test with a message instead of crashing the test runner (a
+/// crash skips every clean-up and leaks namespaces and daemons).
+struct MissingStatistics: Error, CustomStringConvertible {
+    let what: String
+    var description: String { "no statistics for \(what)" }
+}
+
+extension EngineSnapshot {
+    func bridgeStats(_ name: String) throws -> BridgeStatistics {
+        guard let b = bridge(name) else { throw MissingStatistics(what: "bridge '\(name)'") }
+        return b
+    }
+}
+
+extension BridgeStatistics {
+    func stats(_ id: PortID) throws -> PortStatistics {
+        guard let p = port(id) else { throw MissingStatistics(what: "port \(id)") }
+        return p
+    }
+}

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 #include <sys/eventfd.h>
 #include <stdint.h>
 // liburing ships its own copy of the kernel's io_uring.h under the same include guard; take
@@ -45,14 +46,22 @@ static inline void tb_prep_read_select(struct io_uring_sqe *sqe, int fd, unsigne
 static inline struct io_uring_buf_ring *tb_buf_ring_setup(struct io_uring *ring, unsigned entries,
                                                          unsigned short bgid, int *err) {
     size_t size = (size_t)entries * sizeof(struct io_uring_buf);
-    void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    /* Populated up front: the kernel pins these pages for the ring's lifetime. */
+    void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE | MAP_POPULATE, -1, 0);
     if (mem == MAP_FAILED) { *err = -errno; return NULL; }
     struct io_uring_buf_reg reg;
     memset(&reg, 0, sizeof reg);
     reg.ring_addr = (unsigned long)mem;
     reg.ring_entries = entries;
     reg.bgid = bgid;
-    int r = io_uring_register_buf_ring(ring, &reg, 0);
+    /* Pinning can fail transiently while the kernel is migrating or reclaiming pages
+     * (EOPNOTSUPP/EAGAIN/ENOMEM were seen once in ~10 test runs under load): retry briefly. */
+    int r = -EAGAIN;
+    for (int attempt = 0; attempt < 5; attempt++) {
+        r = io_uring_register_buf_ring(ring, &reg, 0);
+        if (r != -EOPNOTSUPP && r != -EAGAIN && r != -ENOMEM && r != -EINTR) break;
+        usleep(2000 << attempt);
+    }
     if (r < 0) { munmap(mem, size); *err = r; return NULL; }
     struct io_uring_buf_ring *br = (struct io_uring_buf_ring *)mem;
     io_uring_buf_ring_init(br);
