@@ -130,8 +130,12 @@ func tempPath(_ tag: String) -> String { "/tmp/tbvm-\(getpid())-\(tag)-\(UInt32.
     }
 
     @Test func peerThatStopsReadingNeverBlocks() {
-        let (a, b) = streamPair(); defer { close(b) }
+        // Both ends are owned (and closed) by their StreamPeer: closing one here as well would
+        // close a descriptor number that another test may already have been given.
+        let (a, b) = streamPair()
         try! VMSockets.setNonblocking(a, path: "t")
+        try! VMSockets.setNonblocking(b, path: "r")
+        let reader = StreamPeer(fd: b, name: "r")
         let p = StreamPeer(fd: a, name: "t", queueCapacity: 64 * 1024)
         let f = ethFrame(1500)
         var outcomes: [SendOutcome: Int] = [:]
@@ -143,7 +147,6 @@ func tempPath(_ tag: String) -> String { "/tmp/tbvm-\(getpid())-\(tag)-\(UInt32.
         #expect(p.queuedBytes <= p.queueCapacity)
         #expect(p.isOpen)
         // Once the peer reads again, the queue drains in order: the stream stays well-framed.
-        let reader = StreamPeer(fd: b, name: "r"); try! VMSockets.setNonblocking(b, path: "r")
         var got = 0
         for _ in 0..<1000 {
             p.flush()
