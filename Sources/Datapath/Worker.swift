@@ -51,7 +51,8 @@ final class Worker: @unchecked Sendable {
     let scratch: UnsafeMutableRawPointer
     var freeSlot: Int32 = -1
     let ports: UnsafeMutablePointer<LocalPort>
-    var vlanModes: [VLANMode]
+    /// Trunk ports' allowed-VLAN bitmaps, 64 words per local port slot.
+    let vlanAllowed: UnsafeMutablePointer<UInt64>
     let bridges: UnsafeMutablePointer<LocalBridge>
     var starvedCount = 0
     let stats = CounterBlock(count: WorkerCounter.count)
@@ -110,7 +111,8 @@ final class Worker: @unchecked Sendable {
         scratch = .allocate(byteCount: slotCount * Worker.scratchPerSlot, alignment: 16)
         ports = .allocate(capacity: Worker.maxPorts)
         ports.initialize(repeating: LocalPort(), count: Worker.maxPorts)
-        vlanModes = [VLANMode](repeating: .unaware, count: Worker.maxPorts)
+        vlanAllowed = .allocate(capacity: Worker.maxPorts * 64)
+        vlanAllowed.initialize(repeating: 0, count: Worker.maxPorts * 64)
         bridges = .allocate(capacity: Worker.maxBridges)
         for i in 0..<Worker.maxBridges {
             let map = UnsafeMutablePointer<Int16>.allocate(capacity: PortSet.capacity)
@@ -126,7 +128,7 @@ final class Worker: @unchecked Sendable {
         for i in 0..<Worker.maxBridges { bridges[i].slotByID.deallocate(); bridges[i].pipeline?.release() }
         bridges.deallocate(); ports.deallocate(); scratch.deallocate(); iov.deallocate()
         slots.deallocate(); refcount.deallocate(); streamFree.deallocate(); streamSlab.deallocate()
-        eventValue.deallocate(); stats.deallocate(); wakePending.deallocate()
+        eventValue.deallocate(); stats.deallocate(); wakePending.deallocate(); vlanAllowed.deallocate()
         if eventFD >= 0 { close(eventFD) }
     }
 
@@ -478,7 +480,13 @@ final class Worker: @unchecked Sendable {
         }
         var tagging = EgressTagging.asIs
         if !asIs && frame.vlan != 0 && dp.pointee.vlanAware {
-            tagging = frame.egressTagging(for: vlanModes[d])
+            if dp.pointee.vlanKind == 1 {
+                tagging = frame.egressTagging(accessPVID: dp.pointee.vlanPVID)
+            } else {
+                let v = Int(frame.vlan & 0x0FFF)
+                let carries = vlanAllowed[d &* 64 &+ (v >> 6)] & (1 << UInt64(v & 63)) != 0
+                tagging = frame.egressTagging(trunkNative: dp.pointee.vlanPVID, carries: carries)
+            }
             if tagging == .drop {
                 dc.add(PortCounter.firstDrop + Int(DropReason.vlan.rawValue), 1)
                 return
@@ -794,7 +802,7 @@ final class Worker: @unchecked Sendable {
             ports[lp].state = LocalPortState.free
             ports[lp].counters = nil
             ports[lp].rxBuffer?.deallocate(); ports[lp].rxBuffer = nil
-            vlanModes[lp] = .unaware
+            setVLAN(.unaware, slot: lp)
             lb.pointee.slotByID[Int(id.rawValue)] = -1
             lb.pointee.members.remove(id)
         case .disconnectPort(let b, let id):
@@ -810,6 +818,20 @@ final class Worker: @unchecked Sendable {
         case .setUp(let b, let id, let up):
             let lp = Int(bridges[b].slotByID[Int(id.rawValue)])
             if lp >= 0 { ports[lp].adminUp = up }
+        }
+    }
+
+    private func setVLAN(_ mode: VLANMode, slot lp: Int) {
+        let bits = vlanAllowed + lp * 64
+        bits.update(repeating: 0, count: 64)
+        switch mode {
+        case .unaware:
+            ports[lp].vlanKind = 0; ports[lp].vlanPVID = 0
+        case .access(let pvid):
+            ports[lp].vlanKind = 1; ports[lp].vlanPVID = pvid
+        case .trunk(let allowed, let native):
+            ports[lp].vlanKind = 2; ports[lp].vlanPVID = native ?? 0
+            for v in allowed.ids { bits[Int(v >> 6)] |= 1 << UInt64(v & 63) }
         }
     }
 
@@ -839,7 +861,7 @@ final class Worker: @unchecked Sendable {
         p.pointee.owner = Int32(spec.owner)
         p.pointee.txMaxInflight = p.pointee.stream ? 1 : depth
         p.pointee.txInflight = 0
-        vlanModes[lp] = spec.vlan
+        setVLAN(spec.vlan, slot: lp)
         p.pointee.state = LocalPortState.down
         if spec.fd >= 0 {
             do {

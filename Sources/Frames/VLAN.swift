@@ -39,19 +39,34 @@ extension Frame {
     /// (`vlan == 0`) always leave as they are.
     @inlinable
     public func egressTagging(for mode: VLANMode) -> EgressTagging {
-        guard vlan != 0 else { return .asIs }
-        let tagged = taggedVLAN != nil
         switch mode {
         case .unaware:
             return .asIs
         case .access(let pvid):
-            guard pvid == vlan else { return .drop }
-            return tagged ? .stripTag : .asIs
+            return egressTagging(accessPVID: pvid)
         case .trunk(let allowed, let native):
-            if native == vlan { return tagged ? .stripTag : .asIs }
-            guard allowed.contains(vlan) else { return .drop }
-            if let t = taggedVLAN { return t == vlan ? .asIs : .drop }
-            return .insertTag(vlan)
+            return egressTagging(trunkNative: native ?? 0, carries: allowed.contains(vlan))
         }
+    }
+
+    /// Egress through an access port of VLAN `pvid`. The datapath calls the two forms below
+    /// directly with plain values so that no VLANSet (an array) is copied per frame.
+    @inlinable
+    public func egressTagging(accessPVID pvid: UInt16) -> EgressTagging {
+        guard vlan != 0 else { return .asIs }
+        guard pvid == vlan else { return .drop }
+        return taggedVLAN != nil ? .stripTag : .asIs
+    }
+
+    /// Egress through a trunk port whose native VLAN is `native` (0: none) and which
+    /// `carries` (or not) this frame's VLAN.
+    @inlinable
+    public func egressTagging(trunkNative native: UInt16, carries: Bool) -> EgressTagging {
+        guard vlan != 0 else { return .asIs }
+        let tagged = taggedVLAN
+        if native != 0 && native == vlan { return tagged != nil ? .stripTag : .asIs }
+        guard carries else { return .drop }
+        if let t = tagged { return t == vlan ? .asIs : .drop }
+        return .insertTag(vlan)
     }
 }

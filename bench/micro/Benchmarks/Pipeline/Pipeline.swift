@@ -77,4 +77,21 @@ let benchmarks: @Sendable () -> Void = {
             blackHole(sw.handle(&fr, context: .init(now: i &* 1000)))
         }
     }
+
+    // The worker's egress VLAN decision for a trunk port, in the form it uses (plain values:
+    // a flattened bitmap word, no VLANSet copy), so a regression to per-frame ARC shows here.
+    Benchmark("Egress VLAN decision, trunk port", configuration: config) { benchmark in
+        let f = Frames(src: a, dst: b)
+        let allowed = UnsafeMutablePointer<UInt64>.allocate(capacity: 64)
+        allowed.initialize(repeating: 0, count: 64)
+        allowed[0] = 1 << 10
+        defer { allowed.deallocate() }
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations {
+            var fr = Frame(bytes: f.frame, ingress: PortID(0))
+            fr.vlan = 10
+            let v = Int(fr.vlan & 0x0FFF)
+            blackHole(fr.egressTagging(trunkNative: 0, carries: allowed[v >> 6] & (1 << UInt64(v & 63)) != 0))
+        }
+    }
 }
