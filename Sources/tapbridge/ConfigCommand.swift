@@ -17,7 +17,7 @@ struct ConfigCheck: ParsableCommand {
 
             Examples:
               tapbridge config check /etc/tapbridge/tapbridge.toml
-              tapbridge config check new.toml --json | jq -r '.issues[] | "\\(.path): \\(.reason)"'
+              tapbridge config check new.toml --json | jq -r '.issues[].path'
             """)
     @Argument(help: "The TOML configuration file.") var file: String
     @Flag(help: "JSON: {\"ok\": bool, \"file\", \"bridges\", \"ports\", \"issues\": [{path, reason}]}.") var json = false

@@ -8,11 +8,11 @@ struct FDBCommand: ParsableCommand {
         commandName: "fdb", abstract: "Show a running daemon's forwarding database; add or delete static entries.",
         discussion: """
             Examples:
-              tapbridge fdb                                   # every bridge with a learning switch
+              tapbridge fdb                          # bridges with a learning switch
               tapbridge fdb br0 --json
-              tapbridge fdb add 52:54:00:12:34:56 mvt1        # pin a MAC to a port (never aged, never moved)
+              tapbridge fdb add 52:54:00:12:34:56 mvt1      # pin a MAC to a port
               tapbridge fdb add 52:54:00:12:34:56 mvt1 --vlan 10
-              tapbridge fdb del 52:54:00:12:34:56             # a static or learned entry
+              tapbridge fdb del 52:54:00:12:34:56    # a static or learned entry
             """,
         subcommands: [FDBShow.self, FDBAdd.self, FDBDelete.self], defaultSubcommand: FDBShow.self)
 }

@@ -14,7 +14,8 @@ struct FilterCommand: ParsableCommand {
               tapbridge filter list
               tapbridge filter list br0 --json
               tapbridge filter replace br0 --rule "deny tcp dst port 22" --rule "allow ip"
-              tapbridge filter replace br0 --rules-file rules.txt --default drop    # one rule per line, # comments
+              # rules.txt: one rule per line, # comments
+              tapbridge filter replace br0 --rules-file rules.txt --default drop
               echo "deny icmp" | tapbridge filter replace br0 --rules-file -
             """,
         subcommands: [FilterList.self, FilterReplace.self])

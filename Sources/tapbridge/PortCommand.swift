@@ -11,10 +11,13 @@ struct PortCommand: ParsableCommand {
             `port add NAME [KEY VALUE]...` takes the keys of a [[bridges.ports]] table (docs/config.md): with `parent` the daemon creates the macvtap (and deletes it at `port del` or stop); without, NAME must be an existing macvtap.
 
             Examples:
-              tapbridge port add mvt3 parent eth0 mode bridge                 # create and attach
+              # create macvtap mvt3 on eth0 and attach it
+              tapbridge port add mvt3 parent eth0 mode bridge
               tapbridge port add mvt3 parent eth0 mode passthru queues 2 --bridge br0
-              tapbridge port add mvt4 netns vm1                               # an existing macvtap in namespace vm1
+              # attach an existing macvtap that lives in namespace vm1
+              tapbridge port add mvt4 netns vm1
               tapbridge port add mvt5 parent eth1 vlan access pvid 10 offloads false
+              # detach it (and delete the link if the daemon created it)
               tapbridge port del mvt3
             """,
         subcommands: [PortAdd.self, PortDelete.self])

@@ -81,8 +81,8 @@ struct TopCommand: ParsableCommand {
         var t = TextTable(["BRIDGE", "PORT", "RX FRAMES/S", "RX BITS/S", "TX FRAMES/S", "TX BITS/S", "DROPS/S", "DROPS"],
                           right: [2, 3, 4, 5, 6, 7])
         for r in s.ports {
-            t.add([r.bridge, r.name, humanCount(r.rxFramesPerSecond), humanCount(r.rxBitsPerSecond, unit: "bit"),
-                   humanCount(r.txFramesPerSecond), humanCount(r.txBitsPerSecond, unit: "bit"),
+            t.add([r.bridge, r.name, humanCount(r.rxFramesPerSecond), humanCount(r.rxBitsPerSecond),
+                   humanCount(r.txFramesPerSecond), humanCount(r.txBitsPerSecond),
                    humanCount(r.dropsPerSecond), "\(r.dropsTotal)"])
         }
         return t.render()

@@ -54,6 +54,11 @@ func cliJSON(_ d: DaemonProcess, _ args: [String]) throws -> [String: Any] {
             #expect((a["rxBytes"] as? Int ?? 0) >= 10 * 98)
             let one = try cli(d, ["stats", h.macvtaps[1]]).stdout
             #expect(one.contains("rx frames") && one.contains(h.macvtaps[1]), "\(one)")
+            // A second daemon on the same socket refuses to start and leaves the first one alone.
+            let second = try DaemonProcess(t, config: "[[bridges]]\nname = \"other\"\n", arguments: ["--control", d.controlPath], waitReady: false)
+            #expect(second.waitExit() == 1)
+            #expect(second.log.contains("another process (a running tapbridge?) is listening on it"), "\(second.log)")
+            #expect(try cliJSON(d, ["ports"])["ports"] as? [[String: Any]] != nil)
             let missing = try cli(d, ["stats", "nosuchport"], check: false)
             #expect(missing.status == 1 && missing.stderr.contains("no port 'nosuchport'"), "\(missing)")
             #expect(d.stop() == 0)
