@@ -110,16 +110,18 @@ public final class ControlServer: @unchecked Sendable {
     /// Stops accepting, ends every connection (streaming bodies see `isStopping` and a shut-down
     /// socket), waits up to `timeout` for their threads, removes the socket file. Idempotent.
     public func stop(timeout: Double = 5) {
-        let open: Set<Int32>? = lock.withLock {
-            if stopping { return nil }
+        let first = lock.withLock { () -> Bool in
+            if stopping { return false }
             stopping = true
-            return connections
+            return true
         }
-        guard let open else { return }
+        guard first else { return }
         var b: UInt8 = 1
         _ = write(wakePipe.write, &b, 1)
         if acceptThread != nil { acceptDone.wait() }
-        for fd in open { shutdown(fd, Int32(SHUT_RDWR)) }
+        // Under the lock: a connection thread leaves the set before it closes its descriptor,
+        // so every number here is still that connection's (never a reused descriptor).
+        lock.withLock { for fd in connections { shutdown(fd, Int32(SHUT_RDWR)) } }
         let deadline = Date().addingTimeInterval(timeout)
         allDone.lock()
         while lock.withLock({ !connections.isEmpty }) && Date() < deadline { _ = allDone.wait(until: min(deadline, Date().addingTimeInterval(0.1))) }
