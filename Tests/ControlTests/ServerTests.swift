@@ -205,11 +205,3 @@ func withServer<T>(group: gid_t? = nil, maxConnections: Int = 16, register: (Con
         }
     }
 }
-
-final class Locked<T>: @unchecked Sendable {
-    private var value: T
-    private let lock = NSLock()
-    init(_ v: T) { value = v }
-    func get() -> T { lock.withLock { value } }
-    func set(_ v: T) { lock.withLock { value = v } }
-}

@@ -132,6 +132,60 @@ func cliJSON(_ d: DaemonProcess, _ args: [String]) throws -> [String: Any] {
         }
     }
 
+    /// A macvtap the daemon did not create (made by the test, in a namespace) is attached and
+    /// detached by name, and never deleted.
+    @Test func portAddOfAnExistingLinkInANamespaceNeverDeletesIt() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 3)
+            let tables = h.portTables().components(separatedBy: "[[bridges.ports]]").filter { !$0.isEmpty }
+            let d = try DaemonProcess(t, config: "[[bridges]]\n" + tables.prefix(2).map { "[[bridges.ports]]" + $0 }.joined())
+            let ns = try t.addNamespace("tap")
+            let mv = h.macvtaps[2]
+            try run(["ip", "link", "add", "link", h.veths[2], "name", mv, "type", "macvtap", "mode", "passthru"])
+            t.track(link: mv)
+            try t.move(mv, to: ns)
+            try cli(d, ["port", "add", mv, "netns", ns, "offloads", "false"])
+            let p = try #require((try cliJSON(d, ["ports"])["ports"] as? [[String: Any]])?.first { $0["name"] as? String == mv })
+            #expect(p["netns"] as? String == ns && p["created"] as? Bool == false && p["offloads"] as? Bool == false
+                    && p["state"] as? String == "up", "\(p)")
+            #expect(h.ping(0, h.addresses[2], count: 2), "\(d.log)")
+            let del = try cli(d, ["port", "del", mv])
+            #expect(!del.stdout.contains("link deleted"), "\(del)")
+            #expect(try linkNames(netns: ns).contains(mv))
+            #expect(d.stop() == 0)
+            #expect(try linkNames(netns: ns).contains(mv))
+        }
+    }
+
+    /// The control socket never gets in the datapath's way: a 32 MiB TCP transfer is delivered
+    /// byte for byte while a client hammers the daemon with requests (bounded count).
+    @Test func controlRequestsDoNotDisturbForwarding() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 2)
+            let d = try DaemonProcess(t, config: "[[bridges]]\n" + h.portTables())
+            let stop = Locked(false)
+            let served = Locked(0)
+            let failures = Locked<[String]>([])
+            let hammer = Thread {
+                do {
+                    let c = try ControlClient(path: d.controlPath)
+                    for i in 0..<5000 where !stop.get() {
+                        let r = try c.request(["stats", "ports", "fdb", "filter.list"][i % 4])
+                        if !r.ok && r.error?.code != .notSupported { failures.set(failures.get() + ["\(r)"]) }
+                        served.set(served.get() + 1)
+                    }
+                } catch { failures.set(failures.get() + ["\(error)"]) }
+            }
+            hammer.start()
+            let n = 32 << 20
+            #expect(try tcpTransfer(client: h.namespaces[0], server: h.namespaces[1], address: h.addresses[1], bytes: n) == n)
+            stop.set(true)
+            while hammer.isExecuting { usleep(10_000) }
+            #expect(served.get() > 0 && failures.get().isEmpty, "\(failures.get().prefix(3))")
+            #expect(d.stop() == 0)
+        }
+    }
+
     @Test(.enabled(if: HandlerFactory.filterAvailable, "needs the FrameFilter"))
     func filterListAndLiveReplace() throws {
         try withTopology { t in
