@@ -148,7 +148,11 @@ public final class ControlServer: @unchecked Sendable {
             guard fds[0].revents & Int16(POLLIN) != 0 else { continue }
             // (accept4 is not imported; a fork between accept and FD_CLOEXEC is not a concern here)
             let fd = accept(listenFD, nil, nil)
-            if fd < 0 { continue }   // EAGAIN, ECONNABORTED, EMFILE: try again on the next wake-up
+            if fd < 0 {
+                // EMFILE/ENFILE/ENOMEM: the connection stays queued; back off instead of spinning on it.
+                if errno != EAGAIN && errno != EINTR && errno != ECONNABORTED { usleep(100_000) }
+                continue
+            }
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
             admit(fd)

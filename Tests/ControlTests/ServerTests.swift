@@ -187,7 +187,10 @@ func withServer<T>(group: gid_t? = nil, maxConnections: Int = 16, register: (Con
     func nonRootPeerIsRefusedUnlessInTheGroup() throws {
         let asNobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", tapbridgeExecutable(), "ports", "--json", "--control"]
         try withServer { s in
-            chmod(s.path, 0o666)   // past the file permission: the peer check alone must refuse
+            // The 0600 file alone keeps nobody out...
+            let denied = try run(asNobody + [s.path], check: false)
+            #expect(denied.status == 1 && denied.stderr.contains("permission denied on \(s.path)"), "\(denied)")
+            chmod(s.path, 0o666)   // ...and past the file permission the peer check alone must refuse
             let r = try run(asNobody + [s.path], check: false)
             #expect(r.status == 1, "\(r)")
             #expect(r.stderr.contains("permission denied: uid 65534 is not root"), "\(r.stderr)")
