@@ -13,6 +13,7 @@
 //   Handlers             bundled handlers: LearningSwitch, FrameFilter, capture
 //   VMBackend            QEMU stream/dgram socket ports
 //   Tapbridge            the library product: re-exports everything a handler author needs
+//   Control              control socket: JSON-lines protocol v1, server (SO_PEERCRED), client
 //   Daemon               config, link lifecycle, `run`/`demo` orchestration
 //   tapbridge            the command-line tool
 import PackageDescription
@@ -69,13 +70,16 @@ let package = Package(
             name: "Tapbridge",
             dependencies: ["Frames", "Netlink", "Tap", "Ring", "Datapath", "Handlers", "VMBackend"]),
         .target(
+            name: "Control",
+            dependencies: ["VMBackend", .product(name: "SystemPackage", package: "swift-system")]),
+        .target(
             name: "Daemon",
-            dependencies: ["Tapbridge",
+            dependencies: ["Tapbridge", "Control",
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "TOMLKit", package: "TOMLKit")]),
         .executableTarget(
             name: "tapbridge",
-            dependencies: ["Daemon", "Netlink", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Daemon", "Control", "Netlink", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
 
         // Test helpers: namespaces, veth pairs and commands with guaranteed clean-up.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
@@ -84,7 +88,8 @@ let package = Package(
         .testTarget(name: "DatapathTests", dependencies: ["Datapath", "Handlers", "Netlink", "TestSupport"]),
         .testTarget(name: "HandlersTests", dependencies: ["Handlers"]),
         .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "TestSupport"]),
-        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "TestSupport"]),
+        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Control", "TestSupport"]),
+        .testTarget(name: "ControlTests", dependencies: ["Control", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

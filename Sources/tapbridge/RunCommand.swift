@@ -9,7 +9,9 @@ struct RunCommand: ParsableCommand {
         commandName: "run", abstract: "Run the forwarding daemon from a TOML configuration.",
         discussion: "Creates the macvtaps the configuration declares, opens them and forwards frames until "
             + "SIGINT/SIGTERM, then deletes exactly the links it created. SIGHUP re-reads the file, adds or "
-            + "removes ports and swaps filter rules live. Every key is described in docs/config.md.")
+            + "removes ports and swaps filter rules live. Every key is described in docs/config.md.\n\n"
+            + "While it runs, `tapbridge ports|stats|top|fdb|port|filter` talk to it over its control socket "
+            + "(default /run/tapbridge/control.sock, root only; see docs/control-api.md).")
 
     @Option(name: .long, help: "Configuration file (TOML).")
     var config: String
@@ -19,6 +21,9 @@ struct RunCommand: ParsableCommand {
 
     @Option(name: .long, help: "Datapath worker threads (overrides the file; default: one per core).")
     var workers: Int?
+
+    @Option(name: .long, help: ArgumentHelp("Control socket path (overrides [control] socket; \"\" for none; default /run/tapbridge/control.sock).", valueName: "PATH"))
+    var control: String?
 
     @Flag(name: .long, help: "Validate the configuration against this host, change nothing, and exit.")
     var check = false
@@ -36,6 +41,7 @@ struct RunCommand: ParsableCommand {
             cfg = try ConfigParser.load(path: config)
             if let logLevel { cfg.logLevel = Logger.Level(rawValue: logLevel)! }
             if let workers { cfg.workers = workers }
+            if let control { cfg.controlSocket = control }
             try ConfigValidator.validate(cfg, host: SystemHost())
         } catch {
             printError("\(error)")
