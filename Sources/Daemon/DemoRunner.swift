@@ -15,6 +15,9 @@ public struct DemoOptions {
     /// Name prefix of namespaces and links ("tb": tb-a, tb-a-veth, tb-a-tap).
     public var prefix = "tb"
     public var logLevel: Logger.Level = .info
+    /// Control socket of the demo's daemon ("" for none). Not the default daemon path, so a
+    /// demo never collides with a real daemon on the same host.
+    public var controlSocket = "/run/tapbridge/tb-demo.sock"
     public init() {}
 }
 
@@ -26,8 +29,9 @@ public enum DemoRunner {
         let topo = DemoTopology(count: options.hosts, prefix: options.prefix)
         defer { topo.teardown(); say("demo: removed namespaces \(topo.hosts.map(\.namespace).joined(separator: ", ")) and their links") }
         try topo.build()
-        let daemon = Daemon(config: topo.config(workers: options.workers, offloads: options.offloads),
-                            logger: logger, stopSignal: stop)
+        var config = topo.config(workers: options.workers, offloads: options.offloads)
+        config.controlSocket = options.controlSocket.isEmpty ? nil : options.controlSocket
+        let daemon = Daemon(config: config, logger: logger, stopSignal: stop)
         var daemonOptions = Daemon.Options()
         daemonOptions.duration = options.duration
         let verdict = SelfTestResult()
@@ -73,6 +77,17 @@ public enum DemoRunner {
               ip netns exec \(h[1].namespace) tcpdump -ni eth0
 
             """
+        if !options.controlSocket.isEmpty {
+            let c = options.controlSocket == "/run/tapbridge/control.sock" ? "" : " --control \(options.controlSocket)"
+            let lines = [("tapbridge top\(c)", "live frames/s and drops per port"),
+                         ("tapbridge fdb\(c)", "the MACs the switch learned"),
+                         ("tapbridge capture \(h[0].macvtap) -c 10 -w -\(c) | tcpdump -nr -", "")]
+            let width = lines.filter { !$0.1.isEmpty }.map(\.0.count).max() ?? 0
+            for (cmd, what) in lines {
+                s += "  " + (what.isEmpty ? cmd : cmd.padding(toLength: width + 2, withPad: " ", startingAt: 0) + what) + "\n"
+            }
+            s += "\n"
+        }
         if options.selfTest { s += "Running the self-test (ping between all hosts, 2 s iperf3)...\n" }
         else if let d = options.duration { s += "Stopping by itself in \(Int(d)) s (or Ctrl-C); everything is removed on exit.\n" }
         else { s += "Ctrl-C stops the bridge and removes everything.\n" }

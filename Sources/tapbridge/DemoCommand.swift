@@ -31,6 +31,10 @@ struct DemoCommand: ParsableCommand {
     @Option(help: "Log level of the bridge's log on stderr.")
     var logLevel: String = "info"
 
+    @Option(help: ArgumentHelp("Control socket of the demo's daemon, for `tapbridge top --control PATH` and friends (default: /run/tapbridge/tb-demo.sock, after the name prefix; \"\": none).",
+                               valueName: "PATH"))
+    var control: String?
+
     @Option(help: ArgumentHelp("Name prefix for namespaces and links.", visibility: .hidden))
     var prefix = "tb"
 
@@ -50,6 +54,7 @@ struct DemoCommand: ParsableCommand {
         o.offloads = !noOffloads
         o.interval = interval
         o.prefix = prefix
+        o.controlSocket = control ?? "/run/tapbridge/\(prefix)-demo.sock"
         o.logLevel = Logger.Level(rawValue: logLevel)!
         let ok: Bool
         do {
