@@ -206,7 +206,7 @@ public final class Engine: @unchecked Sendable {
         let fd: Int32 = r.connected ? (r.port.isMultiQueue ? r.fds[worker] : r.fds[0]) : -1
         return WorkerPortSpec(bridge: r.bridge.index, id: r.id, fd: fd,
                               reads: r.port.isMultiQueue || r.owner == worker,
-                              framing: r.port.framing, vnetHeaderSize: r.port.vnetHeaderSize,
+                              framing: r.port.framing, maxFrame: r.port.maxFrameSize, vnetHeaderSize: r.port.vnetHeaderSize,
                               transmitOffloads: r.port.transmitOffloads, vlan: r.port.settings.vlan,
                               adminUp: r.adminUp, counters: r.counters[worker],
                               writable: r.port.isMultiQueue || r.owner == worker || r.port.framing == .datagram,

@@ -361,16 +361,25 @@ final class Worker: @unchecked Sendable {
         guard let buf = p.pointee.rxBuffer else { return }
         var fill = Int(p.pointee.rxFill) + Int(c.result)
         var off = 0
-        let maxFrame = bufferSize
-        while fill - off >= 4 {
-            let len = Int(UInt32(bigEndian: (buf + off).loadUnaligned(as: UInt32.self)))
-            if len < Int(p.pointee.vnetHeaderSize) + Frame.minimumLength || len > maxFrame {
-                // A peer that sends garbage lengths cannot be resynchronised: disconnect it.
+        let hs = Int(p.pointee.vnetHeaderSize)
+        let maxFrame = Int(p.pointee.maxFrame)
+        while fill - off >= StreamPrefix.size {
+            let len = StreamPrefix.length(at: buf + off)
+            let verdict = StreamPrefix.check(len - hs, maxFrame: maxFrame)
+            if let e = verdict, e.isFatal {
+                // A zero or oversized prefix: the stream cannot be resynchronised, close it.
                 p.pointee.counters?.add(PortCounter.firstDrop + Int(DropReason.malformed.rawValue), 1)
+                cfg.log(.notice, "worker \(index): port \(p.pointee.id): closing connection: \(e)")
                 fail(lp, EPROTO)
                 return
             }
             if fill - off - 4 < len { break }
+            if verdict != nil {
+                // A runt: skipped and counted; the next prefix is still where we expect it.
+                p.pointee.counters?.add(PortCounter.firstDrop + Int(DropReason.malformed.rawValue), 1)
+                off += 4 + len
+                continue
+            }
             if streamFreeCount > 0 {
                 streamFreeCount -= 1
                 let b = streamFree[streamFreeCount]
@@ -831,6 +840,7 @@ final class Worker: @unchecked Sendable {
         p.pointee.reads = spec.reads
         p.pointee.writable = spec.writable
         p.pointee.stream = spec.framing == .lengthPrefixed
+        p.pointee.maxFrame = Int32(min(spec.maxFrame, bufferSize - spec.vnetHeaderSize))
         p.pointee.vnetHeaderSize = Int32(spec.vnetHeaderSize)
         p.pointee.transmitOffloads = spec.transmitOffloads
         p.pointee.adminUp = spec.adminUp

@@ -4,6 +4,7 @@
 import Datapath
 import Foundation
 import Frames
+import Handlers
 import Testing
 import TestSupport
 @testable import VMBackend
@@ -83,7 +84,7 @@ final class Attachment {
     let engine: Engine
     let bridge: Bridge
     let supervisor: VMPortSupervisor
-    let guard_ = VMSourceMACGuard()
+    let guard_ = SourceGuard(policies: ["vm0": .init(), "vm1": .init()])
     var logs: [String] = []
     init() {
         var c = EngineConfiguration(workers: 1)
