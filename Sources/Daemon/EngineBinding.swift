@@ -7,6 +7,7 @@ import Frames
 import Handlers
 import Logging
 import Tap
+import VMBackend
 
 final class EngineBinding {
     let engine: Engine
@@ -16,6 +17,8 @@ final class EngineBinding {
     /// Every port the configuration (as last applied) declares, by name, with its bridge.
     private var ports: [String: (bridge: String, config: PortConfig)] = [:]
     private let events = EventQueue()
+    /// Re-attaches VM ports whose VM (re)connects; created with the first VM port.
+    private var supervisor: VMPortSupervisor?
 
     init(config: DaemonConfig, logger: Logger) throws {
         self.logger = logger
@@ -38,6 +41,21 @@ final class EngineBinding {
 
     private func attach(_ p: PortConfig, to bridgeName: String) throws {
         guard let bridge = bridges[bridgeName] else { throw DaemonError("no bridge '\(bridgeName)'") }
+        if p.vm != nil {
+            let log = logger, name = p.name
+            let port: any Datapath.Port
+            do {
+                port = try PortOpener.vm(p, log: { log.notice("\($0)", metadata: ["port": "\(name)"]) })
+            } catch {
+                throw DaemonError("\(p.path): cannot open vm port '\(p.name)': \(error)")
+            }
+            let id = try bridge.attach(port)
+            if supervisor == nil {
+                supervisor = VMPortSupervisor(engine: engine, log: { log.warning("\($0)") })
+            }
+            supervisor?.watch(port, id: id, in: bridge)
+            return
+        }
         let port: MacvtapPort
         do {
             port = try PortOpener.macvtap(p)
@@ -56,7 +74,11 @@ final class EngineBinding {
         }
     }
 
-    func stop() { engine.stop() }
+    func stop() {
+        supervisor?.stop()
+        supervisor = nil
+        engine.stop()
+    }
 
     /// Handler names per bridge, in pipeline order ("" for a hub).
     var pipelines: [String: [String]] { handlers.mapValues { $0.map(\.name) } }
@@ -86,7 +108,10 @@ final class EngineBinding {
     func isConfigured(_ name: String) -> Bool { ports[name] != nil }
 
     func detach(_ name: String) {
-        if let (b, id) = location(name) { b.detach(id) }
+        if let (b, id) = location(name) {
+            supervisor?.unwatch(id)
+            b.detach(id)
+        }
     }
 
     func reattach(_ name: String) throws {
@@ -103,6 +128,22 @@ final class EngineBinding {
     func add(_ port: PortConfig, toBridge bridge: String) throws {
         try attach(port, to: bridge)
         ports[port.name] = (bridge, port)
+    }
+
+    /// Adds a bridge while running (a VM attachment added by a reload). The engine cannot drop
+    /// bridges, so an attachment removed earlier and now back finds its old, empty bridge.
+    func addBridge(_ b: BridgeConfig) throws {
+        if bridges[b.name] != nil { return }
+        let hs = try HandlerFactory.handlers(for: b, logger: logger)
+        handlers[b.name] = hs
+        bridges[b.name] = engine.addBridge(name: b.name, pipeline: HandlerPipeline(hs))
+    }
+
+    /// Gives a bridge's source guard the VM ports' current anti-spoofing settings.
+    func updateSourceGuard(_ b: BridgeConfig) -> Bool {
+        guard let g = handlers[b.name].flatMap(HandlerFactory.sourceGuard(in:)) else { return b.sourceGuards.isEmpty }
+        g.setPolicies(HandlerFactory.sourcePolicies(b.sourceGuards))
+        return true
     }
 
     /// One metadata set per port and per handler, for the log.

@@ -1,7 +1,8 @@
 // Reload: SIGHUP re-reads the configuration file and applies what can change while running:
-// ports added to or removed from existing bridges (links created/deleted as configured).
-// Anything else (new bridges, changed handlers or port settings) is logged as needing a
-// restart. A reload whose file or new ports do not validate changes nothing.
+// ports (macvtap or vm) added to or removed from existing bridges (links created/deleted as
+// configured), and whole VM attachments (`[[vms]]`) added or removed. Anything else (new
+// switch bridges, changed handlers or port settings) is logged as needing a restart. A reload
+// whose file or new ports do not validate changes nothing.
 import Handlers
 import Logging
 
@@ -21,9 +22,15 @@ extension Daemon {
         func key(_ p: PortConfig) -> String { "\(p.netns ?? "")/\(p.name)" }
         var added: [(bridge: BridgeConfig, port: PortConfig)] = []
         var removed: [(bridge: BridgeConfig, port: PortConfig)] = []
+        var newAttachments: [BridgeConfig] = []
         for nb in next.bridges {
             guard let ob = config.bridges.first(where: { $0.name == nb.name }) else {
-                logger.warning("reload: new bridge ignored (restart to add bridges)", metadata: ["bridge": "\(nb.name)"])
+                if nb.isVMAttachment {
+                    newAttachments.append(nb)
+                    added += nb.ports.map { (nb, $0) }
+                } else {
+                    logger.warning("reload: new bridge ignored (restart to add bridges)", metadata: ["bridge": "\(nb.name)"])
+                }
                 continue
             }
             let oldKeys = Set(ob.ports.map(key)), newKeys = Set(nb.ports.map(key))
@@ -36,7 +43,12 @@ extension Daemon {
             }
         }
         for ob in config.bridges where !next.bridges.contains(where: { $0.name == ob.name }) {
-            logger.warning("reload: bridge removal not applied (restart needed)", metadata: ["bridge": "\(ob.name)"])
+            if ob.isVMAttachment {
+                // The VM and its macvtap go; the emptied bridge stays in the engine, idle.
+                removed += ob.ports.map { (ob, $0) }
+            } else {
+                logger.warning("reload: bridge removal not applied (restart needed)", metadata: ["bridge": "\(ob.name)"])
+            }
         }
 
         // Validate only what is new: the existing links of course exist already.
@@ -52,9 +64,15 @@ extension Daemon {
             }
         }
 
+        for b in newAttachments {
+            do { try engine?.addBridge(b) } catch {
+                logger.error("reload: cannot add VM attachment", metadata: ["bridge": "\(b.name)", "error": "\(error)"])
+                added.removeAll { $0.bridge.name == b.name }
+            }
+        }
         for (b, p) in removed {
             engine?.remove(p.name)
-            monitor?.forget(p.name)
+            if p.vm == nil { monitor?.forget(p.name) }
             lostPorts.remove(p.name)
             if links.wasCreated(p.name, netns: p.netns) { links.delete(p.name, netns: p.netns) }
             logger.info("port removed by reload", metadata: ["port": "\(p.name)", "bridge": "\(b.name)"])
@@ -63,13 +81,19 @@ extension Daemon {
         for i in applied.bridges.indices {
             applied.bridges[i].ports.removeAll { p in removed.contains { $0.port.name == p.name && $0.port.netns == p.netns } }
         }
+        applied.bridges.removeAll { $0.isVMAttachment && $0.ports.isEmpty }
+        for b in newAttachments where added.contains(where: { $0.bridge.name == b.name }) {
+            var empty = b
+            empty.ports = []
+            applied.bridges.append(empty)
+        }
         for (b, p) in added {
             do {
                 if let spec = p.create {
                     try links.create(p, spec: spec, bridge: b.name, file: next.file)
                 }
                 try engine?.add(p, toBridge: b.name)
-                monitor?.watch(p.name, netns: p.netns)
+                if p.vm == nil { monitor?.watch(p.name, netns: p.netns) }
                 if let i = applied.bridges.firstIndex(where: { $0.name == b.name }) { applied.bridges[i].ports.append(p) }
                 logger.info("port added by reload", metadata: ["port": "\(p.name)", "bridge": "\(b.name)"])
             } catch {
@@ -81,6 +105,13 @@ extension Daemon {
             if let nb = next.bridges.first(where: { $0.name == applied.bridges[i].name }),
                nb.pipeline.map(\.name) == applied.bridges[i].pipeline.map(\.name) {
                 applied.bridges[i].pipeline = nb.pipeline
+            }
+        }
+        // VM ports came or went: their bridges' source guards learn the new policies.
+        for b in applied.bridges where added.contains(where: { $0.bridge.name == b.name }) || removed.contains(where: { $0.bridge.name == b.name }) {
+            if engine?.updateSourceGuard(b) == false {
+                logger.warning("reload: anti-spoofing for new VM ports needs a restart (bridge had no source guard)",
+                               metadata: ["bridge": "\(b.name)"])
             }
         }
         config = applied
