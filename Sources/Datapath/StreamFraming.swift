@@ -37,6 +37,30 @@ public enum StreamPrefix {
         Int(UInt32(bigEndian: p.loadUnaligned(as: UInt32.self)))
     }
 
+    /// One decoding step over `available` received bytes at `base`.
+    public enum Step: Equatable {
+        /// A frame of `length` bytes at `base + 4`; consume `4 + length`.
+        case frame(length: Int)
+        /// Not a whole prefix + frame yet.
+        case needMore
+        /// A runt: consume `4 + length` bytes, count a drop, go on.
+        case skip(length: Int, FramingError)
+        /// Close the connection.
+        case fatal(FramingError)
+    }
+
+    /// The decoder: what the bytes at `base` hold. Used by the workers and StreamFrameDecoder.
+    @inline(__always)
+    public static func next(_ base: UnsafeRawPointer, available: Int, maxFrame: Int) -> Step {
+        guard available >= size else { return .needMore }
+        let len = length(at: base)
+        let verdict = check(len, maxFrame: maxFrame)
+        if let e = verdict, e.isFatal { return .fatal(e) }
+        guard available >= size + len else { return .needMore }
+        if let e = verdict { return .skip(length: len, e) }
+        return .frame(length: len)
+    }
+
     /// nil: `length` announces a frame to deliver. `.zeroLength`/`.tooLarge` are fatal; `.runt`
     /// means "skip `length` bytes and count a drop".
     @inline(__always)

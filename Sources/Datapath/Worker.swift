@@ -361,24 +361,26 @@ final class Worker: @unchecked Sendable {
         guard let buf = p.pointee.rxBuffer else { return }
         var fill = Int(p.pointee.rxFill) + Int(c.result)
         var off = 0
-        let hs = Int(p.pointee.vnetHeaderSize)
-        let maxFrame = Int(p.pointee.maxFrame)
-        while fill - off >= StreamPrefix.size {
-            let len = StreamPrefix.length(at: buf + off)
-            let verdict = StreamPrefix.check(len - hs, maxFrame: maxFrame)
-            if let e = verdict, e.isFatal {
+        // (a vnet header, if the port has one, counts as part of the announced length)
+        let maxFrame = Int(p.pointee.maxFrame) + Int(p.pointee.vnetHeaderSize)
+        decode: while true {
+            let len: Int
+            switch StreamPrefix.next(buf + off, available: fill - off, maxFrame: maxFrame) {
+            case .needMore:
+                break decode
+            case .fatal(let e):
                 // A zero or oversized prefix: the stream cannot be resynchronised, close it.
                 p.pointee.counters?.add(PortCounter.firstDrop + Int(DropReason.malformed.rawValue), 1)
                 cfg.log(.notice, "worker \(index): port \(p.pointee.id): closing connection: \(e)")
                 fail(lp, EPROTO)
                 return
-            }
-            if fill - off - 4 < len { break }
-            if verdict != nil {
+            case .skip(let n, _):
                 // A runt: skipped and counted; the next prefix is still where we expect it.
                 p.pointee.counters?.add(PortCounter.firstDrop + Int(DropReason.malformed.rawValue), 1)
-                off += 4 + len
-                continue
+                off += StreamPrefix.size + n
+                continue decode
+            case .frame(let n):
+                len = n
             }
             if streamFreeCount > 0 {
                 streamFreeCount -= 1

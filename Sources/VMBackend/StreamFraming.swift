@@ -68,16 +68,15 @@ public final class StreamFrameDecoder {
 
     /// The next complete frame (valid until the next `writableSpace`/`append`), or why not.
     public func next() -> DecodeStep {
-        let avail = end - start
-        guard avail >= 4 else { return .needMore }
         let p = storage + start
-        let len = lengthAt(p)
-        let verdict = StreamPrefix.check(len, maxFrame: limits.maxFrame)
-        if let e = verdict, e.isFatal { return .rejected(e) }
-        guard avail >= 4 + len else { return .needMore }
-        start += 4 + len
-        if let e = verdict { return .rejected(e) }   // a runt: skipped, framing stays in sync
-        return .frame(UnsafeRawBufferPointer(start: p + 4, count: len))
+        switch StreamPrefix.next(p, available: end - start, maxFrame: limits.maxFrame) {
+        case .needMore: return .needMore
+        case .fatal(let e): return .rejected(e)
+        case let .skip(len, e): start += 4 + len; return .rejected(e)
+        case .frame(let len):
+            start += 4 + len
+            return .frame(UnsafeRawBufferPointer(start: p + 4, count: len))
+        }
     }
 
     /// Called at end of stream: a partial frame left over is a truncation.
