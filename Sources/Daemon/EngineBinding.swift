@@ -19,6 +19,16 @@ final class EngineBinding {
     private let events = EventQueue()
     /// Re-attaches VM ports whose VM (re)connects; created with the first VM port.
     private var supervisor: VMPortSupervisor?
+    /// VM ports attached before the engine started, for the supervisor to watch from `start`.
+    private var unwatched: [(port: any Datapath.Port, id: PortID, bridge: Bridge)] = []
+
+    private func vmSupervisor() -> VMPortSupervisor {
+        if let supervisor { return supervisor }
+        let log = logger
+        let s = VMPortSupervisor(engine: engine, log: { log.warning("\($0)") })
+        supervisor = s
+        return s
+    }
 
     init(config: DaemonConfig, logger: Logger) throws {
         self.logger = logger
@@ -50,10 +60,9 @@ final class EngineBinding {
                 throw DaemonError("\(p.path): cannot open vm port '\(p.name)': \(error)")
             }
             let id = try bridge.attach(port)
-            if supervisor == nil {
-                supervisor = VMPortSupervisor(engine: engine, log: { log.warning("\($0)") })
-            }
-            supervisor?.watch(port, id: id, in: bridge)
+            // The supervisor may reconnect at once (a client port dials immediately), which
+            // needs running workers: ports attached before start are watched from `start`.
+            if engine.isRunning { vmSupervisor().watch(port, id: id, in: bridge) } else { unwatched.append((port, id, bridge)) }
             return
         }
         let port: MacvtapPort
@@ -67,6 +76,8 @@ final class EngineBinding {
 
     func start() throws {
         try engine.start()
+        for u in unwatched { vmSupervisor().watch(u.port, id: u.id, in: u.bridge) }
+        unwatched = []
         for (name, b) in bridges.sorted(by: { $0.key < $1.key }) {
             logger.info("bridge up", metadata: ["bridge": "\(name)", "ports": "\(b.portTable.ports.count)",
                                                 "handlers": "\(handlers[name]!.map(\.name).joined(separator: ","))",

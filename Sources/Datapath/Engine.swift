@@ -259,6 +259,9 @@ public final class Engine: @unchecked Sendable {
     /// Opens a disconnected port again (`Port.openQueue`), e.g. when its VM reconnects.
     public func reconnect(_ id: PortID, in bridge: Bridge) throws {
         control.lock(); defer { unlockAndEmit() }
+        // Opening needs workers (the reading one is chosen among them); before `start` the
+        // port is opened by `start` itself.
+        guard isRunning else { throw EngineError("bridge \(bridge.name): port \(id): engine not running") }
         guard let r = bridge.records[Int(id.rawValue)] else {
             throw EngineError("bridge \(bridge.name): no port \(id)")
         }

@@ -14,15 +14,30 @@ final class FakeVM {
     let ip: [UInt8]
     private var buffer: [UInt8] = []
 
-    init(path: String, mac: String, ip: String) throws {
-        self.mac = bytes(mac: mac); self.ip = bytes(ipv4: ip)
-        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        var sa = sockaddr_un()
-        sa.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &sa.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
-        let r = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+    /// Connects to tapbridge's socket (QEMU `server=off`).
+    convenience init(path: String, mac: String, ip: String) throws {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        let r = withUnixAddress(path) { connect(fd, $0, $1) }
         guard r == 0 else { close(fd); throw HarnessError("connect \(path): errno \(errno)") }
+        self.init(fd: fd, mac: mac, ip: ip)
+    }
+
+    /// Listens on `path` and waits for tapbridge to connect (QEMU `server=on`).
+    convenience init(listeningAt path: String, mac: String, ip: String, timeout: Int = 10) throws {
+        let l = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(l) }
+        guard withUnixAddress(path, { bind(l, $0, $1) }) == 0, listen(l, 1) == 0 else { throw HarnessError("listen \(path): errno \(errno)") }
+        var pfd = pollfd(fd: l, events: Int16(POLLIN), revents: 0)
+        guard poll(&pfd, 1, Int32(timeout * 1000)) == 1 else { throw HarnessError("tapbridge never connected to \(path)") }
+        let fd = accept(l, nil, nil)
+        guard fd >= 0 else { throw HarnessError("accept: errno \(errno)") }
+        self.init(fd: fd, mac: mac, ip: ip)
+    }
+
+    /// Owns `fd`.
+    init(fd: Int32, mac: String, ip: String) {
+        self.fd = fd
+        self.mac = bytes(mac: mac); self.ip = bytes(ipv4: ip)
         var tv = timeval(tv_sec: 0, tv_usec: 200_000)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     }
@@ -80,6 +95,13 @@ final class FakeVM {
         }
         return false
     }
+}
+
+func withUnixAddress(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> Int32) -> Int32 {
+    var sa = sockaddr_un()
+    sa.sun_family = sa_family_t(AF_UNIX)
+    withUnsafeMutableBytes(of: &sa.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
+    return withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
 }
 
 func bytes(mac: String) -> [UInt8] { mac.split(separator: ":").map { UInt8($0, radix: 16) ?? 0 } }
@@ -190,6 +212,41 @@ func ipv6Frame(srcMAC: [UInt8], source: [UInt8]) -> [UInt8] {
             #expect(!FileManager.default.fileExists(atPath: first.socket), "the removed VM's socket file is gone")
             #expect(vm.resolve("198.18.0.1") != nil, "the remaining VM still works")
             #expect(d.stop() == 0)
+        }
+    }
+
+    /// A `kind = "vm"` port in a learning-switch bridge, tapbridge as the stream client of a
+    /// "QEMU" listening here; the switch learns the VM and forwards to the LAN host.
+    @Test func vmPortInALearningSwitchAsStreamClient() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 1)
+            let path = "/tmp/\(t.tag)-qemu.sock"
+            t.onCleanup { unlink(path) }
+            let d = try DaemonProcess(t, config: """
+                [[bridges]]
+                name = "lab"
+                [[bridges.ports]]
+                name = "labvm"
+                kind = "vm"
+                socket = "stream-client"
+                path = "\(path)"
+                mac = "52:54:00:ab:cd:09"
+                [[bridges.ports]]
+                name = "\(h.macvtaps[0])"
+                parent = "\(h.veths[0])"
+                mode = "passthru"
+
+                """)
+            // tapbridge retries with backoff until "QEMU" listens.
+            let vm = try FakeVM(listeningAt: path, mac: "52:54:00:ab:cd:09", ip: "198.18.0.12")
+            let hostMAC = try #require(vm.resolve("198.18.0.1"), "\(d.log)")
+            #expect(vm.ping("198.18.0.1", targetMAC: hostMAC, id: 7))
+            vm.send(arpFrame(op: 1, srcMAC: vm.mac, srcIP: vm.ip, dstMAC: [0, 0, 0, 0, 0, 0], dstIP: bytes(ipv4: "198.18.0.1"),
+                             ethSource: bytes(mac: "52:54:00:66:66:66")))
+            #expect(d.stop() == 0)
+            #expect(d.log.contains("handlers=source-guard,learning-switch"), "\(d.log)")
+            let port = try #require(finalCounters(d.log)["labvm"])
+            #expect(port.int("drop-spoofed") == 1 && port.int("tx-frames") >= 2, "\(port)")
         }
     }
 
