@@ -150,11 +150,15 @@ final class EngineBinding {
         bridges[b.name] = engine.addBridge(name: b.name, pipeline: HandlerPipeline(hs))
     }
 
+    /// Whether bridge `name` runs a source guard (a new bridge will get one if it needs it).
+    func hasSourceGuard(_ name: String) -> Bool {
+        guard let hs = handlers[name] else { return true }
+        return HandlerFactory.sourceGuard(in: hs) != nil
+    }
+
     /// Gives a bridge's source guard the VM ports' current anti-spoofing settings.
-    func updateSourceGuard(_ b: BridgeConfig) -> Bool {
-        guard let g = handlers[b.name].flatMap(HandlerFactory.sourceGuard(in:)) else { return b.sourceGuards.isEmpty }
-        g.setPolicies(HandlerFactory.sourcePolicies(b.sourceGuards))
-        return true
+    func updateSourceGuard(_ b: BridgeConfig) {
+        handlers[b.name].flatMap(HandlerFactory.sourceGuard(in:))?.setPolicies(HandlerFactory.sourcePolicies(b.sourceGuards))
     }
 
     /// One metadata set per port and per handler, for the log.

@@ -87,7 +87,16 @@ extension Daemon {
             empty.ports = []
             applied.bridges.append(empty)
         }
+        // New VM ports are guarded from their first frame: policies go in before the ports do.
+        for nb in next.bridges where added.contains(where: { $0.bridge.name == nb.name }) { engine?.updateSourceGuard(nb) }
         for (b, p) in added {
+            // A VM port that wants anti-spoofing never runs unguarded: a bridge built without a
+            // source guard cannot get one while running.
+            if p.vm?.guards == true, engine?.hasSourceGuard(b.name) == false {
+                logger.error("reload: cannot add VM port with anti-spoofing to a bridge started without VM guards (restart needed)",
+                             metadata: ["port": "\(p.name)", "bridge": "\(b.name)"])
+                continue
+            }
             do {
                 if let spec = p.create {
                     try links.create(p, spec: spec, bridge: b.name, file: next.file)
@@ -107,12 +116,9 @@ extension Daemon {
                 applied.bridges[i].pipeline = nb.pipeline
             }
         }
-        // VM ports came or went: their bridges' source guards learn the new policies.
+        // VM ports came or went: their bridges' source guards keep the policies of what runs.
         for b in applied.bridges where added.contains(where: { $0.bridge.name == b.name }) || removed.contains(where: { $0.bridge.name == b.name }) {
-            if engine?.updateSourceGuard(b) == false {
-                logger.warning("reload: anti-spoofing for new VM ports needs a restart (bridge had no source guard)",
-                               metadata: ["bridge": "\(b.name)"])
-            }
+            engine?.updateSourceGuard(b)
         }
         config = applied
         logger.info("reloaded", metadata: ["ports": "\(config.allPorts.map(\.port.name).joined(separator: ","))"])

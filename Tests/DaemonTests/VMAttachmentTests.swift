@@ -250,6 +250,36 @@ func ipv6Frame(srcMAC: [UInt8], source: [UInt8]) -> [UInt8] {
         }
     }
 
+    /// SIGHUP adds a guarded vm port to a switch that already guards VM ports (guarded from its
+    /// first frame), and refuses one for a bridge started without a source guard.
+    @Test func vmPortAddedToASwitchBySIGHUP() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 2)
+            func vmPort(_ n: Int) -> String {
+                "[[bridges.ports]]\nname = \"p\(n)\"\nkind = \"vm\"\npath = \"/tmp/\(t.tag)-p\(n).sock\"\nmac = \"52:54:00:ab:cd:1\(n)\"\n"
+            }
+            func tap(_ i: Int) -> String {
+                "[[bridges.ports]]\nname = \"\(h.macvtaps[i])\"\nparent = \"\(h.veths[i])\"\nmode = \"passthru\"\n"
+            }
+            let before = "[[bridges]]\nname = \"lab\"\n" + tap(0) + vmPort(1) + "[[bridges]]\nname = \"plain\"\n" + tap(1)
+            let d = try DaemonProcess(t, config: before)
+            let after = "[[bridges]]\nname = \"lab\"\n" + tap(0) + vmPort(1) + vmPort(2)
+                + "[[bridges]]\nname = \"plain\"\n" + tap(1) + vmPort(3)
+            try after.write(toFile: d.configPath, atomically: true, encoding: .utf8)
+            kill(d.process.processIdentifier, SIGHUP)
+            try d.waitFor("info reloaded")
+            #expect(d.log.contains("cannot add VM port with anti-spoofing") && d.log.contains("port=p3"), "\(d.log)")
+            #expect(!FileManager.default.fileExists(atPath: "/tmp/\(t.tag)-p3.sock"))
+            let vm = try FakeVM(path: "/tmp/\(t.tag)-p2.sock", mac: "52:54:00:ab:cd:12", ip: "198.18.0.12")
+            vm.send(arpFrame(op: 1, srcMAC: vm.mac, srcIP: vm.ip, dstMAC: [0, 0, 0, 0, 0, 0], dstIP: bytes(ipv4: "198.18.0.1"),
+                             ethSource: bytes(mac: "52:54:00:66:66:66")))
+            #expect(vm.resolve("198.18.0.1") != nil, "\(d.log)")
+            #expect(d.stop() == 0)
+            let port = try #require(finalCounters(d.log)["p2"])
+            #expect(port.int("drop-spoofed") == 1, "\(port)")
+        }
+    }
+
     @Test(.enabled(if: Guest.available, "qemu-system-x86_64 or the tools/build-guest guest is missing: QEMU end-to-end test skipped"))
     func qemuGuestThroughTheDaemonPingsTheLAN() throws {
         try withTopology { t in
