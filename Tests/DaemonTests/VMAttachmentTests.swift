@@ -104,6 +104,15 @@ func withUnixAddress(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t
     return withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
 }
 
+/// Connects a datagram socket to `path` once it exists (the daemon binds it when it starts).
+func waitConnect(_ fd: Int32, _ path: String) -> Bool {
+    for _ in 0..<100 {
+        if withUnixAddress(path, { connect(fd, $0, $1) }) == 0 { return true }
+        usleep(50_000)
+    }
+    return false
+}
+
 func bytes(mac: String) -> [UInt8] { mac.split(separator: ":").map { UInt8($0, radix: 16) ?? 0 } }
 func bytes(ipv4: String) -> [UInt8] { ipv4.split(separator: ".").map { UInt8($0) ?? 0 } }
 
@@ -247,6 +256,46 @@ func ipv6Frame(srcMAC: [UInt8], source: [UInt8]) -> [UInt8] {
             #expect(d.log.contains("handlers=source-guard,learning-switch"), "\(d.log)")
             let port = try #require(finalCounters(d.log)["labvm"])
             #expect(port.int("drop-spoofed") == 1 && port.int("tx-frames") >= 2, "\(port)")
+        }
+    }
+
+    /// socket = "dgram": "QEMU" binds its socket (remote-path); tapbridge binds `path`, finds
+    /// QEMU's socket and exchanges one frame per datagram. Socket file mode and group applied.
+    @Test func dgramAttachment() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 1)
+            let ours = "/tmp/\(t.tag)-tb.sock", qemu = "/tmp/\(t.tag)-qemu.sock"
+            t.onCleanup { unlink(qemu) }
+            let q = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+            defer { close(q) }
+            #expect(withUnixAddress(qemu) { bind(q, $0, $1) } == 0)
+            var tv = timeval(tv_sec: 0, tv_usec: 500_000)
+            setsockopt(q, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+            let d = try DaemonProcess(t, config: Self.attachment(t, h, extra: """
+                socket = "dgram"
+                remote-path = "\(qemu)"
+                group = "1"
+                socket-mode = "0640"
+                """).toml.replacingOccurrences(of: "/tmp/\(t.tag)-vm0.sock", with: ours))
+            #expect(withUnixAddress(ours) { connect(q, $0, $1) } == 0 || waitConnect(q, ours), "\(d.log)")
+            var st = stat()
+            #expect(lstat(ours, &st) == 0 && st.st_mode & 0o777 == 0o640 && st.st_gid == 1, "mode/group of \(ours)")
+            let mac = bytes(mac: Self.vmMAC), ip = bytes(ipv4: "198.18.0.10"), target = bytes(ipv4: "198.18.0.1")
+            var reply: [UInt8]?
+            var buf = [UInt8](repeating: 0, count: 2048)
+            for _ in 0..<10 where reply == nil {
+                let req = arpFrame(op: 1, srcMAC: mac, srcIP: ip, dstMAC: [0, 0, 0, 0, 0, 0], dstIP: target)
+                _ = req.withUnsafeBytes { send(q, $0.baseAddress, $0.count, 0) }
+                let end = Date().addingTimeInterval(0.5)
+                while Date() < end {
+                    let n = recv(q, &buf, buf.count, 0)
+                    guard n > 0 else { break }
+                    let f = Array(buf[0..<n])
+                    if f.count >= 42 && f[12] == 0x08 && f[13] == 0x06 && f[21] == 2 && Array(f[28..<32]) == target { reply = f; break }
+                }
+            }
+            #expect(reply.map { Array($0[22..<28]) } == bytes(mac: h.macs[0]), "no ARP reply by datagram:\n\(d.log)")
+            #expect(d.stop() == 0)
         }
     }
 
