@@ -87,7 +87,7 @@ let package = Package(
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "DatapathTests", dependencies: ["Datapath", "Handlers", "Netlink", "TestSupport"]),
         .testTarget(name: "HandlersTests", dependencies: ["Handlers"]),
-        .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "TestSupport"]),
+        .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "Handlers", "TestSupport"]),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Control", "TestSupport"]),
         .testTarget(name: "ControlTests", dependencies: ["Control", "TestSupport"]),
     ],

@@ -34,11 +34,20 @@ public struct BridgeConfig: Sendable {
     /// Handlers in the order frames meet them; an empty pipeline floods everything (a hub).
     public var pipeline: [HandlerConfig]
     public var ports: [PortConfig]
-    /// Key path of this bridge in the file (`bridges[0]`).
+    /// Key path of this bridge in the file (`bridges[0]`, or `vms[0]` for a VM attachment).
     public var path: String
+    /// Made from a `[[vms]]` entry: a 2-port bridge (the VM's port and its macvtap), no switch.
+    public var isVMAttachment = false
 
     public init(name: String, pipeline: [HandlerConfig], ports: [PortConfig], path: String) {
         self.name = name; self.pipeline = pipeline; self.ports = ports; self.path = path
+    }
+
+    /// Anti-spoofing policies of this bridge's VM ports, by port name (empty: no source guard).
+    public var sourceGuards: [String: VMPortConfig] {
+        var out: [String: VMPortConfig] = [:]
+        for p in ports { if let vm = p.vm, vm.guards { out[p.name] = vm } }
+        return out
     }
 
     public var filter: FilterConfig? {
@@ -116,10 +125,51 @@ public struct LinkCreation: Sendable, Equatable {
     public init(parent: String) { self.parent = parent }
 }
 
-/// One port of a bridge: a macvtap, created by the daemon or already there.
+/// How a `vm` port talks to QEMU (docs/vms.md has the matching `-netdev` lines).
+public enum VMSocketMode: String, Sendable, CaseIterable {
+    /// tapbridge listens on `path`; QEMU `-netdev stream,server=off,addr.path=PATH`.
+    case streamServer = "stream-server"
+    /// tapbridge connects to `path` (retrying); QEMU `-netdev stream,server=on,addr.path=PATH`.
+    case streamClient = "stream-client"
+    /// tapbridge binds `path` and sends to `remote-path`; QEMU `-netdev dgram,local.path=REMOTE,remote.path=PATH`.
+    case dgram
+}
+
+/// A `vm` port: a QEMU netdev socket instead of a macvtap.
+public struct VMPortConfig: Sendable, Equatable {
+    public var socket: VMSocketMode = .streamServer
+    /// The socket file tapbridge listens on / binds (stream-server, dgram) or connects to (stream-client).
+    public var path: String = ""
+    /// dgram only: QEMU's own socket (`local.path` on its side).
+    public var remotePath: String?
+    /// Owner and group of the socket file tapbridge creates: a user/group name or a numeric id.
+    public var owner: String?
+    public var group: String?
+    /// Permission bits of the socket file tapbridge creates.
+    public var socketMode: UInt32 = 0o660
+    /// Longest frame accepted from the VM (Ethernet header included, no FCS).
+    public var maxFrame: Int = 1518
+    /// The MAC the VM is assigned (its NIC's `mac=`); used for anti-spoofing.
+    public var mac: MACAddress?
+    /// Drop frames whose source MAC is not `mac` (default on when `mac` is set).
+    public var antiSpoofing = true
+    /// If set: ARP sender / IPv4 / IPv6 sources must be among these (docs/vms.md).
+    public var addresses: [String]?
+    public init() {}
+
+    /// Whether this port gets a source guard.
+    public var guards: Bool { (mac != nil && antiSpoofing) || addresses != nil }
+}
+
+/// One port of a bridge: a macvtap (created by the daemon or already there) or a VM socket.
 public struct PortConfig: Sendable {
-    /// The macvtap interface name (created with this name, or looked up).
+    /// The macvtap interface name (created with this name, or looked up); for a `vm` port, a
+    /// name for logs and counters.
     public var name: String
+    /// The key that set `name` (`name`, or `macvtap` in a `[[vms]]` entry), for messages.
+    public var nameKey = "name"
+    /// Set for a `vm` port (then there is no link: create, netns, queues, offloads do not apply).
+    public var vm: VMPortConfig?
     /// nil: the link must already exist and is never deleted by the daemon.
     public var create: LinkCreation?
     /// Network namespace (name under /run/netns) the macvtap lives in; nil: the daemon's own.

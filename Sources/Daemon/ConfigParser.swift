@@ -4,8 +4,10 @@
 // ConfigValidator's.
 import Foundation
 import Frames
+import Handlers
 import Logging
 import TOMLKit
+import VMBackend
 
 public enum ConfigParser {
     /// Reads and parses `path`. Throws `ConfigError` listing every problem found.
@@ -60,9 +62,14 @@ public enum ConfigParser {
                 config.bridges.append(parseBridge(t, index: i, issues: issues))
             }
         }
+        if let vms = top.tableArray("vms") {
+            for (i, t) in vms.enumerated() {
+                config.bridges.append(parseVMAttachment(t, index: i, issues: issues))
+            }
+        }
         top.finish()
-        if config.bridges.isEmpty && !issues.has(path: "bridges") {
-            issues.add("bridges", "no bridge declared (add a [[bridges]] table with [[bridges.ports]])")
+        if config.bridges.isEmpty && !issues.has(path: "bridges") && !issues.has(path: "vms") {
+            issues.add("bridges", "no bridge declared (add a [[bridges]] table with [[bridges.ports]], or a [[vms]] table)")
         }
         checkCrossReferences(config, issues)
         if !issues.list.isEmpty { throw ConfigError(issues.list) }
@@ -158,16 +165,39 @@ public enum ConfigParser {
     static func parsePort(_ t: TOMLTable, path: String, issues: IssueList) -> PortConfig {
         var r = KeyReader(t, path: path, issues: issues)
         let name = r.string("name", required: true) ?? ""
-        if !name.isEmpty, let why = invalidInterfaceName(name) { r.fail("name", why) }
         var p = PortConfig(name: name, path: path)
+        let kind = r.string("kind") ?? "macvtap"
+        if kind == "vm" {
+            if !name.isEmpty, let why = invalidVMName(name) { r.fail("name", why) }
+            p.vm = parseVMKeys(&r, requireMAC: false)
+            for key in macvtapOnlyKeys where r.value(key) != nil {
+                r.fail(key, "not used by a vm port (kind = 'vm'); it is a macvtap setting")
+            }
+        } else {
+            if kind != "macvtap" {
+                r.fail("kind", "unknown port kind '\(kind)' (one of: macvtap, vm)\(suggestion(kind, ["macvtap", "vm"]))")
+            }
+            if !name.isEmpty, let why = invalidInterfaceName(name) { r.fail("name", why) }
+            parseMacvtapKeys(&r, into: &p)
+        }
+        if let i = r.bool("isolated") { p.isolated = i }
+        if let h = r.bool("hairpin") { p.hairpin = h }
+        parseVLANKeys(&r, into: &p, issues: issues)
+        r.finish()
+        return p
+    }
+
+    static let macvtapOnlyKeys = ["netns", "queues", "offloads", "parent", "mode", "mtu", "nopromisc", "source-macs"]
+
+    /// The keys of a macvtap port: namespace, queues, offloads, and how the daemon creates it.
+    static func parseMacvtapKeys(_ r: inout KeyReader, into p: inout PortConfig) {
+        let name = p.name
         if let ns = r.string("netns") {
             if ns.isEmpty || ns.contains("/") || ns == "." || ns == ".." { r.fail("netns", "invalid namespace name '\(ns)'") }
             p.netns = ns
         }
         if let q = r.int("queues", in: 1...16) { p.queues = q }
         if let o = r.bool("offloads") { p.offloads = o }
-        if let i = r.bool("isolated") { p.isolated = i }
-        if let h = r.bool("hairpin") { p.hairpin = h }
 
         // Creation keys only make sense when the daemon creates the link.
         let parent = r.string("parent")
@@ -204,7 +234,11 @@ public enum ConfigParser {
                 r.fail(key, "only for a macvtap the daemon creates: set 'parent' too (without it '\(name)' must already exist)")
             }
         }
+    }
 
+    /// VLAN membership keys (any port kind).
+    static func parseVLANKeys(_ r: inout KeyReader, into p: inout PortConfig, issues: IssueList) {
+        let path = r.path
         // VLAN membership; `vlan` may be left out when pvid/allowed make it obvious.
         let vlanText = r.string("vlan")
         let pvid = r.int("pvid", in: 1...4094)
@@ -232,8 +266,82 @@ public enum ConfigParser {
         default:
             r.fail("vlan", "must be 'unaware', 'access' or 'trunk', not '\(mode)'")
         }
+    }
+
+    /// The keys of a VM socket (a `kind = "vm"` port or a `[[vms]]` entry).
+    static func parseVMKeys(_ r: inout KeyReader, requireMAC: Bool) -> VMPortConfig {
+        var vm = VMPortConfig()
+        if let s = r.string("socket") {
+            if let m = VMSocketMode(rawValue: s) { vm.socket = m } else {
+                let all = VMSocketMode.allCases.map(\.rawValue)
+                r.fail("socket", "unknown socket mode '\(s)' (one of: \(all.joined(separator: ", ")))\(suggestion(s, all))")
+            }
+        }
+        vm.path = r.string("path", required: true) ?? ""
+        vm.remotePath = r.string("remote-path")
+        if vm.socket == .dgram && vm.remotePath == nil {
+            r.fail("remote-path", "required with socket = 'dgram' (QEMU's local.path)")
+        } else if vm.socket != .dgram && vm.remotePath != nil {
+            r.fail("remote-path", "only with socket = 'dgram'")
+        }
+        vm.owner = r.nameOrID("owner")
+        vm.group = r.nameOrID("group")
+        if let m = r.fileMode("socket-mode") { vm.socketMode = m }
+        if vm.socket == .streamClient {
+            for key in ["owner", "group", "socket-mode"] where r.table[key] != nil {
+                r.fail(key, "not used with socket = 'stream-client' (QEMU creates that socket file)")
+            }
+        }
+        if let n = r.int("max-frame", in: 60...FrameLimits.absoluteMax) { vm.maxFrame = n }
+        vm.mac = r.mac("mac", required: requireMAC)
+        if let a = r.bool("anti-spoofing") {
+            vm.antiSpoofing = a
+            if a && vm.mac == nil && !requireMAC { r.fail("anti-spoofing", "needs 'mac' (the MAC the VM is assigned)") }
+        }
+        if let list = r.stringArray("addresses") {
+            if list.isEmpty { r.fail("addresses", "empty: leave the key out to skip the ARP/IP source checks") }
+            var parsed = SourceAddresses()
+            for (i, a) in list.enumerated() { if let why = parsed.add(a) { r.fail("addresses[\(i)]", why) } }
+            vm.addresses = list
+        }
+        return vm
+    }
+
+    /// A `[[vms]]` entry: the VM's socket port and a bridge-mode macvtap with the VM's MAC on
+    /// `parent`, alone in a bridge named `vm-NAME` (no switch: two ports), anti-spoofing on.
+    static func parseVMAttachment(_ t: TOMLTable, index: Int, issues: IssueList) -> BridgeConfig {
+        let path = "vms[\(index)]"
+        var r = KeyReader(t, path: path, issues: issues)
+        let name = r.string("name", required: true) ?? ""
+        if !name.isEmpty, let why = invalidVMName(name) { r.fail("name", why) }
+        var vmPort = PortConfig(name: name, path: path)
+        let vm = parseVMKeys(&r, requireMAC: true)
+        vmPort.vm = vm
+        if let i = r.bool("isolated") { vmPort.isolated = i }
+
+        let macvtapName = r.string("macvtap") ?? "mv" + name
+        var tap = PortConfig(name: macvtapName, path: path)
+        tap.nameKey = "macvtap"
+        if let why = invalidInterfaceName(macvtapName) {
+            r.fail("macvtap", r.table["macvtap"] == nil ? "default name: \(why); set 'macvtap'" : why)
+        }
+        // Frames from the VM carry no vnet header: the macvtap gets none either (the kernel
+        // segments GSO traffic from the LAN before it reaches the queue).
+        tap.offloads = r.bool("offloads") ?? false
+        if let parent = r.string("parent", required: true) {
+            if let why = parent.isEmpty ? "must not be empty" : invalidInterfaceName(parent) { r.fail("parent", why) }
+            var c = LinkCreation(parent: parent)
+            c.mode = .bridge
+            c.mac = vm.mac
+            c.mtu = r.int("mtu", in: 68...65535)
+            tap.create = c
+        }
+        var pipeline: [HandlerConfig] = []
+        if let ft = r.table("filter") { pipeline.append(.filter(parseFilter(ft, path: path + ".filter", issues: issues))) }
         r.finish()
-        return p
+        var b = BridgeConfig(name: "vm-" + name, pipeline: pipeline, ports: [vmPort, tap], path: path)
+        b.isVMAttachment = true
+        return b
     }
 
     /// Checks that need the whole file: duplicates and references between sections.
@@ -241,6 +349,7 @@ public enum ConfigParser {
         var bridgeNames: [String: String] = [:]
         var portNames: [String: String] = [:]    // "netns/name" -> path
         var macs: [MACAddress: String] = [:]
+        var sockets: [String: String] = [:]   // socket file -> path of the port using it
         var parentsUsed: [String: (String, MacvtapMode)] = [:]
         for b in config.bridges {
             if let first = bridgeNames[b.name] {
@@ -249,8 +358,14 @@ public enum ConfigParser {
             for p in b.ports where !p.name.isEmpty {
                 let key = (p.netns ?? "") + "/" + p.name
                 if let first = portNames[key] {
-                    issues.add(p.path + ".name", "port '\(p.name)' already declared at \(first)")
+                    issues.add(p.path + "." + p.nameKey, "port '\(p.name)' already declared at \(first)")
                 } else { portNames[key] = p.path }
+                if let vm = p.vm {
+                    for (k, file) in [("path", vm.path), ("remote-path", vm.remotePath ?? "")] where !file.isEmpty {
+                        if let first = sockets[file] { issues.add("\(p.path).\(k)", "socket '\(file)' already used at \(first)") }
+                        else { sockets[file] = "\(p.path).\(k)" }
+                    }
+                }
                 guard let c = p.create else { continue }
                 if let mac = c.mac {
                     if let first = macs[mac] { issues.add(p.path + ".mac", "MAC \(mac) already used at \(first)") } else { macs[mac] = p.path }
@@ -284,6 +399,13 @@ public enum ConfigParser {
         if name == "." || name == ".." || name.contains(where: { $0 == "/" || $0 == ":" || $0.isWhitespace }) {
             return "invalid interface name '\(name)'"
         }
+        return nil
+    }
+
+    /// Why `name` cannot name a VM / vm port (it is no interface: longer names are fine), or nil.
+    static func invalidVMName(_ name: String) -> String? {
+        if name.utf8.count > 64 { return "name '\(name)' is longer than 64 characters" }
+        if name.contains(where: { $0.isWhitespace || $0 == "/" || $0 == "=" }) { return "invalid name '\(name)' (no spaces, '/' or '=')" }
         return nil
     }
 
@@ -426,6 +548,25 @@ struct KeyReader {
         if m == .zero { fail("invalid MAC '\(s)': all zero"); return nil }
         if m.isMulticast { fail("invalid MAC '\(s)': multicast bit set (first octet must be even)"); return nil }
         return m
+    }
+
+    /// A user or group: a name or a numeric id.
+    mutating func nameOrID(_ key: String) -> String? {
+        guard let v = value(key) else { return nil }
+        if let s = v.string, !s.isEmpty { return s }
+        if let n = v.int, n >= 0, n <= Int(UInt32.max - 1) { return String(n) }
+        typeError(key, expected: "a name or a numeric id", got: v); return nil
+    }
+
+    /// Permission bits: an integer (`0o660`) or an octal string (`"0660"`), at most 0o777.
+    mutating func fileMode(_ key: String) -> UInt32? {
+        guard let v = value(key) else { return nil }
+        let n: Int?
+        if let i = v.int { n = i } else if let s = v.string { n = Int(s, radix: 8) } else { n = nil }
+        guard let n, (0...0o777).contains(n) else {
+            fail(key, "expected permission bits like 0o660 or \"0660\", found \(Self.describe(v))"); return nil
+        }
+        return UInt32(n)
     }
 
     /// VLAN IDs as integers or "from-to" ranges: `[10, 20, "100-199"]`.

@@ -62,6 +62,16 @@ public enum ConfigValidator {
         }
         var nsChecked: [String: Bool] = [:]
         for (_, p) in config.allPorts {
+            if let vm = p.vm {
+                for (key, path) in [("path", vm.path), ("remote-path", vm.remotePath ?? "")] where !path.isEmpty {
+                    if let why = VMPortChecks.socketPathProblem(path, created: key == "path" && vm.socket != .streamClient) {
+                        issues.add("\(p.path).\(key)", why)
+                    }
+                }
+                if let o = vm.owner, VMPortChecks.userID(o) == nil { issues.add(p.path + ".owner", "no user '\(o)' on this host") }
+                if let g = vm.group, VMPortChecks.groupID(g) == nil { issues.add(p.path + ".group", "no group '\(g)' on this host") }
+                continue
+            }
             if let ns = p.netns {
                 let ok = nsChecked[ns] ?? host.namespaceExists(ns)
                 if nsChecked[ns] == nil, !ok {
@@ -80,7 +90,7 @@ public enum ConfigValidator {
                     issues.add(p.path + ".parent", "'\(c.parent)' is itself a \(parent.kind!); a macvtap needs a lower device such as an Ethernet or veth interface")
                 }
                 if host.link(named: p.name, netns: p.netns) != nil {
-                    issues.add(p.path + ".name", "interface '\(p.name)' already exists\(where_); the daemon would create it (remove 'parent' to use the existing link)")
+                    issues.add(p.path + "." + p.nameKey, "interface '\(p.name)' already exists\(where_); the daemon would create it\(p.nameKey == "name" ? " (remove 'parent' to use the existing link)" : "")")
                 }
                 let uppers = host.upperLinks(of: c.parent)
                 if c.mode == .passthru, !uppers.isEmpty {

@@ -52,7 +52,8 @@ public final class Daemon {
         let engine = try EngineBinding(config: config, logger: logger)
         self.engine = engine
         try engine.start()
-        monitor = try LinkWatcher(ports: config.allPorts.map { ($0.port.name, $0.port.netns) }, logger: logger)
+        monitor = try LinkWatcher(ports: config.allPorts.filter { $0.port.vm == nil }.map { ($0.port.name, $0.port.netns) },
+                                  logger: logger)
         try startControl()
         logger.info("running", metadata: ["ports": "\(config.allPorts.map(\.port.name).joined(separator: ","))"])
         options.onReady?(self)

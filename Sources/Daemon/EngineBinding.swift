@@ -7,6 +7,7 @@ import Frames
 import Handlers
 import Logging
 import Tap
+import VMBackend
 
 final class EngineBinding {
     let engine: Engine
@@ -16,6 +17,18 @@ final class EngineBinding {
     /// Every port the configuration (as last applied) declares, by name, with its bridge.
     private var ports: [String: (bridge: String, config: PortConfig)] = [:]
     private let events = EventQueue()
+    /// Re-attaches VM ports whose VM (re)connects; created with the first VM port.
+    private var supervisor: VMPortSupervisor?
+    /// VM ports attached before the engine started, for the supervisor to watch from `start`.
+    private var unwatched: [(port: any Datapath.Port, id: PortID, bridge: Bridge)] = []
+
+    private func vmSupervisor() -> VMPortSupervisor {
+        if let supervisor { return supervisor }
+        let log = logger
+        let s = VMPortSupervisor(engine: engine, log: { log.warning("\($0)") })
+        supervisor = s
+        return s
+    }
 
     init(config: DaemonConfig, logger: Logger) throws {
         self.logger = logger
@@ -38,6 +51,20 @@ final class EngineBinding {
 
     private func attach(_ p: PortConfig, to bridgeName: String) throws {
         guard let bridge = bridges[bridgeName] else { throw DaemonError("no bridge '\(bridgeName)'") }
+        if p.vm != nil {
+            let log = logger, name = p.name
+            let port: any Datapath.Port
+            do {
+                port = try PortOpener.vm(p, log: { log.notice("\($0)", metadata: ["port": "\(name)"]) })
+            } catch {
+                throw DaemonError("\(p.path): cannot open vm port '\(p.name)': \(error)")
+            }
+            let id = try bridge.attach(port)
+            // The supervisor may reconnect at once (a client port dials immediately), which
+            // needs running workers: ports attached before start are watched from `start`.
+            if engine.isRunning { vmSupervisor().watch(port, id: id, in: bridge) } else { unwatched.append((port, id, bridge)) }
+            return
+        }
         let port: MacvtapPort
         do {
             port = try PortOpener.macvtap(p)
@@ -49,6 +76,8 @@ final class EngineBinding {
 
     func start() throws {
         try engine.start()
+        for u in unwatched { vmSupervisor().watch(u.port, id: u.id, in: u.bridge) }
+        unwatched = []
         for (name, b) in bridges.sorted(by: { $0.key < $1.key }) {
             logger.info("bridge up", metadata: ["bridge": "\(name)", "ports": "\(b.portTable.ports.count)",
                                                 "handlers": "\(handlers[name]!.map(\.name).joined(separator: ","))",
@@ -56,7 +85,11 @@ final class EngineBinding {
         }
     }
 
-    func stop() { engine.stop() }
+    func stop() {
+        supervisor?.stop()
+        supervisor = nil
+        engine.stop()
+    }
 
     /// Handler names per bridge, in pipeline order ("" for a hub).
     var pipelines: [String: [String]] { handlers.mapValues { $0.map(\.name) } }
@@ -86,7 +119,10 @@ final class EngineBinding {
     func isConfigured(_ name: String) -> Bool { ports[name] != nil }
 
     func detach(_ name: String) {
-        if let (b, id) = location(name) { b.detach(id) }
+        if let (b, id) = location(name) {
+            supervisor?.unwatch(id)
+            b.detach(id)
+        }
     }
 
     func reattach(_ name: String) throws {
@@ -122,6 +158,26 @@ final class EngineBinding {
 
     /// The name of port `id` in bridge `bridge`.
     func portName(_ id: PortID, inBridge bridge: String) -> String? { bridges[bridge]?.portTable[id]?.name }
+
+    /// Adds a bridge while running (a VM attachment added by a reload). The engine cannot drop
+    /// bridges, so an attachment removed earlier and now back finds its old, empty bridge.
+    func addBridge(_ b: BridgeConfig) throws {
+        if bridges[b.name] != nil { return }
+        let hs = try HandlerFactory.handlers(for: b, logger: logger)
+        handlers[b.name] = hs
+        bridges[b.name] = engine.addBridge(name: b.name, pipeline: HandlerPipeline(hs))
+    }
+
+    /// Whether bridge `name` runs a source guard (a new bridge will get one if it needs it).
+    func hasSourceGuard(_ name: String) -> Bool {
+        guard let hs = handlers[name] else { return true }
+        return HandlerFactory.sourceGuard(in: hs) != nil
+    }
+
+    /// Gives a bridge's source guard the VM ports' current anti-spoofing settings.
+    func updateSourceGuard(_ b: BridgeConfig) {
+        handlers[b.name].flatMap(HandlerFactory.sourceGuard(in:))?.setPolicies(HandlerFactory.sourcePolicies(b.sourceGuards))
+    }
 
     /// One metadata set per port and per handler, for the log.
     func counterLines() -> [Logger.Metadata] {

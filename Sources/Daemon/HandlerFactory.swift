@@ -12,7 +12,11 @@ public enum HandlerFactory {
     public static let filterAvailable = true
 
     static func handlers(for bridge: BridgeConfig, logger: Logger) throws -> [any FrameHandler] {
-        try bridge.pipeline.map { h -> any FrameHandler in
+        // VM ports with anti-spoofing get a source guard before everything else: a spoofed
+        // frame must not teach the switch a MAC or reach a filter's counters.
+        let guards = bridge.sourceGuards
+        let guardStage: [any FrameHandler] = guards.isEmpty ? [] : [SourceGuard(policies: sourcePolicies(guards))]
+        return guardStage + (try bridge.pipeline.map { h -> any FrameHandler in
             switch h {
             case .learningSwitch(let c):
                 return LearningSwitch(configuration: .init(
@@ -21,7 +25,25 @@ public enum HandlerFactory {
             case .filter(let f):
                 return try filter(f, bridge: bridge.name)
             }
+        })
+    }
+
+    /// The source guard's view of the VM ports' anti-spoofing settings (already validated).
+    static func sourcePolicies(_ vms: [String: VMPortConfig]) -> [String: SourceGuard.Policy] {
+        vms.mapValues { vm in
+            var addresses: SourceAddresses?
+            if let list = vm.addresses {
+                var a = SourceAddresses()
+                for text in list { _ = a.add(text) }
+                addresses = a
+            }
+            return SourceGuard.Policy(checkMAC: vm.mac != nil && vm.antiSpoofing, mac: vm.mac, addresses: addresses)
         }
+    }
+
+    /// The running source guard of a pipeline, if any (reload updates its policies).
+    static func sourceGuard(in handlers: [any FrameHandler]) -> SourceGuard? {
+        handlers.lazy.compactMap { $0 as? SourceGuard }.first
     }
 
     /// Parses and compiles a filter's rules; errors name the rule's key path.

@@ -29,7 +29,7 @@ extension Daemon {
             if links.wasCreated(p.name, netns: p.netns) { links.delete(p.name, netns: p.netns) }
             throw error
         }
-        monitor?.watch(p.name, netns: p.netns)
+        if p.vm == nil { monitor?.watch(p.name, netns: p.netns) }   // a VM port has no link
         if let i = config.bridges.firstIndex(where: { $0.name == bridge }) { config.bridges[i].ports.append(p) }
         logger.info("port added by \(reason)", metadata: ["port": "\(p.name)", "bridge": "\(bridge)"])
     }
@@ -37,7 +37,7 @@ extension Daemon {
     /// Detaches `p`, stops following it, deletes its link if this daemon created it, and drops it from `config`.
     func removePort(_ p: PortConfig, bridge: String, reason: String) {
         engine?.remove(p.name)
-        monitor?.forget(p.name)
+        if p.vm == nil { monitor?.forget(p.name) }
         lostPorts.remove(p.name)
         if links.wasCreated(p.name, netns: p.netns) { links.delete(p.name, netns: p.netns) }
         for i in config.bridges.indices {

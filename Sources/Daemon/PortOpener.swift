@@ -1,9 +1,11 @@
-// PortOpener: a configured port as the core's MacvtapPort. The link and its character device
+// PortOpener: a configured port as a core Port. A macvtap: the link and its character device
 // number are read over rtnetlink/sysfs in the namespace the port lives in (the Netlink module);
-// the device itself is then opened by number, from the daemon's own namespace.
+// the device itself is then opened by number, from the daemon's own namespace. A vm port: the
+// VMBackend port for its socket mode (a stream-server port creates its socket file now).
 import Datapath
 import Netlink
 import Tap
+import VMBackend
 
 enum PortOpener {
     static func macvtap(_ p: PortConfig) throws -> MacvtapPort {
@@ -17,5 +19,23 @@ enum PortOpener {
         }
         let device = MacvtapDevice(name: p.name, ifindex: link.index, major: dev.major, minor: dev.minor)
         return MacvtapPort(device: device, settings: settings, vnetHeader: p.offloads, offloads: p.offloads ? .all : [])
+    }
+
+    /// The VM socket port for `p` (`p.vm` set). `log`: the port's own messages (refused
+    /// connections).
+    static func vm(_ p: PortConfig, log: @escaping (String) -> Void) throws -> any Datapath.Port {
+        guard let vm = p.vm else { throw DaemonError("'\(p.name)' is not a vm port") }
+        let settings = PortSettings(vlan: p.vlan, isolated: p.isolated, hairpin: p.hairpin, assignedMAC: vm.mac)
+        let limits = FrameLimits(maxFrame: vm.maxFrame)
+        switch vm.socket {
+        case .streamServer:
+            return try VMStreamServerPort(name: p.name, path: vm.path, access: VMPortChecks.access(vm),
+                                          settings: settings, limits: limits, log: log)
+        case .streamClient:
+            return VMStreamClientPort(name: p.name, path: vm.path, settings: settings, limits: limits, log: log)
+        case .dgram:
+            return VMDatagramPort(name: p.name, localPath: vm.path, remotePath: vm.remotePath ?? "",
+                                  access: try VMPortChecks.access(vm), settings: settings, limits: limits, log: log)
+        }
     }
 }

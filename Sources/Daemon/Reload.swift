@@ -1,7 +1,8 @@
 // Reload: SIGHUP re-reads the configuration file and applies what can change while running:
-// ports added to or removed from existing bridges (links created/deleted as configured).
-// Anything else (new bridges, changed handlers or port settings) is logged as needing a
-// restart. A reload whose file or new ports do not validate changes nothing.
+// ports (macvtap or vm) added to or removed from existing bridges (links created/deleted as
+// configured), and whole VM attachments (`[[vms]]`) added or removed. Anything else (new
+// switch bridges, changed handlers or port settings) is logged as needing a restart. A reload
+// whose file or new ports do not validate changes nothing.
 import Handlers
 import Logging
 
@@ -21,9 +22,15 @@ extension Daemon {
         func key(_ p: PortConfig) -> String { "\(p.netns ?? "")/\(p.name)" }
         var added: [(bridge: BridgeConfig, port: PortConfig)] = []
         var removed: [(bridge: BridgeConfig, port: PortConfig)] = []
+        var newAttachments: [BridgeConfig] = []
         for nb in next.bridges {
             guard let ob = config.bridges.first(where: { $0.name == nb.name }) else {
-                logger.warning("reload: new bridge ignored (restart to add bridges)", metadata: ["bridge": "\(nb.name)"])
+                if nb.isVMAttachment {
+                    newAttachments.append(nb)
+                    added += nb.ports.map { (nb, $0) }
+                } else {
+                    logger.warning("reload: new bridge ignored (restart to add bridges)", metadata: ["bridge": "\(nb.name)"])
+                }
                 continue
             }
             let oldKeys = Set(ob.ports.map(key)), newKeys = Set(nb.ports.map(key))
@@ -36,7 +43,12 @@ extension Daemon {
             }
         }
         for ob in config.bridges where !next.bridges.contains(where: { $0.name == ob.name }) {
-            logger.warning("reload: bridge removal not applied (restart needed)", metadata: ["bridge": "\(ob.name)"])
+            if ob.isVMAttachment {
+                // The VM and its macvtap go; the emptied bridge stays in the engine, idle.
+                removed += ob.ports.map { (ob, $0) }
+            } else {
+                logger.warning("reload: bridge removal not applied (restart needed)", metadata: ["bridge": "\(ob.name)"])
+            }
         }
 
         // Validate only what is new: the existing links of course exist already.
@@ -45,8 +57,29 @@ extension Daemon {
             return
         }
 
+        for b in newAttachments {
+            do { try engine?.addBridge(b) } catch {
+                logger.error("reload: cannot add VM attachment", metadata: ["bridge": "\(b.name)", "error": "\(error)"])
+                added.removeAll { $0.bridge.name == b.name }
+            }
+        }
         for (b, p) in removed { removePort(p, bridge: b.name, reason: "reload") }
+        config.bridges.removeAll { $0.isVMAttachment && $0.ports.isEmpty }
+        for b in newAttachments where added.contains(where: { $0.bridge.name == b.name }) {
+            var empty = b
+            empty.ports = []
+            config.bridges.append(empty)
+        }
+        // New VM ports are guarded from their first frame: policies go in before the ports do.
+        for nb in next.bridges where added.contains(where: { $0.bridge.name == nb.name }) { engine?.updateSourceGuard(nb) }
         for (b, p) in added {
+            // A VM port that wants anti-spoofing never runs unguarded: a bridge built without a
+            // source guard cannot get one while running.
+            if p.vm?.guards == true, engine?.hasSourceGuard(b.name) == false {
+                logger.error("reload: cannot add VM port with anti-spoofing to a bridge started without VM guards (restart needed)",
+                             metadata: ["port": "\(p.name)", "bridge": "\(b.name)"])
+                continue
+            }
             do { try addPort(p, toBridge: b.name, file: next.file, reason: "reload") } catch {
                 logger.error("reload: cannot add port", metadata: ["port": "\(p.name)", "error": "\(error)"])
             }
@@ -61,6 +94,10 @@ extension Daemon {
                     return h
                 }
             }
+        }
+        // VM ports came or went: their bridges' source guards keep the policies of what runs.
+        for b in config.bridges where added.contains(where: { $0.bridge.name == b.name }) || removed.contains(where: { $0.bridge.name == b.name }) {
+            engine?.updateSourceGuard(b)
         }
         logger.info("reloaded", metadata: ["ports": "\(config.allPorts.map(\.port.name).joined(separator: ","))"])
     }

@@ -206,7 +206,7 @@ public final class Engine: @unchecked Sendable {
         let fd: Int32 = r.connected ? (r.port.isMultiQueue ? r.fds[worker] : r.fds[0]) : -1
         return WorkerPortSpec(bridge: r.bridge.index, id: r.id, fd: fd,
                               reads: r.port.isMultiQueue || r.owner == worker,
-                              framing: r.port.framing, vnetHeaderSize: r.port.vnetHeaderSize,
+                              framing: r.port.framing, maxFrame: r.port.maxFrameSize, vnetHeaderSize: r.port.vnetHeaderSize,
                               transmitOffloads: r.port.transmitOffloads, vlan: r.port.settings.vlan,
                               adminUp: r.adminUp, counters: r.counters[worker],
                               writable: r.port.isMultiQueue || r.owner == worker || r.port.framing == .datagram,
@@ -259,6 +259,9 @@ public final class Engine: @unchecked Sendable {
     /// Opens a disconnected port again (`Port.openQueue`), e.g. when its VM reconnects.
     public func reconnect(_ id: PortID, in bridge: Bridge) throws {
         control.lock(); defer { unlockAndEmit() }
+        // Opening needs workers (the reading one is chosen among them); before `start` the
+        // port is opened by `start` itself.
+        guard isRunning else { throw EngineError("bridge \(bridge.name): port \(id): engine not running") }
         guard let r = bridge.records[Int(id.rawValue)] else {
             throw EngineError("bridge \(bridge.name): no port \(id)")
         }

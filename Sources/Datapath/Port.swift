@@ -41,6 +41,9 @@ public protocol Port: AnyObject {
     var kind: String { get }
     var settings: PortSettings { get }
     var framing: Framing { get }
+    /// Longest frame (without vnet header) accepted from a length-prefixed stream; a prefix
+    /// above it closes the connection. Bounded by the engine's buffer size.
+    var maxFrameSize: Int { get }
     /// Bytes of virtio-net header before each frame on reads and writes: 0, 10 or 12.
     var vnetHeaderSize: Int { get }
     /// What the port can carry on transmit: GSO kinds and partial checksums. Ports with no
@@ -70,6 +73,7 @@ public protocol Port: AnyObject {
 extension Port {
     public var settings: PortSettings { PortSettings() }
     public var isMultiQueue: Bool { false }
+    public var maxFrameSize: Int { StreamPrefix.absoluteMaxFrame }
     public func setReceiveOffloads(_ offloads: TapOffloads) throws {}
     public func queueFailed(_ index: Int, errno: Int32) -> PortFailureAction { .remove }
     public func descriptorsClosed() {}

@@ -363,16 +363,27 @@ final class Worker: @unchecked Sendable {
         guard let buf = p.pointee.rxBuffer else { return }
         var fill = Int(p.pointee.rxFill) + Int(c.result)
         var off = 0
-        let maxFrame = bufferSize
-        while fill - off >= 4 {
-            let len = Int(UInt32(bigEndian: (buf + off).loadUnaligned(as: UInt32.self)))
-            if len < Int(p.pointee.vnetHeaderSize) + Frame.minimumLength || len > maxFrame {
-                // A peer that sends garbage lengths cannot be resynchronised: disconnect it.
+        // (a vnet header, if the port has one, counts as part of the announced length)
+        let maxFrame = Int(p.pointee.maxFrame) + Int(p.pointee.vnetHeaderSize)
+        decode: while true {
+            let len: Int
+            switch StreamPrefix.next(buf + off, available: fill - off, maxFrame: maxFrame) {
+            case .needMore:
+                break decode
+            case .fatal(let e):
+                // A zero or oversized prefix: the stream cannot be resynchronised, close it.
                 p.pointee.counters?.add(PortCounter.firstDrop + Int(DropReason.malformed.rawValue), 1)
+                cfg.log(.notice, "worker \(index): port \(p.pointee.id): closing connection: \(e)")
                 fail(lp, EPROTO)
                 return
+            case .skip(let n, _):
+                // A runt: skipped and counted; the next prefix is still where we expect it.
+                p.pointee.counters?.add(PortCounter.firstDrop + Int(DropReason.malformed.rawValue), 1)
+                off += StreamPrefix.size + n
+                continue decode
+            case .frame(let n):
+                len = n
             }
-            if fill - off - 4 < len { break }
             if streamFreeCount > 0 {
                 streamFreeCount -= 1
                 let b = streamFree[streamFreeCount]
@@ -853,6 +864,7 @@ final class Worker: @unchecked Sendable {
         p.pointee.reads = spec.reads
         p.pointee.writable = spec.writable
         p.pointee.stream = spec.framing == .lengthPrefixed
+        p.pointee.maxFrame = Int32(min(spec.maxFrame, bufferSize - spec.vnetHeaderSize))
         p.pointee.vnetHeaderSize = Int32(spec.vnetHeaderSize)
         p.pointee.transmitOffloads = spec.transmitOffloads
         p.pointee.adminUp = spec.adminUp

@@ -12,6 +12,8 @@ struct WorkerPortSpec {
     /// This worker reads the descriptor (its own queue, or it owns the single descriptor).
     var reads: Bool
     var framing: Framing
+    /// Longest frame (without vnet header) a length prefix may announce on a stream port.
+    var maxFrame: Int
     var vnetHeaderSize: Int
     var transmitOffloads: TapOffloads
     var vlan: VLANMode
@@ -69,6 +71,7 @@ struct LocalPort {
     var counters: CounterBlock? = nil
     var rxBuffer: UnsafeMutableRawPointer? = nil
     var rxFill: Int32 = 0
+    var maxFrame: Int32 = 0
 }
 
 /// One bridge as one worker sees it.

@@ -1,35 +1,20 @@
 // StreamFraming: QEMU `-netdev stream` framing (4-byte big-endian length + raw Ethernet frame).
 // The decoder reads straight into its own preallocated buffer, hands frames out as views into it
 // and only moves the unfinished tail of a read (at most one partial frame) to the front.
+import Datapath
 import Glibc
 
 /// Frame size bounds for a VM port. `maxFrame` defaults to MTU 1500 + 18 (Ethernet header + VLAN tag + FCS room).
 public struct FrameLimits: Sendable, Equatable {
-    public static let ethernetHeader = 14
-    public static let absoluteMax = 65535
+    public static let ethernetHeader = StreamPrefix.minimumFrame
+    public static let absoluteMax = StreamPrefix.absoluteMaxFrame
     public let maxFrame: Int
     public init(mtu: Int = 1500) { self.init(maxFrame: mtu + 18) }
     public init(maxFrame: Int) { self.maxFrame = min(max(maxFrame, FrameLimits.ethernetHeader), FrameLimits.absoluteMax) }
 }
 
-/// Why a frame or a connection was rejected; each has its own counter and log line.
-public enum FramingError: Error, Equatable, Sendable, CustomStringConvertible {
-    case zeroLength                      // closes the connection: QEMU never sends it, the stream is not ours
-    case tooLarge(length: Int, max: Int) // closes the connection: cannot resynchronize
-    case runt(length: Int)               // drops the frame; framing stays in sync
-    case truncated(have: Int, want: Int) // peer disconnected mid-frame
-
-    public var description: String {
-        switch self {
-        case .zeroLength: return "length prefix 0 (not QEMU stream framing)"
-        case let .tooLarge(l, m): return "length prefix \(l) exceeds maximum frame size \(m)"
-        case let .runt(l): return "frame of \(l) bytes is shorter than an Ethernet header (14)"
-        case let .truncated(h, w): return "peer disconnected after \(h) of \(w) bytes of a frame"
-        }
-    }
-    /// Whether the connection must be closed (framing can no longer be trusted).
-    public var isFatal: Bool { if case .runt = self { return false }; return true }
-}
+/// Why a frame or a connection was rejected (Datapath's type: the engine and this decoder share it).
+public typealias FramingError = Datapath.FramingError
 
 public enum DecodeStep {
     case frame(UnsafeRawBufferPointer)
@@ -79,23 +64,19 @@ public final class StreamFrameDecoder {
     /// Bytes received but not yet returned as frames.
     public var pending: Int { end - start }
 
-    private func lengthAt(_ p: UnsafeMutableRawPointer) -> Int {
-        Int(p.load(fromByteOffset: 0, as: UInt8.self)) << 24 | Int(p.load(fromByteOffset: 1, as: UInt8.self)) << 16
-            | Int(p.load(fromByteOffset: 2, as: UInt8.self)) << 8 | Int(p.load(fromByteOffset: 3, as: UInt8.self))
-    }
+    private func lengthAt(_ p: UnsafeMutableRawPointer) -> Int { StreamPrefix.length(at: p) }
 
     /// The next complete frame (valid until the next `writableSpace`/`append`), or why not.
     public func next() -> DecodeStep {
-        let avail = end - start
-        guard avail >= 4 else { return .needMore }
         let p = storage + start
-        let len = lengthAt(p)
-        if len == 0 { return .rejected(.zeroLength) }
-        if len > limits.maxFrame { return .rejected(.tooLarge(length: len, max: limits.maxFrame)) }
-        guard avail >= 4 + len else { return .needMore }
-        start += 4 + len
-        if len < FrameLimits.ethernetHeader { return .rejected(.runt(length: len)) }
-        return .frame(UnsafeRawBufferPointer(start: p + 4, count: len))
+        switch StreamPrefix.next(p, available: end - start, maxFrame: limits.maxFrame) {
+        case .needMore: return .needMore
+        case .fatal(let e): return .rejected(e)
+        case let .skip(len, e): start += 4 + len; return .rejected(e)
+        case .frame(let len):
+            start += 4 + len
+            return .frame(UnsafeRawBufferPointer(start: p + 4, count: len))
+        }
     }
 
     /// Called at end of stream: a partial frame left over is a truncation.

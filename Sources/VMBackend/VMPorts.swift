@@ -8,19 +8,47 @@ import Frames
 import Glibc
 import Tap
 
-/// Common state: the descriptor the engine currently owns (-1 when disconnected).
+/// Common state: whether the engine holds a descriptor of ours, and a private duplicate of it
+/// for the supervisor's liveness probe.
+///
+/// Why the duplicate: the engine owns (and closes) the descriptor it got from `openQueue`, and
+/// tells us only afterwards (`descriptorsClosed`). Probing the engine's descriptor number from
+/// the supervisor thread raced with that close: in between, the number could already belong to
+/// something else (another port's socket, an io_uring), so the probe judged the wrong file —
+/// a VM that had gone looked alive and its replacement was refused. A dup refers to the same
+/// connection, is ours alone, and is closed only under `lock`, so the probe never sees a reused
+/// number.
 public class VMPortBase: @unchecked Sendable {
     public let name: String
     public let settings: PortSettings
+    public let limits: FrameLimits
     let lock = NSLockLite()
-    var currentFD: Int32 = -1
+    /// Our duplicate of the engine's descriptor (-1 when disconnected).
+    var probeFD: Int32 = -1
     let log: (String) -> Void
-    init(name: String, settings: PortSettings, log: @escaping (String) -> Void) {
-        self.name = name; self.settings = settings; self.log = log
+    init(name: String, settings: PortSettings, limits: FrameLimits, log: @escaping (String) -> Void) {
+        self.name = name; self.settings = settings; self.limits = limits; self.log = log
     }
-    public var isConnected: Bool { lock.withLock { currentFD >= 0 } }
-    func handedOut(_ fd: Int32?) -> Int32? { lock.withLock { currentFD = fd ?? -1 }; return fd }
-    public func descriptorsClosed() { lock.withLock { currentFD = -1 } }
+    deinit { if probeFD >= 0 { close(probeFD) } }
+    public var isConnected: Bool { lock.withLock { probeFD >= 0 } }
+    public var maxFrameSize: Int { limits.maxFrame }
+    func handedOut(_ fd: Int32?) -> Int32? {
+        lock.withLock {
+            if probeFD >= 0 { close(probeFD); probeFD = -1 }
+            if let fd { probeFD = fcntl(fd, F_DUPFD_CLOEXEC, 0) }
+        }
+        return fd
+    }
+    public func descriptorsClosed() { lock.withLock { if probeFD >= 0 { close(probeFD); probeFD = -1 } } }
+    /// True when the attached connection's peer hung up (or there is none). Holds the lock
+    /// while polling so the duplicate cannot be closed underneath.
+    func peerGone() -> Bool {
+        lock.withLock {
+            if probeFD < 0 { return true }
+            var cur = pollfd(fd: probeFD, events: pollRDHUP, revents: 0)
+            return poll(&cur, 1, 0) > 0 && (cur.revents & (pollRDHUP | Int16(POLLHUP) | Int16(POLLERR) | Int16(POLLNVAL))) != 0
+        }
+    }
     public func queueFailed(_ index: Int, errno: Int32) -> PortFailureAction { .disconnect }
     public var vnetHeaderSize: Int { 0 }
     public var transmitOffloads: TapOffloads { [] }
@@ -36,10 +64,11 @@ public final class VMStreamServerPort: VMPortBase, Port {
     public private(set) var refusedConnections = 0
 
     public init(name: String, path: String, access: SocketFileAccess = SocketFileAccess(),
-                settings: PortSettings = PortSettings(), log: @escaping (String) -> Void = { _ in }) throws {
+                settings: PortSettings = PortSettings(), limits: FrameLimits = FrameLimits(),
+                log: @escaping (String) -> Void = { _ in }) throws {
         self.path = path
         listenFD = try VMSockets.listenStream(at: path, access: access)
-        super.init(name: name, settings: settings, log: log)
+        super.init(name: name, settings: settings, limits: limits, log: log)
     }
     deinit {
         close(listenFD)
@@ -53,10 +82,7 @@ public final class VMStreamServerPort: VMPortBase, Port {
     func wantsReconnect() -> Bool {
         var pfd = pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0)
         guard poll(&pfd, 1, 0) > 0 else { return false }
-        let fd = lock.withLock { currentFD }
-        if fd < 0 { return true }
-        var cur = pollfd(fd: fd, events: pollRDHUP, revents: 0)
-        if poll(&cur, 1, 0) > 0 && (cur.revents & (pollRDHUP | Int16(POLLHUP) | Int16(POLLERR))) != 0 { return true }
+        if peerGone() { return true }
         // A live VM is attached: refuse the newcomer.
         if let extra = try? VMSockets.accept(listenFD, path: path) {
             close(extra); refusedConnections += 1
@@ -74,9 +100,10 @@ public final class VMStreamClientPort: VMPortBase, Port {
     var backoff = ReconnectBackoff()
     var nextAttempt: UInt64 = 0
 
-    public init(name: String, path: String, settings: PortSettings = PortSettings(), log: @escaping (String) -> Void = { _ in }) {
+    public init(name: String, path: String, settings: PortSettings = PortSettings(), limits: FrameLimits = FrameLimits(),
+                log: @escaping (String) -> Void = { _ in }) {
         self.path = path
-        super.init(name: name, settings: settings, log: log)
+        super.init(name: name, settings: settings, limits: limits, log: log)
     }
     public func openQueue(_ index: Int) throws -> Int32? {
         do { let fd = try VMSockets.connectStream(to: path); backoff.succeeded(); return handedOut(fd) }
@@ -90,9 +117,10 @@ public final class VMStreamFDPort: VMPortBase, Port {
     private var given: Int32?
     public var kind: String { "vm-stream-fd" }
     public var framing: Framing { .lengthPrefixed }
-    public init(name: String, descriptor: Int32, settings: PortSettings = PortSettings(), log: @escaping (String) -> Void = { _ in }) {
+    public init(name: String, descriptor: Int32, settings: PortSettings = PortSettings(), limits: FrameLimits = FrameLimits(),
+                log: @escaping (String) -> Void = { _ in }) {
         given = descriptor
-        super.init(name: name, settings: settings, log: log)
+        super.init(name: name, settings: settings, limits: limits, log: log)
     }
     public func openQueue(_ index: Int) throws -> Int32? { defer { given = nil }; return handedOut(given) }
     public override func queueFailed(_ index: Int, errno: Int32) -> PortFailureAction { .remove }
@@ -109,9 +137,10 @@ public final class VMDatagramPort: VMPortBase, Port {
     var remoteInode: ino_t = 0
 
     public init(name: String, localPath: String, remotePath: String, access: SocketFileAccess = SocketFileAccess(),
-                settings: PortSettings = PortSettings(), log: @escaping (String) -> Void = { _ in }) {
+                settings: PortSettings = PortSettings(), limits: FrameLimits = FrameLimits(),
+                log: @escaping (String) -> Void = { _ in }) {
         self.localPath = localPath; self.remotePath = remotePath; self.access = access
-        super.init(name: name, settings: settings, log: log)
+        super.init(name: name, settings: settings, limits: limits, log: log)
     }
     deinit { var st = stat(); if lstat(localPath, &st) == 0 && (st.st_mode & S_IFMT) == S_IFSOCK { unlink(localPath) } }
 
@@ -185,31 +214,6 @@ public final class VMPortSupervisor: @unchecked Sendable {
             usleep(UInt32(intervalMilliseconds * 1000))
         }
     }
-}
-
-/// Anti-spoofing for VM attachments: drops (as `.spoofed`) frames from a port with an assigned MAC
-/// whose source MAC differs. Reads assignments from the port table (PortSettings.assignedMAC).
-public final class VMSourceMACGuard: FrameHandler, @unchecked Sendable {
-    public let name = "vm-source-mac"
-    // Indexed by PortID.rawValue; 0 = no assignment. Replaced wholesale from the control thread.
-    private let assigned = UnsafeMutablePointer<UInt64>.allocate(capacity: PortSet.capacity)
-    private let dropped = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
-    public init() { assigned.initialize(repeating: 0, count: PortSet.capacity); dropped.initialize(to: 0) }
-    deinit { assigned.deallocate(); dropped.deallocate() }
-
-    public func handle(_ frame: inout Frame, context: HandlerContext) -> Verdict {
-        let want = assigned[Int(frame.ingress.rawValue)]
-        if want != 0 && frame.source.rawValue != want & 0xFFFF_FFFF_FFFF {
-            dropped.pointee &+= 1  // approximate under several workers; informational
-            return .drop(.spoofed)
-        }
-        return .continue
-    }
-    public func portsChanged(_ ports: PortTable) {
-        for i in 0..<PortSet.capacity { assigned[i] = 0 }
-        for p in ports.ports { if let m = p.assignedMAC { assigned[Int(p.id.rawValue)] = m.rawValue | (1 << 63) } }
-    }
-    public func counters() -> [HandlerCounter] { [HandlerCounter("vm_spoofed_source_dropped", dropped.pointee)] }
 }
 
 func monotonicMilliseconds() -> UInt64 {

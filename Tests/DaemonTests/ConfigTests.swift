@@ -212,15 +212,123 @@ func issues(_ text: String, host: HostInspector = FakeHost()) -> [String] {
         #expect(out.contains("t.toml: bridges[0].learning-switch.static[0].port: no port named 'nope' in bridge 'a'"))
     }
 
+    static let examples = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("docs/examples")
+
     @Test func exampleConfigParses() throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let c = try ConfigParser.load(path: root.appendingPathComponent("docs/examples/two-hosts.toml").path)
+        let c = try ConfigParser.load(path: Self.examples.appendingPathComponent("two-hosts.toml").path)
         #expect(c.bridges.count == 1 && c.bridges[0].ports.map(\.name) == ["mvt-a", "mvt-b"])
         #expect(c.bridges[0].ports.allSatisfy { $0.create?.mode == .passthru })
     }
 
+    /// Every docs/examples/*.toml is a configuration `tapbridge run --config` accepts (parsed,
+    /// and validated against a host that has what the example's comments say it needs).
+    @Test func everyExampleParses() throws {
+        let files = try FileManager.default.contentsOfDirectory(atPath: Self.examples.path).filter { $0.hasSuffix(".toml") }.sorted()
+        #expect(files.contains("vm-attachment.toml") && files.contains("two-hosts.toml"))
+        let host = FakeHost(links: ["": ["eth0": "veth", "veth-a": "veth", "veth-b": "veth"]])
+        for f in files {
+            let c = try ConfigParser.load(path: Self.examples.appendingPathComponent(f).path)
+            #expect(!c.bridges.isEmpty, "\(f)")
+            // Host checks that do not depend on users, groups or /run being there.
+            var portable = c
+            for i in portable.bridges.indices { portable.bridges[i].ports.removeAll { $0.vm != nil } }
+            try ConfigValidator.validate(portable, host: host)
+        }
+    }
+
+    @Test func vmAttachmentExampleExpands() throws {
+        let c = try ConfigParser.load(path: Self.examples.appendingPathComponent("vm-attachment.toml").path)
+        let web = try #require(c.bridges.first { $0.name == "vm-web" })
+        #expect(web.isVMAttachment && web.pipeline.isEmpty && web.path == "vms[0]")
+        #expect(web.ports.map(\.name) == ["web", "mvweb"])
+        let vm = try #require(web.ports[0].vm)
+        #expect(vm.socket == .streamServer && vm.path == "/run/tapbridge-web.sock" && vm.group == "kvm" && vm.socketMode == 0o660)
+        #expect(vm.mac == MACAddress("52:54:00:12:34:56") && vm.antiSpoofing && vm.addresses == ["198.18.0.10", "2001:db8::10"])
+        let tap = try #require(web.ports[1].create)
+        #expect(tap.parent == "eth0" && tap.mode == .bridge && tap.mac == vm.mac && !web.ports[1].offloads)
+        #expect(Set(web.sourceGuards.keys) == ["web"])
+        let db = try #require(c.bridges.first { $0.name == "vm-db" })
+        #expect(db.ports[0].vm?.socket == .dgram && db.ports[0].vm?.remotePath == "/run/qemu-db.sock" && db.ports[1].name == "mvdb0")
+        let lab = try #require(c.bridges.first { $0.name == "lab" })
+        #expect(lab.ports[0].vm?.socket == .streamClient && lab.learningSwitch != nil && Set(lab.sourceGuards.keys) == ["lab-vm"])
+    }
+
+    @Test func vmMistakes() {
+        let out = issues("""
+            [[vms]]
+            name = "a"
+            parent = "eth0"
+            path = "/tmp/a.sock"
+            socket = "stream-srv"
+            [[vms]]
+            name = "b"
+            mac = "52:54:00:00:00:02"
+            parent = "eth0"
+            path = "/tmp/a.sock"
+            remote-path = "/tmp/q.sock"
+            addresses = ["198.18.0.300"]
+            socket-mode = "999"
+            [[vms]]
+            name = "a-very-long-vm-name"
+            mac = "52:54:00:00:00:02"
+            parent = "eth0"
+            socket = "stream-client"
+            path = "relative.sock"
+            owner = "root"
+            [[bridges]]
+            [[bridges.ports]]
+            name = "v"
+            kind = "vm"
+            path = "/tmp/v.sock"
+            parent = "eth0"
+            anti-spoofing = true
+            [[bridges.ports]]
+            name = "w"
+            kind = "vmm"
+            """)
+        #expect(out.contains("t.toml: vms[0].mac: required key is missing"), "\(out)")
+        #expect(out.contains("t.toml: vms[0].socket: unknown socket mode 'stream-srv' (one of: stream-server, stream-client, dgram) (did you mean 'stream-server'?)"))
+        #expect(out.contains("t.toml: vms[1].remote-path: only with socket = 'dgram'"))
+        #expect(out.contains { $0.hasPrefix("t.toml: vms[1].addresses[0]: invalid IP address '198.18.0.300'") })
+        #expect(out.contains { $0.hasPrefix("t.toml: vms[1].socket-mode: expected permission bits") })
+        #expect(out.contains("t.toml: vms[1].path: socket '/tmp/a.sock' already used at vms[0].path"))
+        #expect(out.contains("t.toml: vms[2].mac: MAC 52:54:00:00:00:02 already used at vms[1]"))
+        #expect(out.contains("t.toml: vms[2].macvtap: default name: interface name 'mva-very-long-vm-name' is longer than 15 characters; set 'macvtap'"))
+        #expect(out.contains("t.toml: vms[2].owner: not used with socket = 'stream-client' (QEMU creates that socket file)"))
+        #expect(out.contains("t.toml: bridges[0].ports[0].parent: not used by a vm port (kind = 'vm'); it is a macvtap setting"))
+        #expect(out.contains("t.toml: bridges[0].ports[0].anti-spoofing: needs 'mac' (the MAC the VM is assigned)"))
+        #expect(out.contains("t.toml: bridges[0].ports[1].kind: unknown port kind 'vmm' (one of: macvtap, vm) (did you mean 'vm'?)"))
+    }
+
+    @Test func vmHostChecks() throws {
+        let dir = FileManager.default.temporaryDirectory.path + "/tbcfg-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        FileManager.default.createFile(atPath: dir + "/file", contents: Data())
+        let out = issues("""
+            [[vms]]
+            name = "a"
+            mac = "52:54:00:00:00:01"
+            parent = "eth0"
+            path = "\(dir)/file"
+            owner = "no-such-user-tb"
+            [[vms]]
+            name = "b"
+            mac = "52:54:00:00:00:02"
+            parent = "eth9"
+            path = "\(dir)/nodir/b.sock"
+            group = "0"
+            """)
+        #expect(out.contains("t.toml: vms[0].path: '\(dir)/file' exists and is not a socket (tapbridge replaces only stale sockets)"), "\(out)")
+        #expect(out.contains("t.toml: vms[0].owner: no user 'no-such-user-tb' on this host"))
+        #expect(out.contains("t.toml: vms[1].path: directory '\(dir)/nodir' does not exist"))
+        #expect(out.contains("t.toml: vms[1].parent: interface 'eth9' does not exist"))
+        #expect(out.count == 4, "\(out)")
+    }
+
     @Test func noBridges() {
-        #expect(issues("workers = 1\n") == ["t.toml: bridges: no bridge declared (add a [[bridges]] table with [[bridges.ports]])"])
+        #expect(issues("workers = 1\n") == ["t.toml: bridges: no bridge declared (add a [[bridges]] table with [[bridges.ports]], or a [[vms]] table)"])
     }
 }
 

@@ -1,36 +1,13 @@
 // End to end with real QEMU (TCG): a guest attached through tapbridge to a bridge-mode macvtap
 // on a veth whose other end is a namespace host at 198.18.0.1/24. Skips (with the reason) if
-// qemu-system-x86_64 is missing or tools/build-guest cannot build the guest.
+// qemu-system-x86_64 is missing or tools/build-guest cannot build the guest (TestSupport.Guest).
 import Datapath
 import Foundation
 import Frames
+import Handlers
 import Testing
 import TestSupport
 @testable import VMBackend
-
-enum Guest {
-    static let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-    static let qemu = ["/usr/bin/qemu-system-x86_64", "/usr/local/bin/qemu-system-x86_64"].first { FileManager.default.isExecutableFile(atPath: $0) }
-    /// Built once per test process (tools/build-guest caches across runs).
-    static let directory: String? = {
-        guard qemu != nil else { return nil }
-        guard let r = try? run([repoRoot + "/tools/build-guest"], check: false, timeout: 300), r.succeeded else { return nil }
-        let dir = r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        return FileManager.default.fileExists(atPath: dir + "/kernel") ? dir : nil
-    }()
-    static var available: Bool { directory != nil }
-
-    /// Runs a guest to completion; returns its console output.
-    static func boot(netdev: String, mac: String, cmdline: String, timeout: Int = 90) throws -> String {
-        let dir = directory!
-        let r = try run(["timeout", "\(timeout)", qemu!, "-accel", "tcg", "-m", "256", "-nographic", "-no-reboot",
-                         "-kernel", dir + "/kernel", "-initrd", dir + "/initrd.gz",
-                         "-append", "console=ttyS0 quiet panic=-1 " + cmdline,
-                         "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0,mac=\(mac),romfile="],
-                        check: false, timeout: Double(timeout + 10))
-        return r.stdout + r.stderr
-    }
-}
 
 /// The LAN side: a namespace host at 198.18.0.1/24 serving `bytes` over HTTP, and a bridge-mode
 /// macvtap with the VM's MAC on the veth's root end.
@@ -83,7 +60,7 @@ final class Attachment {
     let engine: Engine
     let bridge: Bridge
     let supervisor: VMPortSupervisor
-    let guard_ = VMSourceMACGuard()
+    let guard_ = SourceGuard(policies: ["vm0": .init(), "vm1": .init()])
     var logs: [String] = []
     init() {
         var c = EngineConfiguration(workers: 1)

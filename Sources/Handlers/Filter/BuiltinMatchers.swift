@@ -75,3 +75,40 @@ enum BuiltinMatchers {
         }
     }
 }
+
+extension BuiltinMatchers {
+    /// A frame's claimed network-layer source, for IP anti-spoofing (SourceGuard).
+    enum SourceAddress {
+        case none                                 // not ARP/IPv4/IPv6
+        case malformed(check: Int)                // cut short: 1 ARP, 2 IPv4, 3 IPv6
+        case arp(senderMAC: UInt64, ip: UInt32)   // non-IPv4 ARP is reported malformed
+        case ipv4(UInt32)
+        case ipv6(high: UInt64, low: UInt64)
+    }
+
+    /// ARP sender, IPv4 source or IPv6 source (after VLAN tags), bounds-checked.
+    @inline(__always)
+    static func sourceAddress(_ f: Frame) -> SourceAddress {
+        guard let (type, l3) = f.payload else { return .none }
+        let b = f.bytes
+        func u32(_ o: Int) -> UInt32 { UInt32(b[o]) << 24 | UInt32(b[o + 1]) << 16 | UInt32(b[o + 2]) << 8 | UInt32(b[o + 3]) }
+        func u64(_ o: Int) -> UInt64 { UInt64(u32(o)) << 32 | UInt64(u32(o + 4)) }
+        switch type {
+        case EtherType.arp:
+            // htype(2) ptype(2) hlen(1) plen(1) oper(2) sha(6) spa(4)
+            guard l3 + 18 <= b.count, f.uint16(at: l3 + 2) == EtherType.ipv4, b[l3 + 4] == 6, b[l3 + 5] == 4 else {
+                return .malformed(check: 1)
+            }
+            let sha = UInt64(u32(l3 + 8)) << 16 | UInt64(f.uint16(at: l3 + 12) ?? 0)
+            return .arp(senderMAC: sha, ip: u32(l3 + 14))
+        case EtherType.ipv4:
+            guard l3 + 20 <= b.count, b[l3] >> 4 == 4 else { return .malformed(check: 2) }
+            return .ipv4(u32(l3 + 12))
+        case EtherType.ipv6:
+            guard l3 + 40 <= b.count, b[l3] >> 4 == 6 else { return .malformed(check: 3) }
+            return .ipv6(high: u64(l3 + 8), low: u64(l3 + 16))
+        default:
+            return .none
+        }
+    }
+}
