@@ -104,11 +104,12 @@ extension Daemon {
         let snap = engine?.snapshot()
         return config.allPorts.map { b, p in
             let stat = snap?.bridge(b.name)?.port(named: p.name)
-            let link = try? LinkManager(namespace: p.netns.map { NetworkNamespace.named($0) }).link(named: p.name)
+            // A VM port has no link: its "link" is its socket file, its MAC the one assigned to the VM.
+            let link = p.vm != nil ? nil : try? LinkManager(namespace: p.netns.map { NetworkNamespace.named($0) }).link(named: p.name)
             let state = lostPorts.contains(p.name) ? "lost" : stat == nil ? "detached" : stat!.connected ? "up" : "down"
             return PortStatus(bridge: b.name, name: p.name, kind: stat?.kind ?? "macvtap", netns: p.netns,
-                              link: p.create?.parent ?? link.flatMap { $0.parentName ?? $0.parentIndex.map { "#\($0)" } },
-                              mac: link?.address?.description, mode: link?.mode?.rawValue ?? p.create?.mode.rawValue,
+                              link: p.vm?.path ?? p.create?.parent ?? link.flatMap { $0.parentName ?? $0.parentIndex.map { "#\($0)" } },
+                              mac: p.vm?.mac?.description ?? link?.address?.description, mode: link?.mode?.rawValue ?? p.create?.mode.rawValue,
                               state: state, operstate: link?.operState, queues: p.queues, offloads: p.offloads,
                               created: links.wasCreated(p.name, netns: p.netns), vlan: Self.describe(p.vlan))
         }
