@@ -75,7 +75,7 @@ public final class CaptureWriter {
 
     /// tcpdump's MakeFilename: FILE for the first of unbounded rotation, else FILE + index,
     /// zero-padded to the digits of the file count.
-    static func fileName(_ base: String, index: Int, maxFiles: Int?) -> String {
+    public static func fileName(_ base: String, index: Int, maxFiles: Int?) -> String {
         guard let w = maxFiles else { return index == 0 ? base : base + String(index) }
         let digits = String(w).count
         let s = String(index)
