@@ -442,6 +442,9 @@ final class Worker: @unchecked Sendable {
             targets = lb.pointee.members
             targets.remove(frame.ingress)
         }
+        if pipeline._withUnsafeGuaranteedRef({ $0.hasEgressStages }) && !targets.isEmpty {
+            judgeEgress(&frame, &targets, lb, pipeline)
+        }
         let mirror = frame.mirror
         if frame.vnet.needsChecksum && !frame.vnet.isGSO {
             // Complete the checksum once, before any copy leaves, if any destination cannot.
@@ -459,6 +462,21 @@ final class Worker: @unchecked Sendable {
         for id in targets {
             let d = Int(lb.pointee.slotByID[Int(id.rawValue)])
             if d >= 0 { send(&frame, to: d, buffer: buffer, asIs: false) }
+        }
+    }
+
+    /// Egress filters: each destination's copy is judged for that port; a drop removes the
+    /// port from `targets` and is counted against it.
+    @inline(never)
+    private func judgeEgress(_ frame: inout Frame, _ targets: inout PortSet, _ lb: UnsafeMutablePointer<LocalBridge>,
+                             _ pipeline: Unmanaged<HandlerPipeline>) {
+        for id in targets {
+            let v = pipeline._withUnsafeGuaranteedRef { $0.runEgress(&frame, to: id, context: context) }
+            if case .drop(let reason) = v {
+                targets.remove(id)
+                let d = Int(lb.pointee.slotByID[Int(id.rawValue)])
+                if d >= 0 { ports[d].counters?.add(PortCounter.firstDrop + Int(reason.rawValue), 1) }
+            }
         }
     }
 
