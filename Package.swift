@@ -14,6 +14,7 @@
 //   Capture              pcapng/pcap writers (rotation), capture rings and taps the workers fill
 //   VMBackend            QEMU stream/dgram socket ports
 //   Tapbridge            the library product: re-exports everything a handler author needs
+//   Control              control socket: JSON-lines protocol v1, server (SO_PEERCRED), client
 //   Daemon               config, link lifecycle, `run`/`demo` orchestration
 //   tapbridge            the command-line tool
 import PackageDescription
@@ -73,13 +74,16 @@ let package = Package(
             name: "Tapbridge",
             dependencies: ["Frames", "Netlink", "Tap", "Ring", "Datapath", "Handlers", "Capture", "VMBackend"]),
         .target(
+            name: "Control",
+            dependencies: ["VMBackend", .product(name: "SystemPackage", package: "swift-system")]),
+        .target(
             name: "Daemon",
-            dependencies: ["Tapbridge",
+            dependencies: ["Tapbridge", "Control",
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "TOMLKit", package: "TOMLKit")]),
         .executableTarget(
             name: "tapbridge",
-            dependencies: ["Daemon", "Netlink", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Daemon", "Control", "Netlink", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
 
         // Test helpers: namespaces, veth pairs and commands with guaranteed clean-up.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
@@ -89,7 +93,8 @@ let package = Package(
         .testTarget(name: "HandlersTests", dependencies: ["Handlers"]),
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "Datapath", "Handlers", "TestSupport"]),
         .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "TestSupport"]),
-        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "TestSupport"]),
+        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Control", "TestSupport"]),
+        .testTarget(name: "ControlTests", dependencies: ["Control", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

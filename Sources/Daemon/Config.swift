@@ -14,6 +14,11 @@ public struct DaemonConfig: Sendable {
     /// Seconds between counter lines in the log; 0 disables them.
     public var statsInterval: Double = 0
     public var bridges: [BridgeConfig] = []
+    /// Control socket path (`[control] socket`); nil or empty: no control socket. A file read by
+    /// ConfigParser defaults to /run/tapbridge/control.sock.
+    public var controlSocket: String?
+    /// Group (name or number) whose members may use the control socket besides root.
+    public var controlGroup: String?
 
     public init(file: String) { self.file = file }
 

@@ -41,6 +41,20 @@ public enum ConfigParser {
         }
         config.workers = top.int("workers", in: 1...64)
         if let s = top.number("stats-interval", in: 0...86_400) { config.statsInterval = s }
+        config.controlSocket = defaultControlSocket
+        if let control = top.table("control") {
+            var r = KeyReader(control, path: "control", issues: issues)
+            if let s = r.string("socket") {
+                if !s.isEmpty && !s.hasPrefix("/") { r.fail("socket", "must be an absolute path (or \"\" for no control socket)") }
+                config.controlSocket = s
+            }
+            if let v = r.value("group") {
+                if let s = v.string, !s.isEmpty { config.controlGroup = s } else if let n = v.int, n >= 0 { config.controlGroup = String(n) } else {
+                    r.fail("group", "expected a group name or number, found \(KeyReader.describe(v))")
+                }
+            }
+            r.finish()
+        }
         if let bridges = top.tableArray("bridges") {
             for (i, t) in bridges.enumerated() {
                 config.bridges.append(parseBridge(t, index: i, issues: issues))
@@ -56,6 +70,8 @@ public enum ConfigParser {
     }
 
     static let handlerNames = ["learning-switch", "filter"]
+    /// The control socket of a daemon whose file says nothing else (ControlProtocol.defaultSocketPath).
+    public static let defaultControlSocket = "/run/tapbridge/control.sock"
 
     static func parseBridge(_ t: TOMLTable, index: Int, issues: IssueList) -> BridgeConfig {
         let path = "bridges[\(index)]"

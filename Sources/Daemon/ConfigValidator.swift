@@ -12,6 +12,12 @@ public protocol HostInspector {
     func link(named name: String, netns: String?) -> HostLink?
     /// Names of macvlan/macvtap links whose lower device is `parent` (daemon's namespace).
     func upperLinks(of parent: String) -> [String]
+    /// Whether a group (name or number) exists, for `control.group`.
+    func groupExists(_ nameOrNumber: String) -> Bool
+}
+
+extension HostInspector {
+    public func groupExists(_ nameOrNumber: String) -> Bool { true }
 }
 
 /// The facts the validator uses about one link.
@@ -50,6 +56,9 @@ public enum ConfigValidator {
                     issues.add("\(f.path).ports", "'\(p)' is not a port of bridge '\(b.name)'")
                 }
             }
+        }
+        if let g = config.controlGroup, config.controlSocket?.isEmpty == false, !host.groupExists(g) {
+            issues.add("control.group", "no group '\(g)' on this host")
         }
         var nsChecked: [String: Bool] = [:]
         for (_, p) in config.allPorts {

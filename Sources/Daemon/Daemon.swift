@@ -1,6 +1,7 @@
 // Daemon: the life of one `tapbridge run` (or `demo`): validate, create links, start the
 // engine, follow link events and timers on the control thread, stop on a signal, and leave the
 // host as it found it. Frames never pass through here.
+import Control
 import Foundation
 import Logging
 
@@ -26,6 +27,9 @@ public final class Daemon {
     var lostPorts: Set<String> = []
     public private(set) var portsLost = 0
     public private(set) var portsReattached = 0
+    /// The control socket (nil when the configuration has none), and the work it hands the loop.
+    var control: ControlServer?
+    lazy var controlQueue = ControlQueue(wake: { [stopSignal] in stopSignal.wake() })
 
     public init(config: DaemonConfig, logger: Logger, stopSignal: StopSignal) {
         self.config = config
@@ -49,6 +53,7 @@ public final class Daemon {
         self.engine = engine
         try engine.start()
         monitor = try LinkWatcher(ports: config.allPorts.map { ($0.port.name, $0.port.netns) }, logger: logger)
+        try startControl()
         logger.info("running", metadata: ["ports": "\(config.allPorts.map(\.port.name).joined(separator: ","))"])
         options.onReady?(self)
 
@@ -71,6 +76,7 @@ public final class Daemon {
             case .timeout:
                 break
             }
+            controlQueue.drain()
             for name in engine.removedPorts() {
                 let netns = config.allPorts.first { $0.port.name == name }?.port.netns
                 handle(.removed(name, netns: netns))
@@ -140,6 +146,7 @@ public final class Daemon {
 
     /// Stops the engine and deletes the links this daemon created. Idempotent.
     func shutdown() {
+        stopControl()
         monitor?.stop()
         monitor = nil
         if let engine {

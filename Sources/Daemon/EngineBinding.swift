@@ -105,6 +105,24 @@ final class EngineBinding {
         ports[port.name] = (bridge, port)
     }
 
+    // MARK: control-plane views (control thread)
+
+    func snapshot() -> EngineSnapshot { engine.snapshot() }
+
+    /// Bridge names in configuration order is the daemon's business; here: sorted.
+    var bridgeNames: [String] { bridges.keys.sorted() }
+
+    /// The learning switch of bridge `name`, if its pipeline has one.
+    func learningSwitch(ofBridge name: String) -> LearningSwitch? {
+        handlers[name]?.lazy.compactMap { $0 as? LearningSwitch }.first
+    }
+
+    /// The id of port `port` in bridge `bridge`, if attached.
+    func portID(_ port: String, inBridge bridge: String) -> PortID? { bridges[bridge]?.port(named: port) }
+
+    /// The name of port `id` in bridge `bridge`.
+    func portName(_ id: PortID, inBridge bridge: String) -> String? { bridges[bridge]?.portTable[id]?.name }
+
     /// One metadata set per port and per handler, for the log.
     func counterLines() -> [Logger.Metadata] {
         let snap = engine.snapshot()

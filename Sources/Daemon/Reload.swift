@@ -44,66 +44,63 @@ extension Daemon {
         }
 
         // Validate only what is new: the existing links of course exist already.
-        var probe = next
-        probe.bridges = next.bridges.compactMap { b in
-            let ports = added.filter { $0.bridge.name == b.name }.map(\.port)
-            return ports.isEmpty ? nil : BridgeConfig(name: b.name, pipeline: b.pipeline, ports: ports, path: b.path)
-        }
-        if !probe.bridges.isEmpty {
-            do { try ConfigValidator.validate(probe, host: SystemHost()) } catch {
-                logger.error("reload refused: new ports invalid, nothing changed", metadata: ["error": "\(error)"])
-                return
-            }
+        do { try validateNewPorts(added, in: next) } catch {
+            logger.error("reload refused: new ports invalid, nothing changed", metadata: ["error": "\(error)"])
+            return
         }
 
-        for (b, p) in removed {
-            engine?.remove(p.name)
-            monitor?.forget(p.name)
-            lostPorts.remove(p.name)
-            if links.wasCreated(p.name, netns: p.netns) { links.delete(p.name, netns: p.netns) }
-            logger.info("port removed by reload", metadata: ["port": "\(p.name)", "bridge": "\(b.name)"])
-        }
-        var applied = config
-        for i in applied.bridges.indices {
-            applied.bridges[i].ports.removeAll { p in removed.contains { $0.port.name == p.name && $0.port.netns == p.netns } }
-        }
+        for (b, p) in removed { removePort(p, bridge: b.name, reason: "reload") }
         for (b, p) in added {
-            do {
-                if let spec = p.create {
-                    try links.create(p, spec: spec, bridge: b.name, file: next.file)
-                }
-                try engine?.add(p, toBridge: b.name)
-                monitor?.watch(p.name, netns: p.netns)
-                if let i = applied.bridges.firstIndex(where: { $0.name == b.name }) { applied.bridges[i].ports.append(p) }
-                logger.info("port added by reload", metadata: ["port": "\(p.name)", "bridge": "\(b.name)"])
-            } catch {
-                if links.wasCreated(p.name, netns: p.netns) { links.delete(p.name, netns: p.netns) }
+            do { try addPort(p, toBridge: b.name, file: next.file, reason: "reload") } catch {
                 logger.error("reload: cannot add port", metadata: ["port": "\(p.name)", "error": "\(error)"])
             }
         }
-        for i in applied.bridges.indices {
-            if let nb = next.bridges.first(where: { $0.name == applied.bridges[i].name }),
-               nb.pipeline.map(\.name) == applied.bridges[i].pipeline.map(\.name) {
-                applied.bridges[i].pipeline = nb.pipeline
+        for i in config.bridges.indices {
+            if let nb = next.bridges.first(where: { $0.name == config.bridges[i].name }),
+               nb.pipeline.map(\.name) == config.bridges[i].pipeline.map(\.name) {
+                // The filter entry is what replaceFilter recorded: a refused rule set is not in force.
+                let current = config.bridges[i].filter
+                config.bridges[i].pipeline = nb.pipeline.map { h in
+                    if case .filter = h, let current { return .filter(current) }
+                    return h
+                }
             }
         }
-        config = applied
         logger.info("reloaded", metadata: ["ports": "\(config.allPorts.map(\.port.name).joined(separator: ","))"])
     }
 
-    /// Compiles the new rules off the datapath and swaps them in; a rule set that does not
-    /// compile leaves the old one in force and says why.
+    /// Swaps a reloaded bridge's filter rules; a rule set that does not compile leaves the old
+    /// one in force and says why.
     func applyFilter(_ f: FilterConfig, bridge: String) {
-        guard let filter = engine?.filter(ofBridge: bridge) else { return }
-        do {
-            try filter.replaceRules(try HandlerFactory.filterRules(f), policy: f.defaultAction == "drop" ? .deny : .allow)
-            logger.info("filter rules replaced", metadata: ["bridge": "\(bridge)", "rules": "\(f.rules.count)",
-                                                          "generation": "\(filter.currentGeneration)"])
-        } catch let FilterError.compile(expression, message, position) {
-            logger.error("reload: filter rules refused, old rules stay",
-                         metadata: ["bridge": "\(bridge)", "error": "\(f.path).rules[\(position ?? 0)]: \"\(expression)\": \(message)"])
-        } catch {
+        do { try replaceFilter(f, bridge: bridge) } catch {
             logger.error("reload: filter rules refused, old rules stay", metadata: ["bridge": "\(bridge)", "error": "\(error)"])
         }
+    }
+
+    /// Compiles `f`'s rules off the datapath and swaps them into bridge `bridge`'s running filter,
+    /// then records them in `config`. Throws (old rules stay) with the failing rule's key path
+    /// and libpcap's message: `bridges[0].filter.rules[2]: "tcp prot 22": syntax error`.
+    func replaceFilter(_ f: FilterConfig, bridge: String) throws {
+        guard let filter = engine?.filter(ofBridge: bridge) else { throw DaemonError("bridge '\(bridge)' has no filter") }
+        let ports = config.bridges.first { $0.name == bridge }?.ports ?? []
+        let rules = try HandlerFactory.filterRules(f)
+        for (i, r) in rules.enumerated() {
+            if case .mirror(let port) = r.action, !ports.contains(where: { $0.name == port }) {
+                throw DaemonError("\(f.path).rules[\(i)]: mirror port '\(port)' is not a port of bridge '\(bridge)'")
+            }
+        }
+        do {
+            try filter.replaceRules(rules, policy: f.defaultAction == "drop" ? .deny : .allow)
+        } catch let FilterError.compile(expression, message, position) {
+            throw DaemonError("\(f.path).rules[\(position ?? 0)]: \"\(expression)\": \(message)")
+        }
+        if let b = config.bridges.firstIndex(where: { $0.name == bridge }),
+           let h = config.bridges[b].pipeline.firstIndex(where: { $0.name == "filter" }) {
+            var kept = f
+            kept.path = config.bridges[b].filter?.path ?? f.path
+            config.bridges[b].pipeline[h] = .filter(kept)
+        }
+        logger.info("filter rules replaced", metadata: ["bridge": "\(bridge)", "rules": "\(f.rules.count)",
+                                                      "generation": "\(filter.currentGeneration)"])
     }
 }

@@ -1,6 +1,7 @@
 // StopSignal: SIGINT/SIGTERM (and programmatic stop requests) and SIGHUP (reload) turned into
 // bytes on a pipe, so the daemon's control loop waits for them and its periodic work with one
 // poll(). Signal handlers only write one byte: everything else happens on the control thread.
+// Bytes: 0/1 stop, 2 reload (SIGHUP), 3 wake-up only (control commands queued).
 import Glibc
 
 /// The write end of the self-pipe, for the async-signal-safe handler.
@@ -55,6 +56,13 @@ public final class StopSignal: @unchecked Sendable {
         _ = write(writeFD, &b, 1)
     }
 
+    /// Wakes the control loop early without a stop or reload (work is queued for it: control
+    /// commands). `wait` then returns `.timeout`.
+    public func wake() {
+        var b: UInt8 = 3
+        _ = write(writeFD, &b, 1)
+    }
+
     public enum Wake { case timeout, stop, reload }
 
     /// Waits up to `seconds` for a stop or reload request. A stop wins over a pending reload.
@@ -66,8 +74,8 @@ public final class StopSignal: @unchecked Sendable {
         var buf = [UInt8](repeating: 0, count: 64)
         let n = read(readFD, &buf, buf.count)
         guard n > 0 else { return .timeout }
-        if buf[0..<n].contains(where: { $0 != 2 }) { stopped = true; return .stop }
-        return .reload
+        if buf[0..<n].contains(where: { $0 != 2 && $0 != 3 }) { stopped = true; return .stop }
+        return buf[0..<n].contains(2) ? .reload : .timeout
     }
 
     /// Once a stop arrived, every later wait reports it too.

@@ -1,5 +1,6 @@
 // SystemHost: HostInspector answered by the running kernel over rtnetlink (the Netlink module,
 // in the link's namespace). Read-only.
+import Control
 import Foundation
 import Netlink
 
@@ -21,4 +22,6 @@ public struct SystemHost: HostInspector {
         let links = (try? LinkManager().links()) ?? []
         return links.filter { $0.isMacvlanFamily && $0.parentName == parent }.map(\.name).sorted()
     }
+
+    public func groupExists(_ nameOrNumber: String) -> Bool { resolveGroup(nameOrNumber) != nil }
 }

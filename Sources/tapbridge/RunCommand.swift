@@ -20,6 +20,9 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: "Datapath worker threads (overrides the file; default: one per core).")
     var workers: Int?
 
+    @Option(name: .long, help: ArgumentHelp("Control socket path (overrides [control] socket; \"\" for none; default /run/tapbridge/control.sock).", valueName: "PATH"))
+    var control: String?
+
     @Flag(name: .long, help: "Validate the configuration against this host, change nothing, and exit.")
     var check = false
 
@@ -36,6 +39,7 @@ struct RunCommand: ParsableCommand {
             cfg = try ConfigParser.load(path: config)
             if let logLevel { cfg.logLevel = Logger.Level(rawValue: logLevel)! }
             if let workers { cfg.workers = workers }
+            if let control { cfg.controlSocket = control }
             try ConfigValidator.validate(cfg, host: SystemHost())
         } catch {
             printError("\(error)")

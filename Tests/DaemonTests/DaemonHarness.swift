@@ -11,6 +11,8 @@ final class DaemonProcess: @unchecked Sendable {
     let process = Process()
     let configPath: String
     let logPath: String
+    /// The daemon's control socket (each test daemon has its own, never the default path).
+    let controlPath: String
     private var exitStatus: Int32?
 
     /// Writes `config` and starts the daemon; waits until its log says "running" (or it exits).
@@ -19,15 +21,17 @@ final class DaemonProcess: @unchecked Sendable {
         let base = "\(dir)/\(t.tag)-\(UInt32.random(in: 0...UInt32.max))"
         configPath = base + ".toml"
         logPath = base + ".log"
+        controlPath = base + ".sock"
         try config.write(toFile: configPath, atomically: true, encoding: .utf8)
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: tapbridgeExecutable())
-        process.arguments = ["run", "--config", configPath] + arguments
+        let control = arguments.contains("--control") ? [] : ["--control", controlPath]
+        process.arguments = ["run", "--config", configPath] + control + arguments
         process.standardOutput = FileHandle(forWritingAtPath: logPath)
         process.standardError = FileHandle(forWritingAtPath: logPath)
         process.standardInput = FileHandle.nullDevice
         try process.run()
-        let p = process, paths = [configPath, logPath]
+        let p = process, paths = [configPath, logPath, controlPath]
         t.onCleanup {
             if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
             for f in paths { try? FileManager.default.removeItem(atPath: f) }

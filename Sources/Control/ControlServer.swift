@@ -1,0 +1,251 @@
+// ControlServer: the daemon's control socket. A Unix stream socket (file mode 0600, or 0660 and
+// group-owned when a group is configured; a stale socket file is replaced only if it is a socket
+// nobody listens on — never a symlink or another file), one accept thread, one thread per
+// connection (bounded), one JSON request per line (bounded size). Peers that are neither root nor
+// in the group (SO_PEERCRED) get a `permission-denied` error line and are closed.
+//
+// Commands are registered by name. A handler returns a result, or asks to take the connection
+// over (streaming commands such as `capture`): the server writes the first response line, then
+// runs the body on the connection's own thread with the connected descriptor; the server closes
+// the descriptor when the body returns. Nothing here touches the datapath: handlers that change
+// state hand their work to the daemon's control loop.
+import Foundation
+import Glibc
+import SystemPackage
+import VMBackend
+
+/// What a command handler answers.
+public enum ControlReply {
+    /// An `ok:true` response with this result; the connection stays open for more requests.
+    case result(JSONValue)
+    /// An `ok:true` response with `first`, then `body` owns the byte stream until it returns.
+    case takeOver(first: JSONValue, body: (ControlConnection) -> Void)
+}
+
+/// A connection handed to a streaming command. The server owns (and closes) the descriptor.
+public struct ControlConnection {
+    /// Connected, blocking; write raw bytes to it. Do not close it.
+    public let fileDescriptor: FileDescriptor
+    /// Who is connected.
+    public let peer: PeerCredentials
+    /// Bytes the client sent after its request line (already read by the server).
+    public let pending: [UInt8]
+    /// True once the server is stopping: a long-running body should end.
+    public let isStopping: () -> Bool
+}
+
+public typealias ControlHandler = (ControlRequest, PeerCredentials) throws -> ControlReply
+
+public final class ControlServer: @unchecked Sendable {
+    public struct Configuration: Sendable {
+        public var path: String
+        /// Members of this group may connect too (socket file mode 0660, group-owned).
+        public var group: gid_t?
+        /// Connections served at once; one more gets a `busy` error line and is closed.
+        public var maxConnections: Int = 16
+        public var maxRequestBytes: Int = ControlProtocol.maxRequestBytes
+        /// A connection idle this long between requests is closed.
+        public var idleTimeout: Double = 600
+        public init(path: String, group: gid_t? = nil) { self.path = path; self.group = group }
+    }
+
+    public let configuration: Configuration
+    /// Called with one line per notable event (refused peer, bad request...), for the daemon's log.
+    public var log: (String) -> Void = { _ in }
+
+    private let listenFD: Int32
+    private let wakePipe: (read: Int32, write: Int32)
+    private let lock = NSLock()
+    private var handlers: [String: ControlHandler] = [:]
+    private var connections: Set<Int32> = []
+    private var stopping = false
+    private var acceptThread: Thread?
+    private let acceptDone = DispatchSemaphore(value: 0)
+    private let allDone = NSCondition()
+
+    /// Creates the socket file (replacing a stale one safely) and listens. Throws if another
+    /// process listens there, if a non-socket is in the way, or on any socket error.
+    public init(configuration: Configuration) throws {
+        self.configuration = configuration
+        let dir = (configuration.path as NSString).deletingLastPathComponent
+        if !dir.isEmpty, !FileManager.default.fileExists(atPath: dir) {
+            // /run/tapbridge by default: created root-only-writable, readable so group members can reach the socket.
+            if mkdir(dir, 0o755) != 0 && errno != EEXIST { throw ControlSocketError("create directory", dir, errno: errno) }
+        }
+        let access = SocketFileAccess(mode: configuration.group == nil ? 0o600 : 0o660, owner: nil, group: configuration.group)
+        do {
+            let fd = try VMSockets.listenStream(at: configuration.path, access: access, backlog: 64)
+            listenFD = fd
+        } catch let e as VMSocketError {
+            throw ControlSocketError(e.operation.replacingOccurrences(of: " on", with: ""), "control socket '\(configuration.path)'",
+                                     errno: e.errno, detail: e.detail.map { $0.replacingOccurrences(of: "a live process", with: "another process (a running tapbridge?)") })
+        }
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else {
+            let e = errno; close(listenFD); unlink(configuration.path)
+            throw ControlSocketError("create the wake pipe of", "control socket", errno: e)
+        }
+        for fd in fds {
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        }
+        wakePipe = (fds[0], fds[1])
+    }
+
+    /// Adds (or replaces) the handler of `cmd`. Safe while running.
+    public func register(_ cmd: String, _ handler: @escaping ControlHandler) {
+        lock.withLock { handlers[cmd] = handler }
+    }
+
+    public var commands: [String] { lock.withLock { handlers.keys.sorted() } }
+
+    /// Starts the accept thread.
+    public func start() {
+        let t = Thread { [self] in acceptLoop(); acceptDone.signal() }
+        t.name = "control-accept"
+        acceptThread = t
+        t.start()
+    }
+
+    /// Stops accepting, ends every connection (streaming bodies see `isStopping` and a shut-down
+    /// socket), waits up to `timeout` for their threads, removes the socket file. Idempotent.
+    public func stop(timeout: Double = 5) {
+        let open: Set<Int32>? = lock.withLock {
+            if stopping { return nil }
+            stopping = true
+            return connections
+        }
+        guard let open else { return }
+        var b: UInt8 = 1
+        _ = write(wakePipe.write, &b, 1)
+        if acceptThread != nil { acceptDone.wait() }
+        for fd in open { shutdown(fd, Int32(SHUT_RDWR)) }
+        let deadline = Date().addingTimeInterval(timeout)
+        allDone.lock()
+        while lock.withLock({ !connections.isEmpty }) && Date() < deadline { _ = allDone.wait(until: min(deadline, Date().addingTimeInterval(0.1))) }
+        allDone.unlock()
+        // Only our own socket: it is still a socket we bound (a replacement by someone else is left alone).
+        var st = stat()
+        if lstat(configuration.path, &st) == 0, (st.st_mode & S_IFMT) == S_IFSOCK { unlink(configuration.path) }
+        close(listenFD)
+        close(wakePipe.read); close(wakePipe.write)
+    }
+
+    public var isStopping: Bool { lock.withLock { stopping } }
+    public var connectionCount: Int { lock.withLock { connections.count } }
+
+    // MARK: accepting
+
+    private func acceptLoop() {
+        var fds = [pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: wakePipe.read, events: Int16(POLLIN), revents: 0)]
+        while !isStopping {
+            let r = poll(&fds, 2, 1000)
+            if r < 0 && errno != EINTR { usleep(10_000); continue }
+            if fds[1].revents != 0 || isStopping { return }
+            guard fds[0].revents & Int16(POLLIN) != 0 else { continue }
+            // (accept4 is not imported; a fork between accept and FD_CLOEXEC is not a concern here)
+            let fd = accept(listenFD, nil, nil)
+            if fd < 0 { continue }   // EAGAIN, ECONNABORTED, EMFILE: try again on the next wake-up
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
+            admit(fd)
+        }
+    }
+
+    /// Peer check and connection bound, then a thread for the connection.
+    private func admit(_ fd: Int32) {
+        SocketIO.setTimeout(fd, option: SO_SNDTIMEO, seconds: 10)
+        let peer: PeerCredentials
+        do { peer = try PeerCredentials.of(socket: fd) } catch {
+            refuse(fd, .failed, "\(error)"); return
+        }
+        guard peer.isAllowed(group: configuration.group) else {
+            log("control connection refused: uid \(peer.uid) gid \(peer.gid) pid \(peer.pid) is not root\(configuration.group.map { " and not in group \($0)" } ?? "")")
+            refuse(fd, .permissionDenied, "permission denied: uid \(peer.uid) is not root"
+                   + (configuration.group.map { " and not in the control group (gid \($0))" } ?? " (the control socket has no group configured: control.group)"))
+            return
+        }
+        let admitted = lock.withLock { () -> Bool in
+            guard !stopping, connections.count < configuration.maxConnections else { return false }
+            connections.insert(fd)
+            return true
+        }
+        guard admitted else {
+            refuse(fd, .busy, "too many control connections (at most \(configuration.maxConnections)); try again"); return
+        }
+        let t = Thread { [self] in
+            serve(fd, peer: peer)
+            lock.withLock { _ = connections.remove(fd) }
+            close(fd)
+            allDone.lock(); allDone.broadcast(); allDone.unlock()
+        }
+        t.name = "control-conn"
+        t.start()
+    }
+
+    private func refuse(_ fd: Int32, _ code: ControlErrorCode, _ message: String) {
+        if let line = try? ControlLine.encode(ControlResponse.failure(id: 0, code, message)) {
+            try? SocketIO.writeAll(fd, line, subject: "control connection")
+        }
+        close(fd)
+    }
+
+    // MARK: one connection
+
+    private func serve(_ fd: Int32, peer: PeerCredentials) {
+        var lines = LineBuffer(limit: configuration.maxRequestBytes)
+        var buf = [UInt8](repeating: 0, count: 16 * 1024)
+        SocketIO.setTimeout(fd, option: SO_RCVTIMEO, seconds: configuration.idleTimeout)
+        func send(_ r: ControlResponse) -> Bool {
+            guard let line = try? ControlLine.encode(r) else { return false }
+            return (try? SocketIO.writeAll(fd, line, subject: "control connection")) != nil
+        }
+        while !isStopping {
+            switch lines.next() {
+            case .tooLong:
+                log("control request refused: line longer than \(configuration.maxRequestBytes) bytes")
+                _ = send(.failure(id: 0, .requestTooLarge, "request line longer than \(configuration.maxRequestBytes) bytes; closing"))
+                return
+            case .needMore:
+                guard let n = try? SocketIO.read(fd, into: &buf, subject: "control connection"), n > 0 else { return }
+                lines.append(buf[..<n])
+            case .line(let line):
+                if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }
+                let request: ControlRequest
+                switch ControlLine.decodeRequest(line) {
+                case .failure(let f):
+                    log("control request refused: \(f.message)")
+                    if !send(f.response) { return }
+                    continue
+                case .success(let r): request = r
+                }
+                guard let handler = lock.withLock({ handlers[request.cmd] }) else {
+                    if !send(.failure(id: request.id, .unknownCommand,
+                                      "unknown command '\(request.cmd)' (known: \(commands.joined(separator: ", ")))")) { return }
+                    continue
+                }
+                let reply: ControlReply
+                do {
+                    reply = try handler(request, peer)
+                } catch let e as ControlError {
+                    if !send(.failure(id: request.id, e.info.code, e.info.message)) { return }
+                    continue
+                } catch {
+                    if !send(.failure(id: request.id, .failed, "\(error)")) { return }
+                    continue
+                }
+                switch reply {
+                case .result(let result):
+                    if !send(.success(id: request.id, result)) { return }
+                case .takeOver(let first, let body):
+                    guard send(.success(id: request.id, first)) else { return }
+                    SocketIO.setTimeout(fd, option: SO_RCVTIMEO, seconds: 0)
+                    body(ControlConnection(fileDescriptor: FileDescriptor(rawValue: fd), peer: peer,
+                                           pending: lines.remainder, isStopping: { [weak self] in self?.isStopping ?? true }))
+                    return
+                }
+            }
+        }
+    }
+}

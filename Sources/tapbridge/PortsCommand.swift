@@ -1,0 +1,74 @@
+// `tapbridge ports` and `tapbridge stats`: what a running daemon forwards, and its counters.
+import ArgumentParser
+import Control
+import Foundation
+
+struct PortsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ports", abstract: "List a running daemon's ports: bridge, kind, link, MAC, state, queues.",
+        discussion: """
+            STATE is up (attached, forwarding), down (attached, link down), lost (the link vanished; re-attached when it comes back).
+            CREATED says whether the daemon made the link (and deletes it at stop or `port del`).
+
+            Examples:
+              tapbridge ports
+              tapbridge ports --json | jq '.ports[] | select(.state != "up")'
+              tapbridge ports --control /tmp/tb.sock
+            """)
+    @Flag(help: "JSON: {\"ports\": [...]} as docs/control-api.md describes.") var json = false
+    @OptionGroup var control: ControlOptions
+
+    func run() throws {
+        let r = try control.call("ports", as: PortsResult.self)
+        if json { printJSON(r); return }
+        var t = TextTable(["BRIDGE", "PORT", "KIND", "LINK", "MAC", "MODE", "STATE", "OPER", "QUEUES", "OFFLOADS", "VLAN", "NETNS", "CREATED"],
+                          right: [8])
+        for p in r.ports {
+            t.add([p.bridge, p.name, p.kind, p.link ?? "-", p.mac ?? "-", p.mode ?? "-", p.state, p.operstate ?? "-",
+                   String(p.queues), p.offloads ? "on" : "off", p.vlan, p.netns ?? "-", p.created ? "yes" : "no"])
+        }
+        print(t.render())
+    }
+}
+
+struct StatsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "stats", abstract: "Counters of a running daemon's ports: frames, bytes, drops by reason.",
+        discussion: """
+            Counters count since the port was attached. Drops are charged to the port a frame came in on (handler verdicts, malformed) or could not leave by (queue-full, port-down...).
+
+            Examples:
+              tapbridge stats                    # one line per port
+              tapbridge stats mvt0               # one port, every counter and drop reason
+              tapbridge stats --json | jq '.ports[] | {name, rxFrames, dropsTotal}'
+              tapbridge top --once               # rates instead of totals
+            """)
+    @Argument(help: "Only this port.") var port: String?
+    @Flag(help: "JSON: {\"monotonicNs\": N, \"ports\": [...]}.") var json = false
+    @OptionGroup var control: ControlOptions
+
+    func run() throws {
+        let r = try control.call("stats", port.map { ["port": .string($0)] } ?? [:], as: StatsResult.self)
+        if json { printJSON(r); return }
+        if let p = r.ports.first, port != nil {
+            let rows: [(String, String)] = [
+                ("port", p.name), ("bridge", p.bridge), ("connected", p.connected ? "yes" : "no"),
+                ("rx frames", "\(p.rxFrames)"), ("rx bytes", "\(p.rxBytes)"), ("tx frames", "\(p.txFrames)"),
+                ("tx bytes", "\(p.txBytes)"), ("tx errors", "\(p.txErrors)"),
+                ("rx frames > 1514 B", "\(p.rxLargeFrames)"), ("tx frames > 1514 B", "\(p.txLargeFrames)"),
+                ("drops", "\(p.dropsTotal)"),
+            ] + p.drops.sorted { $0.key < $1.key }.map { ("  \($0.key)", "\($0.value)") }
+            let w = rows.map(\.0.count).max() ?? 0
+            for (k, v) in rows { print(k.padding(toLength: w, withPad: " ", startingAt: 0) + "  " + v) }
+            return
+        }
+        var t = TextTable(["BRIDGE", "PORT", "RX-FRAMES", "RX-BYTES", "TX-FRAMES", "TX-BYTES", "TX-ERR", "DROPS", "DROPS-BY-REASON"],
+                          right: [2, 3, 4, 5, 6, 7])
+        for p in r.ports {
+            let reasons = p.drops.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+            t.add([p.bridge, p.name, "\(p.rxFrames)", "\(p.rxBytes)", "\(p.txFrames)", "\(p.txBytes)", "\(p.txErrors)",
+                   "\(p.dropsTotal)", reasons.isEmpty ? "-" : reasons])
+        }
+        print(t.render())
+    }
+}

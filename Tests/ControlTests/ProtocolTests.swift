@@ -1,0 +1,1 @@
+// ControlTests: protocol and server tests (filled below).
