@@ -92,6 +92,26 @@ struct CaptureEncoder {
         return w.offset
     }
 
+    /// pcapng Interface Statistics Block: frames captured (isb_ifrecv) and dropped (isb_ifdrop)
+    /// for one interface, with an optional comment. Size: `statisticsSize(comment:)`.
+    func encodeStatistics(into p: UnsafeMutableRawPointer, interface: UInt16, timestamp: UInt64,
+                          received: UInt64, dropped: UInt64, comment: String?) -> Int {
+        var w = ByteWriter(p)
+        let size = statisticsSize(comment: comment)
+        w.u32(5); w.u32(UInt32(size)); w.u32(UInt32(interface))
+        w.u32(UInt32(truncatingIfNeeded: timestamp >> 32)); w.u32(UInt32(truncatingIfNeeded: timestamp))
+        if let c = comment { w.option(1, Array(c.utf8.prefix(1000))) }   // opt_comment
+        w.u16(4); w.u16(8); w.u64(received)                               // isb_ifrecv
+        w.u16(5); w.u16(8); w.u64(dropped)                                // isb_ifdrop
+        w.u32(0)
+        w.u32(UInt32(size))
+        return w.offset
+    }
+
+    func statisticsSize(comment: String?) -> Int {
+        20 + (comment.map { 4 + pad4(min(1000, $0.utf8.count)) } ?? 0) + 12 + 12 + 4 + 4
+    }
+
     private var shbSize: Int { 28 + 4 + pad4(9) + 4 }
     private func idbSize(name: String) -> Int {
         20 + 4 + pad4(min(255, name.utf8.count)) + 4 + 4 + 4

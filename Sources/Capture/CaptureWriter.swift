@@ -112,6 +112,19 @@ public final class CaptureWriter {
         fileBytes += n
     }
 
+    /// pcapng only (nothing for pcap): an Interface Statistics Block carrying the session's
+    /// counts, so a reader of the stream learns them (the CLI reads drops from it).
+    public func writeStatistics(interface: UInt16, timestamp: UInt64, received: UInt64, dropped: UInt64,
+                                comment: String? = nil) throws {
+        guard encoder.format == .pcapng else { return }
+        let need = encoder.statisticsSize(comment: comment)
+        if fill + need > CaptureWriter.bufferSize { try flush() }
+        let n = encoder.encodeStatistics(into: buffer + fill, interface: interface, timestamp: timestamp,
+                                         received: received, dropped: dropped, comment: comment)
+        fill += n
+        fileBytes += n
+    }
+
     /// Writes out what is buffered. EINTR retried; EAGAIN waited for with poll.
     public func flush() throws {
         var off = 0

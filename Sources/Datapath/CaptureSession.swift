@@ -59,10 +59,13 @@ public final class CaptureSession: @unchecked Sendable {
     private let lock = NSLock()
     private var stopped: CaptureSummary?
     private var failure: CaptureError?
+    /// Frames written per interface (capture thread only).
+    private var perInterface: [UInt64]
 
     init(bridge: Bridge, ports: [PortID], names: [String], direction: CaptureDirection, filter: PcapProgram?,
          destination: CaptureDestination, options: CaptureOptions, workers: Int) throws {
         self.bridge = bridge; self.ports = ports; self.interfaces = names; self.direction = direction
+        perInterface = [UInt64](repeating: 0, count: names.count)
         limit = options.count.map { UInt64(max(0, $0)) } ?? UInt64.max
         idle = max(100, options.idleMicroseconds)
         taps = (0..<max(1, workers)).map { _ in
@@ -118,11 +121,13 @@ public final class CaptureSession: @unchecked Sendable {
 
     private func run() {
         tb_set_thread_name("tb-capture")
+        flushQuietly()   // the file header goes out at once: a reader on a pipe starts now
         while !stopRequested.load(ordering: .acquiring) {
             if drainAll() == 0 { usleep(idle) }
         }
         // The workers have let go of the taps: what is in the rings now is all there is.
         drainAll()
+        writeStatistics()
         do { try writer.finish() } catch let e as CaptureError { fail(e) } catch {}
         markFinished()
         exited.signal()
@@ -141,6 +146,7 @@ public final class CaptureSession: @unchecked Sendable {
                                      originalLength: original, data: data)
                 } catch let e as CaptureError { fail(e); return } catch { return }
                 wrote = true
+                if Int(interface) < perInterface.count { perInterface[Int(interface)] += 1 }
                 if writtenCount.add(1, ordering: .relaxed).newValue >= limit {
                     flushQuietly()
                     markFinished()
@@ -149,6 +155,23 @@ public final class CaptureSession: @unchecked Sendable {
         }
         if wrote && !isFinished { flushQuietly() }
         return total
+    }
+
+    /// pcapng: one statistics block per interface (frames written; the drops, which rings do not
+    /// attribute to a port, on the first), so stream readers such as the CLI learn the counts.
+    private func writeStatistics() {
+        guard error == nil else { return }
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        let now = UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+        let drops = dropped
+        for i in interfaces.indices {
+            let comment = i == 0 ? "tapbridge: \(captured) captured, \(drops) dropped, \(filteredOut) filtered out" : nil
+            do {
+                try writer.writeStatistics(interface: UInt16(i), timestamp: now, received: perInterface[i],
+                                           dropped: i == 0 ? drops : 0, comment: comment)
+            } catch let e as CaptureError { fail(e); return } catch { return }
+        }
     }
 
     private func flushQuietly() {

@@ -404,6 +404,12 @@ public final class Engine: @unchecked Sendable {
                          destination: destination, options: options)
     }
 
+    /// Whether a capture session holds port `id` of `bridge`.
+    public func isCaptured(_ id: PortID, in bridge: Bridge) -> Bool {
+        control.lock(); defer { control.unlock() }
+        return bridge.records[Int(id.rawValue)]?.capture != nil
+    }
+
     /// Every worker forgets the session's taps (acknowledged before this returns).
     func endCapture(_ session: CaptureSession) {
         control.lock(); defer { unlockAndEmit() }

@@ -12,7 +12,7 @@ struct TapbridgeCommand: ParsableCommand {
 
             Start with `tapbridge demo` (a self-contained topology in network namespaces), run a bridge with `tapbridge run --config FILE` (docs/config.md), or manage links like `ip link` with `tapbridge link add link eth0 type macvtap mode bridge`.
             """,
-        subcommands: [LinkCommand.self, RunCommand.self, DemoCommand.self, PortsCommand.self, StatsCommand.self]
+        subcommands: [LinkCommand.self, RunCommand.self, DemoCommand.self, PortsCommand.self, StatsCommand.self, CaptureCommand.self]
     )
 
     /// Exit status: 0 success, 1 operational error (message on stderr), 2 usage error.
