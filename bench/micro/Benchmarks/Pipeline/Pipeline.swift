@@ -1,5 +1,5 @@
-// Handler pipeline costs per frame: the learning switch, a 20-rule filter in front of it, and
-// FDB learn/lookup at 8192 entries. Every benchmark asserts 0 mallocs per frame.
+// Handler pipeline costs per frame: the learning switch, a 20-rule filter in front of it, FDB
+// learn/lookup at 8192 entries, and the capture tap. Every benchmark asserts 0 mallocs per frame.
 import Benchmark
 import Tapbridge
 
@@ -42,6 +42,20 @@ func measurePipeline(_ benchmark: Benchmark, _ pipeline: HandlerPipeline) {
     }
 }
 
+/// Offers one 64-byte UDP frame per iteration to `tap`, draining its ring every 1024 frames.
+func measureTap(_ benchmark: Benchmark, _ tap: CaptureTap) {
+    let f = Frames(src: a, dst: b)
+    let bytes = UnsafeRawBufferPointer(f.frame)
+    var n = 0
+    benchmark.startMeasurement()
+    for _ in benchmark.scaledIterations {
+        tap.offer(bytes, interface: 0, direction: .ingress)
+        n &+= 1
+        if n & 1023 == 0 { tap.ring.drain { _, _, _, _, data in blackHole(data.count) } }
+    }
+    blackHole(tap.ring.dropped)
+}
+
 let config = Benchmark.Configuration(metrics: [.wallClock, .mallocCountTotal, .retainCount, .releaseCount],
                                      scalingFactor: .mega, maxDuration: .seconds(3), maxIterations: 20,
                                      thresholds: [.mallocCountTotal: .init(absolute: [.p100: 0])])
@@ -59,6 +73,19 @@ let benchmarks: @Sendable () -> Void = {
         let p = HandlerPipeline([filter, learnedSwitch()])
         p.portsChanged(twoPorts)
         measurePipeline(benchmark, p)
+    }
+
+    // Capture tap (what a worker calls for a captured port): a frame the capture expression
+    // rejects, and a 64-byte frame copied into the ring (drained every 1024 frames, as the
+    // capture thread would).
+    Benchmark("Capture tap, frame filtered out", configuration: config) { benchmark in
+        let tap = CaptureTap(ring: CaptureRing(bytes: 1 << 20), filter: try! PcapProgram("tcp port 22"), snaplen: 65535)
+        measureTap(benchmark, tap)
+    }
+
+    Benchmark("Capture tap, 64 B frame captured", configuration: config) { benchmark in
+        let tap = CaptureTap(ring: CaptureRing(bytes: 1 << 20), filter: try! PcapProgram("udp"), snaplen: 65535)
+        measureTap(benchmark, tap)
     }
 
     Benchmark("FDB learn+lookup, 8192 entries", configuration: config) { benchmark in
