@@ -210,6 +210,22 @@ struct CaptureEngineTests {
         #expect(text.split(separator: "\n").filter { $0.contains("198.18.0.2.4242") }.count == 7, "\(text)")
     }
 
+    @Test func fullQueueDropsAreCountedNeverBlocking() throws {
+        let hub = try SocketHub(ports: ["a", "b"])
+        let file = tempPath("drops.pcapng")
+        var o = CaptureOptions()
+        o.ringBytes = 1 << 16          // room for ~40 of these frames
+        o.idleMicroseconds = 400_000   // a slow capture thread
+        let s = try hub.engine.startCapture(port: hub.ids[0], in: hub.bridge, direction: .ingress,
+                                            destination: .file(path: file), options: o)
+        for i in 0..<300 { hub.send(0, udpFrame(dstPort: 9, seq: UInt8(i & 255), payload: 1400)) }
+        #expect(hub.receive(1, count: 300).count == 300, "forwarding loses nothing to the capture")
+        let sum = s.stop()
+        #expect(sum.captured + sum.dropped == 300)
+        #expect(sum.dropped > 0)
+        #expect(try tshark(file, ["frame.len"]).count == Int(sum.captured))
+    }
+
     @Test func egressCaptureShowsTheVLANTagThePortAdds() throws {
         // Port b is a trunk carrying VLAN 10 tagged; port a an access port of VLAN 10.
         let hub = try SocketHub(ports: [], pipeline: HandlerPipeline([InVLAN10()]))

@@ -2,6 +2,7 @@
 // at the end of the ring intact and in order.
 import Testing
 @testable import Capture
+import Handlers
 
 @Suite struct CaptureRingTests {
     @Test func fullRingDropsAndCountsThenWrapsCleanly() {
@@ -37,5 +38,17 @@ import Testing
             }
         }
         #expect(bad == 0 && expected == next)
+    }
+}
+
+@Suite struct CaptureTapTests {
+    @Test func filteredOutFramesAreCountedNotCopied() throws {
+        let tap = CaptureTap(ring: CaptureRing(bytes: 1 << 16), filter: try PcapProgram("tcp port 22"), snaplen: 65535)
+        var frame = [UInt8](repeating: 0, count: 64)
+        frame[12] = 0x08; frame[13] = 0x00; frame[14] = 0x45; frame[23] = 17
+        for _ in 0..<1000 { frame.withUnsafeBytes { tap.offer($0, interface: 0, direction: .ingress) } }
+        #expect(tap.filteredOut == 1000)
+        #expect(tap.ring.offered == 0 && tap.ring.dropped == 0)
+        #expect(tap.ring.drain { _, _, _, _, _ in } == 0)
     }
 }
