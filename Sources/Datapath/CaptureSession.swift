@@ -46,6 +46,8 @@ public final class CaptureSession: @unchecked Sendable {
     public let interfaces: [String]
     public let direction: CaptureDirection
     let bridge: Bridge
+    /// Held strongly: `stop` needs the engine even if its owner let go of it first.
+    let engine: Engine
     let ports: [PortID]
     let taps: [CaptureTap]
     private let writer: CaptureWriter
@@ -64,7 +66,7 @@ public final class CaptureSession: @unchecked Sendable {
 
     init(bridge: Bridge, ports: [PortID], names: [String], direction: CaptureDirection, filter: PcapProgram?,
          destination: CaptureDestination, options: CaptureOptions, workers: Int) throws {
-        self.bridge = bridge; self.ports = ports; self.interfaces = names; self.direction = direction
+        self.bridge = bridge; self.engine = bridge.engine; self.ports = ports; self.interfaces = names; self.direction = direction
         perInterface = [UInt64](repeating: 0, count: names.count)
         limit = options.count.map { UInt64(max(0, $0)) } ?? UInt64.max
         idle = max(100, options.idleMicroseconds)
@@ -108,7 +110,7 @@ public final class CaptureSession: @unchecked Sendable {
         lock.lock()
         if let s = stopped { lock.unlock(); return s }
         lock.unlock()
-        bridge.engine.endCapture(self)
+        engine.endCapture(self)
         stopRequested.store(true, ordering: .releasing)
         exited.wait()
         exited.signal()
