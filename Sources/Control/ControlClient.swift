@@ -97,7 +97,12 @@ public final class ControlClient {
     public func request(_ cmd: String, _ args: [String: JSONValue] = [:]) throws -> ControlResponse {
         let req = ControlRequest(id: nextID, cmd: cmd, args: args.isEmpty ? nil : .object(args))
         nextID += 1
-        try sendRaw(try ControlLine.encode(req))
+        do { try sendRaw(try ControlLine.encode(req)) } catch {
+            // A refused peer (permission, busy) is told why and closed before it writes: the
+            // write fails, the explanation is still there to read.
+            if let r = try? readResponse() { return r }
+            throw error
+        }
         return try readResponse()
     }
 

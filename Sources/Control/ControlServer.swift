@@ -110,16 +110,18 @@ public final class ControlServer: @unchecked Sendable {
     /// Stops accepting, ends every connection (streaming bodies see `isStopping` and a shut-down
     /// socket), waits up to `timeout` for their threads, removes the socket file. Idempotent.
     public func stop(timeout: Double = 5) {
-        let open: Set<Int32>? = lock.withLock {
-            if stopping { return nil }
+        let first = lock.withLock { () -> Bool in
+            if stopping { return false }
             stopping = true
-            return connections
+            return true
         }
-        guard let open else { return }
+        guard first else { return }
         var b: UInt8 = 1
         _ = write(wakePipe.write, &b, 1)
         if acceptThread != nil { acceptDone.wait() }
-        for fd in open { shutdown(fd, Int32(SHUT_RDWR)) }
+        // Under the lock: a connection thread leaves the set before it closes its descriptor,
+        // so every number here is still that connection's (never a reused descriptor).
+        lock.withLock { for fd in connections { shutdown(fd, Int32(SHUT_RDWR)) } }
         let deadline = Date().addingTimeInterval(timeout)
         allDone.lock()
         while lock.withLock({ !connections.isEmpty }) && Date() < deadline { _ = allDone.wait(until: min(deadline, Date().addingTimeInterval(0.1))) }
@@ -146,7 +148,11 @@ public final class ControlServer: @unchecked Sendable {
             guard fds[0].revents & Int16(POLLIN) != 0 else { continue }
             // (accept4 is not imported; a fork between accept and FD_CLOEXEC is not a concern here)
             let fd = accept(listenFD, nil, nil)
-            if fd < 0 { continue }   // EAGAIN, ECONNABORTED, EMFILE: try again on the next wake-up
+            if fd < 0 {
+                // EMFILE/ENFILE/ENOMEM: the connection stays queued; back off instead of spinning on it.
+                if errno != EAGAIN && errno != EINTR && errno != ECONNABORTED { usleep(100_000) }
+                continue
+            }
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
             admit(fd)

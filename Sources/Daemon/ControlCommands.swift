@@ -212,6 +212,7 @@ extension Daemon {
             throw ControlError(.portExists, "port '\(port.name)'\(port.netns.map { " (namespace \($0))" } ?? "") is already a port of this daemon")
         }
         var probe = config
+        probe.file = "port add"
         probe.bridges[bi].ports.append(port)
         ConfigParser.checkCrossReferences(probe, issues)
         if port.create == nil, PortSet.capacity <= probe.bridges[bi].ports.count {

@@ -65,11 +65,11 @@ struct TextTable {
     }
 }
 
-/// 1234567 -> "1.23M" (SI, for rates and large counters in tables).
-func humanCount(_ v: Double, unit: String = "") -> String {
+/// 1234567 -> "1.23M" (SI, for rates in tables).
+func humanCount(_ v: Double) -> String {
     let units = ["", "k", "M", "G", "T"]
     var x = v, i = 0
     while abs(x) >= 1000 && i < units.count - 1 { x /= 1000; i += 1 }
     let s = i == 0 ? String(format: x == x.rounded() ? "%.0f" : "%.1f", x) : String(format: x >= 100 ? "%.0f" : x >= 10 ? "%.1f" : "%.2f", x)
-    return s + units[i] + unit
+    return s + units[i]
 }

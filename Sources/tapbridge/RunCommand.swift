@@ -9,7 +9,9 @@ struct RunCommand: ParsableCommand {
         commandName: "run", abstract: "Run the forwarding daemon from a TOML configuration.",
         discussion: "Creates the macvtaps the configuration declares, opens them and forwards frames until "
             + "SIGINT/SIGTERM, then deletes exactly the links it created. SIGHUP re-reads the file, adds or "
-            + "removes ports and swaps filter rules live. Every key is described in docs/config.md.")
+            + "removes ports and swaps filter rules live. Every key is described in docs/config.md.\n\n"
+            + "While it runs, `tapbridge ports|stats|top|fdb|port|filter` talk to it over its control socket "
+            + "(default /run/tapbridge/control.sock, root only; see docs/control-api.md).")
 
     @Option(name: .long, help: "Configuration file (TOML).")
     var config: String

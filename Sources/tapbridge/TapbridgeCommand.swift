@@ -11,8 +11,20 @@ struct TapbridgeCommand: ParsableCommand {
             tapbridge creates macvtap (and macvlan) links, opens their /dev/tapN character devices and forwards every Ethernet frame through a pipeline of handlers: a learning switch, a filter, a VM backend socket, or your own.
 
             Start with `tapbridge demo` (a self-contained topology in network namespaces), run a bridge with `tapbridge run --config FILE` (docs/config.md), or manage links like `ip link` with `tapbridge link add link eth0 type macvtap mode bridge`.
+
+            A running daemon answers on its control socket (/run/tapbridge/control.sock; --control PATH or $TAPBRIDGE_CONTROL elsewhere):
+              tapbridge ports                      ports, links, MACs, state
+              tapbridge stats [PORT] [--json]      frames, bytes, drops by reason
+              tapbridge top [--once]               live frames/s, bits/s, drops
+              tapbridge fdb [BRIDGE]               learned and static MACs; fdb add|del
+              tapbridge port add|del NAME ...      attach/detach a port at run time
+              tapbridge filter list|replace        live filter rules
+              tapbridge capture PORT -w - | tcpdump -n -r -    frames to pcapng/pcap
+              tapbridge config check FILE          validate a file (no daemon needed)
+            The protocol (JSON lines) is in docs/control-api.md.
             """,
-        subcommands: [LinkCommand.self, RunCommand.self, DemoCommand.self, PortsCommand.self, StatsCommand.self, CaptureCommand.self]
+        subcommands: [LinkCommand.self, RunCommand.self, DemoCommand.self, PortsCommand.self, StatsCommand.self, TopCommand.self,
+                      FDBCommand.self, PortCommand.self, FilterCommand.self, CaptureCommand.self, ConfigCommand.self]
     )
 
     /// Exit status: 0 success, 1 operational error (message on stderr), 2 usage error.
