@@ -19,6 +19,20 @@ func startCapture(_ t: Topology, _ d: DaemonProcess, _ args: [String], stdout: A
     return (p, err)
 }
 
+/// Starts `tcpdump ARGS` reading the returned pipe; its stdout goes to the returned `out`.
+func startTcpdump(_ t: Topology, _ args: [String]) throws -> (Process, Pipe, Pipe) {
+    let pipe = Pipe(), out = Pipe()
+    let dump = Process()
+    dump.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    dump.arguments = ["tcpdump"] + args
+    dump.standardInput = pipe
+    dump.standardOutput = out
+    dump.standardError = FileHandle.nullDevice
+    try dump.run()
+    t.onCleanup { if dump.isRunning { kill(dump.processIdentifier, SIGKILL); dump.waitUntilExit() } }
+    return (dump, pipe, out)
+}
+
 /// Waits up to `timeout` for `p` to exit; SIGKILLs it past that. True if it exited by itself.
 func waitExit(_ p: Process, timeout: Double = 20) -> Bool {
     let end = Date().addingTimeInterval(timeout)
@@ -59,16 +73,7 @@ func waitExit(_ p: Process, timeout: Double = 20) -> Bool {
             let h = try Hosts(t, count: 2)
             let d = try DaemonProcess(t, config: "[[bridges]]\nname = \"br0\"\n" + h.portTables())
             #expect(h.ping(0, h.addresses[1], count: 1))
-            let pipe = Pipe()
-            let dump = Process()
-            dump.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            dump.arguments = ["tcpdump", "-n", "-r", "-"]
-            dump.standardInput = pipe
-            let out = Pipe()
-            dump.standardOutput = out
-            dump.standardError = FileHandle.nullDevice
-            try dump.run()
-            t.onCleanup { if dump.isRunning { kill(dump.processIdentifier, SIGKILL); dump.waitUntilExit() } }
+            let (dump, pipe, out) = try startTcpdump(t, ["-n", "-r", "-"])
             let (p, err) = try startCapture(t, d, [h.macvtaps[1], "-i", "egress", "-w", "-", "icmp[icmptype] == icmp-echo"],
                                             stdout: pipe)
             try pipe.fileHandleForWriting.close()   // only the capture process writes it now
@@ -84,6 +89,26 @@ func waitExit(_ p: Process, timeout: Double = 20) -> Bool {
             #expect(waitExit(dump))
             let requests = text.split(separator: "\n").filter { $0.contains("ICMP echo request") }
             #expect(requests.count == 5, "\(text)")
+            try d.waitFor("capture ended")
+            #expect(d.stop() == 0)
+        }
+    }
+
+    @Test func readerGoingAwayEndsTheCapture() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 2)
+            let d = try DaemonProcess(t, config: "[[bridges]]\nname = \"br0\"\n" + h.portTables())
+            #expect(h.ping(0, h.addresses[1], count: 1))
+            let (_, pipe, _) = try startTcpdump(t, ["-n", "-c", "2", "-r", "-"])   // reads two frames, then exits
+            let (p, err) = try startCapture(t, d, [h.macvtaps[0], "-w", "-", "icmp"], stdout: pipe)
+            try pipe.fileHandleForWriting.close()
+            try pipe.fileHandleForReading.close()   // only tcpdump reads it
+            try d.waitFor("capture of")
+            // Pings until the capture notices its reader is gone (bounded: at most 10 rounds).
+            for _ in 0..<10 where p.isRunning { _ = h.ping(0, h.addresses[1], count: 2) }
+            #expect(waitExit(p), "the capture ends when its reader has gone")
+            let msg = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            #expect(msg.contains("frames captured"), "\(msg)")
             try d.waitFor("capture ended")
             #expect(d.stop() == 0)
         }
