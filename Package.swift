@@ -10,7 +10,8 @@
 //   Ring                 io_uring wrapper: submission/completion, buffer rings, probe, user_data packing
 //   Datapath             ports, workers, transmit queues, counters: the forwarding engine
 //   CLibpcap             system library (libpcap-dev): pcap-filter compilation, classic BPF
-//   Handlers             bundled handlers: LearningSwitch, FrameFilter, capture
+//   Handlers             bundled handlers: LearningSwitch, FrameFilter
+//   Capture              pcapng/pcap writers (rotation), capture rings and taps the workers fill
 //   VMBackend            QEMU stream/dgram socket ports
 //   Tapbridge            the library product: re-exports everything a handler author needs
 //   Control              control socket: JSON-lines protocol v1, server (SO_PEERCRED), client
@@ -57,18 +58,21 @@ let package = Package(
                            .product(name: "SystemPackage", package: "swift-system")]),
         .target(
             name: "Datapath",
-            dependencies: ["Frames", "Ring", "Tap",
+            dependencies: ["Frames", "Ring", "Tap", "Capture", "Handlers",
                            .product(name: "Atomics", package: "swift-atomics"),
                            .product(name: "SystemPackage", package: "swift-system")]),
         .target(
             name: "Handlers",
             dependencies: ["Frames", "CLibpcap", .product(name: "Atomics", package: "swift-atomics")]),
         .target(
+            name: "Capture",
+            dependencies: ["Handlers", "CLibpcap"]),
+        .target(
             name: "VMBackend",
             dependencies: ["Frames", "Datapath", .product(name: "SystemPackage", package: "swift-system")]),
         .target(
             name: "Tapbridge",
-            dependencies: ["Frames", "Netlink", "Tap", "Ring", "Datapath", "Handlers", "VMBackend"]),
+            dependencies: ["Frames", "Netlink", "Tap", "Ring", "Datapath", "Handlers", "Capture", "VMBackend"]),
         .target(
             name: "Control",
             dependencies: ["VMBackend", .product(name: "SystemPackage", package: "swift-system")]),
@@ -79,7 +83,7 @@ let package = Package(
                            .product(name: "TOMLKit", package: "TOMLKit")]),
         .executableTarget(
             name: "tapbridge",
-            dependencies: ["Daemon", "Control", "Netlink", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Daemon", "Control", "Capture", "Netlink", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
 
         // Test helpers: namespaces, veth pairs and commands with guaranteed clean-up.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
@@ -87,6 +91,7 @@ let package = Package(
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "DatapathTests", dependencies: ["Datapath", "Handlers", "Netlink", "TestSupport"]),
         .testTarget(name: "HandlersTests", dependencies: ["Handlers"]),
+        .testTarget(name: "CaptureTests", dependencies: ["Capture", "Datapath", "Handlers", "TestSupport"]),
         .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "Handlers", "TestSupport"]),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Control", "TestSupport"]),
         .testTarget(name: "ControlTests", dependencies: ["Control", "TestSupport"]),

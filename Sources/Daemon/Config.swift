@@ -99,8 +99,11 @@ public struct FilterConfig: Sendable, Equatable {
     public var defaultAction: String = "accept"
     /// Rules as written, one per string, in order (syntax: docs/filter.md).
     public var rules: [String] = []
-    /// Ports whose ingress frames the filter judges (empty: every port of the bridge).
+    /// Ports whose frames the filter judges (empty: every port of the bridge).
     public var ports: [String] = []
+    /// Where it judges them: "ingress" (entering by those ports), "egress" (leaving by them,
+    /// once per destination port) or "both".
+    public var direction: String = "ingress"
     /// Key path of the `filter` table (for rule errors: `bridges[0].filter.rules[2]`).
     public var path: String = ""
     public init() {}

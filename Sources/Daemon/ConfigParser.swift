@@ -158,6 +158,11 @@ public enum ConfigParser {
         }
         if let rules = r.stringArray("rules") { c.rules = rules }
         if let ports = r.stringArray("ports") { c.ports = ports }
+        if let d = r.string("direction") {
+            if ["ingress", "egress", "both"].contains(d) { c.direction = d } else {
+                r.fail("direction", "must be 'ingress', 'egress' or 'both', not '\(d)'")
+            }
+        }
         r.finish()
         return c
     }

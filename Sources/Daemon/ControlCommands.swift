@@ -96,6 +96,7 @@ extension Daemon {
             }
             return try onLoop { try self.replaceFilterByControl(bridge: bridge, rules: texts, policy: policy) }
         }
+        registerCaptureCommand(server)   // streaming: CaptureCommand.swift
     }
 
     // MARK: reads

@@ -52,7 +52,8 @@ public enum HandlerFactory {
         do {
             return try FrameFilter(name: "\(bridge)-filter", rules: rules,
                                    policy: f.defaultAction == "drop" ? .deny : .allow,
-                                   ports: f.ports.isEmpty ? nil : f.ports)
+                                   ports: f.ports.isEmpty ? nil : f.ports,
+                                   direction: FilterDirection(rawValue: f.direction) ?? .ingress)
         } catch let FilterError.compile(expression, message, position) {
             throw DaemonError("\(f.path).rules[\(position ?? 0)]: \"\(expression)\": \(message)")
         }

@@ -39,6 +39,10 @@ extension Daemon {
             if nb.pipeline.map(\.name) != ob.pipeline.map(\.name) || nb.learningSwitch != ob.learningSwitch {
                 logger.warning("reload: handler changes not applied (restart needed)", metadata: ["bridge": "\(nb.name)"])
             } else if let nf = nb.filter, nf != ob.filter {
+                if let of = ob.filter, nf.ports != of.ports || nf.direction != of.direction {
+                    logger.warning("reload: filter ports/direction changes not applied (restart needed)",
+                                   metadata: ["bridge": "\(nb.name)"])
+                }
                 applyFilter(nf, bridge: nb.name)
             }
         }

@@ -15,6 +15,8 @@ final class PortRecord {
     var owner = 0
     var connected = false
     var adminUp = true
+    /// The capture session capturing this port, if any.
+    var capture: ObjectIdentifier?
     /// One counter block per worker.
     let counters: [CounterBlock]
 

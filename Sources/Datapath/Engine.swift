@@ -4,9 +4,11 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Capture
 import Dispatch
 import Foundation
 import Frames
+import Handlers
 import Synchronization
 import Tap
 import CTapbridgeShim
@@ -356,6 +358,73 @@ public final class Engine: @unchecked Sendable {
             log(.notice, "bridge \(b.name): port '\(r.port.name)' disconnected: \(why)")
             emit(.portDisconnected(bridge: b.name, port: id, name: r.port.name, errno: err))
         }
+    }
+
+    // MARK: capture
+
+    /// Starts capturing `ports` of `bridge` (frames seen at their ingress, egress or both),
+    /// optionally only those matching the pcap-filter `filter`, into `destination`. Each port
+    /// is one pcapng interface, in the order given. A port is captured by one session at a time.
+    /// The engine must be running. Stop with `CaptureSession.stop()`.
+    public func startCapture(bridge: Bridge, ports: [PortID], direction: CaptureDirection = .both,
+                             filter: String? = nil, destination: CaptureDestination,
+                             options: CaptureOptions = CaptureOptions()) throws -> CaptureSession {
+        let program: PcapProgram?
+        if let f = filter, !f.trimmingCharacters(in: .whitespaces).isEmpty {
+            do { program = try PcapProgram(f) } catch let e as FilterError {
+                throw EngineError("capture filter \"\(f)\": \(e)")
+            }
+        } else { program = nil }
+        control.lock(); defer { unlockAndEmit() }
+        guard isRunning else { throw EngineError("capture: the datapath is not running") }
+        guard !ports.isEmpty, ports.count <= 65535 else { throw EngineError("capture: bridge \(bridge.name): no port to capture") }
+        var names: [String] = []
+        for id in ports {
+            guard let r = bridge.records[Int(id.rawValue)] else { throw EngineError("capture: bridge \(bridge.name): no port \(id)") }
+            guard r.capture == nil else { throw EngineError("capture: port '\(r.port.name)' is already being captured") }
+            names.append(r.port.name)
+        }
+        let session = try CaptureSession(bridge: bridge, ports: ports, names: names, direction: direction,
+                                         filter: program, destination: destination, options: options,
+                                         workers: workers.count)
+        session.startThread()
+        for (i, id) in ports.enumerated() {
+            bridge.records[Int(id.rawValue)]?.capture = ObjectIdentifier(session)
+            for w in workers {
+                w.send(.setCapture(bridge: bridge.index, id: id, flags: direction.rawValue, interface: UInt16(i),
+                                   tap: Unmanaged.passUnretained(session.taps[w.index])))
+            }
+        }
+        log(.info, "bridge \(bridge.name): capture of \(names.joined(separator: ", ")) (\(direction)) started")
+        return session
+    }
+
+    /// Captures one port. See `startCapture(bridge:ports:...)`.
+    public func startCapture(port: PortID, in bridge: Bridge, direction: CaptureDirection = .both,
+                             filter: String? = nil, destination: CaptureDestination,
+                             options: CaptureOptions = CaptureOptions()) throws -> CaptureSession {
+        try startCapture(bridge: bridge, ports: [port], direction: direction, filter: filter,
+                         destination: destination, options: options)
+    }
+
+    /// Whether a capture session holds port `id` of `bridge`.
+    public func isCaptured(_ id: PortID, in bridge: Bridge) -> Bool {
+        control.lock(); defer { control.unlock() }
+        return bridge.records[Int(id.rawValue)]?.capture != nil
+    }
+
+    /// Every worker forgets the session's taps (acknowledged before this returns).
+    func endCapture(_ session: CaptureSession) {
+        control.lock(); defer { unlockAndEmit() }
+        let me = ObjectIdentifier(session)
+        for id in session.ports {
+            guard let r = session.bridge.records[Int(id.rawValue)], r.capture == me else { continue }
+            r.capture = nil
+            for w in workers {
+                w.send(.setCapture(bridge: session.bridge.index, id: id, flags: 0, interface: 0, tap: nil))
+            }
+        }
+        log(.info, "bridge \(session.bridge.name): capture of \(session.interfaces.joined(separator: ", ")) stopped")
     }
 
     // MARK: counters

@@ -7,6 +7,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Capture
 import Dispatch
 import Foundation
 import Frames
@@ -427,6 +428,9 @@ final class Worker: @unchecked Sendable {
         let vnet = hs > 0 ? VirtioNetHeader(loadingFrom: base, size: hs) : VirtioNetHeader()
         var frame = Frame(bytes: UnsafeMutableRawBufferPointer(start: base + hs, count: len - hs),
                           ingress: p.pointee.id, vnet: vnet)
+        if p.pointee.captureFlags & CaptureDirection.ingress.rawValue != 0 {
+            captureFrame(p, UnsafeRawBufferPointer(frame.bytes), .ingress, tagging: .asIs)
+        }
         let flen = UInt64(len - hs)
         counters.add(PortCounter.rxFrames, 1)
         counters.add(PortCounter.rxBytes, flen)
@@ -451,6 +455,9 @@ final class Worker: @unchecked Sendable {
             targets = lb.pointee.members
             targets.remove(frame.ingress)
         }
+        if pipeline._withUnsafeGuaranteedRef({ $0.hasEgressStages }) && !targets.isEmpty {
+            judgeEgress(&frame, &targets, lb, pipeline)
+        }
         let mirror = frame.mirror
         if frame.vnet.needsChecksum && !frame.vnet.isGSO {
             // Complete the checksum once, before any copy leaves, if any destination cannot.
@@ -468,6 +475,39 @@ final class Worker: @unchecked Sendable {
         for id in targets {
             let d = Int(lb.pointee.slotByID[Int(id.rawValue)])
             if d >= 0 { send(&frame, to: d, buffer: buffer, asIs: false) }
+        }
+    }
+
+    /// Egress filters: each destination's copy is judged for that port; a drop removes the
+    /// port from `targets` and is counted against it.
+    @inline(never)
+    private func judgeEgress(_ frame: inout Frame, _ targets: inout PortSet, _ lb: UnsafeMutablePointer<LocalBridge>,
+                             _ pipeline: Unmanaged<HandlerPipeline>) {
+        for id in targets {
+            let v = pipeline._withUnsafeGuaranteedRef { $0.runEgress(&frame, to: id, context: context) }
+            if case .drop(let reason) = v {
+                targets.remove(id)
+                let d = Int(lb.pointee.slotByID[Int(id.rawValue)])
+                if d >= 0 { ports[d].counters?.add(PortCounter.firstDrop + Int(reason.rawValue), 1) }
+            }
+        }
+    }
+
+    /// Copies a frame into the port's capture tap (only called for captured ports). Egress
+    /// frames get the VLAN rewrite the port applies, so the capture shows what leaves.
+    @inline(never)
+    private func captureFrame(_ p: UnsafeMutablePointer<LocalPort>, _ bytes: UnsafeRawBufferPointer, _ direction: CaptureDirection,
+                              tagging: EgressTagging) {
+        guard let tap = p.pointee.captureTap else { return }
+        var tag: UInt32 = 0
+        var strip = false
+        switch tagging {
+        case .insertTag(let vid): tag = 0x8100_0000 | UInt32(vid & 0x0FFF)
+        case .stripTag: strip = true
+        default: break
+        }
+        tap._withUnsafeGuaranteedRef {
+            $0.offer(bytes, interface: p.pointee.captureInterface, direction: direction, tag: tag, strip: strip)
         }
     }
 
@@ -506,6 +546,9 @@ final class Worker: @unchecked Sendable {
         if !dp.pointee.writable {
             handOff(frame, to: d, asIs: asIs)
             return
+        }
+        if dp.pointee.captureFlags & CaptureDirection.egress.rawValue != 0 {
+            captureFrame(dp, UnsafeRawBufferPointer(frame.bytes), .egress, tagging: tagging)
         }
         if frame.vnet.gsoType != 0 && !dp.pointee.transmitOffloads.accepts(gsoType: frame.vnet.gsoType) {
             // A TCP super-frame for a port without TSO is cut into MSS-sized segments here.
@@ -812,6 +855,7 @@ final class Worker: @unchecked Sendable {
             detachDescriptor(lp)
             ports[lp].state = LocalPortState.free
             ports[lp].counters = nil
+            ports[lp].captureFlags = 0; ports[lp].captureTap = nil
             ports[lp].rxBuffer?.deallocate(); ports[lp].rxBuffer = nil
             setVLAN(.unaware, slot: lp)
             lb.pointee.slotByID[Int(id.rawValue)] = -1
@@ -826,6 +870,12 @@ final class Worker: @unchecked Sendable {
             inbound = inb.compactMap { $0 }
             wakeFDs = fds
             for i in 0..<min(256, fds.count) { wakePending[i] = false }
+        case .setCapture(let b, let id, let flags, let interface, let tap):
+            let lp = Int(bridges[b].slotByID[Int(id.rawValue)])
+            guard lp >= 0 else { return }
+            ports[lp].captureFlags = tap == nil ? 0 : flags
+            ports[lp].captureInterface = interface
+            ports[lp].captureTap = tap
         case .setUp(let b, let id, let up):
             let lp = Int(bridges[b].slotByID[Int(id.rawValue)])
             if lp >= 0 { ports[lp].adminUp = up }

@@ -1,5 +1,6 @@
 // WorkerState: the plain structs a worker keeps in preallocated arrays (ports, bridges,
 // transmit slots) and the commands the control thread sends it.
+import Capture
 import Frames
 import Tap
 
@@ -32,6 +33,8 @@ enum WorkerCommand {
     case disconnectPort(bridge: Int, id: PortID)
     case setUp(bridge: Int, id: PortID, up: Bool)
     /// Rings to (outbound[w]) and from (inbound[w]) worker w, and the workers' eventfds.
+    /// Capture this port's frames into `tap` (flags: CaptureDirection bits; 0 and nil: stop).
+    case setCapture(bridge: Int, id: PortID, flags: UInt8, interface: UInt16, tap: Unmanaged<CaptureTap>?)
     case setHandoff(outbound: [HandoffRing?], inbound: [HandoffRing?], wakeFDs: [Int32])
     case stop
 }
@@ -72,6 +75,12 @@ struct LocalPort {
     var rxBuffer: UnsafeMutableRawPointer? = nil
     var rxFill: Int32 = 0
     var maxFrame: Int32 = 0
+    /// Capture: CaptureDirection bits (0: not captured; the only thing the hot path reads when
+    /// no capture runs), the pcapng interface index, and the session's tap for this worker
+    /// (unretained: the session keeps it alive until every worker has dropped it).
+    var captureFlags: UInt8 = 0
+    var captureInterface: UInt16 = 0
+    var captureTap: Unmanaged<CaptureTap>? = nil
 }
 
 /// One bridge as one worker sees it.

@@ -44,6 +44,15 @@ extension FrameHandler {
     public func counters() -> [HandlerCounter] { [] }
 }
 
+/// A handler that can also judge frames at a port's egress: after the pipeline chose the
+/// destinations, `handleEgress` runs once per destination port; `.drop` removes that port
+/// (counted against it), anything else lets the copy leave. Only handlers whose
+/// `judgesEgress` is true at pipeline construction are called there.
+public protocol EgressFrameHandler: FrameHandler {
+    var judgesEgress: Bool { get }
+    func handleEgress(_ frame: inout Frame, to port: PortID, context: HandlerContext) -> Verdict
+}
+
 /// A bridge's handlers in order. `run` returns the first decisive verdict; if every handler
 /// says `.continue`, the frame is flooded (a bridge with no deciding handler acts as a hub).
 public final class HandlerPipeline {
@@ -56,6 +65,10 @@ public final class HandlerPipeline {
     /// through the pipeline thus costs no retain/release; iterating `[any FrameHandler]` cost
     /// two per frame, and an existential loaded from any storage one (checked with callgrind).
     @usableFromInline let stages: UnsafeMutableBufferPointer<Unmanaged<PipelineStage>>
+    /// The egress judges (handlers with `judgesEgress`), same calling scheme.
+    @usableFromInline let egressStages: UnsafeMutableBufferPointer<Unmanaged<PipelineStage>>
+    /// Whether any handler judges egress (the datapath's one test when none does).
+    public let hasEgressStages: Bool
 
     public init(_ handlers: [any FrameHandler], whenUndecided: Verdict = .flood) {
         self.handlers = handlers
@@ -64,14 +77,23 @@ public final class HandlerPipeline {
         for (i, h) in handlers.enumerated() {
             (stages.baseAddress! + i).initialize(to: .passRetained(Self.stage(for: h)))
         }
+        let judges = handlers.compactMap { $0 as? any EgressFrameHandler }.filter(\.judgesEgress)
+        egressStages = .allocate(capacity: judges.count)
+        for (i, h) in judges.enumerated() {
+            (egressStages.baseAddress! + i).initialize(to: .passRetained(Self.egressStage(for: h)))
+        }
+        hasEgressStages = !judges.isEmpty
     }
 
     /// Opens the existential once, at set-up, so the box knows the concrete handler type.
     static func stage<H: FrameHandler>(for handler: H) -> PipelineStage { TypedPipelineStage(handler) }
+    static func egressStage<H: EgressFrameHandler>(for handler: H) -> PipelineStage { TypedEgressStage(handler) }
 
     deinit {
         for s in stages { s.release() }
         stages.deallocate()
+        for s in egressStages { s.release() }
+        egressStages.deallocate()
     }
 
     @inlinable
@@ -85,6 +107,19 @@ public final class HandlerPipeline {
         return fallthroughVerdict
     }
 
+    /// The egress verdict for one destination: the first `.drop` of an egress judge, else
+    /// `.continue`.
+    @inlinable
+    public func runEgress(_ frame: inout Frame, to port: PortID, context: HandlerContext) -> Verdict {
+        var i = 0
+        while i < egressStages.count {
+            let v = egressStages[i]._withUnsafeGuaranteedRef { $0.runEgress(&frame, port, context) }
+            if case .drop = v { return v }
+            i += 1
+        }
+        return .continue
+    }
+
     public func portsChanged(_ ports: PortTable) { for h in handlers { h.portsChanged(ports) } }
 }
 
@@ -92,6 +127,7 @@ public final class HandlerPipeline {
 /// call reads a `let` of a guaranteed `self` and needs no reference counting.
 @usableFromInline class PipelineStage {
     @usableFromInline func run(_ frame: inout Frame, _ context: HandlerContext) -> Verdict { .continue }
+    @usableFromInline func runEgress(_ frame: inout Frame, _ port: PortID, _ context: HandlerContext) -> Verdict { .continue }
 }
 
 @usableFromInline final class TypedPipelineStage<H: FrameHandler>: PipelineStage {
@@ -99,5 +135,14 @@ public final class HandlerPipeline {
     init(_ handler: H) { self.handler = handler }
     @usableFromInline override func run(_ frame: inout Frame, _ context: HandlerContext) -> Verdict {
         handler.handle(&frame, context: context)
+    }
+}
+
+/// An egress judge's stage, typed like `TypedPipelineStage`: no cast, no retain per call.
+@usableFromInline final class TypedEgressStage<H: EgressFrameHandler>: PipelineStage {
+    @usableFromInline let handler: H
+    init(_ handler: H) { self.handler = handler }
+    @usableFromInline override func runEgress(_ frame: inout Frame, _ port: PortID, _ context: HandlerContext) -> Verdict {
+        handler.handleEgress(&frame, to: port, context: context)
     }
 }

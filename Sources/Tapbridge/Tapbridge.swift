@@ -6,4 +6,5 @@
 @_exported import Ring
 @_exported import Datapath
 @_exported import Handlers
+@_exported import Capture
 @_exported import VMBackend

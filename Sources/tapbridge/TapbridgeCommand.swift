@@ -19,11 +19,12 @@ struct TapbridgeCommand: ParsableCommand {
               tapbridge fdb [BRIDGE]               learned and static MACs; fdb add|del
               tapbridge port add|del NAME ...      attach/detach a port at run time
               tapbridge filter list|replace        live filter rules
+              tapbridge capture PORT -w - | tcpdump -n -r -    frames to pcapng/pcap
               tapbridge config check FILE          validate a file (no daemon needed)
             The protocol (JSON lines) is in docs/control-api.md.
             """,
         subcommands: [LinkCommand.self, RunCommand.self, DemoCommand.self, PortsCommand.self, StatsCommand.self, TopCommand.self,
-                      FDBCommand.self, PortCommand.self, FilterCommand.self, ConfigCommand.self]
+                      FDBCommand.self, PortCommand.self, FilterCommand.self, CaptureCommand.self, ConfigCommand.self]
     )
 
     /// Exit status: 0 success, 1 operational error (message on stderr), 2 usage error.

@@ -47,6 +47,7 @@ func issues(_ text: String, host: HostInspector = FakeHost()) -> [String] {
             [bridges.filter]
             default = "drop"
             rules = ["accept arp", "accept ipv4"]
+            direction = "egress"
 
             [[bridges.ports]]
             name = "mva"
@@ -78,6 +79,7 @@ func issues(_ text: String, host: HostInspector = FakeHost()) -> [String] {
         #expect(ls.staticEntries == [StaticFDBEntry(mac: MACAddress("52:54:00:00:00:09")!, port: "mvb", vlan: 10)])
         guard case .filter(let f) = b.pipeline[0] else { Issue.record("no filter"); return }
         #expect(f.defaultAction == "drop" && f.rules == ["accept arp", "accept ipv4"])
+        #expect(f.direction == "egress")
         #expect(f.path == "bridges[0].filter")
 
         let a = b.ports[0]
@@ -350,6 +352,18 @@ func issues(_ text: String, host: HostInspector = FakeHost()) -> [String] {
             "t.toml: bridges[0].ports[1].parent: interface 'eth9' does not exist",
             "t.toml: bridges[0].ports[2].netns: network namespace 'nowhere' does not exist (no /run/netns/nowhere; create it with `ip netns add nowhere`)",
         ])
+    }
+
+    @Test func filterDirectionMustBeKnown() {
+        let out = issues("""
+            [[bridges]]
+            [bridges.filter]
+            direction = "sideways"
+            [[bridges.ports]]
+            name = "m"
+            parent = "eth0"
+            """)
+        #expect(out == ["t.toml: bridges[0].filter.direction: must be 'ingress', 'egress' or 'both', not 'sideways'"])
     }
 
     @Test func badFilterRulesAreRefusedByPosition() {

@@ -64,9 +64,11 @@ struct EngineSegmentationTests {
             let r = try iperf(t, from: a, to: b, seconds: 2)
             checker.stop.store(true, ordering: .relaxed)
             checker.done.wait()
+            // Counters first: once the peer is closed the engine may remove the port (its
+            // descriptor failed) before a snapshot would see it.
+            let snap = engine.snapshot()
             close(sv[1])
             #expect(delivered(r), "\(r)")
-            let snap = engine.snapshot()
             let p = try snap.bridgeStats("br").stats(plain)
             print("segmentation: \(String(format: "%.2f", r.gbps)) Gbit/s between GSO ports; to the plain port: \(p); " +
                   "checked valid \(checker.valid.load(ordering: .relaxed)) invalid \(checker.invalid.load(ordering: .relaxed)) " +

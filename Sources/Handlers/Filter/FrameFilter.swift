@@ -5,8 +5,16 @@
 import Atomics
 import Frames
 
-public final class FrameFilter: FrameHandler, @unchecked Sendable {
+/// Where a filter judges frames: as they enter from its ports, as they leave by them, or both.
+public enum FilterDirection: String, Sendable, CaseIterable {
+    case ingress, egress, both
+}
+
+public final class FrameFilter: EgressFrameHandler, @unchecked Sendable {
     public let name: String
+    public let direction: FilterDirection
+    public var judgesEgress: Bool { direction != .ingress }
+    private let judgesIngress: Bool
     private let published: SnapshotPublisher<CompiledRuleSet>
     private var rules: [FilterRule]
     private var policy: FilterPolicy
@@ -16,10 +24,15 @@ public final class FrameFilter: FrameHandler, @unchecked Sendable {
     private var generation: UInt64 = 0
 
     /// - Parameters:
-    ///   - ports: names of the ports whose ingress frames the filter judges (nil: all ports);
-    ///     frames from other ports pass untouched.
-    public init(name: String = "filter", rules: [FilterRule], policy: FilterPolicy = .allow, ports: [String]? = nil) throws {
+    ///   - ports: names of the ports whose frames the filter judges (nil: all ports); frames
+    ///     of other ports pass untouched.
+    ///   - direction: judge frames entering by those ports (ingress), leaving by them (egress:
+    ///     once per destination port, after the pipeline chose the destinations), or both.
+    public init(name: String = "filter", rules: [FilterRule], policy: FilterPolicy = .allow, ports: [String]? = nil,
+                direction: FilterDirection = .ingress) throws {
         self.name = name
+        self.direction = direction
+        self.judgesIngress = direction != .egress
         self.rules = rules
         self.policy = policy
         self.scopeNames = ports
@@ -31,42 +44,57 @@ public final class FrameFilter: FrameHandler, @unchecked Sendable {
     // MARK: hot path
 
     public func handle(_ frame: inout Frame, context: HandlerContext) -> Verdict {
-        published.withCurrent { set in
+        guard judgesIngress else { return .continue }
+        return published.withCurrent { set in
             if let scope = set.scope, !scope.contains(frame.ingress) { return .continue }
-            let c = set.counters
-            let w = context.worker
-            let bytes = UnsafeRawBufferPointer(frame.bytes)
-            let hot = set.hot
-            var i = 0
-            while i < hot.count {
-                let rule = hot.baseAddress.unsafelyUnwrapped + i
-                let matched: Bool
-                if let insns = rule.pointee.instructions {
-                    matched = PcapProgram.run(insns, bytes)
-                } else {
-                    switch BuiltinMatchers.evaluate(rule.pointee.builtin!, frame, assignedMAC: set.assignedMAC[Int(frame.ingress.rawValue) & 255]) {
-                    case .match: matched = true
-                    case .noMatch: matched = false
-                    case .malformed: c.malformed(worker: w); matched = false
-                    }
-                }
-                if matched {
-                    c.hit(rule: i, bytes: frame.length, now: context.now, worker: w)
-                    switch rule.pointee.action {
-                    case .allow: return .continue
-                    case .deny: return .drop(.filtered)
-                    case .count: break
-                    case .mirror: if let p = rule.pointee.mirrorPort { frame.mirror.insert(p) }
-                    case .limit:
-                        let ok = rule.pointee.bucket!._withUnsafeGuaranteedRef { $0.take(bytes: frame.length, now: context.now) }
-                        if !ok { return .drop(.rateLimited) }
-                    }
-                }
-                i += 1
-            }
-            c.policy(allowed: set.policy == .allow, worker: w)
-            return set.policy == .allow ? .continue : .drop(.filtered)
+            return Self.evaluate(set, &frame, context)
         }
+    }
+
+    /// The copy of `frame` about to leave by `port` (egress filters only).
+    public func handleEgress(_ frame: inout Frame, to port: PortID, context: HandlerContext) -> Verdict {
+        published.withCurrent { set in
+            if let scope = set.scope, !scope.contains(port) { return .continue }
+            return Self.evaluate(set, &frame, context)
+        }
+    }
+
+    /// Rules in order, first match wins, then the policy.
+    @inline(__always)
+    private static func evaluate(_ set: CompiledRuleSet, _ frame: inout Frame, _ context: HandlerContext) -> Verdict {
+        let c = set.counters
+        let w = context.worker
+        let bytes = UnsafeRawBufferPointer(frame.bytes)
+        let hot = set.hot
+        var i = 0
+        while i < hot.count {
+            let rule = hot.baseAddress.unsafelyUnwrapped + i
+            let matched: Bool
+            if let insns = rule.pointee.instructions {
+                matched = PcapProgram.run(insns, bytes)
+            } else {
+                switch BuiltinMatchers.evaluate(rule.pointee.builtin!, frame, assignedMAC: set.assignedMAC[Int(frame.ingress.rawValue) & 255]) {
+                case .match: matched = true
+                case .noMatch: matched = false
+                case .malformed: c.malformed(worker: w); matched = false
+                }
+            }
+            if matched {
+                c.hit(rule: i, bytes: frame.length, now: context.now, worker: w)
+                switch rule.pointee.action {
+                case .allow: return .continue
+                case .deny: return .drop(.filtered)
+                case .count: break
+                case .mirror: if let p = rule.pointee.mirrorPort { frame.mirror.insert(p) }
+                case .limit:
+                    let ok = rule.pointee.bucket!._withUnsafeGuaranteedRef { $0.take(bytes: frame.length, now: context.now) }
+                    if !ok { return .drop(.rateLimited) }
+                }
+            }
+            i += 1
+        }
+        c.policy(allowed: set.policy == .allow, worker: w)
+        return set.policy == .allow ? .continue : .drop(.filtered)
     }
 
     // MARK: control thread

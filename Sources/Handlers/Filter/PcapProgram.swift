@@ -1,16 +1,17 @@
 // PcapProgram: a pcap-filter expression ("tcp dst port 22") compiled once by libpcap into a
 // classic BPF program, and run per frame by libpcap's bounds-checked BPF interpreter. A load
 // past the end of the frame makes the program return 0: a truncated frame never matches an
-// L3/L4 condition by accident. No text is looked at per frame.
+// L3/L4 condition by accident. No text is looked at per frame. Public: the capture tap
+// (module Capture) filters with it too.
 import CLibpcap
 import Synchronization
 
-final class PcapProgram: @unchecked Sendable {
-    let expression: String
+public final class PcapProgram: @unchecked Sendable {
+    public let expression: String
     private var program = bpf_program()
 
     /// Compiles `expression` for Ethernet frames; throws libpcap's own message.
-    init(_ expression: String) throws {
+    public init(_ expression: String) throws {
         self.expression = expression
         guard let pcap = pcap_open_dead(DLT_EN10MB, 65535) else {
             throw FilterError.compile(expression: expression, message: "pcap_open_dead failed", position: nil)
@@ -29,7 +30,7 @@ final class PcapProgram: @unchecked Sendable {
 
     /// Whether the frame matches (a nonzero snapshot length from the program).
     @inline(__always)
-    func matches(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    public func matches(_ bytes: UnsafeRawBufferPointer) -> Bool {
         let p = bytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
         return bpf_filter(program.bf_insns, p, UInt32(bytes.count), UInt32(bytes.count)) != 0
     }
@@ -37,11 +38,11 @@ final class PcapProgram: @unchecked Sendable {
     var instructionCount: Int { Int(program.bf_len) }
 
     /// The compiled instructions, valid while this object lives (the hot path holds them raw).
-    var instructions: UnsafePointer<bpf_insn> { UnsafePointer(program.bf_insns) }
+    public var instructions: UnsafePointer<bpf_insn> { UnsafePointer(program.bf_insns) }
 
     /// Runs raw instructions (see `instructions`) over a frame.
     @inline(__always)
-    static func run(_ insns: UnsafePointer<bpf_insn>, _ bytes: UnsafeRawBufferPointer) -> Bool {
+    public static func run(_ insns: UnsafePointer<bpf_insn>, _ bytes: UnsafeRawBufferPointer) -> Bool {
         let p = bytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
         return bpf_filter(insns, p, UInt32(bytes.count), UInt32(bytes.count)) != 0
     }

@@ -1,6 +1,6 @@
 // Handler pipeline costs per frame: the learning switch, a 20-rule filter in front of it, FDB
-// learn/lookup at 8192 entries, and a VM attachment's source guard (MAC + IPv4 source check).
-// Every benchmark asserts 0 mallocs per frame.
+// learn/lookup at 8192 entries, a VM attachment's source guard (MAC + IPv4 source check), the
+// capture tap and the egress VLAN decision. Every benchmark asserts 0 mallocs per frame.
 import Benchmark
 import Tapbridge
 
@@ -43,6 +43,20 @@ func measurePipeline(_ benchmark: Benchmark, _ pipeline: HandlerPipeline) {
     }
 }
 
+/// Offers one 64-byte UDP frame per iteration to `tap`, draining its ring every 1024 frames.
+func measureTap(_ benchmark: Benchmark, _ tap: CaptureTap) {
+    let f = Frames(src: a, dst: b)
+    let bytes = UnsafeRawBufferPointer(f.frame)
+    var n = 0
+    benchmark.startMeasurement()
+    for _ in benchmark.scaledIterations {
+        tap.offer(bytes, interface: 0, direction: .ingress)
+        n &+= 1
+        if n & 1023 == 0 { tap.ring.drain { _, _, _, _, data in blackHole(data.count) } }
+    }
+    blackHole(tap.ring.dropped)
+}
+
 let config = Benchmark.Configuration(metrics: [.wallClock, .mallocCountTotal, .retainCount, .releaseCount],
                                      scalingFactor: .mega, maxDuration: .seconds(3), maxIterations: 20,
                                      thresholds: [.mallocCountTotal: .init(absolute: [.p100: 0])])
@@ -69,6 +83,20 @@ let benchmarks: @Sendable () -> Void = {
         let p = HandlerPipeline([guarded])
         p.portsChanged(twoPorts)
         measurePipeline(benchmark, p)
+    }
+
+    // Capture tap (what a worker calls for a captured port): a frame the capture expression
+    // rejects, and a 64-byte frame copied into the ring (drained every 1024 frames, as the
+    // capture thread would). Expressions longer than 15 bytes: the benchmark's retain hook
+    // crashes on some small (inline) strings under Swift 6.3 (ordo-one/benchmark#349).
+    Benchmark("Capture tap, frame filtered out", configuration: config) { benchmark in
+        let tap = CaptureTap(ring: CaptureRing(bytes: 1 << 20), filter: try! PcapProgram("tcp dst port 22 and host 198.18.0.9"), snaplen: 65535)
+        measureTap(benchmark, tap)
+    }
+
+    Benchmark("Capture tap, 64 B frame captured", configuration: config) { benchmark in
+        let tap = CaptureTap(ring: CaptureRing(bytes: 1 << 20), filter: try! PcapProgram("udp and dst port 5001"), snaplen: 65535)
+        measureTap(benchmark, tap)
     }
 
     Benchmark("FDB learn+lookup, 8192 entries", configuration: config) { benchmark in
