@@ -24,6 +24,8 @@ final class Worker: @unchecked Sendable {
     static let segmentHeaderOffset = 32
     static let maxPorts = 512
     static let maxBridges = 64
+    /// Frames one stream-socket writev carries at most.
+    static let streamBatch = 32
 
     let index: Int
     unowned let engine: Engine
@@ -125,7 +127,7 @@ final class Worker: @unchecked Sendable {
     }
 
     deinit {
-        for i in 0..<Worker.maxPorts { ports[i].rxBuffer?.deallocate() }
+        for i in 0..<Worker.maxPorts { ports[i].rxBuffer?.deallocate(); ports[i].batchIov?.deallocate() }
         for i in 0..<Worker.maxBridges { bridges[i].slotByID.deallocate(); bridges[i].pipeline?.release() }
         bridges.deallocate(); ports.deallocate(); scratch.deallocate(); iov.deallocate()
         slots.deallocate(); refcount.deallocate(); streamFree.deallocate(); streamSlab.deallocate()
@@ -691,12 +693,37 @@ final class Worker: @unchecked Sendable {
             finishSlot(si)
             return
         }
-        let first = Int(s.pointee.iovFirst)
-        sqe.prepareWritev(fd: Int32(d), iovecs: iov + si * Worker.iovecsPerSlot + first,
-                          count: Int(s.pointee.iovCount) - first)
+        s.pointee.batchNext = -1
+        if let bi = ports[d].batchIov, ports[d].stream, ports[d].txHead >= 0 {
+            sqe.prepareWritev(fd: Int32(d), iovecs: bi, count: gatherStreamBatch(si, into: bi))
+        } else {
+            let first = Int(s.pointee.iovFirst)
+            sqe.prepareWritev(fd: Int32(d), iovecs: iov + si * Worker.iovecsPerSlot + first,
+                              count: Int(s.pointee.iovCount) - first)
+        }
         sqe.useFixedFile()
         sqe.setUserData(UserData(kind: OpKind.write, index: UInt32(si)))
         ports[d].txInflight += 1
+    }
+
+    /// Writes from one stream-socket writev into `bi`: slot `si` first, then frames taken
+    /// from the port's transmit queue, linked through `batchNext`. Returns the iovec count.
+    private func gatherStreamBatch(_ si: Int, into bi: UnsafeMutablePointer<iovec>) -> Int {
+        let dp = ports + Int(slots[si].port)
+        var n = 0, frames = 0, cur = si
+        while true {
+            let s = slots + cur, v = iov + cur * Worker.iovecsPerSlot
+            for k in Int(s.pointee.iovFirst)..<Int(s.pointee.iovCount) { bi[n] = v[k]; n += 1 }
+            frames += 1
+            guard frames < Worker.streamBatch, dp.pointee.txHead >= 0 else { return n }
+            let next = dp.pointee.txHead
+            dp.pointee.txHead = slots[Int(next)].next
+            if dp.pointee.txHead < 0 { dp.pointee.txTail = -1 }
+            dp.pointee.txQueued -= 1
+            s.pointee.batchNext = next
+            slots[Int(next)].batchNext = -1
+            cur = Int(next)
+        }
     }
 
     @inline(__always)
@@ -706,31 +733,88 @@ final class Worker: @unchecked Sendable {
         let dp = ports + d
         let live = dp.pointee.state != LocalPortState.free && dp.pointee.generation == s.pointee.generation
         let res = c.result
-        if live {
-            dp.pointee.txInflight -= 1
-            if res > 0 && res < s.pointee.remaining && dp.pointee.stream && dp.pointee.state == LocalPortState.active {
-                continueShortWrite(si, Int(res))
-                return
-            }
-            if let dc = dp.pointee.counters {
-                if res >= 0 {
-                    dc.add(PortCounter.txFrames, 1)
-                    dc.add(PortCounter.txBytes, UInt64(s.pointee.frameBytes))
-                    if s.pointee.frameBytes > 1514 { dc.add(PortCounter.txLarge, 1) }
-                } else if res == -EAGAIN || res == -ENOBUFS || res == -ENOMEM {
-                    dc.add(PortCounter.firstDrop + Int(DropReason.queueFull.rawValue), 1)
-                } else if res != -ECANCELED {
-                    dc.add(PortCounter.txErrors, 1)
-                    if dp.pointee.stream && (res == -EPIPE || res == -ECONNRESET) { fail(d, -res) }
-                }
-            }
-            kick(d)
+        guard live else {
+            finishBatch(si)
+            return
         }
+        dp.pointee.txInflight -= 1
+        if dp.pointee.stream {
+            completeStreamWrite(si, d, res)
+            return
+        }
+        if let dc = dp.pointee.counters { countWrite(dc, res, s.pointee.frameBytes) }
+        kick(d)
         finishSlot(si)
     }
 
-    /// A stream socket took part of a frame: skip what was written and send the rest first.
-    private func continueShortWrite(_ si: Int, _ written: Int) {
+    @inline(__always)
+    private func countWrite(_ dc: CounterBlock, _ res: Int32, _ frameBytes: Int32) {
+        if res >= 0 {
+            dc.add(PortCounter.txFrames, 1)
+            dc.add(PortCounter.txBytes, UInt64(frameBytes))
+            if frameBytes > 1514 { dc.add(PortCounter.txLarge, 1) }
+        } else if res == -EAGAIN || res == -ENOBUFS || res == -ENOMEM {
+            dc.add(PortCounter.firstDrop + Int(DropReason.queueFull.rawValue), 1)
+        } else if res != -ECANCELED {
+            dc.add(PortCounter.txErrors, 1)
+        }
+    }
+
+    /// A stream writev finished: the frames it carried completely are done; if the socket took
+    /// only part, the rest (starting mid-frame) goes back to the head of the queue, in order.
+    private func completeStreamWrite(_ si: Int, _ d: Int, _ res: Int32) {
+        let dp = ports + d
+        guard res > 0 else {
+            var cur = si
+            while cur >= 0 {
+                let next = Int(slots[cur].batchNext)
+                if let dc = dp.pointee.counters { countWrite(dc, res == 0 ? -EIO : res, slots[cur].frameBytes) }
+                finishSlot(cur)
+                cur = next
+            }
+            if res == -EPIPE || res == -ECONNRESET { fail(d, -res) } else { kick(d) }
+            return
+        }
+        var left = Int(res), cur = si
+        while cur >= 0 && left >= Int(slots[cur].remaining) {
+            let next = Int(slots[cur].batchNext)
+            left -= Int(slots[cur].remaining)
+            if let dc = dp.pointee.counters { countWrite(dc, 0, slots[cur].frameBytes) }
+            finishSlot(cur)
+            cur = next
+        }
+        if cur >= 0 {
+            guard dp.pointee.state == LocalPortState.active else {
+                finishBatch(cur)
+                return
+            }
+            if left > 0 { skipWritten(cur, left) }
+            var tail = cur, count: Int32 = 1
+            while slots[tail].batchNext >= 0 {
+                slots[tail].next = slots[tail].batchNext
+                tail = Int(slots[tail].batchNext)
+                count += 1
+            }
+            slots[tail].next = dp.pointee.txHead
+            if dp.pointee.txHead < 0 { dp.pointee.txTail = Int32(tail) }
+            dp.pointee.txHead = Int32(cur)
+            dp.pointee.txQueued += count
+        }
+        kick(d)
+    }
+
+    /// Frees every slot of a write that no longer counts (its port went or was reconnected).
+    private func finishBatch(_ si: Int) {
+        var cur = si
+        while cur >= 0 {
+            let next = Int(slots[cur].batchNext)
+            finishSlot(cur)
+            cur = next
+        }
+    }
+
+    /// Part of a frame went out: skip those bytes in its iovecs.
+    private func skipWritten(_ si: Int, _ written: Int) {
         let s = slots + si
         let v = iov + si * Worker.iovecsPerSlot
         var left = written
@@ -744,7 +828,6 @@ final class Worker: @unchecked Sendable {
         }
         s.pointee.iovFirst = Int32(first)
         s.pointee.remaining -= Int32(written)
-        submit(si)
     }
 
     @inline(__always)
@@ -857,6 +940,7 @@ final class Worker: @unchecked Sendable {
             ports[lp].counters = nil
             ports[lp].captureFlags = 0; ports[lp].captureTap = nil
             ports[lp].rxBuffer?.deallocate(); ports[lp].rxBuffer = nil
+            ports[lp].batchIov?.deallocate(); ports[lp].batchIov = nil
             setVLAN(.unaware, slot: lp)
             lb.pointee.slotByID[Int(id.rawValue)] = -1
             lb.pointee.members.remove(id)
@@ -914,6 +998,9 @@ final class Worker: @unchecked Sendable {
         p.pointee.reads = spec.reads
         p.pointee.writable = spec.writable
         p.pointee.stream = spec.framing == .lengthPrefixed
+        if p.pointee.stream && p.pointee.batchIov == nil {
+            p.pointee.batchIov = .allocate(capacity: Worker.streamBatch * Worker.iovecsPerSlot)
+        }
         p.pointee.maxFrame = Int32(min(spec.maxFrame, bufferSize - spec.vnetHeaderSize))
         p.pointee.vnetHeaderSize = Int32(spec.vnetHeaderSize)
         p.pointee.transmitOffloads = spec.transmitOffloads

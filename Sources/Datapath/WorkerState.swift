@@ -1,6 +1,7 @@
 // WorkerState: the plain structs a worker keeps in preallocated arrays (ports, bridges,
 // transmit slots) and the commands the control thread sends it.
 import Capture
+import Foundation
 import Frames
 import Tap
 
@@ -74,6 +75,10 @@ struct LocalPort {
     var counters: CounterBlock? = nil
     var rxBuffer: UnsafeMutableRawPointer? = nil
     var rxFill: Int32 = 0
+    /// Stream ports only: room for one writev that carries up to `Worker.streamBatch` queued
+    /// frames (a stream socket has one write in flight; one frame per write cost a ring round
+    /// trip per frame).
+    var batchIov: UnsafeMutablePointer<iovec>? = nil
     var maxFrame: Int32 = 0
     /// Capture: CaptureDirection bits (0: not captured; the only thing the hot path reads when
     /// no capture runs), the pcapng interface index, and the session's tap for this worker
@@ -103,4 +108,7 @@ struct TxSlot {
     var remaining: Int32 = 0
     var frameBytes: Int32 = 0
     var next: Int32 = -1
+    /// The next slot carried by the same stream writev (-1: last). Separate from `next`, which
+    /// links the port's transmit queue, so a completion frees exactly the frames it carried.
+    var batchNext: Int32 = -1
 }
