@@ -13,7 +13,8 @@
 //   Handlers             bundled handlers: LearningSwitch, FrameFilter, capture
 //   VMBackend            QEMU stream/dgram socket ports
 //   Tapbridge            the library product: re-exports everything a handler author needs
-//   Daemon               config, link lifecycle, `run`/`demo` orchestration
+//   Daemon               config, link lifecycle, `run`/`demo` orchestration, metrics endpoint,
+//                        sd_notify, crash-recovery ledger
 //   tapbridge            the command-line tool
 import PackageDescription
 
@@ -29,6 +30,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
         .package(url: "https://github.com/apple/swift-atomics", from: "1.2.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .systemLibrary(
@@ -72,6 +75,8 @@ let package = Package(
             name: "Daemon",
             dependencies: ["Tapbridge",
                            .product(name: "Logging", package: "swift-log"),
+                           .product(name: "Metrics", package: "swift-metrics"),
+                           .product(name: "Prometheus", package: "swift-prometheus"),
                            .product(name: "TOMLKit", package: "TOMLKit")]),
         .executableTarget(
             name: "tapbridge",

@@ -105,6 +105,13 @@ final class EngineBinding {
         ports[port.name] = (bridge, port)
     }
 
+    /// Every handler's counters, by bridge (control thread: `counters()` is called here).
+    func handlerCounters() -> [HandlerCounters] {
+        handlers.sorted { $0.key < $1.key }.flatMap { b, hs in
+            hs.map { HandlerCounters(bridge: b, handler: $0.name, counters: $0.counters()) }
+        }
+    }
+
     /// One metadata set per port and per handler, for the log.
     func counterLines() -> [Logger.Metadata] {
         let snap = engine.snapshot()
