@@ -139,7 +139,7 @@ public final class MetricsServer: @unchecked Sendable {
             }
             _ = fcntl(c, F_SETFD, FD_CLOEXEC)   // (accept4 is not in Swift's Glibc module)
             serve(c)
-            Glibc.close(c)
+            lingeringClose(c)
         }
     }
 
@@ -156,11 +156,11 @@ public final class MetricsServer: @unchecked Sendable {
             if n < 0 && errno == EINTR { continue }
             if n <= 0 { return }   // closed or timed out before a whole request: nothing to answer
             request += buf[0..<n]
-            if Self.contains(request, end) { break }
             if request.count > Self.maxRequest {
                 respond(fd, status: "431 Request Header Fields Too Large", body: "request too large\n")
                 return
             }
+            if Self.contains(request, end) { break }
         }
         // (bytes, not Characters: "\r\n" is one Character in Swift)
         let firstLine = request.prefix { $0 != UInt8(ascii: "\r") && $0 != UInt8(ascii: "\n") }
@@ -184,6 +184,24 @@ public final class MetricsServer: @unchecked Sendable {
                 headOnly: method == "HEAD")
     }
 
+    /// Closing with unread input makes the kernel send a reset, which can destroy the response
+    /// before the client reads it (an oversized request's 431): stop writing, read and drop what
+    /// is left (bounded: 64 KiB, 1 s), then close.
+    private func lingeringClose(_ fd: Int32) {
+        shutdown(fd, Int32(SHUT_WR))
+        var tv = timeval(tv_sec: 1, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var buf = [UInt8](repeating: 0, count: 4096)
+        var drained = 0
+        while drained < 65536 {
+            let n = read(fd, &buf, buf.count)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            drained += n
+        }
+        Glibc.close(fd)
+    }
+
     private func respond(_ fd: Int32, status: String, body: String, contentType: String = "text/plain; charset=utf-8",
                          extra: String = "", headOnly: Bool = false) {
         let bytes = Array(body.utf8)
@@ -192,7 +210,7 @@ public final class MetricsServer: @unchecked Sendable {
         if !headOnly { out += bytes }
         var off = 0
         while off < out.count {
-            let n = out.withUnsafeBytes { write(fd, $0.baseAddress! + off, out.count - off) }
+            let n = out.withUnsafeBytes { send(fd, $0.baseAddress! + off, out.count - off, Int32(MSG_NOSIGNAL)) }
             if n < 0 && errno == EINTR { continue }
             if n <= 0 { return }
             off += n
