@@ -11,6 +11,8 @@ final class ServiceState {
     var metrics: MetricsServer?
     let exchange = HandlerCounterExchange()
     var nextWatchdog = Date.distantFuture
+    /// The last STATUS= sent (a new one goes out when it changes: a port lost or back).
+    var lastStatus = ""
 
     init(logger: Logger) {
         do {
@@ -46,7 +48,8 @@ extension Daemon {
     /// READY=1 with a status line, and the first watchdog deadline.
     func notifyReady() {
         guard let n = service.notifier else { return }
-        n.ready(status: statusLine())
+        service.lastStatus = statusLine()
+        n.ready(status: service.lastStatus)
         if let interval = n.watchdogInterval {
             service.nextWatchdog = Date().addingTimeInterval(interval)
             logger.info("systemd watchdog", metadata: ["interval": "\(interval)"])
@@ -59,6 +62,10 @@ extension Daemon {
         if let n = service.notifier, let interval = n.watchdogInterval, Date() >= service.nextWatchdog {
             n.watchdog()
             service.nextWatchdog = Date().addingTimeInterval(interval)
+        }
+        if let n = service.notifier {
+            let status = statusLine()
+            if status != service.lastStatus { n.status(status); service.lastStatus = status }
         }
         if service.metrics != nil, let engine {
             service.exchange.serve { engine.handlerCounters() }
@@ -83,9 +90,9 @@ extension Daemon {
         service.metrics = nil
     }
 
-    /// "3 ports on 1 bridge(s) up; 0 lost".
+    /// "3 port(s) on 1 bridge(s)", then ", 1 waiting for its link" while a port's link is gone.
     func statusLine() -> String {
         "\(config.allPorts.count) port(s) on \(config.bridges.count) bridge(s)"
-            + (portsLost > 0 ? ", \(portsLost) lost" : "") + (links.reclaimed.isEmpty ? "" : ", \(links.reclaimed.count) link(s) reclaimed")
+            + (lostPorts.isEmpty ? "" : ", \(lostPorts.count) waiting for its link") + (links.reclaimed.isEmpty ? "" : ", \(links.reclaimed.count) link(s) reclaimed")
     }
 }
