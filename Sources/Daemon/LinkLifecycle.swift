@@ -21,6 +21,9 @@ public final class LinkLifecycle {
     /// nil: no state directory (the demo, library use): nothing survives a crash.
     let ledger: LinkLedger?
     var lock: StateLock?
+    /// Set once a predecessor's ledger has been dealt with: only then is the ledger ours to
+    /// rewrite or remove (an unreadable one stays for a person to look at).
+    var ledgerOwned = false
     /// Links reclaimed from a dead daemon's ledger at start (names), for logs and tests.
     public internal(set) var reclaimed: [String] = []
     /// Links of a dead daemon deleted at start because the configuration no longer wants them.
@@ -114,18 +117,19 @@ public final class LinkLifecycle {
         var failed: [CreatedLink] = []
         for l in created.reversed() where !deleteLink(l) { failed.append(l) }
         created = failed
-        if failed.isEmpty, lock != nil { ledger?.remove() } else { persist() }
+        if failed.isEmpty, ledgerOwned { ledger?.remove() } else { persist() }
     }
 
     /// Releases the state directory lock (after `deleteAll`).
     func close() {
+        ledgerOwned = false
         lock = nil
     }
 
     /// Rewrites the ledger from `created`. A ledger that cannot be written is logged: the
     /// daemon keeps forwarding, but a crash would then leave these links behind.
     func persist() {
-        guard let ledger, lock != nil else { return }
+        guard let ledger, ledgerOwned else { return }
         do {
             try ledger.write(created.compactMap(\.record))
         } catch {

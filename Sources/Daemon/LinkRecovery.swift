@@ -83,7 +83,9 @@ extension LinkLifecycle {
     /// Reads a dead daemon's ledger (the lock is ours, so its owner is gone): reclaims what
     /// `config` still wants, deletes the rest, leaves foreign links alone. Call after `open`.
     func recover(_ config: DaemonConfig) throws {
-        guard let ledger, lock != nil, let old = try ledger.read() else { return }
+        guard let ledger, lock != nil else { return }
+        guard let old = try ledger.read() else { ledgerOwned = true; return }
+        ledgerOwned = true
         if old.bootID != ledger.bootID {
             // Links do not survive a reboot; an ifindex from another boot proves nothing.
             logger.info("ledger from an earlier boot ignored", metadata: ["ledger": "\(ledger.path)", "pid": "\(old.pid)"])

@@ -186,6 +186,73 @@ import TestSupport
         }
     }
 
+    @Test func unreadableLedgerStopsTheStartAndStays() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 1)
+            let state = FileManager.default.temporaryDirectory.path + "/\(t.tag)-state"
+            t.onCleanup { try? FileManager.default.removeItem(atPath: state) }
+            try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
+            try "{ truncated".write(toFile: state + "/links.json", atomically: false, encoding: .utf8)
+            let d = try DaemonProcess(t, config: "[[bridges]]\n" + h.portTables(), arguments: ["--state-dir", state], waitReady: false)
+            #expect(d.waitExit() == 1)
+            #expect(d.log.contains("is unreadable"), "\(d.log)")
+            #expect(try String(contentsOfFile: state + "/links.json", encoding: .utf8) == "{ truncated")
+            #expect(linkDetails(h.macvtaps[0]) == nil)
+        }
+    }
+
+    /// A macvtap moved into a namespace is found there again (its ifindex read where it lives).
+    @Test func recoveryInANamespace() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 1)
+            let ns = h.namespaces[0]
+            let state = FileManager.default.temporaryDirectory.path + "/\(t.tag)-state"
+            t.onCleanup { try? FileManager.default.removeItem(atPath: state) }
+            let config = """
+                [[bridges]]
+                [[bridges.ports]]
+                name = "\(h.macvtaps[0])"
+                parent = "\(h.veths[0])"
+                mode = "passthru"
+                netns = "\(ns)"
+                """
+            let d1 = try DaemonProcess(t, config: config, arguments: ["--state-dir", state])
+            let index = try ifindex(h.macvtaps[0], netns: ns)
+            #expect(d1.stop(signal: SIGKILL) == SIGKILL)
+            let ledger = try #require(try LinkLedger(directory: state).read())
+            #expect(ledger.links.first?.netns == ns && ledger.links.first?.ifindex == Int32(index))
+            let d2 = try DaemonProcess(t, config: config, arguments: ["--state-dir", state])
+            #expect(d2.log.contains("link reclaimed ifindex=\(index) link=\(h.macvtaps[0]) netns=\(ns)"), "\(d2.log)")
+            #expect(d2.stop() == 0)
+            #expect(linkDetails(h.macvtaps[0], netns: ns) == nil, "\(d2.log)")
+        }
+    }
+
+    @Test func notifierPathSocketAndWatchdogPID() throws {
+        let path = FileManager.default.temporaryDirectory.path + "/tbt-notify-\(UInt32.random(in: 0...UInt32.max)).sock"
+        defer { unlink(path) }
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(fd) }
+        var sa = sockaddr_un()
+        sa.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &sa.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
+        let bound = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        try #require(bound == 0)
+        let n = try #require(try SystemdNotifier(environment: ["NOTIFY_SOCKET": path, "WATCHDOG_USEC": "3000000",
+                                                               "WATCHDOG_PID": "\(getpid())"]))
+        #expect(n.watchdogInterval == 1.5)
+        n.ready(status: "two\nlines")
+        var buf = [UInt8](repeating: 0, count: 512)
+        let got = recv(fd, &buf, buf.count, Int32(MSG_DONTWAIT))
+        #expect(got > 0 && String(decoding: buf[0..<max(0, got)], as: UTF8.self) == "READY=1\nSTATUS=two lines")
+        // The watchdog is someone else's: no pings from us.
+        #expect(try SystemdNotifier(environment: ["NOTIFY_SOCKET": path, "WATCHDOG_USEC": "3000000", "WATCHDOG_PID": "1"])?
+            .watchdogInterval == nil)
+        #expect(try SystemdNotifier(environment: [:]) == nil)
+        #expect(throws: DaemonError.self) { try SystemdNotifier(environment: ["NOTIFY_SOCKET": "relative"]) }
+    }
+
     @Test func checkReportsGoodAndBad() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 1)
