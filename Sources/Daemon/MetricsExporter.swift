@@ -116,7 +116,24 @@ enum MetricsExporter {
         }
         var text = r.emitToString()
         if let daemon { text += daemon.emitToString() }
-        return text
+        return sortedFamilies(text)
+    }
+
+    /// The registry emits families and series in dictionary order; a person reading a scrape
+    /// (or diffing two) wants them sorted: families by name, series within each by text.
+    static func sortedFamilies(_ text: String) -> String {
+        var families: [(name: String, comments: [Substring], samples: [Substring])] = []
+        for line in text.split(separator: "\n") {
+            if line.hasPrefix("#") {
+                let name = String(line.split(separator: " ").dropFirst(2).first ?? "")
+                if families.last?.name != name { families.append((name, [], [])) }
+                families[families.count - 1].comments.append(line)
+            } else if !families.isEmpty {
+                families[families.count - 1].samples.append(line)
+            }
+        }
+        return families.sorted { $0.name < $1.name }
+            .map { ($0.comments + $0.samples.sorted()).joined(separator: "\n") + "\n" }.joined()
     }
 
     static func sanitize(_ name: String) -> String {

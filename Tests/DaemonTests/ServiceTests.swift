@@ -32,7 +32,9 @@ import TestSupport
                 let a = try parseMetrics(httpGet(port: port, path: "/metrics").body)
                 usleep(300_000)
                 scrape = try parseMetrics(httpGet(port: port, path: "/metrics").body)
-                if a.filter({ $0.name.hasPrefix("tapbridge_port_") }) == scrape.filter({ $0.name.hasPrefix("tapbridge_port_") }) { break }
+                // (families come out in the registry's dictionary order: compare as sets)
+                let ports = { (x: [Sample]) in Set(x.filter { $0.name.hasPrefix("tapbridge_port_") }.map(\.description)) }
+                if ports(a) == ports(scrape) { break }
             }
             // Protocol edges: unknown path, wrong method, garbage, oversized request.
             #expect(try httpGet(port: port, path: "/").status == 404)
@@ -324,6 +326,25 @@ import TestSupport
         #expect(throws: DaemonError.self) { try l.read() }
     }
 
+    /// Worker busy time comes from the thread's CPU time in /proc, found by its name.
+    @Test func workerBusyTimeFromProc() throws {
+        let done = DispatchSemaphore(value: 0), measured = DispatchSemaphore(value: 0)
+        let t = Thread {
+            try? "tb-worker-63".write(toFile: "/proc/thread-self/comm", atomically: false, encoding: .utf8)
+            var x: UInt64 = 1
+            let end = Date().addingTimeInterval(0.15)
+            while Date() < end { for i in 0..<10_000 { x = x &* 6364136223846793005 &+ UInt64(i) } }
+            if x == 42 { print(x) }
+            done.signal()
+            measured.wait()
+        }
+        t.start()
+        done.wait()
+        let cpu = MetricsExporter.workerCPUSeconds()[63]
+        measured.signal()
+        #expect((cpu ?? 0) >= 0.05, "busy seconds \(String(describing: cpu))")
+    }
+
     @Test func jsonLogLinesEscape() throws {
         let line = JSONLogHandler.line(level: .info, message: "a \"quoted\"\nline", label: "tapbridge",
                                        metadata: ["port": "m\\0", "message": "shadow", "ctl": "\u{1}"])
@@ -357,7 +378,9 @@ struct Sample: Equatable, CustomStringConvertible {
     var name: String
     var labels: [String: String]
     var value: Double
-    var description: String { "\(name)\(labels) \(value)" }
+    var description: String {
+        "\(name){\(labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ","))} \(value)"
+    }
 }
 
 extension [Sample] {
