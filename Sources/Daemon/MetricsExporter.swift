@@ -98,8 +98,8 @@ enum MetricsExporter {
                     .increment(by: cpu)
             }
         }
-        counter("tapbridge_ports_removed_total", "Ports the engine removed because their descriptor failed.",
-                [("engine", "0")], snapshot.portsRemoved)
+        r.makeCounter(name: "tapbridge_ports_removed_total", help: "Ports the engine removed because their descriptor failed.")
+            .increment(by: Int64(clamping: snapshot.portsRemoved))
         for h in handlers {
             for c in h.counters {
                 var labels = [("bridge", h.bridge), ("handler", h.handler)]

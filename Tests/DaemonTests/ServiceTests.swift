@@ -91,6 +91,33 @@ import TestSupport
         #expect(r.status == 2 && r.stderr.contains("not a loopback address"), "\(r.stderr)")
     }
 
+    @Test func serviceKeysParse() throws {
+        let ok = try ConfigParser.parse("""
+            log-format = "json"
+            metrics = "[::1]:9417"
+            state-dir = "/var/tmp/tb"
+            [[bridges]]
+            """, file: "t.toml")
+        #expect(ok.logFormat == .json && ok.metrics == "[::1]:9417" && ok.stateDirectory == "/var/tmp/tb")
+        #expect(try ConfigParser.parse("[[bridges]]\n", file: "t.toml").stateDirectory == "/run/tapbridge")
+        #expect(try ConfigParser.parse("metrics = \"198.18.0.1:9\"\nmetrics-allow-remote = true\n[[bridges]]\n", file: "t.toml")
+            .metricsAllowRemote)
+        do {
+            _ = try ConfigParser.parse("""
+                log-format = "xml"
+                metrics = "0.0.0.0:9417"
+                state-dir = "run/tb"
+                [[bridges]]
+                """, file: "t.toml")
+            Issue.record("accepted a bad config")
+        } catch let e as ConfigError {
+            let text = e.description
+            #expect(text.contains("t.toml: log-format: unknown format 'xml' (one of: text, json)"), "\(text)")
+            #expect(text.contains("t.toml: metrics: '0.0.0.0:9417' is not a loopback address"), "\(text)")
+            #expect(text.contains("t.toml: state-dir: must be an absolute path"), "\(text)")
+        }
+    }
+
     @Test func sdNotifyMessages() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 2)
