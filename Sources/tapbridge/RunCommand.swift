@@ -9,7 +9,10 @@ struct RunCommand: ParsableCommand {
         commandName: "run", abstract: "Run the forwarding daemon from a TOML configuration.",
         discussion: "Creates the macvtaps the configuration declares, opens them and forwards frames until "
             + "SIGINT/SIGTERM, then deletes exactly the links it created. SIGHUP re-reads the file, adds or "
-            + "removes ports and swaps filter rules live. Every key is described in docs/config.md.")
+            + "removes ports and swaps filter rules live. Every key is described in docs/config.md. "
+            + "Links it creates are recorded in a ledger in the state directory: after a crash the next start "
+            + "reclaims the ones still configured and deletes the rest. Under systemd (Type=notify) it reports "
+            + "READY/RELOADING/STOPPING and pings the watchdog; see docs/operations.md and tools/tapbridge.service.")
 
     @Option(name: .long, help: "Configuration file (TOML).")
     var config: String

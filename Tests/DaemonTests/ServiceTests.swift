@@ -192,6 +192,27 @@ import TestSupport
         }
     }
 
+    /// A port added by SIGHUP is in the ledger too, so a crash after a reload loses nothing.
+    @Test func portsAddedByReloadAreRecovered() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 3)
+            let state = FileManager.default.temporaryDirectory.path + "/\(t.tag)-state"
+            t.onCleanup { try? FileManager.default.removeItem(atPath: state) }
+            let d1 = try DaemonProcess(t, config: "[[bridges]]\n" + Hosts.portTables(h, only: [0, 1]), arguments: ["--state-dir", state])
+            try ("[[bridges]]\n" + h.portTables()).write(toFile: d1.configPath, atomically: true, encoding: .utf8)
+            kill(d1.process.processIdentifier, SIGHUP)
+            try d1.waitFor("port added by reload")
+            let added = try ifindex(h.macvtaps[2])
+            #expect(try #require(try LinkLedger(directory: state).read()).links.map(\.name).sorted() == h.macvtaps.sorted())
+            #expect(d1.stop(signal: SIGKILL) == SIGKILL)
+            let d2 = try DaemonProcess(t, config: "[[bridges]]\n" + h.portTables(), arguments: ["--state-dir", state])
+            #expect(d2.log.contains("link reclaimed ifindex=\(added) link=\(h.macvtaps[2])"), "\(d2.log)")
+            #expect(h.ping(2, h.addresses[0]), "\(d2.log)")
+            #expect(d2.stop() == 0)
+            for m in h.macvtaps { #expect(linkDetails(m) == nil) }
+        }
+    }
+
     @Test func restartDeletesLeftoversNoLongerWanted() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 2)
