@@ -160,36 +160,38 @@ enum MetricsExporter {
 }
 
 /// Hands handler counters from the control thread (where `counters()` may be called) to the
-/// scrape thread: a scrape asks, the control loop answers on its next wake-up (≤ 0.2 s).
+/// scrape thread. While someone scrapes (a request in the last minute) the control loop
+/// refreshes them on every wake-up (≤ 0.2 s), so a scrape answers at once with counters at most
+/// that old; the first scrape after a quiet minute waits for one refresh.
 final class HandlerCounterExchange: @unchecked Sendable {
     private let cond = NSCondition()
-    private var requested = false
+    private var lastRequest = Date.distantPast
     private var latest: [HandlerCounters] = []
-    private var generation = 0
+    private var latestAt = Date.distantPast
+    static let activeWindow: Double = 60
+    static let maxAge: Double = 0.5
 
-    /// Scrape thread: the handlers' counters, fresh if the control loop answers within `timeout`,
-    /// else the last ones it gave.
+    /// Scrape thread: the handlers' counters, at most `maxAge` old when the control loop keeps
+    /// up, else the last ones it gave after waiting up to `timeout`.
     func fetch(timeout: Double = 2) -> [HandlerCounters] {
         cond.lock()
         defer { cond.unlock() }
-        let want = generation + 1
-        requested = true
+        lastRequest = Date()
         let deadline = Date().addingTimeInterval(timeout)
-        while generation < want && cond.wait(until: deadline) {}
+        while Date().timeIntervalSince(latestAt) > Self.maxAge && cond.wait(until: deadline) {}
         return latest
     }
 
-    /// Control thread: answers a pending request.
+    /// Control thread: refreshes while scrapes are coming.
     func serve(_ collect: () -> [HandlerCounters]) {
         cond.lock()
-        let pending = requested
+        let active = Date().timeIntervalSince(lastRequest) < Self.activeWindow
         cond.unlock()
-        guard pending else { return }
+        guard active else { return }
         let fresh = collect()
         cond.lock()
         latest = fresh
-        requested = false
-        generation += 1
+        latestAt = Date()
         cond.broadcast()
         cond.unlock()
     }
