@@ -38,7 +38,8 @@ public enum HostCheck {
             let ports = config.allPorts
             r.add(.ok, "config \(file)", "\(config.bridges.count) bridge(s), \(ports.count) port(s), "
                   + "\(ports.filter { $0.port.create != nil }.count) link(s) to create")
-            let host = RecoveringHost(stateDirectory: config.stateDirectory)
+            // Links a running daemon (or a dead one) created count as its own, not as conflicts.
+            let host = RecoveringHost(stateDirectory: config.stateDirectory, includeLive: true)
             do {
                 try ConfigValidator.validate(config, host: host)
                 r.add(.ok, "config against host", "namespaces, parents and links as declared")
@@ -85,8 +86,11 @@ public enum HostCheck {
     static func stateDirectory(_ config: DaemonConfig, host: RecoveringHost, _ r: inout HostCheckReport) {
         guard let dir = config.stateDirectory else { return }
         if StateLock.isHeld(directory: dir) {
+            // Checking a file for `systemctl reload` next to the running daemon is normal; a
+            // second daemon on this directory would be refused at start, which says so.
             let pid = (try? LinkLedger(directory: dir).read())?.map { " (pid \($0.pid))" } ?? ""
-            r.add(.fail, "state directory \(dir)", "in use by a running tapbridge daemon\(pid)")
+            r.add(.warn, "state directory \(dir)", "in use by a running tapbridge daemon\(pid): its links \(host.leftoverLinks.joined(separator: ", ")) "
+                  + "are counted as created by it; a second daemon on this directory would be refused")
             return
         }
         var probe = dir

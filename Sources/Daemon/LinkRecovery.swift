@@ -123,9 +123,11 @@ extension LinkLifecycle {
     }
 
     /// Links of a dead daemon's ledger in `directory` that are verified as that daemon's: the
-    /// validator treats them as absent (they will be reclaimed or deleted). Read-only.
-    static func leftovers(stateDirectory: String?) -> [LedgerLink] {
-        guard let dir = stateDirectory, !StateLock.isHeld(directory: dir),
+    /// validator treats them as absent (they will be reclaimed or deleted). With `includeLive`
+    /// (`--check` next to a running daemon) a live daemon's links count the same way, so a
+    /// file can be checked before `systemctl reload`. Read-only.
+    static func leftovers(stateDirectory: String?, includeLive: Bool = false) -> [LedgerLink] {
+        guard let dir = stateDirectory, includeLive || !StateLock.isHeld(directory: dir),
               let old = try? LinkLedger(directory: dir).read(), old.bootID == LinkLedger.currentBootID() else { return [] }
         return old.links.filter { if case .ours = verify($0) { return true } else { return false } }
     }
@@ -137,9 +139,9 @@ public struct RecoveringHost: HostInspector {
     let base: HostInspector
     let hidden: [LedgerLink]
 
-    public init(base: HostInspector = SystemHost(), stateDirectory: String?) {
+    public init(base: HostInspector = SystemHost(), stateDirectory: String?, includeLive: Bool = false) {
         self.base = base
-        self.hidden = LinkLifecycle.leftovers(stateDirectory: stateDirectory)
+        self.hidden = LinkLifecycle.leftovers(stateDirectory: stateDirectory, includeLive: includeLive)
     }
 
     /// Left-over links found (for the `--check` report).

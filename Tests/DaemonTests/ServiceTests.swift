@@ -208,6 +208,11 @@ import TestSupport
             let d2 = try DaemonProcess(t, config: "[[bridges]]\n" + h.portTables(), arguments: ["--state-dir", state])
             #expect(d2.log.contains("link reclaimed ifindex=\(added) link=\(h.macvtaps[2])"), "\(d2.log)")
             #expect(h.ping(2, h.addresses[0]), "\(d2.log)")
+            // Checking the file next to the running daemon (before a reload): its links are its own, not conflicts.
+            let check = try DaemonProcess(t, config: "[[bridges]]\n" + h.portTables(), arguments: ["--check", "--state-dir", state],
+                                          waitReady: false)
+            #expect(check.waitExit() == 0, "\(check.log)")
+            #expect(check.log.contains("warn  state directory \(state): in use by a running tapbridge daemon"), "\(check.log)")
             #expect(d2.stop() == 0)
             for m in h.macvtaps { #expect(linkDetails(m) == nil) }
         }
