@@ -15,7 +15,8 @@
 //   VMBackend            QEMU stream/dgram socket ports
 //   Tapbridge            the library product: re-exports everything a handler author needs
 //   Control              control socket: JSON-lines protocol v1, server (SO_PEERCRED), client
-//   Daemon               config, link lifecycle, `run`/`demo` orchestration
+//   Daemon               config, link lifecycle, `run`/`demo` orchestration, metrics endpoint,
+//                        sd_notify, crash-recovery ledger
 //   tapbridge            the command-line tool
 import PackageDescription
 
@@ -31,6 +32,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
         .package(url: "https://github.com/apple/swift-atomics", from: "1.2.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .systemLibrary(
@@ -80,6 +83,8 @@ let package = Package(
             name: "Daemon",
             dependencies: ["Tapbridge", "Control",
                            .product(name: "Logging", package: "swift-log"),
+                           .product(name: "Metrics", package: "swift-metrics"),
+                           .product(name: "Prometheus", package: "swift-prometheus"),
                            .product(name: "TOMLKit", package: "TOMLKit")]),
         .executableTarget(
             name: "tapbridge",

@@ -13,6 +13,15 @@ public struct DaemonConfig: Sendable {
     public var workers: Int?
     /// Seconds between counter lines in the log; 0 disables them.
     public var statsInterval: Double = 0
+    /// Log line format on stderr.
+    public var logFormat: LogFormat = .text
+    /// Prometheus endpoint address ("127.0.0.1:9417", "[::1]:9417"); nil: no endpoint.
+    public var metrics: String?
+    /// Allow the metrics endpoint on a non-loopback address (it has no authentication).
+    public var metricsAllowRemote = false
+    /// Where the crash-recovery ledger lives; nil: no ledger (library use, the demo).
+    /// `tapbridge run` defaults to /run/tapbridge.
+    public var stateDirectory: String?
     public var bridges: [BridgeConfig] = []
     /// Control socket path (`[control] socket`); nil or empty: no control socket. A file read by
     /// ConfigParser defaults to /run/tapbridge/control.sock.
@@ -20,12 +29,21 @@ public struct DaemonConfig: Sendable {
     /// Group (name or number) whose members may use the control socket besides root.
     public var controlGroup: String?
 
+    public static let defaultStateDirectory = "/run/tapbridge"
+
     public init(file: String) { self.file = file }
 
     /// Every port of every bridge, with the bridge it belongs to.
     public var allPorts: [(bridge: BridgeConfig, port: PortConfig)] {
         bridges.flatMap { b in b.ports.map { (b, $0) } }
     }
+}
+
+public enum LogFormat: String, Sendable, CaseIterable {
+    /// `TIMESTAMP LEVEL message key=value...`
+    case text
+    /// One JSON object per line (journald, ELK).
+    case json
 }
 
 /// One bridge: an ordered handler pipeline and its ports.

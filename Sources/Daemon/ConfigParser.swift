@@ -57,6 +57,22 @@ public enum ConfigParser {
             }
             r.finish()
         }
+        if let s = top.string("log-format") {
+            if let f = LogFormat(rawValue: s) { config.logFormat = f } else {
+                top.fail("log-format", "unknown format '\(s)' (one of: text, json)")
+            }
+        }
+        config.metricsAllowRemote = top.bool("metrics-allow-remote") ?? false
+        if let s = top.string("metrics") {
+            do {
+                _ = try MetricsAddress(parsing: s, allowRemote: config.metricsAllowRemote)
+                config.metrics = s
+            } catch { top.fail("metrics", "\(error)") }
+        }
+        config.stateDirectory = DaemonConfig.defaultStateDirectory
+        if let s = top.string("state-dir") {
+            if s.hasPrefix("/") { config.stateDirectory = s } else { top.fail("state-dir", "must be an absolute path") }
+        }
         if let bridges = top.tableArray("bridges") {
             for (i, t) in bridges.enumerated() {
                 config.bridges.append(parseBridge(t, index: i, issues: issues))

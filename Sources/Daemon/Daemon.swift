@@ -30,12 +30,15 @@ public final class Daemon {
     /// The control socket (nil when the configuration has none), and the work it hands the loop.
     var control: ControlServer?
     lazy var controlQueue = ControlQueue(wake: { [stopSignal] in stopSignal.wake() })
+    /// systemd notifications and the metrics endpoint (DaemonService.swift).
+    let service: ServiceState
 
     public init(config: DaemonConfig, logger: Logger, stopSignal: StopSignal) {
         self.config = config
         self.logger = logger
         self.stopSignal = stopSignal
-        self.links = LinkLifecycle(logger: logger)
+        self.links = LinkLifecycle(logger: logger, stateDirectory: config.stateDirectory)
+        self.service = ServiceState(logger: logger)
     }
 
     /// Asks a running daemon to stop (any thread).
@@ -43,19 +46,24 @@ public final class Daemon {
 
     /// Runs until a stop; throws (after cleaning up) if start-up fails.
     public func run(_ options: Options = Options()) throws {
-        try ConfigValidator.validate(config, host: SystemHost())
+        // Links a dead predecessor left (its ledger) do not count as existing: they are reclaimed or deleted below.
+        try ConfigValidator.validate(config, host: RecoveringHost(stateDirectory: config.stateDirectory))
         logger.info("starting", metadata: ["config": "\(config.file)", "bridges": "\(config.bridges.count)",
                                            "ports": "\(config.allPorts.count)",
                                            "workers": "\(config.workers.map(String.init) ?? "auto")"])
         defer { shutdown() }
+        try links.open()
+        try links.recover(config)
         try links.createAll(config)
         let engine = try EngineBinding(config: config, logger: logger)
         self.engine = engine
         try engine.start()
+        try startMetrics()
         monitor = try LinkWatcher(ports: config.allPorts.filter { $0.port.vm == nil }.map { ($0.port.name, $0.port.netns) },
                                   logger: logger)
         try startControl()
         logger.info("running", metadata: ["ports": "\(config.allPorts.map(\.port.name).joined(separator: ","))"])
+        notifyReady()
         options.onReady?(self)
 
         let started = Date()
@@ -66,14 +74,16 @@ public final class Daemon {
             let now = Date()
             if let d = options.duration, now.timeIntervalSince(started) >= d {
                 logger.info("stopping", metadata: ["reason": "duration \(d) s elapsed"])
+                notifyStopping("duration elapsed")
                 return
             }
             switch stopSignal.wait(seconds: min(0.2, max(0, nextTick.timeIntervalSinceNow))) {
             case .stop:
                 logger.info("stopping", metadata: ["reason": "\(stopSignal.reason)"])
+                notifyStopping(stopSignal.reason)
                 return
             case .reload:
-                reload()
+                serviceReload()
             case .timeout:
                 break
             }
@@ -83,6 +93,7 @@ public final class Daemon {
                 handle(.removed(name, netns: netns))
             }
             for event in monitor?.drain() ?? [] { handle(event) }
+            serviceTick()
             if Date() >= nextSweep {
                 engine.sweep()
                 nextSweep = Date().addingTimeInterval(sweepInterval)
@@ -113,6 +124,7 @@ public final class Daemon {
             links.forget(name, netns: netns)
             lostPorts.insert(name)
             portsLost += 1
+            DaemonMetrics.count("tapbridge_ports_lost_total")
             logger.warning("port lost: link deleted", metadata: ["port": "\(name)", "netns": "\(netns ?? "-")",
                                                                  "ports-lost": "\(portsLost)"])
         case .added(let name, let netns):
@@ -121,6 +133,7 @@ public final class Daemon {
                 try engine.reattach(name)
                 lostPorts.remove(name)
                 portsReattached += 1
+                DaemonMetrics.count("tapbridge_ports_reattached_total")
                 logger.info("port re-attached", metadata: ["port": "\(name)", "netns": "\(netns ?? "-")",
                                                            "ports-reattached": "\(portsReattached)"])
             } catch {
@@ -148,6 +161,7 @@ public final class Daemon {
     /// Stops the engine and deletes the links this daemon created. Idempotent.
     func shutdown() {
         stopControl()
+        stopMetrics()
         monitor?.stop()
         monitor = nil
         if let engine {
@@ -156,6 +170,7 @@ public final class Daemon {
         }
         engine = nil
         links.deleteAll()
+        links.close()
         logger.info("stopped", metadata: ["ports-lost": "\(portsLost)", "ports-reattached": "\(portsReattached)"])
     }
 }

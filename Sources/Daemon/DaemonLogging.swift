@@ -1,5 +1,6 @@
 // DaemonLogging: one swift-log bootstrap for `run` and `demo`: one line per event on stderr,
-// "TIMESTAMP LEVEL message key=value...", the level set once at start.
+// "TIMESTAMP LEVEL message key=value..." or, with `log-format = "json"`, one JSON object per
+// line (for journald/ELK); the level set once at start.
 import Foundation
 import Logging
 
@@ -7,10 +8,13 @@ public enum DaemonLogging {
     nonisolated(unsafe) private static var bootstrapped = false
 
     /// Installs the handler (once per process) and returns the daemon's logger at `level`.
-    public static func logger(level: Logger.Level, label: String = "tapbridge") -> Logger {
+    public static func logger(level: Logger.Level, format: LogFormat = .text, label: String = "tapbridge") -> Logger {
         if !bootstrapped {
             bootstrapped = true
-            LoggingSystem.bootstrap { label in LineLogHandler(label: label) }
+            switch format {
+            case .text: LoggingSystem.bootstrap { label in LineLogHandler(label: label) }
+            case .json: LoggingSystem.bootstrap { label in JSONLogHandler(label: label) }
+            }
         }
         var l = Logger(label: label)
         l.logLevel = level
@@ -18,16 +22,23 @@ public enum DaemonLogging {
     }
 }
 
-/// Writes `2026-11-24T22:40:01.123Z info port up port=mvt-a bridge=lan` to stderr.
-struct LineLogHandler: LogHandler {
-    let label: String
-    var logLevel: Logger.Level = .info
-    var metadata: Logger.Metadata = [:]
+/// A LogHandler keeping its metadata in a plain dictionary (both formats do).
+protocol StoredMetadataLogHandler: LogHandler {
+    var metadata: Logger.Metadata { get set }
+}
 
+extension StoredMetadataLogHandler {
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
+}
+
+/// Writes `2026-11-24T22:40:01.123Z info port up port=mvt-a bridge=lan` to stderr.
+struct LineLogHandler: StoredMetadataLogHandler {
+    let label: String
+    var logLevel: Logger.Level = .info
+    var metadata: Logger.Metadata = [:]
 
     func log(event: LogEvent) {
         var all = metadata
@@ -49,5 +60,47 @@ struct LineLogHandler: LogHandler {
         gmtime_r(&t, &tmv)
         return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tmv.tm_year + 1900, tmv.tm_mon + 1, tmv.tm_mday,
                       tmv.tm_hour, tmv.tm_min, tmv.tm_sec, Int(ts.tv_nsec / 1_000_000))
+    }
+}
+
+/// Writes `{"time":"2026-11-24T22:40:01.123Z","level":"info","message":"port up","label":"tapbridge",
+/// "port":"mvt-a","bridge":"lan"}` to stderr: one object per line, metadata as top-level string
+/// fields (a key that would shadow time/level/message/label gets a `meta.` prefix).
+struct JSONLogHandler: StoredMetadataLogHandler {
+    let label: String
+    var logLevel: Logger.Level = .info
+    var metadata: Logger.Metadata = [:]
+
+    static let reserved: Set<String> = ["time", "level", "message", "label"]
+
+    func log(event: LogEvent) {
+        FileHandle.standardError.write(Data(Self.line(level: event.level, message: "\(event.message)", label: label,
+                                                      metadata: metadata.merging(event.metadata ?? [:]) { $1 }).utf8))
+    }
+
+    static func line(level: Logger.Level, message: String, label: String, metadata: Logger.Metadata) -> String {
+        var out = "{\"time\":\(quote(LineLogHandler.timestamp())),\"level\":\(quote(level.rawValue)),"
+            + "\"message\":\(quote(message)),\"label\":\(quote(label))"
+        for (k, v) in metadata.sorted(by: { $0.key < $1.key }) {
+            out += ",\(quote(reserved.contains(k) ? "meta.\(k)" : k)):\(quote("\(v)"))"
+        }
+        return out + "}\n"
+    }
+
+    /// A JSON string literal (RFC 8259 escapes; control characters as \\u00XX).
+    static func quote(_ s: String) -> String {
+        var out = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
+            default: out.unicodeScalars.append(u)
+            }
+        }
+        return out + "\""
     }
 }

@@ -179,6 +179,13 @@ final class EngineBinding {
         handlers[b.name].flatMap(HandlerFactory.sourceGuard(in:))?.setPolicies(HandlerFactory.sourcePolicies(b.sourceGuards))
     }
 
+    /// Every handler's counters, by bridge (control thread: `counters()` is called here).
+    func handlerCounters() -> [HandlerCounters] {
+        handlers.sorted { $0.key < $1.key }.flatMap { b, hs in
+            hs.map { HandlerCounters(bridge: b, handler: $0.name, counters: $0.counters()) }
+        }
+    }
+
     /// One metadata set per port and per handler, for the log.
     func counterLines() -> [Logger.Metadata] {
         let snap = engine.snapshot()

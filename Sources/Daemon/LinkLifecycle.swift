@@ -1,25 +1,52 @@
 // LinkLifecycle: the macvtaps the daemon creates for its ports, and nothing else. Creating
-// records each link as soon as the kernel has it, so a failure half-way, a signal or a normal
-// stop deletes exactly those links — never one the daemon found already there.
+// records each link as soon as the kernel has it (in memory and, with a state directory, in
+// the crash-recovery ledger), so a failure half-way, a signal or a normal stop deletes exactly
+// those links — never one the daemon found already there. After a crash, `recover` reads the
+// dead daemon's ledger: links still wanted are reclaimed, the rest deleted (LinkRecovery.swift).
+import Foundation
 import Logging
+import Netlink
 
 /// A macvtap the daemon created (and must delete).
 public struct CreatedLink: Sendable, Equatable {
     public var name: String
     public var netns: String?
+    /// What the ledger says about it (nil without a state directory).
+    public var record: LedgerLink?
 }
 
 public final class LinkLifecycle {
     let logger: Logger
     public private(set) var created: [CreatedLink] = []
+    /// nil: no state directory (the demo, library use): nothing survives a crash.
+    let ledger: LinkLedger?
+    var lock: StateLock?
+    /// Set once a predecessor's ledger has been dealt with: only then is the ledger ours to
+    /// rewrite or remove (an unreadable one stays for a person to look at).
+    var ledgerOwned = false
+    /// Links reclaimed from a dead daemon's ledger at start (names), for logs and tests.
+    public internal(set) var reclaimed: [String] = []
+    /// Links of a dead daemon deleted at start because the configuration no longer wants them.
+    public internal(set) var deletedLeftovers: [String] = []
 
-    init(logger: Logger) { self.logger = logger }
+    init(logger: Logger, stateDirectory: String? = nil) {
+        self.logger = logger
+        self.ledger = stateDirectory.map { LinkLedger(directory: $0) }
+    }
 
-    /// Creates the macvtap of every port that has a `create` section, in file order. On failure
-    /// deletes what it created so far and throws.
+    /// Takes the state directory (created if missing, locked so two daemons never share a
+    /// ledger). Without a state directory this does nothing.
+    func open() throws {
+        guard let ledger, lock == nil else { return }
+        try ledger.prepare()
+        lock = try StateLock(directory: ledger.directory)
+    }
+
+    /// Creates the macvtap of every port that has a `create` section, in file order, except
+    /// those reclaimed from a dead daemon. On failure deletes what it created so far and throws.
     func createAll(_ config: DaemonConfig) throws {
         for (bridge, port) in config.allPorts {
-            guard let spec = port.create else { continue }
+            guard let spec = port.create, !wasCreated(port.name, netns: port.netns) else { continue }
             do {
                 try create(port, spec: spec, bridge: bridge.name, file: config.file)
             } catch {
@@ -31,12 +58,19 @@ public final class LinkLifecycle {
 
     /// Creates one port's macvtap and records it.
     func create(_ port: PortConfig, spec: LinkCreation, bridge: String, file: String) throws {
+        let info: LinkInfo
         do {
-            try LinkOps.createMacvtap(name: port.name, spec: spec, queues: port.queues, netns: port.netns)
+            info = try LinkOps.createMacvtap(name: port.name, spec: spec, queues: port.queues, netns: port.netns)
         } catch {
             throw DaemonError("\(file): \(port.path): \(error)")
         }
-        created.append(CreatedLink(name: port.name, netns: port.netns))
+        let record = ledger.map { l in
+            LedgerLink(name: port.name, netns: port.netns, ifindex: info.index, mac: info.address?.description,
+                       kind: info.kind ?? "macvtap", parent: spec.parent, parentIndex: info.parentIndex,
+                       mode: spec.mode.rawValue, createdBy: l.run, createdAt: ISO8601DateFormatter().string(from: Date()))
+        }
+        created.append(CreatedLink(name: port.name, netns: port.netns, record: record))
+        persist()
         if let state = try? String(contentsOfFile: "/sys/class/net/\(spec.parent)/operstate", encoding: .utf8),
            state.trimmingCharacters(in: .whitespacesAndNewlines) == "down" {
             logger.warning("parent link is down: no frames will flow on this port until it is up",
@@ -44,7 +78,18 @@ public final class LinkLifecycle {
         }
         logger.info("link created", metadata: ["port": "\(port.name)", "bridge": "\(bridge)",
                                                "parent": "\(spec.parent)", "mode": "\(spec.mode.rawValue)",
-                                               "netns": "\(port.netns ?? "-")"])
+                                               "netns": "\(port.netns ?? "-")", "ifindex": "\(info.index)"])
+    }
+
+    /// Records a link taken over from a dead daemon as ours.
+    func adopt(_ record: LedgerLink) {
+        created.append(CreatedLink(name: record.name, netns: record.netns, record: record))
+        reclaimed.append(record.name)
+    }
+
+    /// Keeps a left-over link in the ledger without using it (its deletion failed; next start retries).
+    func keep(_ record: LedgerLink) {
+        created.append(CreatedLink(name: record.name, netns: record.netns, record: record))
     }
 
     /// Deletes one created link and forgets it.
@@ -52,33 +97,65 @@ public final class LinkLifecycle {
         guard let i = created.firstIndex(where: { $0.name == name && $0.netns == netns }) else { return }
         let l = created.remove(at: i)
         deleteLink(l)
+        persist()
     }
 
     /// Forgets a created link that is gone: a link later appearing under the same name is not
     /// ours and must not be deleted at stop.
     func forget(_ name: String, netns: String?) {
         created.removeAll { $0.name == name && $0.netns == netns }
+        persist()
     }
 
     func wasCreated(_ name: String, netns: String?) -> Bool {
         created.contains { $0.name == name && $0.netns == netns }
     }
 
-    /// Deletes every created link, newest first; a link already gone is not an error.
+    /// Deletes every created link, newest first; a link already gone is not an error. With a
+    /// state directory the ledger then goes too (a clean stop leaves nothing to recover).
     func deleteAll() {
-        for l in created.reversed() { deleteLink(l) }
-        created = []
+        var failed: [CreatedLink] = []
+        for l in created.reversed() where !deleteLink(l) { failed.append(l) }
+        created = failed
+        if failed.isEmpty, ledgerOwned { ledger?.remove() } else { persist() }
     }
 
-    private func deleteLink(_ l: CreatedLink) {
+    /// Releases the state directory lock (after `deleteAll`).
+    func close() {
+        ledgerOwned = false
+        lock = nil
+    }
+
+    /// Rewrites the ledger from `created`. A ledger that cannot be written is logged: the
+    /// daemon keeps forwarding, but a crash would then leave these links behind.
+    func persist() {
+        guard let ledger, ledgerOwned else { return }
         do {
+            try ledger.write(created.compactMap(\.record))
+        } catch {
+            logger.error("cannot write the link ledger: links created now would survive a crash",
+                         metadata: ["error": "\(error)"])
+        }
+    }
+
+    @discardableResult
+    private func deleteLink(_ l: CreatedLink) -> Bool {
+        do {
+            // A link that vanished and came back under our name is someone else's.
+            if let r = l.record, let now = try LinkOps.link(name: l.name, netns: l.netns), now.index != r.ifindex {
+                logger.warning("link not deleted: same name, different link (not ours)",
+                               metadata: ["link": "\(l.name)", "ifindex": "\(now.index)", "created-ifindex": "\(r.ifindex)"])
+                return true
+            }
             if try LinkOps.deleteLink(name: l.name, netns: l.netns) {
                 logger.info("link deleted", metadata: ["link": "\(l.name)", "netns": "\(l.netns ?? "-")"])
             } else {
                 logger.info("link already gone", metadata: ["link": "\(l.name)", "netns": "\(l.netns ?? "-")"])
             }
+            return true
         } catch {
             logger.error("cannot delete link", metadata: ["link": "\(l.name)", "error": "\(error)"])
+            return false
         }
     }
 }

@@ -4,7 +4,9 @@ import Glibc
 import Netlink
 
 enum LinkOps {
-    static func createMacvtap(name: String, spec: LinkCreation, queues: Int, netns: String?) throws {
+    /// Creates the macvtap and returns it as read back in the namespace it lives in.
+    @discardableResult
+    static func createMacvtap(name: String, spec: LinkCreation, queues: Int, netns: String?) throws -> LinkInfo {
         guard let mode = MacvlanMode(rawValue: spec.mode.rawValue) else {
             throw DaemonError("cannot create macvtap '\(name)': unknown mode '\(spec.mode.rawValue)'")
         }
@@ -14,15 +16,26 @@ enum LinkOps {
                             txQueues: queues > 1 ? UInt32(queues) : nil, rxQueues: queues > 1 ? UInt32(queues) : nil,
                             up: true, namespace: target)
         do {
-            _ = try LinkManager().create(link)
+            let info = try LinkManager().create(link)
             if !spec.sourceMACs.isEmpty {
                 try LinkManager(namespace: target).sourceMACs(name: name, .set(spec.sourceMACs))
             }
+            return info
         } catch let e as NetlinkError {
             // Half-made (e.g. the source list failed): do not leave it behind.
             if e.operation != .create { _ = try? LinkManager(namespace: target).delete(name: name) }
             throw DaemonError("\(e)")
         }
+    }
+
+    /// `name` in `netns` as the kernel reports it, nil if there is none.
+    static func link(name: String, netns: String?) throws -> LinkInfo? {
+        try LinkManager(namespace: netns.map { NetworkNamespace.named($0) }).link(named: name)
+    }
+
+    /// The name of link `index` in the daemon's namespace.
+    static func rootLinkName(index: Int32) -> String? {
+        (try? LinkManager().links())?.first { $0.index == index }?.name
     }
 
     /// Deletes `name`; false if it did not exist.

@@ -11,27 +11,43 @@ final class DaemonProcess: @unchecked Sendable {
     let process = Process()
     let configPath: String
     let logPath: String
+    /// The crash-recovery state directory: a private one per process unless `arguments` name one
+    /// (daemons running in parallel must not share /run/tapbridge).
+    let stateDir: String
     /// The daemon's control socket (each test daemon has its own, never the default path).
     let controlPath: String
     private var exitStatus: Int32?
 
     /// Writes `config` and starts the daemon; waits until its log says "running" (or it exits).
-    init(_ t: Topology, config: String, arguments: [String] = [], waitReady: Bool = true) throws {
+    /// `wrapper` runs the daemon under another command (`setpriv ...`); `environment` is added.
+    init(_ t: Topology, config: String, arguments: [String] = [], waitReady: Bool = true,
+         wrapper: [String] = [], environment: [String: String] = [:]) throws {
         let dir = FileManager.default.temporaryDirectory.path
         let base = "\(dir)/\(t.tag)-\(UInt32.random(in: 0...UInt32.max))"
         configPath = base + ".toml"
         logPath = base + ".log"
         controlPath = base + ".sock"
+        var args = arguments
+        if !args.contains("--control") { args += ["--control", controlPath] }
+        if let i = args.firstIndex(of: "--state-dir"), i + 1 < args.count {
+            stateDir = args[i + 1]
+        } else {
+            stateDir = base + ".state"
+            args += ["--state-dir", stateDir]
+        }
         try config.write(toFile: configPath, atomically: true, encoding: .utf8)
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        process.executableURL = URL(fileURLWithPath: tapbridgeExecutable())
-        let control = arguments.contains("--control") ? [] : ["--control", controlPath]
-        process.arguments = ["run", "--config", configPath] + control + arguments
+        let argv = wrapper + [tapbridgeExecutable(), "run", "--config", configPath] + args
+        process.executableURL = URL(fileURLWithPath: wrapper.isEmpty ? argv[0] : "/usr/bin/env")
+        process.arguments = wrapper.isEmpty ? Array(argv.dropFirst()) : argv
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         process.standardOutput = FileHandle(forWritingAtPath: logPath)
         process.standardError = FileHandle(forWritingAtPath: logPath)
         process.standardInput = FileHandle.nullDevice
         try process.run()
-        let p = process, paths = [configPath, logPath, controlPath]
+        let p = process, paths = [configPath, logPath, controlPath] + (arguments.contains("--state-dir") ? [] : [stateDir])
         t.onCleanup {
             if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
             for f in paths { try? FileManager.default.removeItem(atPath: f) }

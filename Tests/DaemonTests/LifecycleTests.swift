@@ -62,7 +62,8 @@ import TestSupport
             let h = try Hosts(t, count: 2)
             let d = try DaemonProcess(t, config: "[[bridges]]\n" + h.portTables(), arguments: ["--check"], waitReady: false)
             #expect(d.waitExit() == 0)
-            #expect(d.log.contains("ok: 1 bridge(s), 2 port(s), 2 link(s) to create"))
+            #expect(d.log.contains("ok    config \(d.configPath): 1 bridge(s), 2 port(s), 2 link(s) to create"))
+            #expect(d.log.contains("\(d.configPath): ok (nothing was changed)"))
             #expect(linkDetails(h.macvtaps[0]) == nil && linkDetails(h.macvtaps[1]) == nil)
         }
     }

@@ -1,0 +1,130 @@
+// LinkLedger: the crash-recovery record of the links a daemon created, as one JSON file in
+// the state directory (default /run/tapbridge/links.json). It is rewritten whole after every
+// change, atomically (temp file, fsync, rename, fsync of the directory), so a SIGKILL or a
+// power loss leaves either the old or the new list, never half of one. Each entry carries
+// what proves a link is still the one we made (name, namespace, ifindex, MAC, kind) and the
+// ledger carries the boot it belongs to: ifindexes mean nothing after a reboot.
+import Foundation
+import Glibc
+
+/// One link as the daemon created it.
+public struct LedgerLink: Codable, Sendable, Equatable {
+    public var name: String
+    /// Namespace name under /run/netns; nil: the daemon's own.
+    public var netns: String?
+    /// Index in the link's namespace, read back after creation (a move may change it).
+    public var ifindex: Int32
+    public var mac: String?
+    public var kind: String
+    public var parent: String
+    /// The parent's index in the daemon's namespace (the link's IFLA_LINK points there).
+    public var parentIndex: Int32?
+    public var mode: String
+    /// Creation marker: which daemon run made it, and when.
+    public var createdBy: String
+    public var createdAt: String
+}
+
+public struct LedgerFile: Codable, Sendable, Equatable {
+    public var version = 1
+    public var pid: Int32
+    /// /proc/sys/kernel/random/boot_id of the boot the links were made in.
+    public var bootID: String
+    /// A random id per daemon run (the creation marker's value).
+    public var run: String
+    public var links: [LedgerLink]
+}
+
+public final class LinkLedger {
+    public let directory: String
+    public var path: String { directory + "/links.json" }
+    public let run: String
+    public let bootID: String
+
+    public init(directory: String) {
+        self.directory = directory
+        self.run = UUID().uuidString.lowercased()
+        self.bootID = Self.currentBootID()
+    }
+
+    static func currentBootID() -> String {
+        ((try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8)) ?? "")
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Creates the state directory (mode 0755) if missing.
+    public func prepare() throws {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: directory, isDirectory: &isDir) {
+            guard isDir.boolValue else { throw DaemonError("state directory '\(directory)' is not a directory") }
+            return
+        }
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o755])
+        } catch {
+            throw DaemonError("cannot create state directory '\(directory)': \(error.localizedDescription)")
+        }
+    }
+
+    /// The ledger left in the directory, if any. A file that does not decode is reported, not
+    /// guessed at: its links are left alone.
+    public func read() throws -> LedgerFile? {
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        do {
+            return try JSONDecoder().decode(LedgerFile.self, from: data)
+        } catch {
+            throw DaemonError("ledger '\(path)' is unreadable (\(error)); move it away to start")
+        }
+    }
+
+    /// Replaces the ledger with `links` (this run, this pid).
+    public func write(_ links: [LedgerLink]) throws {
+        let file = LedgerFile(pid: getpid(), bootID: bootID, run: run, links: links)
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try Self.writeAtomically(try enc.encode(file), to: path)
+    }
+
+    /// Removes the ledger (a clean stop: nothing of ours is left).
+    public func remove() {
+        unlink(path)
+        Self.syncDirectory(directory)
+    }
+
+    /// temp file in the same directory + fsync + rename + fsync(directory): after a crash the
+    /// path holds the old or the new content, whole.
+    static func writeAtomically(_ data: Data, to path: String) throws {
+        let tmp = path + ".tmp.\(getpid())"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw DaemonError("cannot write '\(tmp)': \(String(cString: strerror(errno)))") }
+        var ok = data.withUnsafeBytes { raw -> Bool in
+            var off = 0
+            while off < raw.count {
+                let n = Glibc.write(fd, raw.baseAddress! + off, raw.count - off)
+                if n < 0 { if errno == EINTR { continue }; return false }
+                off += n
+            }
+            return true
+        }
+        let err = errno
+        if ok { ok = fsync(fd) == 0 }
+        close(fd)
+        guard ok, rename(tmp, path) == 0 else {
+            let e = ok ? errno : err
+            unlink(tmp)
+            throw DaemonError("cannot write '\(path)': \(String(cString: strerror(e)))")
+        }
+        syncDirectory((path as NSString).deletingLastPathComponent)
+    }
+
+    static func syncDirectory(_ dir: String) {
+        let d = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if d >= 0 { fsync(d); close(d) }
+    }
+
+    /// Whether `pid` is a live process (the owner of a ledger still running).
+    static func isAlive(_ pid: Int32) -> Bool {
+        pid > 0 && (kill(pid, 0) == 0 || errno == EPERM)
+    }
+}
