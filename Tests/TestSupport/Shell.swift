@@ -34,22 +34,42 @@ public func run(_ argv: [String], check: Bool = true, timeout: Double = 60, inpu
         try? inPipe.fileHandleForWriting.close()
     }
     // Read both pipes concurrently so a chatty child cannot fill one and block.
-    var outData = Data(), errData = Data()
+    let outData = Locked(Data()), errData = Locked(Data())
     let group = DispatchGroup()
+    let outFD = out.fileHandleForReading.fileDescriptor, errFD = err.fileHandleForReading.fileDescriptor
     group.enter()
-    DispatchQueue.global().async { outData = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    DispatchQueue.global().async { outData.set(readToEnd(outFD)); group.leave() }
     group.enter()
-    DispatchQueue.global().async { errData = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    DispatchQueue.global().async { errData.set(readToEnd(errFD)); group.leave() }
     let deadline = Date().addingTimeInterval(timeout)
     while p.isRunning && Date() < deadline { usleep(10_000) }
     if p.isRunning { kill(p.processIdentifier, SIGKILL) }
     p.waitUntilExit()
     group.wait()
     let r = CommandResult(status: p.terminationStatus,
-                          stdout: String(decoding: outData, as: UTF8.self),
-                          stderr: String(decoding: errData, as: UTF8.self))
+                          stdout: String(decoding: outData.get(), as: UTF8.self),
+                          stderr: String(decoding: errData.get(), as: UTF8.self))
     if check && r.status != 0 { throw CommandFailed(command: argv.joined(separator: " "), result: r) }
     return r
+}
+
+/// Reads `fd` to its end. Unlike FileHandle.readDataToEndOfFile it survives EINTR and a
+/// descriptor that became non-blocking (EAGAIN: wait for data), instead of trapping.
+func readToEnd(_ fd: Int32) -> Data {
+    var data = Data()
+    var buf = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n > 0 { data.append(contentsOf: buf[0..<n]); continue }
+        if n == 0 { return data }
+        if errno == EINTR { continue }
+        if errno == EAGAIN {
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            _ = poll(&p, 1, 100)
+            continue
+        }
+        return data
+    }
 }
 
 /// Runs a bash command line.
