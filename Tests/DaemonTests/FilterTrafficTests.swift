@@ -7,7 +7,8 @@ import Testing
 import TestSupport
 
 /// Sends or counts crafted UDP/IPv4 frames on eth0 of the namespace it runs in.
-/// `send SRC_MAC DST_MAC SPEC...` where SPEC is `PORT:COUNT[:vlan]` or `dhcp-offer:COUNT`;
+/// `send SRC_MAC DST_MAC SPEC...` where SPEC is `PORT:COUNT[:vlan|:paced]` (paced: 1 frame per
+/// 0.8 ms) or `dhcp-offer:COUNT`;
 /// `count SECONDS` prints a JSON object {udp-dst-port: frames} of what eth0 received.
 private let frameTool = #"""
 import json, socket, struct, sys, time
@@ -39,8 +40,9 @@ if sys.argv[1] == "send":
                 bootp = bytes([2, 1, 6, 0]) + struct.pack("!I", i) + bytes(232) + bytes([99, 130, 83, 99, 53, 1, 2, 255])
                 s.send(frame(src, "ff:ff:ff:ff:ff:ff", "198.18.0.1", "255.255.255.255", 67, 68, bootp))
             else:
-                vlan = 10 if len(parts) > 2 else None
+                vlan = 10 if parts[2:] == ["vlan"] else None
                 s.send(frame(src, dst, "198.18.0.1", "198.18.0.2", 40000, int(parts[0]), struct.pack("!I", i) + bytes(18), vlan))
+                if parts[2:] == ["paced"]: time.sleep(0.0008)
 else:
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
     s.bind(("eth0", 0))
@@ -122,6 +124,55 @@ else:
             #expect((dest["7005"] ?? 0) + limited == 300, "\(message)")
             // The analyser sees the mirrored frames and nothing else of the guest's unicast.
             #expect(analyser["7003"] == 20 && analyser["7001"] == nil && analyser["7005"] == nil, "\(message)")
+            #expect(d.stop() == 0)
+        }
+    }
+}
+
+extension FilterTraffic {
+    /// Numbered frames cross the daemon while `tapbridge filter replace` swaps the rule set
+    /// between allowing and denying them, many times: each frame is either delivered or
+    /// counted as denied, by exactly one complete rule set; none is lost otherwise.
+    @Test func liveSwapsUnderTrafficLoseNothing() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 2)
+            let tool = FileManager.default.temporaryDirectory.path + "/\(t.tag)-frames.py"
+            try frameTool.write(toFile: tool, atomically: true, encoding: .utf8)
+            t.onCleanup { try? FileManager.default.removeItem(atPath: tool) }
+            let d = try DaemonProcess(t, config: """
+                [[bridges]]
+                name = "br0"
+                pipeline = ["filter", "learning-switch"]
+                [bridges.filter]
+                ports = ["\(h.macvtaps[0])"]
+                rules = ["count udp dst port 7010"]
+
+                """ + h.portTables())
+            #expect(h.ping(1, h.addresses[0], count: 1), "\(d.log)")
+            let sent = 3000
+            let counter = Background.detached { (try? t.exec(h.namespaces[1], ["python3", tool, "count", "6"], timeout: 30).stdout) ?? "" }
+            usleep(800_000)
+            let sender = Background.detached {
+                (try? t.exec(h.namespaces[0], ["python3", tool, "send", h.macs[0], h.macs[1], "7010:\(sent):paced"], timeout: 30)) != nil
+            }
+            var swaps = 0
+            for i in 0..<20 {
+                let rule = i % 2 == 0 ? "deny udp dst port 7010" : "count udp dst port 7010"
+                if (try? cli(d, ["filter", "replace", "br0", "--rule", rule]))?.status == 0 { swaps += 1 }
+                usleep(50_000)
+            }
+            #expect(sender.wait() == true, "the sender failed")
+            let got = try #require(try json(counter.wait() ?? "") as? [String: Int], "no receiver counts")
+            let stats = try cliJSON(d, ["stats", h.macvtaps[0]])
+            let port = try #require((stats["ports"] as? [[String: Any]])?.first, "\(stats)")
+            let denied = (port["drops"] as? [String: Int])?["filtered"] ?? 0
+            let delivered = got["7010"] ?? 0
+            let list = try cliJSON(d, ["filter", "list"])
+            let generation = (list["filters"] as? [[String: Any]])?.first?["generation"] as? Int ?? -1
+            print("live swaps: \(swaps) swaps (generation \(generation)), \(sent) sent, \(delivered) delivered, \(denied) denied")
+            #expect(swaps == 20 && generation == 20, "\(d.log)")
+            #expect(delivered > 0 && denied > 0, "the swaps did not interleave with the traffic")
+            #expect(delivered + denied == sent, "lost: \(sent - delivered - denied)\n\(d.log)")
             #expect(d.stop() == 0)
         }
     }
