@@ -8,7 +8,7 @@ import Frames
 import TestSupport
 
 /// A running hub engine over datagram socketpairs: frames written to `peer[i]` enter port i.
-final class SocketHub {
+final class SocketHub: @unchecked Sendable {
     let engine: Engine
     let bridge: Bridge
     var ids: [PortID] = []
@@ -218,8 +218,15 @@ struct CaptureEngineTests {
         o.idleMicroseconds = 400_000   // a slow capture thread
         let s = try hub.engine.startCapture(port: hub.ids[0], in: hub.bridge, direction: .ingress,
                                             destination: .file(path: file), options: o)
+        // Port b is read while a is written: a unix datagram peer holds only a few datagrams
+        // (net.unix.max_dgram_qlen), so an unread b would stall the engine's writes, then its
+        // buffers, then its reads of a, and finally this sender.
+        let received = Locked(0)
+        let done = DispatchSemaphore(value: 0)
+        Thread { received.set(hub.receive(1, count: 300).count); done.signal() }.start()
         for i in 0..<300 { hub.send(0, udpFrame(dstPort: 9, seq: UInt8(i & 255), payload: 1400)) }
-        #expect(hub.receive(1, count: 300).count == 300, "forwarding loses nothing to the capture")
+        done.wait()
+        #expect(received.get() == 300, "forwarding loses nothing to the capture")
         let sum = s.stop()
         #expect(sum.captured + sum.dropped == 300)
         #expect(sum.dropped > 0)
