@@ -12,7 +12,10 @@
  *   sent=N seconds=S pps=R
  * Usage: udpgen --dev IF --dst-mac MAC [--src 198.18.0.1] [--dst 198.18.0.2] [--size 64]
  *               [--count N] [--seconds S] [--flows N] [--port 9] [--mmsg]
- *        udpgen --rx-count IF     (prints the interface's rx_packets; the receiver-side count) */
+ *        udpgen --rx-count IF     (prints the interface's rx_packets; the receiver-side count)
+ *        udpgen --sink PORT [--seconds S]   (receiver: a bound UDP socket that is never read, so the
+ *               receiving kernel drops the load cheaply at the full socket instead of answering
+ *               every frame with an ICMP port-unreachable route lookup; exits after S s or SIGTERM) */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -84,6 +87,21 @@ static int rx_count(const char *ifname) {
     return 0;
 }
 
+static int sink(int port, double seconds) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    if (fd < 0) die("socket(UDP)");
+    int small = 1; /* the kernel rounds it up to its minimum */
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0) die("bind sink");
+    printf("sink ready\n");
+    fflush(stdout);
+    if (seconds <= 0 || seconds > 3600) seconds = 600;
+    struct timespec ts = {(time_t)seconds, 0};
+    nanosleep(&ts, NULL);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *dev = NULL, *dst_mac_s = NULL, *src_s = "198.18.0.1", *dst_s = "198.18.0.2";
     long size = 64, flows = 1, dport = 9, use_mmsg = 0;
@@ -92,6 +110,10 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--rx-count") && v) return rx_count(v);
+        if (!strcmp(a, "--sink") && v) {
+            double secs = i + 3 < argc && !strcmp(argv[i + 2], "--seconds") ? atof(argv[i + 3]) : 600;
+            return sink(atoi(v), secs);
+        }
         else if (!strcmp(a, "--mmsg")) { use_mmsg = 1; continue; }
         else if (!v) { fprintf(stderr, "udpgen: %s needs a value\n", a); return 2; }
         else if (!strcmp(a, "--dev")) dev = v;
