@@ -9,7 +9,8 @@
  * (UDP payload 18), `--size 1500` 1496. `--flows N` cycles the UDP source port over N values so
  * multi-queue receivers spread the load (macvtap picks a queue by flow hash).
  * Bounded: stops after --count frames or --seconds, whichever comes first. Prints one line:
- *   sent=N seconds=S pps=R
+ *   sent=N seconds=S pps=R stalls=K   (K: send() calls refused for want of room, i.e. the first
+ *   hop or the socket's send buffer was full: the path after the generator set the pace)
  * Usage: udpgen --dev IF --dst-mac MAC [--src 198.18.0.1] [--dst 198.18.0.2] [--size 64]
  *               [--count N] [--seconds S] [--flows N] [--port 9] [--mmsg]
  *        udpgen --rx-count IF     (prints the interface's rx_packets; the receiver-side count)
@@ -153,7 +154,7 @@ int main(int argc, char **argv) {
     int one = 1;
     if (setsockopt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof one) != 0) die("PACKET_QDISC_BYPASS");
 
-    unsigned long long sent = 0;
+    unsigned long long sent = 0, stalls = 0; /* stalls: send() refused for want of room (EAGAIN/ENOBUFS) */
     double t0 = now(), deadline = t0 + seconds;
 
     if (!use_mmsg) {
@@ -188,7 +189,10 @@ int main(int argc, char **argv) {
                 __atomic_store_n(&h->tp_status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
                 head = (head + 1) % nframes; inflight++; requested++;
             }
-            if (send(fd, NULL, 0, MSG_DONTWAIT) < 0 && errno != EINTR && errno != ENOBUFS && errno != EAGAIN) die("send (TX ring)");
+            if (send(fd, NULL, 0, MSG_DONTWAIT) < 0) {
+                if (errno == ENOBUFS || errno == EAGAIN) stalls++;
+                else if (errno != EINTR) die("send (TX ring)");
+            }
         }
         /* Frames still requested at the deadline: flushed (they are counted when taken, up to 0.2 s). */
         for (double end = now() + 0.2; inflight && now() < end;) {
@@ -211,12 +215,16 @@ int main(int argc, char **argv) {
         while (sent < count && now() < deadline) {
             unsigned n = count - sent < N ? (unsigned)(count - sent) : N;
             int r = sendmmsg(fd, msgs, n, 0);
-            if (r < 0) { if (errno == EINTR || errno == ENOBUFS || errno == EAGAIN) continue; die("sendmmsg"); }
+            if (r < 0) {
+                if (errno == ENOBUFS || errno == EAGAIN) { stalls++; continue; }
+                if (errno == EINTR) continue;
+                die("sendmmsg");
+            }
             sent += r;
         }
     }
     double dt = now() - t0;
-    printf("sent=%llu seconds=%.3f pps=%.0f\n", sent, dt, sent / dt);
+    printf("sent=%llu seconds=%.3f pps=%.0f stalls=%llu\n", sent, dt, sent / dt, stalls);
     close(fd);
     return 0;
 }
