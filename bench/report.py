@@ -22,7 +22,9 @@ for line in open(a.results):
     for s in (64, 512, 1500):
         rx, sent, cpu = kv[f"udp{s}"].split(",")
         r[f"fps{s}"], r[f"sent{s}"], r[f"cpu{s}"] = float(rx), float(sent), float(cpu)
-        r[f"loss{s}"] = 1 - float(rx) / float(sent) if float(sent) else 0
+        if float(rx) < 0:   # a receiver counter that went backwards (seen once on a tap): no measurement
+            r[f"fps{s}"] = r[f"cpu{s}"] = float("nan")
+        r[f"loss{s}"] = 1 - float(rx) / float(sent) if float(sent) and float(rx) >= 0 else float("nan")
     p50, p99, p999, lost = kv["lat"].split(",")
     r.update(p50=float(p50), p99=float(p99), p999=float(p999), lost=int(lost))
     rows[f].append(r)
