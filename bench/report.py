@@ -4,12 +4,13 @@ docs/benchmarks.md (medians, [min-max], ratios to the kernel bridge and to vde_s
 in the same run, the targets of issues 3 and 7) and gnuplot SVG charts next to it.
 
 Input lines: `FORWARDER RUN tcp=G tcp_nogso=G udp64=RX,SENT,CPU udp512=.. udp1500=.. lat=P50,P99,P999,LOST`
-Usage: report.py RESULTS --runs N --seconds S --charts DIR"""
+Usage: report.py RESULTS --runs N --seconds S --charts DIR [--stamp YYYYMMDD-HHMM]"""
 import argparse, datetime, os, platform, statistics, subprocess, sys
 
 ap = argparse.ArgumentParser()
 ap.add_argument("results"); ap.add_argument("--runs", default="?"); ap.add_argument("--seconds", default="?")
 ap.add_argument("--charts", default="docs/benchmarks")
+ap.add_argument("--stamp", help="chart file prefix (default: now, UTC), to redraw a past run's charts")
 a = ap.parse_args()
 
 rows, order = {}, []
@@ -44,7 +45,7 @@ n = lambda v: f"{v/1000:,.0f}k"
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 load = open("/proc/loadavg").read().split()[:3]
 now = datetime.datetime.now(datetime.timezone.utc)
-stamp = now.strftime("%Y%m%d-%H%M")
+stamp = a.stamp or now.strftime("%Y%m%d-%H%M")
 userspace = [f for f in order if f not in ("direct", "kernel-bridge", "macvlan-bridge")]
 
 out = []
@@ -81,7 +82,7 @@ def chart(name, title, ylabel, cols, keys, logy=False):
     dat = os.path.join(a.charts, f"{stamp}-{name}.dat")
     svg = os.path.join(a.charts, f"{stamp}-{name}.svg")
     with open(dat, "w") as d:
-        d.write("forwarder " + " ".join(c.replace(" ", "_") for c in cols) + "\n")
+        d.write("# forwarder " + " ".join(c.replace(" ", "_") for c in cols) + "\n")   # a comment: not a data row
         for f in order: d.write(f + " " + " ".join(f"{med(f, k):.4f}" for k in keys) + "\n")
     plots = ", ".join(f"'{dat}' using {i + 2}:xtic(1) title '{c}'" for i, c in enumerate(cols))
     script = f"""set terminal svg size 900,420 dynamic font 'sans,11' background '#ffffff'
