@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""bench/report.py: turns bench/run's result lines into the Markdown section appended to
+docs/benchmarks.md (medians, [min-max], ratios to the kernel bridge and to vde_switch measured
+in the same run, the targets of issues 3 and 7) and gnuplot SVG charts next to it.
+
+Input lines: `FORWARDER RUN tcp=G tcp_nogso=G udp64=RX,SENT,CPU udp512=.. udp1500=.. lat=P50,P99,P999,LOST`
+Usage: report.py RESULTS --runs N --seconds S --charts DIR [--stamp YYYYMMDD-HHMM]"""
+import argparse, datetime, os, platform, statistics, subprocess, sys
+
+ap = argparse.ArgumentParser()
+ap.add_argument("results"); ap.add_argument("--runs", default="?"); ap.add_argument("--seconds", default="?")
+ap.add_argument("--charts", default="docs/benchmarks")
+ap.add_argument("--stamp", help="chart file prefix (default: now, UTC), to redraw a past run's charts")
+a = ap.parse_args()
+
+rows, order = {}, []
+for line in open(a.results):
+    parts = line.split()
+    if len(parts) < 3: continue
+    f, kv = parts[0], dict(p.split("=", 1) for p in parts[2:])
+    if f not in rows: rows[f] = []; order.append(f)
+    r = {"tcp": float(kv["tcp"]), "tcp_nogso": float(kv["tcp_nogso"])}
+    for s in (64, 512, 1500):
+        rx, sent, cpu = kv[f"udp{s}"].split(",")
+        r[f"fps{s}"], r[f"sent{s}"], r[f"cpu{s}"] = float(rx), float(sent), float(cpu)
+        if float(rx) < 0:   # a receiver counter that went backwards (seen once on a tap): no measurement
+            r[f"fps{s}"] = r[f"cpu{s}"] = float("nan")
+        r[f"loss{s}"] = 1 - float(rx) / float(sent) if float(sent) and float(rx) >= 0 else float("nan")
+    p50, p99, p999, lost = kv["lat"].split(",")
+    r.update(p50=float(p50), p99=float(p99), p999=float(p999), lost=int(lost))
+    rows[f].append(r)
+
+def vals(f, k): return [x[k] for x in rows.get(f, []) if x[k] == x[k]]   # NaN: not measurable there
+def med(f, k): v = vals(f, k); return statistics.median(v) if v else float("nan")
+def rng(f, k): v = vals(f, k); return (min(v), max(v)) if v else (float("nan"), float("nan"))
+def ratio(f, k, ref):
+    d = med(ref, k) if ref in rows else 0
+    return f"{med(f, k) / d:.2f}" if d and d == d else "–"
+def cell(f, k, fmt):
+    if not vals(f, k): return "n/a"
+    lo, hi = rng(f, k)
+    return f"{fmt(med(f, k))} [{fmt(lo)}–{fmt(hi)}]"
+g = lambda v: f"{v:.2f}"
+n = lambda v: f"{v/1000:,.0f}k"
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+load = open("/proc/loadavg").read().split()[:3]
+now = datetime.datetime.now(datetime.timezone.utc)
+stamp = a.stamp or now.strftime("%Y%m%d-%H%M")
+userspace = [f for f in order if f not in ("direct", "kernel-bridge", "macvlan-bridge")]
+
+out = []
+p = out.append
+p(f"\n## Run of {now:%Y-%m-%d %H:%M} UTC\n")
+p(f"Kernel {platform.release()}, {cpu}, {os.cpu_count()} cores, load average {' '.join(load)} at the end "
+  f"(other helpers build and test on the same 2 cores during runs: absolute figures are noisy, ratios of the "
+  f"same run are the result); {a.runs} run(s) per forwarder, interleaved, {a.seconds} s per load. "
+  "Medians [min–max]; ×KB = ratio to the in-kernel bridge, ×vde = to vde_switch, ×RW = to the plain "
+  "read/write forwarder (no vnet header), all of the same run. `direct` is the generator into a veth pair with "
+  "no forwarder: its ceiling.\n")
+
+p("### Frames per second received (bench/udpgen, UDP, 8 flows; counted at the receiver's interface)\n")
+p("| forwarder | 64 B frames/s | ×KB | ×vde | ×RW | loss | 512 B frames/s | ×vde | 1500 B frames/s | 1500 B Gbit/s | ×vde | CPU s / M frames (64 B) |")
+p("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for f in order:
+    c = f"{med(f, 'cpu64'):.2f}" if f in userspace else "– (kernel)"
+    p(f"| {f} | {cell(f, 'fps64', n)} | {ratio(f, 'fps64', 'kernel-bridge')} | {ratio(f, 'fps64', 'vde')} | "
+      f"{ratio(f, 'fps64', 'plain-rw')} | {med(f, 'loss64')*100:.1f}% | {cell(f, 'fps512', n)} | {ratio(f, 'fps512', 'vde')} | "
+      f"{cell(f, 'fps1500', n)} | {med(f, 'fps1500')*1500*8/1e9:.2f} | {ratio(f, 'fps1500', 'vde')} | {c} |")
+
+p("\n### TCP (iperf3, one flow, Gbit/s) and UDP request/response latency (tbb-latency, µs)\n")
+p("| forwarder | TCP, sender GSO/TSO on | ×KB | ×vde | TCP, GSO/TSO off | ×KB | latency p50 | p99 | p99.9 | p99 ×RW | lost |")
+p("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for f in order:
+    p(f"| {f} | {cell(f, 'tcp', g)} | {ratio(f, 'tcp', 'kernel-bridge')} | {ratio(f, 'tcp', 'vde')} | "
+      f"{cell(f, 'tcp_nogso', g)} | {ratio(f, 'tcp_nogso', 'kernel-bridge')} | {med(f, 'p50'):.0f} | {med(f, 'p99'):.0f} | "
+      f"{med(f, 'p999'):.0f} | {ratio(f, 'p99', 'plain-rw')} | {sum(x['lost'] for x in rows[f])} |")
+
+# Charts (gnuplot, SVG). One data file per chart; forwarders on the x axis.
+os.makedirs(a.charts, exist_ok=True)
+charts = []
+def chart(name, title, ylabel, cols, keys, logy=False):
+    dat = os.path.join(a.charts, f"{stamp}-{name}.dat")
+    svg = os.path.join(a.charts, f"{stamp}-{name}.svg")
+    with open(dat, "w") as d:
+        d.write("# forwarder " + " ".join(c.replace(" ", "_") for c in cols) + "\n")   # a comment: not a data row
+        for f in order: d.write(f + " " + " ".join(f"{med(f, k):.4f}" for k in keys) + "\n")
+    plots = ", ".join(f"'{dat}' using {i + 2}:xtic(1) title '{c}'" for i, c in enumerate(cols))
+    script = f"""set terminal svg size 900,420 dynamic font 'sans,11' background '#ffffff'
+set output '{svg}'
+set title '{title}'
+set ylabel '{ylabel}'
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set key top right
+set grid ytics
+set xtics rotate by -35 font ',9'
+set yrange [{'1' if logy else '0'}:*]
+{'set logscale y' if logy else ''}
+plot {plots}
+"""
+    r = subprocess.run(["gnuplot"], input=script.encode(), capture_output=True)
+    os.unlink(dat)
+    if r.returncode == 0 and os.path.exists(svg): charts.append((title, svg))
+    else: print(f"(chart {name} not drawn: {r.stderr.decode()[:200]})", file=sys.stderr)
+
+chart("fps", "UDP frames/s received by frame size (median)", "frames/s", ["64 B", "512 B", "1500 B"], ["fps64", "fps512", "fps1500"])
+chart("gbps", "TCP Gbit/s per forwarder (median)", "Gbit/s", ["GSO/TSO on", "GSO/TSO off"], ["tcp", "tcp_nogso"])
+chart("latency", "UDP request/response latency (median of runs)", "µs (log)", ["p50", "p99", "p99.9"], ["p50", "p99", "p999"], logy=True)
+if charts:
+    p("")
+    rel = os.path.relpath(a.charts, "docs")
+    for title, svg in charts: p(f"![{title}]({rel}/{os.path.basename(svg)})")
+
+# Targets of issues 3 and 7, computed from this run.
+def x(f, k, ref): 
+    d = med(ref, k)
+    return med(f, k) / d if f in rows and ref in rows and d else float("nan")
+def verdict(v, goal, lower_is_better=False):
+    if v != v: return "not measured"
+    ok = v <= goal if lower_is_better else v >= goal
+    return ("met" if ok else "**missed**") + f" ({v:.2f}×, goal {'≤' if lower_is_better else '≥'} {goal}×)"
+tb = "tapbridge-1w"
+p("\n### Targets against this run\n")
+p("| target | tapbridge-1w (learning switch, 1 worker) |")
+p("| --- | --- |")
+p(f"| 64 B frames ≥ 2× vde_switch | {verdict(x(tb, 'fps64', 'vde'), 2)} |")
+p(f"| 64 B frames ≥ 1.5× plain read/write | {verdict(x(tb, 'fps64', 'plain-rw'), 1.5)} (×RWv {x(tb, 'fps64', 'plain-rw-vnet'):.2f}) |")
+p(f"| TCP with GSO ≥ 70% of the kernel bridge | {verdict(x(tb, 'tcp', 'kernel-bridge'), 0.7)} |")
+p(f"| TCP with GSO ≥ 5× vde_switch | {verdict(x(tb, 'tcp', 'vde'), 5)} |")
+p(f"| latency p99 ≤ 2× plain read/write | {verdict(x(tb, 'p99', 'plain-rw'), 2, lower_is_better=True)} |")
+p(f"| 2 workers ≥ 1.6× 1 worker, multi-queue macvtaps (64 B) | {verdict(x('tapbridge-mq-2w', 'fps64', 'tapbridge-mq-1w'), 1.6)}; "
+  f"single-queue 2w/1w {x('tapbridge-2w', 'fps64', 'tapbridge-1w'):.2f}× |")
+p(f"| generator ceiling (direct) / fastest forwarder, 64 B | "
+  f"{med('direct', 'fps64') / max(med(f, 'fps64') for f in order if f != 'direct'):.2f}× |" if "direct" in rows and len(order) > 1 else "")
+print("\n".join(out))
