@@ -341,7 +341,9 @@ final class Worker: @unchecked Sendable {
                 stats.add(WorkerCounter.bufferStarved, 1)
                 markStarved(lp)
             case ECANCELED:
-                break
+                // Paused by pauseReads; or resumed already, while the cancel was on its way:
+                // then no one else will re-arm it.
+                if !p.pointee.paused { armRead(lp) }
             case EAGAIN, EINTR:
                 markStarved(lp)
             default:
