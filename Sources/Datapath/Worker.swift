@@ -341,9 +341,7 @@ final class Worker: @unchecked Sendable {
                 stats.add(WorkerCounter.bufferStarved, 1)
                 markStarved(lp)
             case ECANCELED:
-                // Paused by pauseReads; or resumed already, while the cancel was on its way:
-                // then no one else will re-arm it.
-                if !p.pointee.paused { armRead(lp) }
+                break
             case EAGAIN, EINTR:
                 markStarved(lp)
             default:
