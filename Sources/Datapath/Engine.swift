@@ -212,7 +212,7 @@ public final class Engine: @unchecked Sendable {
                               transmitOffloads: r.port.transmitOffloads, vlan: r.port.settings.vlan,
                               adminUp: r.adminUp, counters: r.counters[worker],
                               writable: r.port.isMultiQueue || r.owner == worker || r.port.framing == .datagram,
-                              owner: r.owner, pausesReaders: r.port is MacvtapPort)
+                              owner: r.owner)
     }
 
     /// Creates the worker-to-worker rings (once) that carry frames to single-descriptor

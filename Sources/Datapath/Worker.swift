@@ -58,10 +58,6 @@ final class Worker: @unchecked Sendable {
     let vlanAllowed: UnsafeMutablePointer<UInt64>
     let bridges: UnsafeMutablePointer<LocalBridge>
     var starvedCount = 0
-    /// Ports whose reads are paused (see `pauseReads`), and the local slot of the port whose
-    /// frame is being delivered (the one to pause).
-    var pausedCount = 0
-    var deliveringFrom = -1
     let stats = CounterBlock(count: WorkerCounter.count)
     var context: HandlerContext
 
@@ -179,7 +175,7 @@ final class Worker: @unchecked Sendable {
                                 largestBatch: s.load(WorkerCounter.largestBatch), bufferStarved: s.load(WorkerCounter.bufferStarved),
                                 readRearms: s.load(WorkerCounter.readRearms), slotsExhausted: s.load(WorkerCounter.slotsExhausted),
                                 portFailures: s.load(WorkerCounter.portFailures), handedOff: s.load(WorkerCounter.handedOff),
-                                segmented: s.load(WorkerCounter.segmented), readPauses: s.load(WorkerCounter.readPauses))
+                                segmented: s.load(WorkerCounter.segmented))
     }
 
     // MARK: thread body
@@ -275,7 +271,7 @@ final class Worker: @unchecked Sendable {
 
     private func armRead(_ lp: Int) {
         let p = ports + lp
-        guard p.pointee.state == LocalPortState.active, p.pointee.reads, !p.pointee.readArmed, !p.pointee.paused,
+        guard p.pointee.state == LocalPortState.active, p.pointee.reads, !p.pointee.readArmed,
               let sqe = ring.sqe() else { return }
         let ud: UserData
         if p.pointee.stream {
@@ -445,8 +441,6 @@ final class Worker: @unchecked Sendable {
         let lb = bridges + Int(p.pointee.bridge)
         guard let pipeline = lb.pointee.pipeline else { return }
         let verdict = pipeline._withUnsafeGuaranteedRef { $0.run(&frame, context: context) }
-        deliveringFrom = lp
-        defer { deliveringFrom = -1 }
 
         var targets = PortSet()
         switch verdict {
@@ -569,7 +563,6 @@ final class Worker: @unchecked Sendable {
         }
         if dp.pointee.txQueued + dp.pointee.txInflight >= depth {
             dc.add(PortCounter.firstDrop + Int(DropReason.queueFull.rawValue), 1)
-            if dp.pointee.pausesReaders { pauseReads(deliveringFrom) }
             return
         }
         let si = freeSlot
@@ -752,39 +745,6 @@ final class Worker: @unchecked Sendable {
         if let dc = dp.pointee.counters { countWrite(dc, res, s.pointee.frameBytes) }
         kick(d)
         finishSlot(si)
-        if pausedCount > 0 && dp.pointee.txQueued + dp.pointee.txInflight <= depth / 2 { resumeReads() }
-    }
-
-    /// A macvtap's transmit queue is full: frames from port `lp` would be read, switched and
-    /// dropped here, at the cost of a read and a copy each. Pause its reads instead (cancel the
-    /// multishot read, do not re-arm it): the excess waits in the kernel's queue for that
-    /// macvtap, which drops it cheaply if it overflows. Reads resume when a paused-for queue
-    /// is half empty; its write completions guarantee that moment comes (or the port fails,
-    /// which resumes them too). Only macvtaps pause their feeders: a socket port's peer may
-    /// stop reading for good, and must not stop the others' reads.
-    private func pauseReads(_ lp: Int) {
-        guard lp >= 0, multishot else { return }
-        let p = ports + lp
-        guard p.pointee.reads, !p.pointee.stream, !p.pointee.paused, p.pointee.readArmed, let sqe = ring.sqe() else { return }
-        sqe.prepareCancel(userData: UserData(kind: OpKind.read, port: UInt16(lp), generation: p.pointee.generation).rawValue)
-        sqe.setUserData(UserData(kind: OpKind.cancel))
-        p.pointee.paused = true
-        pausedCount += 1
-        stats.add(WorkerCounter.readPauses, 1)
-    }
-
-    private func resumeReads() {
-        var left = pausedCount
-        pausedCount = 0
-        var lp = 0
-        while left > 0 && lp < Worker.maxPorts {
-            if ports[lp].paused {
-                ports[lp].paused = false
-                left -= 1
-                armRead(lp)
-            }
-            lp += 1
-        }
     }
 
     @inline(__always)
@@ -923,7 +883,6 @@ final class Worker: @unchecked Sendable {
         p.pointee.state = LocalPortState.down
         cancelAll(lp)
         drainQueue(lp)
-        if pausedCount > 0 { resumeReads() }
         stats.add(WorkerCounter.portFailures, 1)
         engine.reportFailure(bridge: Int(p.pointee.bridge), port: p.pointee.id, errno: err)
     }
@@ -940,7 +899,6 @@ final class Worker: @unchecked Sendable {
     /// slot, frees queued writes. In-flight writes finish later and are ignored (generation).
     private func detachDescriptor(_ lp: Int) {
         let p = ports + lp
-        if pausedCount > 0 { resumeReads() }   // the queue they waited for may be this port's
         if p.pointee.fd >= 0 {
             cancelAll(lp)
             try? ring.setFile(-1, at: lp)
@@ -1050,7 +1008,6 @@ final class Worker: @unchecked Sendable {
         p.pointee.counters = spec.counters
         p.pointee.vlanAware = spec.vlan != .unaware
         p.pointee.owner = Int32(spec.owner)
-        p.pointee.pausesReaders = spec.pausesReaders
         p.pointee.txMaxInflight = p.pointee.stream ? 1 : depth
         p.pointee.txInflight = 0
         setVLAN(spec.vlan, slot: lp)

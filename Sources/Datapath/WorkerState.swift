@@ -25,10 +25,6 @@ struct WorkerPortSpec {
     /// frames go to `owner` through a handoff ring).
     var writable: Bool
     var owner: Int
-    /// A full transmit queue here pauses the reads feeding it: true for macvtaps, whose
-    /// writes always complete (the kernel queues or drops), never for sockets, whose peer may
-    /// stop reading for good.
-    var pausesReaders = false
 }
 
 enum WorkerCommand {
@@ -58,9 +54,6 @@ struct LocalPort {
     var generation: UInt8 = 0
     var reads = false
     var readArmed = false
-    /// Reads paused (multishot read cancelled, not re-armed) while a destination it fed is full.
-    var paused = false
-    var pausesReaders = false
     var starved = false
     var adminUp = true
     var writable = true
