@@ -33,6 +33,10 @@ final class Worker: @unchecked Sendable {
     let ringCount: Int
     let streamCount: Int
     let depth: Int32
+    /// Ring buffers out of the kernel's ring (being switched, queued or written), and the
+    /// queue length past which a port may not take more of them once half are out.
+    var buffersOut = 0
+    let fairShare: Int32
 
     // Immutable, so the hot path touches them without retain/release. Created disabled on the
     // control thread; the worker thread enables the ring and is its only submitter.
@@ -98,6 +102,7 @@ final class Worker: @unchecked Sendable {
         multishot = ring.features.readMultishot && !configuration.forceSingleShotReads
         streamCount = max(1, configuration.streamBuffersPerWorker)
         depth = Int32(max(1, configuration.transmitQueueDepth))
+        fairShare = max(1, depth / 8)
         streamSlab = .allocate(byteCount: streamCount * configuration.bufferSize, alignment: 64)
         streamFree = .allocate(capacity: streamCount)
         for i in 0..<streamCount { streamFree[i] = Int32(ringCount + i) }
@@ -321,6 +326,7 @@ final class Worker: @unchecked Sendable {
         if let bid = c.bufferID {
             if current && p.pointee.state == LocalPortState.active && c.result > 0 {
                 refcount[Int(bid)] = 1
+                buffersOut += 1
                 deliver(lp, buffers.address(of: bid), Int(c.result), Int32(bid))
                 release(Int32(bid))
             } else {
@@ -561,7 +567,10 @@ final class Worker: @unchecked Sendable {
             }
             return
         }
-        if dp.pointee.txQueued + dp.pointee.txInflight >= depth {
+        let held = dp.pointee.txQueued + dp.pointee.txInflight
+        // Past half of the worker's ring buffers out, no port takes more than a fair share:
+        // ports whose peers stopped reading cannot hold every buffer and stall all reads.
+        if held >= depth || (held >= fairShare && buffersOut > ringCount / 2 && Int(buffer) < ringCount) {
             dc.add(PortCounter.firstDrop + Int(DropReason.queueFull.rawValue), 1)
             return
         }
@@ -858,7 +867,7 @@ final class Worker: @unchecked Sendable {
         let i = Int(b)
         refcount[i] -= 1
         if refcount[i] == 0 {
-            if i < ringCount { buffers.give(UInt16(i)) } else { streamFree[streamFreeCount] = b; streamFreeCount += 1 }
+            if i < ringCount { buffers.give(UInt16(i)); buffersOut -= 1 } else { streamFree[streamFreeCount] = b; streamFreeCount += 1 }
         }
     }
 

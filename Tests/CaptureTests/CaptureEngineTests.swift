@@ -16,7 +16,9 @@ final class SocketHub: @unchecked Sendable {
 
     init(ports: [String], workers: Int = 1, pipeline: HandlerPipeline = HandlerPipeline([])) throws {
         var c = EngineConfiguration(workers: workers)
-        c.buffersPerWorker = 128
+        // The default: with fewer, a port past half of them out is held to a fair share of the
+        // queue (Worker.send), which a test flooding one port at full speed would meet.
+        c.buffersPerWorker = 512
         engine = Engine(configuration: c)
         bridge = engine.addBridge(name: "br", pipeline: pipeline)
         for name in ports {

@@ -67,6 +67,65 @@ struct EnginePortLifecycleTests {
         }
     }
 
+    /// Three stream ports whose peers never read, fed more frames than the worker has buffers:
+    /// once half the buffers are out, none of them takes more than a fair share, so reads go
+    /// on and a fourth port still gets its frames.
+    @Test func stuckPortsCannotHoldEveryBuffer() throws {
+        let engine = makeEngine { $0.buffersPerWorker = 64; $0.transmitQueueDepth = 32 }
+        let bridge = engine.addBridge(name: "br", pipeline: HandlerPipeline([RouteByByte()]))
+        func pair(_ type: Int32) throws -> [Int32] {
+            var p: [Int32] = [0, 0]
+            guard socketpair(AF_UNIX, type, 0, &p) == 0 else { throw MissingStatistics(what: "socketpair") }
+            return p
+        }
+        let input = try pair(Int32(SOCK_DGRAM.rawValue)), out = try pair(Int32(SOCK_DGRAM.rawValue))
+        let stuck = try (0..<3).map { _ in try pair(Int32(SOCK_STREAM.rawValue)) }
+        defer { close(input[1]); close(out[1]); stuck.forEach { close($0[1]) } }
+        var small: Int32 = 4096
+        for p in stuck { setsockopt(p[0], SOL_SOCKET, SO_SNDBUF, &small, 4); setsockopt(p[1], SOL_SOCKET, SO_RCVBUF, &small, 4) }
+        try bridge.attach(DescriptorPort(name: "in", descriptor: input[0]))
+        let outID = try bridge.attach(DescriptorPort(name: "out", descriptor: out[0]))
+        let stuckIDs = try stuck.enumerated().map { i, p in
+            try bridge.attach(DescriptorPort(name: "stuck\(i)", descriptor: p[0], framing: .lengthPrefixed))
+        }
+        try engine.start()
+        defer { engine.stop() }
+
+        /// Sends a 60-byte frame for port `id` (its number in byte 14); false if the engine
+        /// stopped reading (the datagram queue stays full for 2 s).
+        func send(to id: PortID) -> Bool {
+            var f = [UInt8](repeating: 0xff, count: 6) + [2, 0, 0, 0, 0, 1, 0x88, 0xb5, UInt8(id.rawValue)]
+            f += [UInt8](repeating: 0, count: 60 - f.count)
+            for _ in 0..<2000 {
+                if Glibc.send(input[1], &f, f.count, Int32(MSG_DONTWAIT)) == f.count { return true }
+                usleep(1000)
+            }
+            return false
+        }
+        var fed = 0
+        for i in 0..<1500 {
+            guard send(to: stuckIDs[i % 3]) else { break }   // bounded: 2 s of a full queue ends it
+            fed += 1
+        }
+        // The live port is read as it goes, like a real peer; frames are paced a little.
+        let reader = out[1]
+        let received = Locked(0), done = DispatchSemaphore(value: 0)
+        Thread { received.set(readAvailable(reader, timeout: 2).count / 60); done.signal() }.start()
+        var sent = 0
+        for _ in 0..<20 {
+            guard fed == 1500, send(to: outID) else { break }
+            sent += 1
+            usleep(2000)
+        }
+        done.wait()
+        let got = received.get()
+        let st = try engine.snapshot().bridgeStats("br")
+        print("stuck ports: fed \(fed) of 1500, then \(got) of \(sent) frames reached the live port; " +
+              "queue-full drops \(st.ports.map { "\($0.name)=\($0.drops(.queueFull))" })")
+        #expect(fed == 1500 && sent == 20, "the engine stopped reading")
+        #expect(got == 20)
+    }
+
     @Test func portSetDownDropsAndCounts() throws {
         try withRunningHub { _, engine, bridge, a, b in
             let pb = bridge.port(named: b.macvtap)!
@@ -135,4 +194,13 @@ struct EnginePortLifecycleTests {
 final class Weak<T: AnyObject> {
     weak var value: T?
     init(_ v: T) { value = v }
+}
+
+/// Sends each frame to the port whose number is in byte 14 (tests only).
+final class RouteByByte: FrameHandler, @unchecked Sendable {
+    let name = "route-by-byte"
+    func handle(_ frame: inout Frame, context: HandlerContext) -> Verdict {
+        guard frame.bytes.count > 14 else { return .drop(.malformed) }
+        return .forward(PortID(Int(frame.bytes[14])))
+    }
 }
