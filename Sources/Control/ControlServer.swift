@@ -77,8 +77,10 @@ public final class ControlServer: @unchecked Sendable {
             let fd = try VMSockets.listenStream(at: configuration.path, access: access, backlog: 64)
             listenFD = fd
         } catch let e as VMSocketError {
-            throw ControlSocketError(e.operation.replacingOccurrences(of: " on", with: ""), "control socket '\(configuration.path)'",
-                                     errno: e.errno, detail: e.detail.map { $0.replacingOccurrences(of: "a live process", with: "another process (a running tapbridge?)") })
+            // The shared socket helper's error, named for this socket; a live listener is most
+            // likely another daemon.
+            throw ControlSocketError(e.operation, "control socket '\(configuration.path)'", errno: e.errno,
+                                     detail: e.errno == EADDRINUSE ? "another process (a running tapbridge?) is listening on it" : e.detail)
         }
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else {

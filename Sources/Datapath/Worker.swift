@@ -538,7 +538,7 @@ final class Worker: @unchecked Sendable {
             return
         }
         var tagging = EgressTagging.asIs
-        if !asIs && frame.vlan != 0 && dp.pointee.vlanAware {
+        if !asIs && frame.vlan != 0 && dp.pointee.vlanKind != 0 {
             if dp.pointee.vlanKind == 1 {
                 tagging = frame.egressTagging(accessPVID: dp.pointee.vlanPVID)
             } else {
@@ -1015,7 +1015,6 @@ final class Worker: @unchecked Sendable {
         p.pointee.transmitOffloads = spec.transmitOffloads
         p.pointee.adminUp = spec.adminUp
         p.pointee.counters = spec.counters
-        p.pointee.vlanAware = spec.vlan != .unaware
         p.pointee.owner = Int32(spec.owner)
         p.pointee.txMaxInflight = p.pointee.stream ? 1 : depth
         p.pointee.txInflight = 0

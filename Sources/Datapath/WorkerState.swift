@@ -58,9 +58,8 @@ struct LocalPort {
     var adminUp = true
     var writable = true
     var stream = false
-    var vlanAware = false
     /// The port's VLANMode flattened (no references, so egress reads it without ARC traffic):
-    /// kind 0 unaware, 1 access (pvid), 2 trunk (native, 0 none; allowed bits in
+    /// kind 0 unaware (egress leaves tags alone), 1 access (pvid), 2 trunk (native, 0 none; allowed bits in
     /// `Worker.vlanAllowed`).
     var vlanKind: UInt8 = 0
     var vlanPVID: UInt16 = 0

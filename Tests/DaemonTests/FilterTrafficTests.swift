@@ -62,15 +62,34 @@ else:
     print(json.dumps(counts))
 """#
 
+/// Writes the frame tool for this topology (removed at clean-up); returns its path.
+private func installFrameTool(_ t: Topology) throws -> String {
+    let tool = FileManager.default.temporaryDirectory.path + "/\(t.tag)-frames.py"
+    try frameTool.write(toFile: tool, atomically: true, encoding: .utf8)
+    t.onCleanup { try? FileManager.default.removeItem(atPath: tool) }
+    return tool
+}
+
+/// A daemon with bridge br0 = filter (judging host 0's port) + learning switch over `h`.
+private func filterDaemon(_ t: Topology, _ h: Hosts, rules: [String]) throws -> DaemonProcess {
+    try DaemonProcess(t, config: """
+        [[bridges]]
+        name = "br0"
+        pipeline = ["filter", "learning-switch"]
+        [bridges.filter]
+        ports = ["\(h.macvtaps[0])"]
+        rules = [\(rules.map { "\"\($0)\"" }.joined(separator: ", "))]
+
+        """ + h.portTables())
+}
+
 @Suite struct FilterTraffic {
     /// h0 (the judged guest) sends known numbers of frames matching each rule; h1 is their
     /// destination, h2 the analyser that gets the mirror copies.
     @Test func everyActionCountsExactlyOnRealFrames() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 3)
-            let tool = FileManager.default.temporaryDirectory.path + "/\(t.tag)-frames.py"
-            try frameTool.write(toFile: tool, atomically: true, encoding: .utf8)
-            t.onCleanup { try? FileManager.default.removeItem(atPath: tool) }
+            let tool = try installFrameTool(t)
             let rules = [
                 "deny @dhcp-server-guard",
                 "count udp dst port 7001",
@@ -79,15 +98,7 @@ else:
                 "deny vlan 10 and udp dst port 7004",
                 "limit 100pps udp dst port 7005",
             ]
-            let d = try DaemonProcess(t, config: """
-                [[bridges]]
-                name = "br0"
-                pipeline = ["filter", "learning-switch"]
-                [bridges.filter]
-                ports = ["\(h.macvtaps[0])"]
-                rules = [\(rules.map { "\"\($0)\"" }.joined(separator: ", "))]
-
-                """ + h.portTables())
+            let d = try filterDaemon(t, h, rules: rules)
             // Every MAC learned first, so unicast frames are not flooded to the analyser.
             #expect(h.ping(1, h.addresses[0], count: 1) && h.ping(2, h.addresses[0], count: 1), "\(d.log)")
 
@@ -136,18 +147,8 @@ extension FilterTraffic {
     @Test func liveSwapsUnderTrafficLoseNothing() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 2)
-            let tool = FileManager.default.temporaryDirectory.path + "/\(t.tag)-frames.py"
-            try frameTool.write(toFile: tool, atomically: true, encoding: .utf8)
-            t.onCleanup { try? FileManager.default.removeItem(atPath: tool) }
-            let d = try DaemonProcess(t, config: """
-                [[bridges]]
-                name = "br0"
-                pipeline = ["filter", "learning-switch"]
-                [bridges.filter]
-                ports = ["\(h.macvtaps[0])"]
-                rules = ["count udp dst port 7010"]
-
-                """ + h.portTables())
+            let tool = try installFrameTool(t)
+            let d = try filterDaemon(t, h, rules: ["count udp dst port 7010"])
             #expect(h.ping(1, h.addresses[0], count: 1), "\(d.log)")
             let sent = 3000
             let counter = Background.detached { (try? t.exec(h.namespaces[1], ["python3", tool, "count", "6"], timeout: 30).stdout) ?? "" }
