@@ -9,7 +9,8 @@ import TestSupport
 /// Sends or counts crafted UDP/IPv4 frames on eth0 of the namespace it runs in.
 /// `send SRC_MAC DST_MAC SPEC...` where SPEC is `PORT:COUNT[:vlan|:paced]` (paced: 1 frame per
 /// 0.8 ms) or `dhcp-offer:COUNT`;
-/// `count SECONDS` prints a JSON object {udp-dst-port: frames} of what eth0 received.
+/// `count SECONDS [IDLE]` prints a JSON object {udp-dst-port: frames} of what eth0 received
+/// (stopping early once IDLE seconds pass without a frame after the first).
 private let frameTool = #"""
 import json, socket, struct, sys, time
 
@@ -49,9 +50,13 @@ else:
     s.settimeout(0.2)
     counts = {}
     end = time.time() + float(sys.argv[2])
+    idle = float(sys.argv[3]) if len(sys.argv) > 3 else None
+    last = None
     while time.time() < end:
+        if idle and last and time.time() - last > idle: break
         try: data, addr = s.recvfrom(65535)
         except socket.timeout: continue
+        last = time.time()
         if addr[2] == socket.PACKET_OUTGOING: continue
         off = 12
         while data[off:off + 2] in (b"\x81\x00", b"\x88\xa8"): off += 4
@@ -150,19 +155,25 @@ extension FilterTraffic {
             let tool = try installFrameTool(t)
             let d = try filterDaemon(t, h, rules: ["count udp dst port 7010"])
             #expect(h.ping(1, h.addresses[0], count: 1), "\(d.log)")
-            let sent = 3000
-            let counter = Background.detached { (try? t.exec(h.namespaces[1], ["python3", tool, "count", "6"], timeout: 30).stdout) ?? "" }
-            usleep(800_000)
-            let sender = Background.detached {
-                (try? t.exec(h.namespaces[0], ["python3", tool, "send", h.macs[0], h.macs[1], "7010:\(sent):paced"], timeout: 30)) != nil
+            let sent = 3000, chunks = 20
+            let counter = Background.detached {
+                (try? t.exec(h.namespaces[1], ["python3", tool, "count", "60", "4"], timeout: 90).stdout) ?? ""
             }
-            var swaps = 0
-            for i in 0..<20 {
+            usleep(800_000)
+            // Each chunk of paced frames is under way while the swap to the next rule set
+            // happens, so every swap meets traffic however slow this machine is.
+            var swaps = 0, senderOK = true
+            for i in 0..<chunks {
+                let chunk = Background.detached {
+                    (try? t.exec(h.namespaces[0], ["python3", tool, "send", h.macs[0], h.macs[1], "7010:\(sent / chunks):paced"],
+                                 timeout: 30)) != nil
+                }
+                usleep(100_000)   // about the middle of the chunk here
                 let rule = i % 2 == 0 ? "deny udp dst port 7010" : "count udp dst port 7010"
                 if (try? cli(d, ["filter", "replace", "br0", "--rule", rule]))?.status == 0 { swaps += 1 }
-                usleep(50_000)
+                senderOK = senderOK && chunk.wait() == true
             }
-            #expect(sender.wait() == true, "the sender failed")
+            #expect(senderOK, "the sender failed")
             let got = try #require(try json(counter.wait() ?? "") as? [String: Int], "no receiver counts")
             let stats = try cliJSON(d, ["stats", h.macvtaps[0]])
             let port = try #require((stats["ports"] as? [[String: Any]])?.first, "\(stats)")
