@@ -43,12 +43,12 @@ final class SocketHub: @unchecked Sendable {
         _ = Glibc.send(peers[i], &f, f.count, 0)
     }
 
-    /// Waits until `count` frames came out of port `i` (or 5 s); returns them.
+    /// Waits until `count` frames came out of port `i` (or `timeout` seconds); returns them.
     @discardableResult
-    func receive(_ i: Int, count: Int) -> [[UInt8]] {
+    func receive(_ i: Int, count: Int, timeout: Double = 5) -> [[UInt8]] {
         var got: [[UInt8]] = []
         var buf = [UInt8](repeating: 0, count: 70000)
-        let end = Date().addingTimeInterval(5)
+        let end = Date().addingTimeInterval(timeout)
         while got.count < count && Date() < end {
             var p = pollfd(fd: peers[i], events: Int16(POLLIN), revents: 0)
             guard poll(&p, 1, 50) > 0 else { continue }
@@ -225,10 +225,11 @@ struct CaptureEngineTests {
         // buffers, then its reads of a, and finally this sender.
         let received = Locked(0)
         let done = DispatchSemaphore(value: 0)
-        Thread { received.set(hub.receive(1, count: 300).count); done.signal() }.start()
+        // (A generous deadline: on a loaded machine the 300 blocking sends alone can take seconds.)
+        Thread { received.set(hub.receive(1, count: 300, timeout: 30).count); done.signal() }.start()
         for i in 0..<300 { hub.send(0, udpFrame(dstPort: 9, seq: UInt8(i & 255), payload: 1400)) }
         done.wait()
-        #expect(received.get() == 300, "forwarding loses nothing to the capture")
+        #expect(received.get() == 300, "forwarding loses nothing to the capture: \(try hub.engine.snapshot().bridge("br")?.ports ?? [])")
         let sum = s.stop()
         #expect(sum.captured + sum.dropped == 300)
         #expect(sum.dropped > 0)
