@@ -66,6 +66,7 @@ enum MetricsExporter {
         ("tapbridge_worker_buffer_starved_total", "Times the provided-buffer ring ran empty.", \.bufferStarved),
         ("tapbridge_worker_handoffs_total", "Frames passed to the worker owning a stream port.", \.handedOff),
         ("tapbridge_worker_segmented_total", "TCP super-frames segmented in software.", \.segmented),
+        ("tapbridge_worker_writes_taken_early_total", "Write completions handled right after their submit, ahead of queued reads.", \.writesTakenEarly),
     ]
 
     static func render(snapshot: EngineSnapshot, handlers: [HandlerCounters], workerCPU: [Int: Double],

@@ -34,8 +34,8 @@ struct CounterBlock {
 enum WorkerCounter {
     static let loops = 0, submitCalls = 1, submittedSQEs = 2, completions = 3, framesIn = 4
     static let batches = 5, largestBatch = 6, bufferStarved = 7, readRearms = 8, slotsExhausted = 9
-    static let portFailures = 10, handedOff = 11, segmented = 12
-    static let count = 13
+    static let portFailures = 10, handedOff = 11, segmented = 12, writesTakenEarly = 13
+    static let count = 14
 }
 
 /// One port's statistics, summed over workers.
@@ -83,6 +83,9 @@ public struct WorkerStatistics: Sendable {
     public var handedOff: UInt64
     /// TCP super-frames cut into segments in software for a port without TSO.
     public var segmented: UInt64
+    /// Write completions handled right after the submit that completed them, ahead of the
+    /// read completions queued before them (`Ring.takeCompletions`).
+    public var writesTakenEarly: UInt64 = 0
     /// Average frames handled per io_uring_enter.
     public var framesPerSubmit: Double { submitCalls == 0 ? 0 : Double(framesIn) / Double(submitCalls) }
 }

@@ -42,6 +42,8 @@ enum WorkerCommand {
 
 enum OpKind {
     static let read: UInt8 = 1, write: UInt8 = 2, control: UInt8 = 3, cancel: UInt8 = 4, streamRead: UInt8 = 5
+    /// A completion already handled out of order (`Worker.takeWriteCompletions`); skipped.
+    static let taken: UInt8 = 6
 }
 
 enum LocalPortState {

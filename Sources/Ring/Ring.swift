@@ -148,6 +148,35 @@ public final class Ring {
         return n
     }
 
+    /// The completion queue's tail: a mark for `takeCompletions(postedSince:replacingWith:_:)`.
+    @inlinable public var completionMark: UInt32 { tb_cq_tail(&raw) }
+
+    /// Hands `body` the completions posted since `mark` that are still unconsumed, ahead of the
+    /// older ones before them, e.g. the writes a `submit()` just completed inline, which would
+    /// otherwise wait behind hundreds of read completions. Each one `body` takes (returns true
+    /// for) has its user_data overwritten with `replacement` in place, so the in-order pass
+    /// (`forEachCompletion`) sees it as already handled. Returns how many were taken.
+    @inlinable
+    @discardableResult
+    public func takeCompletions(postedSince mark: UInt32, replacingWith replacement: UInt64,
+                                _ body: (Completion) -> Bool) -> Int {
+        let tail = tb_cq_tail(&raw)
+        let head = tb_cq_head(&raw)
+        // Positions wrap: start at whichever of mark and head is later in ring order.
+        var pos = (mark &- head) <= (tail &- head) ? mark : head
+        var taken = 0
+        while pos != tail {
+            let e = tb_cq_entry(&raw, pos)!
+            if e.pointee.user_data != replacement,
+               body(Completion(result: e.pointee.res, flags: e.pointee.flags, userData: e.pointee.user_data)) {
+                e.pointee.user_data = replacement
+                taken += 1
+            }
+            pos &+= 1
+        }
+        return taken
+    }
+
     @usableFromInline var cqeBatchPointer: UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?> { cqeBatch }
     @usableFromInline var cqeBatchCapacity: Int { cqeBatchSize }
 

@@ -86,8 +86,10 @@ func ping(_ from: Host, _ to: Host, count: Int = 3) throws -> Bool {
             check: false, timeout: 20).succeeded
 }
 
-/// Runs a bounded iperf3 TCP test from `client` to `server`; returns (sent, received) bytes and Gbit/s.
-func iperf(_ t: Topology, from client: Host, to server: Host, seconds: Int = 3, port: Int = 5201) throws -> (sent: Double, received: Double, gbps: Double) {
+/// Runs a bounded iperf3 client in `client`'s namespace against a one-shot iperf3 server in
+/// `server`'s (killed afterwards, and on cleanup if the test fails first); `options` are the
+/// client's extra arguments.
+func iperfRun(_ t: Topology, from client: Host, to server: Host, port: Int, seconds: Int, _ options: [String]) throws -> CommandResult {
     let srv = Process()
     srv.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     srv.arguments = ["ip", "netns", "exec", server.namespace, "iperf3", "-s", "-1", "-p", "\(port)"]
@@ -97,8 +99,13 @@ func iperf(_ t: Topology, from client: Host, to server: Host, seconds: Int = 3, 
     t.onCleanup { if srv.isRunning { kill(srv.processIdentifier, SIGKILL) } }
     defer { if srv.isRunning { kill(srv.processIdentifier, SIGKILL) }; srv.waitUntilExit() }
     usleep(300_000)
-    let r = try run(["ip", "netns", "exec", client.namespace, "iperf3", "-c", server.address, "-p", "\(port)",
-                     "-t", "\(seconds)", "-J", "--connect-timeout", "3000"], check: false, timeout: Double(seconds) + 20)
+    return try run(["ip", "netns", "exec", client.namespace, "iperf3", "-c", server.address, "-p", "\(port)",
+                    "-t", "\(seconds)", "--connect-timeout", "3000"] + options, check: false, timeout: Double(seconds) + 20)
+}
+
+/// Runs a bounded iperf3 TCP test from `client` to `server`; returns (sent, received) bytes and Gbit/s.
+func iperf(_ t: Topology, from client: Host, to server: Host, seconds: Int = 3, port: Int = 5201) throws -> (sent: Double, received: Double, gbps: Double) {
+    let r = try iperfRun(t, from: client, to: server, port: port, seconds: seconds, ["-J"])
     guard let obj = try? json(r.stdout) as? [String: Any], let end = obj["end"] as? [String: Any],
           let s = end["sum_sent"] as? [String: Any], let rcv = end["sum_received"] as? [String: Any] else {
         return (0, 0, 0)

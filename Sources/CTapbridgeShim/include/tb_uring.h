@@ -26,6 +26,15 @@ static inline unsigned char tb_IOSQE_CQE_SKIP_SUCCESS(void) { return IOSQE_CQE_S
 static inline unsigned char tb_IORING_OP_READ_MULTISHOT(void) { return IORING_OP_READ_MULTISHOT; }
 static inline unsigned int tb_IORING_CQE_BUFFER_SHIFT(void) { return IORING_CQE_BUFFER_SHIFT; }
 
+/// The completion queue's tail (acquire: the entries before it are fully written) and the
+/// entry at position `pos`. Entries between the head and the tail belong to the application
+/// until it advances the head; the kernel only appends past the tail.
+static inline unsigned tb_cq_tail(const struct io_uring *ring) { return io_uring_smp_load_acquire(ring->cq.ktail); }
+static inline unsigned tb_cq_head(const struct io_uring *ring) { return *ring->cq.khead; }
+static inline struct io_uring_cqe *tb_cq_entry(struct io_uring *ring, unsigned pos) {
+    return &ring->cq.cqes[pos & ring->cq.ring_mask];
+}
+
 /// Multishot read into buffers picked from provided-buffer group `group`: one CQE per frame
 /// (IORING_CQE_F_MORE set while it stays armed). liburing 2.5's io_uring_prep_read_multishot.
 static inline void tb_prep_read_multishot(struct io_uring_sqe *sqe, int fd, unsigned short group) {
