@@ -25,7 +25,7 @@ final class Worker: @unchecked Sendable {
     static let maxPorts = 512
     static let maxBridges = 64
     /// Frames one stream-socket writev carries at most.
-    static let streamBatch = 32
+    static let streamBatch = 64
 
     let index: Int
     unowned let engine: Engine
@@ -234,12 +234,7 @@ final class Worker: @unchecked Sendable {
                 // so reads keep buffers and write completions come back before the transmit
                 // queues look full.
                 buffers.publish()
-                if ring.pendingSubmissions > 0 {
-                    let mark = ring.completionMark
-                    let r = ring.submit()
-                    if r > 0 { stats.add(WorkerCounter.submitCalls, 1); stats.add(WorkerCounter.submittedSQEs, UInt64(r)) }
-                    takeWriteCompletions(postedSince: mark)
-                }
+                flushWrites()
             }
             stats.add(WorkerCounter.completions, UInt64(total))
             if framesThisBatch > 0 {
@@ -252,6 +247,20 @@ final class Worker: @unchecked Sendable {
             if starvedCount > 0 { rearmStarved() }
             if anyWakePending { wakeOwners() }
             if controlPending { processCommands() }
+        }
+    }
+
+    /// Submits what is prepared and handles the writes that submit completed. A finished stream
+    /// write may start its port's next batch at once, so this repeats (a few times at most)
+    /// while such follow-up writes are waiting.
+    private func flushWrites(rounds: Int = 4) {
+        var left = rounds
+        while left > 0 && ring.pendingSubmissions > 0 {
+            let mark = ring.completionMark
+            let r = ring.submit()
+            if r > 0 { stats.add(WorkerCounter.submitCalls, 1); stats.add(WorkerCounter.submittedSQEs, UInt64(r)) }
+            takeWriteCompletions(postedSince: mark)
+            left -= 1
         }
     }
 
@@ -411,6 +420,13 @@ final class Worker: @unchecked Sendable {
                 continue decode
             case .frame(let n):
                 len = n
+            }
+            if streamFreeCount == 0 {
+                // One read can carry hundreds of small frames, more than there are stream
+                // buffers: send what was switched so far, which frees the buffers its writes
+                // complete, before dropping any.
+                flushWrites()
+                guard p.pointee.state == LocalPortState.active else { return }
             }
             if streamFreeCount > 0 {
                 streamFreeCount -= 1

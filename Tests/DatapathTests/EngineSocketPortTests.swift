@@ -139,6 +139,48 @@ struct EngineSocketPortTests {
         }
     }
 
+    /// One read from a stream port can carry hundreds of small frames, far more than the
+    /// worker's 64 stream buffers: the worker sends what it switched so far (freeing the
+    /// buffers those writes complete) before it would drop any. 500 frames in one write, all
+    /// delivered in order.
+    @Test func aBurstLargerThanTheStreamBuffersLosesNothing() throws {
+        let engine = makeEngine()
+        let bridge = engine.addBridge(name: "br", pipeline: HandlerPipeline([]))
+        var a: [Int32] = [0, 0], b: [Int32] = [0, 0]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &a) == 0)
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &b) == 0)
+        defer { close(a[1]); close(b[1]) }
+        var big: Int32 = 1 << 20
+        setsockopt(b[1], SOL_SOCKET, SO_RCVBUF, &big, 4)
+        try bridge.attach(DescriptorPort(name: "in", descriptor: a[0], framing: .lengthPrefixed))
+        let out = try bridge.attach(DescriptorPort(name: "out", descriptor: b[0], framing: .lengthPrefixed))
+        try engine.start()
+        defer { engine.stop() }
+        let count = 500
+        var burst: [UInt8] = []
+        for i in 0..<count {
+            var f = [UInt8](repeating: 0xff, count: 6) + [0x02, 0, 0, 0, 0, 0x01, 0x88, 0xb5, UInt8(i >> 8), UInt8(i & 0xff)]
+            f += [UInt8](repeating: UInt8(i & 0xff), count: 60 - f.count)
+            burst += [0, 0, 0, UInt8(f.count)] + f
+        }
+        #expect(burst.withUnsafeBytes { write(a[1], $0.baseAddress, $0.count) } == burst.count, "one write, so one read")
+        var bytes: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        let end = Date().addingTimeInterval(10)
+        while bytes.count < count * 64 && Date() < end {
+            var p = pollfd(fd: b[1], events: Int16(POLLIN), revents: 0)
+            guard poll(&p, 1, 100) > 0 else { continue }
+            let n = buf.withUnsafeMutableBytes { recv(b[1], $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if n > 0 { bytes += buf[0..<n] }
+        }
+        let frames = splitStream(bytes)
+        let br = try engine.snapshot().bridgeStats("br")
+        #expect(frames.count == count, "\(br.ports)")
+        #expect(frames.map { Int($0[14]) << 8 | Int($0[15]) } == Array(0..<frames.count), "in order")
+        #expect(br.ports.allSatisfy { $0.totalDrops == 0 }, "\(br.ports)")
+        #expect(try br.stats(out).txFrames == UInt64(count))
+    }
+
     /// A slow reader behind a small socket buffer: the engine's batched stream writes (many
     /// frames per writev, resumed mid-frame after a short write) deliver every frame it did not
     /// count as dropped, intact and in order.

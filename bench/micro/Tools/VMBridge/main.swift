@@ -54,6 +54,6 @@ supervisor.stop()
 engine.stop()
 for b in engine.snapshot().bridges {
     for p in b.ports {
-        FileHandle.standardError.write("tbb-vmbridge: \(b.name)/\(p.name) rx \(p.rxFrames) tx \(p.txFrames) drops \(p.totalDrops)\n".data(using: .utf8)!)
+        FileHandle.standardError.write("tbb-vmbridge: \(b.name)/\(p.name) rx \(p.rxFrames) tx \(p.txFrames) drops \(p.totalDrops) \(p.drops.map { "\($0.key)=\($0.value)" }.sorted().joined(separator: ","))\n".data(using: .utf8)!)
     }
 }
