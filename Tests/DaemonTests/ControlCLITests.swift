@@ -230,13 +230,8 @@ func cliJSON(_ d: DaemonProcess, _ args: [String]) throws -> [String: Any] {
             let d = try DaemonProcess(t, config: "[[bridges]]\nname = \"br0\"\n" + h.portTables())
             #expect(h.ping(0, h.addresses[1], count: 1))
             // Bounded background traffic: 60 pings, 50 ms apart (~3 s), while top samples 1 s.
-            let ping = Process()
-            ping.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            ping.arguments = ["ip", "netns", "exec", h.namespaces[0], "ping", "-c", "60", "-i", "0.05", "-q", h.addresses[1]]
-            ping.standardOutput = FileHandle.nullDevice
-            ping.standardError = FileHandle.nullDevice
-            try ping.run()
-            defer { if ping.isRunning { kill(ping.processIdentifier, SIGKILL) }; ping.waitUntilExit() }
+            let ping = try BackgroundCommand(["ip", "netns", "exec", h.namespaces[0], "ping", "-c", "60", "-i", "0.05", "-q", h.addresses[1]], cleanup: t)
+            defer { ping.stop() }
             usleep(300_000)
             let sample = try cliJSON(d, ["top", "--once", "--interval", "1"])
             let rates = try #require(sample["ports"] as? [[String: Any]])

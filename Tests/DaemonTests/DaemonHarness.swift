@@ -181,13 +181,8 @@ extension Dictionary where Key == String, Value == String {
 /// A bounded iperf3 TCP run (`seconds`) from host `from` to host `server`. Returns (sent,
 /// received) bytes from the client's JSON.
 func iperf(_ h: Hosts, from: Int, to server: Int, seconds: Int = 3, timeout: Double = 40) throws -> (Int, Int) {
-    let srv = Process()
-    srv.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    srv.arguments = ["ip", "netns", "exec", h.namespaces[server], "iperf3", "-s", "-1", "-B", h.addresses[server]]
-    srv.standardOutput = FileHandle.nullDevice
-    srv.standardError = FileHandle.nullDevice
-    try srv.run()
-    defer { if srv.isRunning { srv.terminate() }; srv.waitUntilExit() }
+    let srv = try BackgroundCommand(["ip", "netns", "exec", h.namespaces[server], "iperf3", "-s", "-1", "-B", h.addresses[server]])
+    defer { srv.stop() }
     var last: CommandResult?
     for _ in 0..<20 {
         usleep(100_000)

@@ -152,13 +152,8 @@ import TestSupport
             let d1 = try DaemonProcess(t, config: "[[bridges]]\n" + h.portTables(), arguments: ["--state-dir", state])
             let before = try h.macvtaps.map { try ifindex($0) }
             // Traffic through the bridge when the daemon dies.
-            let flood = Process()
-            flood.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            flood.arguments = ["ip", "netns", "exec", h.namespaces[0], "ping", "-c", "400", "-i", "0.005", "-q", h.addresses[1]]
-            flood.standardOutput = FileHandle.nullDevice
-            flood.standardError = FileHandle.nullDevice
-            try flood.run()
-            defer { if flood.isRunning { kill(flood.processIdentifier, SIGKILL) }; flood.waitUntilExit() }
+            let flood = try BackgroundCommand(["ip", "netns", "exec", h.namespaces[0], "ping", "-c", "400", "-i", "0.005", "-q", h.addresses[1]], cleanup: t)
+            defer { flood.stop() }
             usleep(500_000)
             #expect(d1.stop(signal: SIGKILL) == SIGKILL)
             // Nothing cleaned up: the links and the ledger are still there.

@@ -90,14 +90,8 @@ func ping(_ from: Host, _ to: Host, count: Int = 3) throws -> Bool {
 /// `server`'s (killed afterwards, and on cleanup if the test fails first); `options` are the
 /// client's extra arguments.
 func iperfRun(_ t: Topology, from client: Host, to server: Host, port: Int, seconds: Int, _ options: [String]) throws -> CommandResult {
-    let srv = Process()
-    srv.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    srv.arguments = ["ip", "netns", "exec", server.namespace, "iperf3", "-s", "-1", "-p", "\(port)"]
-    srv.standardOutput = FileHandle.nullDevice
-    srv.standardError = FileHandle.nullDevice
-    try srv.run()
-    t.onCleanup { if srv.isRunning { kill(srv.processIdentifier, SIGKILL) } }
-    defer { if srv.isRunning { kill(srv.processIdentifier, SIGKILL) }; srv.waitUntilExit() }
+    let srv = try BackgroundCommand(["ip", "netns", "exec", server.namespace, "iperf3", "-s", "-1", "-p", "\(port)"], cleanup: t)
+    defer { srv.stop() }
     usleep(300_000)
     return try run(["ip", "netns", "exec", client.namespace, "iperf3", "-c", server.address, "-p", "\(port)",
                     "-t", "\(seconds)", "--connect-timeout", "3000"] + options, check: false, timeout: Double(seconds) + 20)

@@ -95,3 +95,25 @@ public func tapbridgeExecutable() -> String {
     }
     return "tapbridge"
 }
+
+/// A command running in the background for one step of a test (through /usr/bin/env, output
+/// discarded): a server, a bounded load. `stop()` kills it with SIGKILL (processes started from
+/// the test runner inherit a blocked SIGTERM) and reaps it; `cleanup`'s clean-up does the same
+/// if the test fails before that.
+public final class BackgroundCommand: @unchecked Sendable {
+    public let process = Process()
+
+    public init(_ argv: [String], cleanup: Topology? = nil) throws {
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = argv
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        cleanup?.onCleanup { [process] in if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+    }
+
+    public func stop() {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+}
