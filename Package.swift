@@ -10,6 +10,7 @@
 //   Ring                 io_uring wrapper: submission/completion, buffer rings, probe, user_data packing
 //   Datapath             ports, workers, transmit queues, counters: the forwarding engine
 //   CLibpcap             system library (libpcap-dev): pcap-filter compilation, classic BPF
+//   PacketFilter         PcapProgram: a pcap-filter expression compiled once, run per frame (filter, capture)
 //   Handlers             bundled handlers: LearningSwitch, FrameFilter
 //   Capture              pcapng/pcap writers (rotation), capture rings and taps the workers fill
 //   VMBackend            QEMU stream/dgram socket ports
@@ -61,15 +62,16 @@ let package = Package(
                            .product(name: "SystemPackage", package: "swift-system")]),
         .target(
             name: "Datapath",
-            dependencies: ["Frames", "Ring", "Tap", "Capture", "Handlers",
+            dependencies: ["Frames", "Ring", "Tap", "Capture", "PacketFilter",
                            .product(name: "Atomics", package: "swift-atomics"),
                            .product(name: "SystemPackage", package: "swift-system")]),
+        .target(name: "PacketFilter", dependencies: ["CLibpcap"]),
         .target(
             name: "Handlers",
-            dependencies: ["Frames", "CLibpcap", .product(name: "Atomics", package: "swift-atomics")]),
+            dependencies: ["Frames", "PacketFilter", .product(name: "Atomics", package: "swift-atomics")]),
         .target(
             name: "Capture",
-            dependencies: ["Handlers", "CLibpcap"]),
+            dependencies: ["PacketFilter"]),
         .target(
             name: "VMBackend",
             dependencies: ["Frames", "Datapath", .product(name: "SystemPackage", package: "swift-system")]),
@@ -96,7 +98,7 @@ let package = Package(
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "DatapathTests", dependencies: ["Datapath", "Handlers", "Netlink", "Ring", "TestSupport"]),
         .testTarget(name: "HandlersTests", dependencies: ["Handlers"]),
-        .testTarget(name: "CaptureTests", dependencies: ["Capture", "Datapath", "Handlers", "TestSupport"]),
+        .testTarget(name: "CaptureTests", dependencies: ["Capture", "Datapath", "PacketFilter", "TestSupport"]),
         .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "Handlers", "TestSupport"]),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Control", "TestSupport"]),
         .testTarget(name: "ControlTests", dependencies: ["Control", "TestSupport"]),
