@@ -13,6 +13,7 @@
 //   PacketFilter         PcapProgram: a pcap-filter expression compiled once, run per frame (filter, capture)
 //   Handlers             bundled handlers: LearningSwitch, FrameFilter
 //   Capture              pcapng/pcap writers (rotation), capture rings and taps the workers fill
+//   UnixSocketFiles      socket files made safely: mode 0660/0600, stale ones replaced, symlinks never followed
 //   VMBackend            QEMU stream/dgram socket ports
 //   Tapbridge            the library product: re-exports everything a handler author needs
 //   Control              control socket: JSON-lines protocol v1, server (SO_PEERCRED), client
@@ -72,15 +73,16 @@ let package = Package(
         .target(
             name: "Capture",
             dependencies: ["PacketFilter"]),
+        .target(name: "UnixSocketFiles"),
         .target(
             name: "VMBackend",
-            dependencies: ["Frames", "Datapath", .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["Frames", "Datapath", "UnixSocketFiles", .product(name: "SystemPackage", package: "swift-system")]),
         .target(
             name: "Tapbridge",
             dependencies: ["Frames", "Netlink", "Tap", "Ring", "Datapath", "Handlers", "Capture", "VMBackend"]),
         .target(
             name: "Control",
-            dependencies: ["VMBackend", .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["UnixSocketFiles", .product(name: "SystemPackage", package: "swift-system")]),
         .target(
             name: "Daemon",
             dependencies: ["Tapbridge", "Control",
@@ -99,7 +101,7 @@ let package = Package(
         .testTarget(name: "DatapathTests", dependencies: ["Datapath", "Handlers", "Netlink", "Ring", "TestSupport"]),
         .testTarget(name: "HandlersTests", dependencies: ["Handlers"]),
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "Datapath", "PacketFilter", "TestSupport"]),
-        .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "Handlers", "TestSupport"]),
+        .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "Handlers", "UnixSocketFiles", "TestSupport"]),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Control", "TestSupport"]),
         .testTarget(name: "ControlTests", dependencies: ["Control", "TestSupport"]),
     ],

@@ -2,6 +2,7 @@
 // tapbridge binds its own path; QEMU binds `local.path` and sends to ours; we send to QEMU's path.
 // A datagram the peer's queue cannot take is dropped and counted (never blocks).
 import Glibc
+import UnixSocketFiles
 
 public final class DatagramPeer {
     public let fd: Int32
@@ -16,7 +17,7 @@ public final class DatagramPeer {
     public init(localPath: String, remotePath: String, access: SocketFileAccess = SocketFileAccess(),
                 limits: FrameLimits = FrameLimits(), log: @escaping (String) -> Void = { _ in }) throws {
         self.localPath = localPath; self.remotePath = remotePath; self.limits = limits; self.log = log
-        fd = try VMSockets.bindDatagram(at: localPath, access: access)
+        fd = try UnixSocketFile.bindDatagram(at: localPath, access: access)
         bufferSize = limits.maxFrame + 1
         buffer = UnsafeMutableRawPointer.allocate(byteCount: bufferSize, alignment: 16)
     }

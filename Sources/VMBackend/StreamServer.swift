@@ -4,6 +4,7 @@
 // restarted QEMU still gets in because the old connection's EOF is seen before or when it connects
 // (`acceptPending` first checks whether the current peer is still alive).
 import Glibc
+import UnixSocketFiles
 
 public final class StreamServer {
     public let path: String
@@ -17,12 +18,12 @@ public final class StreamServer {
     public init(path: String, access: SocketFileAccess = SocketFileAccess(), limits: FrameLimits = FrameLimits(),
                 queueCapacity: Int = 256 * 1024, log: @escaping (String) -> Void = { _ in }) throws {
         self.path = path; self.limits = limits; self.log = log; self.queueCapacity = queueCapacity
-        listenFD = try VMSockets.listenStream(at: path, access: access)
+        listenFD = try UnixSocketFile.listenStream(at: path, access: access)
     }
 
     /// Adopts an already-connected fd (socket activation, socketpair) as the current peer.
     public func adopt(fd: Int32) throws {
-        try VMSockets.setNonblocking(fd, path: path)
+        try UnixSocketFile.setNonblocking(fd, path: path)
         install(fd)
     }
 
@@ -41,7 +42,7 @@ public final class StreamServer {
 
     /// Accepts pending connections: the first becomes the peer, others are refused while it lives.
     public func acceptPending() throws {
-        while let fd = try VMSockets.accept(listenFD, path: path) {
+        while let fd = try UnixSocketFile.accept(listenFD, path: path) {
             if let p = peer, !peerGone(p) {
                 counters.refusedSecondConnection += 1
                 close(fd)

@@ -1,6 +1,7 @@
 // Framing and socket tests with hostile clients written here: no kernel network setup, only Unix sockets.
 import Glibc
 import Testing
+import UnixSocketFiles
 @testable import VMBackend
 
 func ethFrame(_ len: Int, fill: UInt8 = 0xab) -> [UInt8] {
@@ -69,7 +70,7 @@ func tempPath(_ tag: String) -> String { "/tmp/tbvm-\(getpid())-\(tag)-\(UInt32.
 @Suite struct HostilePeerTests {
     @Test func zeroLengthClosesConnection() {
         let (a, b) = streamPair(); defer { close(b) }
-        let p = StreamPeer(fd: a, name: "t"); try! VMSockets.setNonblocking(a, path: "t")
+        let p = StreamPeer(fd: a, name: "t"); try! UnixSocketFile.setNonblocking(a, path: "t")
         writeAll(b, prefixed(ethFrame(60)) + prefixLength(0) + prefixed(ethFrame(60)))
         let (sizes, r) = pump(p)
         #expect(sizes == [60])
@@ -79,7 +80,7 @@ func tempPath(_ tag: String) -> String { "/tmp/tbvm-\(getpid())-\(tag)-\(UInt32.
 
     @Test func tooLargeClosesConnection() {
         let (a, b) = streamPair(); defer { close(b) }
-        let p = StreamPeer(fd: a, name: "t"); try! VMSockets.setNonblocking(a, path: "t")
+        let p = StreamPeer(fd: a, name: "t"); try! UnixSocketFile.setNonblocking(a, path: "t")
         writeAll(b, prefixLength(70000) + ethFrame(100))
         let (sizes, r) = pump(p)
         #expect(sizes.isEmpty)
@@ -89,7 +90,7 @@ func tempPath(_ tag: String) -> String { "/tmp/tbvm-\(getpid())-\(tag)-\(UInt32.
 
     @Test func runtIsDroppedAndCounted() {
         let (a, b) = streamPair(); defer { close(b) }
-        let p = StreamPeer(fd: a, name: "t"); try! VMSockets.setNonblocking(a, path: "t")
+        let p = StreamPeer(fd: a, name: "t"); try! UnixSocketFile.setNonblocking(a, path: "t")
         writeAll(b, prefixed(ethFrame(5)) + prefixed(ethFrame(42)))
         let (sizes, r) = pump(p)
         #expect(sizes == [42]); #expect(r == .wouldBlock); #expect(p.counters.droppedRunt == 1)
@@ -97,7 +98,7 @@ func tempPath(_ tag: String) -> String { "/tmp/tbvm-\(getpid())-\(tag)-\(UInt32.
 
     @Test func truncatedThenDisconnect() {
         let (a, b) = streamPair()
-        let p = StreamPeer(fd: a, name: "t"); try! VMSockets.setNonblocking(a, path: "t")
+        let p = StreamPeer(fd: a, name: "t"); try! UnixSocketFile.setNonblocking(a, path: "t")
         writeAll(b, prefixed(ethFrame(60)) + Array(prefixed(ethFrame(200)).prefix(100)))
         close(b)
         let (sizes, r) = pump(p)
@@ -108,8 +109,8 @@ func tempPath(_ tag: String) -> String { "/tmp/tbvm-\(getpid())-\(tag)-\(UInt32.
 
     @Test func garbageFloodIsBounded() {
         let (a, b) = streamPair(); defer { close(b) }
-        try! VMSockets.setNonblocking(b, path: "t")
-        let p = StreamPeer(fd: a, name: "t"); try! VMSockets.setNonblocking(a, path: "t")
+        try! UnixSocketFile.setNonblocking(b, path: "t")
+        let p = StreamPeer(fd: a, name: "t"); try! UnixSocketFile.setNonblocking(a, path: "t")
         let capacity = p.decoder.capacity
         var rng = SystemRandomNumberGenerator()
         // Plausible-looking lengths first so the parser consumes some garbage as frames, then noise.
@@ -133,8 +134,8 @@ func tempPath(_ tag: String) -> String { "/tmp/tbvm-\(getpid())-\(tag)-\(UInt32.
         // Both ends are owned (and closed) by their StreamPeer: closing one here as well would
         // close a descriptor number that another test may already have been given.
         let (a, b) = streamPair()
-        try! VMSockets.setNonblocking(a, path: "t")
-        try! VMSockets.setNonblocking(b, path: "r")
+        try! UnixSocketFile.setNonblocking(a, path: "t")
+        try! UnixSocketFile.setNonblocking(b, path: "r")
         let reader = StreamPeer(fd: b, name: "r")
         let p = StreamPeer(fd: a, name: "t", queueCapacity: 64 * 1024)
         let f = ethFrame(1500)
@@ -161,7 +162,7 @@ func tempPath(_ tag: String) -> String { "/tmp/tbvm-\(getpid())-\(tag)-\(UInt32.
 }
 
 @Suite struct SocketLifecycleTests {
-    func connectRaw(_ path: String) -> Int32 { try! VMSockets.connectStream(to: path) }
+    func connectRaw(_ path: String) -> Int32 { try! UnixSocketFile.connectStream(to: path) }
 
     @Test func secondConnectionIsRefusedThenReconnectWorks() throws {
         let path = tempPath("srv")
@@ -176,7 +177,7 @@ func tempPath(_ tag: String) -> String { "/tmp/tbvm-\(getpid())-\(tag)-\(UInt32.
         #expect(s.counters.refusedSecondConnection == 1)
         // the refused client sees EOF
         var byte: UInt8 = 0
-        try VMSockets.setNonblocking(c2, path: path)
+        try UnixSocketFile.setNonblocking(c2, path: path)
         var n = -1
         for _ in 0..<100 { n = read(c2, &byte, 1); if n == 0 { break }; usleep(5000) }
         #expect(n == 0); close(c2)
@@ -208,17 +209,17 @@ func tempPath(_ tag: String) -> String { "/tmp/tbvm-\(getpid())-\(tag)-\(UInt32.
         do { let s = try StreamServer(path: path); _ = s }
         // a live listener is not stolen
         let live = try StreamServer(path: path)
-        #expect(throws: VMSocketError.self) { _ = try StreamServer(path: path) }
+        #expect(throws: UnixSocketError.self) { _ = try StreamServer(path: path) }
         _ = live
         // a regular file is never deleted
         let file = tempPath("file")
         let f = open(file, O_CREAT | O_WRONLY, 0o600); close(f)
-        #expect(throws: VMSocketError.self) { _ = try StreamServer(path: file) }
+        #expect(throws: UnixSocketError.self) { _ = try StreamServer(path: file) }
         var st = stat(); #expect(lstat(file, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG)
         // a symlink to a socket is neither followed nor removed
         let link = tempPath("link")
         symlink(path, link)
-        #expect(throws: VMSocketError.self) { _ = try StreamServer(path: link) }
+        #expect(throws: UnixSocketError.self) { _ = try StreamServer(path: link) }
         #expect(lstat(link, &st) == 0 && (st.st_mode & S_IFMT) == S_IFLNK)
         unlink(file); unlink(link)
     }
