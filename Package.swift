@@ -49,23 +49,19 @@ let package = Package(
             providers: [.apt(["libpcap-dev"])]),
         .target(name: "CTapbridgeShim", dependencies: ["CLiburing", "CLibmnl"]),
 
-        .target(name: "Frames", dependencies: [.product(name: "Atomics", package: "swift-atomics")]),
+        .target(name: "Frames"),
         .target(
             name: "Netlink",
-            dependencies: ["CLibmnl", "CTapbridgeShim", "Frames",
-                           .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["CLibmnl", "CTapbridgeShim", "Frames"]),
         .target(
             name: "Tap",
-            dependencies: ["CTapbridgeShim", .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["CTapbridgeShim"]),
         .target(
             name: "Ring",
-            dependencies: ["CLiburing", "CTapbridgeShim",
-                           .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["CLiburing", "CTapbridgeShim"]),
         .target(
             name: "Datapath",
-            dependencies: ["Frames", "Ring", "Tap", "Capture", "PacketFilter",
-                           .product(name: "Atomics", package: "swift-atomics"),
-                           .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["Frames", "Ring", "Tap", "Capture", "PacketFilter"]),
         .target(name: "PacketFilter", dependencies: ["CLibpcap"]),
         .target(
             name: "Handlers",
@@ -76,7 +72,7 @@ let package = Package(
         .target(name: "UnixSocketFiles"),
         .target(
             name: "VMBackend",
-            dependencies: ["Frames", "Datapath", "UnixSocketFiles", .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["Frames", "Datapath", "UnixSocketFiles"]),
         .target(
             name: "Tapbridge",
             dependencies: ["Frames", "Netlink", "Tap", "Ring", "Datapath", "Handlers", "Capture", "VMBackend"]),
@@ -103,7 +99,7 @@ let package = Package(
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "Datapath", "PacketFilter", "TestSupport"]),
         .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "Handlers", "UnixSocketFiles", "TestSupport"]),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Control", "TestSupport"]),
-        .testTarget(name: "ControlTests", dependencies: ["Control", "TestSupport"]),
+        .testTarget(name: "ControlTests", dependencies: ["Control", "TestSupport", .product(name: "SystemPackage", package: "swift-system")]),
     ],
     swiftLanguageModes: [.v5]
 )
