@@ -73,10 +73,10 @@ enum MetricsExporter {
                        daemon: PrometheusCollectorRegistry?) -> String {
         let r = PrometheusCollectorRegistry()
         func counter(_ name: String, _ help: String, _ labels: [(String, String)], _ v: UInt64) {
-            r.makeCounter(name: name, labels: labels, help: help).increment(by: Int64(clamping: v))
+            r.makeCounter(descriptor: descriptor(name, help), labels: labels).increment(by: Int64(clamping: v))
         }
         func gauge(_ name: String, _ help: String, _ labels: [(String, String)], _ v: Double) {
-            r.makeGauge(name: name, labels: labels, help: help).set(v)
+            r.makeGauge(descriptor: descriptor(name, help), labels: labels).set(v)
         }
         for b in snapshot.bridges {
             for p in b.ports {
@@ -94,13 +94,14 @@ enum MetricsExporter {
             for (name, help, value) in workerCounters { counter(name, help, l, w[keyPath: value]) }
             gauge("tapbridge_worker_batch_size_max", "Largest completion batch seen.", l, Double(w.largestBatch))
             if let cpu = workerCPU[w.index] {
-                r.makeCounter(name: "tapbridge_worker_busy_seconds_total", labels: l,
-                              help: "CPU time of the worker thread (user+system); idle waiting in io_uring is not counted.")
+                r.makeCounter(descriptor: descriptor("tapbridge_worker_busy_seconds_total",
+                                                     "CPU time of the worker thread (user+system); idle waiting in io_uring is not counted."),
+                              labels: l)
                     .increment(by: cpu)
             }
         }
-        r.makeCounter(name: "tapbridge_ports_removed_total", help: "Ports the engine removed because their descriptor failed.")
-            .increment(by: Int64(clamping: snapshot.portsRemoved))
+        counter("tapbridge_ports_removed_total", "Ports the engine removed because their descriptor failed.", [],
+                snapshot.portsRemoved)
         for h in handlers {
             for c in h.counters {
                 var labels = [("bridge", h.bridge), ("handler", h.handler)]
@@ -118,6 +119,15 @@ enum MetricsExporter {
         var text = r.emitToString()
         if let daemon { text += daemon.emitToString() }
         return sortedFamilies(text)
+    }
+
+    /// A family's name and help for the registry: `..._total` as metric name + unit `total`, the
+    /// rest as a unitless name (the exposition shows the same full name either way).
+    static func descriptor(_ name: String, _ help: String) -> MetricNameDescriptor {
+        if name.hasSuffix("_total") {
+            return MetricNameDescriptor(metricName: String(name.dropLast("_total".count)), unitName: "total", helpText: help)
+        }
+        return MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
     }
 
     /// The registry emits families and series in dictionary order; a person reading a scrape
