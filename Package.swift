@@ -11,15 +11,22 @@
 //   Datapath             ports, workers, transmit queues, counters: the forwarding engine
 //   CLibpcap             system library (libpcap-dev): pcap-filter compilation, classic BPF
 //   PacketFilter         PcapProgram: a pcap-filter expression compiled once, run per frame (filter, capture)
-//   Handlers             bundled handlers: LearningSwitch, FrameFilter
+//   Handlers             bundled handlers: LearningSwitch, FrameFilter, SourceGuard
 //   Capture              pcapng/pcap writers (rotation), capture rings and taps the workers fill
 //   UnixSocketFiles      socket files made safely: mode 0660/0600, stale ones replaced, symlinks never followed
 //   VMBackend            QEMU stream/dgram socket ports
 //   Tapbridge            the library product: re-exports everything a handler author needs
 //   Control              control socket: JSON-lines protocol v1, server (SO_PEERCRED), client
-//   Daemon               config, link lifecycle, `run`/`demo` orchestration, metrics endpoint,
-//                        sd_notify, crash-recovery ledger
+//                        (needs UnixSocketFiles only: no datapath, no liburing)
+//   MetricsEndpoint      Prometheus endpoint: bounded HTTP server (deadline per request, 16
+//                        connections), exporter from engine snapshots and handler counters
+//   Daemon               config, link lifecycle, `run`/`demo` orchestration, sd_notify,
+//                        crash-recovery ledger
 //   tapbridge            the command-line tool
+//
+// Dependency graph (docs/architecture.md draws it): Datapath and Capture use PacketFilter, not
+// Handlers; Control uses UnixSocketFiles, not VMBackend. Each target declares only the packages
+// it imports (swift-system: Control; swift-atomics: Handlers).
 import PackageDescription
 
 let package = Package(
@@ -80,11 +87,14 @@ let package = Package(
             name: "Control",
             dependencies: ["UnixSocketFiles", .product(name: "SystemPackage", package: "swift-system")]),
         .target(
-            name: "Daemon",
-            dependencies: ["Tapbridge", "Control",
-                           .product(name: "Logging", package: "swift-log"),
+            name: "MetricsEndpoint",
+            dependencies: ["Datapath", "Frames",
                            .product(name: "Metrics", package: "swift-metrics"),
-                           .product(name: "Prometheus", package: "swift-prometheus"),
+                           .product(name: "Prometheus", package: "swift-prometheus")]),
+        .target(
+            name: "Daemon",
+            dependencies: ["Tapbridge", "Control", "MetricsEndpoint",
+                           .product(name: "Logging", package: "swift-log"),
                            .product(name: "TOMLKit", package: "TOMLKit")]),
         .executableTarget(
             name: "tapbridge",
@@ -98,7 +108,8 @@ let package = Package(
         .testTarget(name: "HandlersTests", dependencies: ["Handlers"]),
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "Datapath", "PacketFilter", "TestSupport"]),
         .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "Handlers", "UnixSocketFiles", "TestSupport"]),
-        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Control", "TestSupport"]),
+        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Control", "MetricsEndpoint", "TestSupport"]),
+        .testTarget(name: "MetricsEndpointTests", dependencies: ["MetricsEndpoint"]),
         .testTarget(name: "ControlTests", dependencies: ["Control", "TestSupport", .product(name: "SystemPackage", package: "swift-system")]),
     ],
     swiftLanguageModes: [.v5]

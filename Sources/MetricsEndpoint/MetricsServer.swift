@@ -1,112 +1,123 @@
-// MetricsServer: the opt-in Prometheus endpoint, a deliberately tiny HTTP/1.1 server: one
-// thread blocking in accept(), one request per connection (Connection: close), GET (or HEAD)
-// /metrics only, requests bounded to 8 KiB and 5 s, 404/405/400 otherwise. It binds loopback
-// addresses only unless explicitly allowed (the endpoint has no authentication). A scrape
-// calls `render` on this thread; nothing here touches the datapath.
+// MetricsServer: the opt-in Prometheus endpoint, a deliberately small HTTP/1.1 server with
+// explicit bounds: one thread running a poll() loop over nonblocking sockets, at most
+// `maxConnections` connections at a time (past that a newcomer gets a 503 and is closed,
+// counted), one request per connection (Connection: close), GET (or HEAD) /metrics only,
+// requests bounded to 8 KiB, and an absolute deadline per connection counted from accept (the
+// whole request read and the whole response written within 5 s, however the bytes dribble in).
+// A slow or idle client only costs a slot until its deadline; it never blocks another one.
+// A scrape calls `render` on this thread; nothing here touches the datapath.
+//
+// Why not an HTTP library: see docs/architecture.md ("The metrics endpoint").
 import Foundation
 import Glibc
 
-/// A parsed `HOST:PORT` (IPv4 or `[IPv6]`), checked for loopback.
-public struct MetricsAddress: Sendable, Equatable, CustomStringConvertible {
-    public var host: String
-    public var port: UInt16
-    public var isIPv6: Bool
-
-    public init(parsing text: String, allowRemote: Bool) throws {
-        let hostPart: Substring, portPart: Substring
-        if text.hasPrefix("[") {
-            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else {
-                throw DaemonError("'\(text)': expected [IPv6]:PORT")
-            }
-            hostPart = text[text.index(after: text.startIndex)..<close]
-            portPart = text[text.index(close, offsetBy: 2)...]
-            isIPv6 = true
-        } else {
-            guard let colon = text.lastIndex(of: ":") else { throw DaemonError("'\(text)': expected HOST:PORT, e.g. 127.0.0.1:9417") }
-            hostPart = text[..<colon]
-            portPart = text[text.index(after: colon)...]
-            isIPv6 = false
-        }
-        host = hostPart == "localhost" ? "127.0.0.1" : String(hostPart)
-        guard let p = UInt16(portPart) else { throw DaemonError("'\(text)': port must be 0-65535") }
-        port = p
-        if isIPv6 {
-            var a = in6_addr()
-            guard inet_pton(AF_INET6, host, &a) == 1 else { throw DaemonError("'\(text)': '\(host)' is not an IPv6 address") }
-        } else {
-            var a = in_addr()
-            guard inet_pton(AF_INET, host, &a) == 1 else { throw DaemonError("'\(text)': '\(host)' is not an IPv4 address") }
-        }
-        if !allowRemote && !isLoopback {
-            throw DaemonError("'\(text)' is not a loopback address; the metrics endpoint has no authentication "
-                              + "(set metrics-allow-remote = true or --metrics-allow-remote to expose it)")
-        }
-    }
-
-    public var isLoopback: Bool { isIPv6 ? host == "::1" : host.hasPrefix("127.") }
-    public var description: String { isIPv6 ? "[\(host)]:\(port)" : "\(host):\(port)" }
+/// A socket-level failure of the endpoint, naming the address.
+public struct MetricsServerError: Error, CustomStringConvertible, Equatable {
+    public let description: String
+    init(_ text: String) { description = text }
 }
 
 public final class MetricsServer: @unchecked Sendable {
-    /// The address actually bound (the port filled in when 0 was asked for).
-    public private(set) var address: MetricsAddress
+    /// The bounds the server holds to.
+    public struct Limits: Sendable, Equatable {
+        /// Connections served at once; one more is answered 503 and closed.
+        public var maxConnections: Int
+        /// Seconds from accept within which the request must arrive and the response leave.
+        public var requestDeadline: Double
+        /// Longest request (request line and headers) accepted; longer ones get a 431.
+        public var maxRequest: Int
+        public init(maxConnections: Int = 16, requestDeadline: Double = 5, maxRequest: Int = 8192) {
+            self.maxConnections = max(1, maxConnections)
+            self.requestDeadline = max(0.01, requestDeadline)
+            self.maxRequest = max(64, maxRequest)
+        }
+    }
+
+    /// What happened to the connections so far (read from any thread).
+    public struct Statistics: Sendable, Equatable {
+        /// Connections accepted and given a slot.
+        public var accepted: UInt64 = 0
+        /// Requests answered (any status but the busy 503).
+        public var answered: UInt64 = 0
+        /// Connections refused with a 503 because every slot was taken.
+        public var refusedBusy: UInt64 = 0
+        /// Connections closed at their deadline with the request or response unfinished.
+        public var timedOut: UInt64 = 0
+        public init() {}
+    }
+
+    /// `host:port` actually bound (the port filled in when 0 was asked for).
+    public let address: String
+    public let port: UInt16
+    public let limits: Limits
     private let listenFD: Int32
-    private let render: () -> String
+    private let wakeRead: Int32, wakeWrite: Int32
+    private let render: (Statistics) -> String
     private var thread: Thread?
     private let done = DispatchSemaphore(value: 0)
-    private let stopping = ManagedAtomicFlag()
-    static let maxRequest = 8192
+    private let lock = NSLock()
+    private var stats = Statistics()
+    private var stopRequested = false
 
-    /// Binds and listens; `render` produces the exposition text at each scrape.
-    public init(address: MetricsAddress, render: @escaping () -> String) throws {
+    /// Binds and listens on `host` (an IPv4 or IPv6 literal) and `port`; `render` produces the
+    /// exposition text at each scrape (given the endpoint's own statistics, to export them).
+    public init(host: String, port: UInt16, limits: Limits = Limits(), render: @escaping (Statistics) -> String) throws {
         self.render = render
-        let family = address.isIPv6 ? AF_INET6 : AF_INET
-        let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw DaemonError("metrics \(address): socket: \(String(cString: strerror(errno)))") }
+        self.limits = limits
+        var sa4 = sockaddr_in(), sa6 = sockaddr_in6()
+        let isIPv6: Bool
+        let name = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        if inet_pton(AF_INET, host, &sa4.sin_addr) == 1 {
+            isIPv6 = false
+            sa4.sin_family = sa_family_t(AF_INET); sa4.sin_port = port.bigEndian
+        } else if inet_pton(AF_INET6, host, &sa6.sin6_addr) == 1 {
+            isIPv6 = true
+            sa6.sin6_family = sa_family_t(AF_INET6); sa6.sin6_port = port.bigEndian
+        } else {
+            throw MetricsServerError("metrics \(name): '\(host)' is not an IP address")
+        }
+        let fd = socket(isIPv6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        guard fd >= 0 else { throw MetricsServerError("metrics \(name): socket: \(String(cString: strerror(errno)))") }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var storage = sockaddr_storage()
-        var len: socklen_t
-        if address.isIPv6 {
-            var sa = sockaddr_in6()
-            sa.sin6_family = sa_family_t(AF_INET6)
-            sa.sin6_port = address.port.bigEndian
-            inet_pton(AF_INET6, address.host, &sa.sin6_addr)
-            len = socklen_t(MemoryLayout<sockaddr_in6>.size)
-            withUnsafeMutableBytes(of: &storage) { $0.storeBytes(of: sa, as: sockaddr_in6.self) }
-        } else {
-            var sa = sockaddr_in()
-            sa.sin_family = sa_family_t(AF_INET)
-            sa.sin_port = address.port.bigEndian
-            inet_pton(AF_INET, address.host, &sa.sin_addr)
-            len = socklen_t(MemoryLayout<sockaddr_in>.size)
-            withUnsafeMutableBytes(of: &storage) { $0.storeBytes(of: sa, as: sockaddr_in.self) }
-        }
-        let bound = withUnsafePointer(to: &storage) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) }
-        }
-        guard bound == 0, listen(fd, 16) == 0 else {
+        let bound = isIPv6
+            ? withUnsafePointer(to: &sa6) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+            : withUnsafePointer(to: &sa4) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard bound == 0, listen(fd, 64) == 0 else {
             let e = errno
             Glibc.close(fd)
-            throw DaemonError("metrics \(address): cannot listen: \(String(cString: strerror(e)))")
+            throw MetricsServerError("metrics \(name): cannot listen: \(String(cString: strerror(e)))")
         }
-        var actual = address
         var got = sockaddr_storage()
         var gotLen = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        var actual = port
         if withUnsafeMutablePointer(to: &got, { p in
             p.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &gotLen) } }) == 0 {
-            let port = withUnsafeBytes(of: &got) { raw in
-                address.isIPv6 ? raw.load(as: sockaddr_in6.self).sin6_port : raw.load(as: sockaddr_in.self).sin_port
-            }
-            actual.port = UInt16(bigEndian: port)
+            actual = UInt16(bigEndian: withUnsafeBytes(of: &got) { raw in
+                isIPv6 ? raw.load(as: sockaddr_in6.self).sin6_port : raw.load(as: sockaddr_in.self).sin_port
+            })
         }
-        self.address = actual
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else {
+            let e = errno
+            Glibc.close(fd)
+            throw MetricsServerError("metrics \(name): wake pipe: \(String(cString: strerror(e)))")
+        }
+        for f in fds {
+            _ = fcntl(f, F_SETFD, FD_CLOEXEC)
+            _ = fcntl(f, F_SETFL, fcntl(f, F_GETFL) | O_NONBLOCK)
+        }
+        wakeRead = fds[0]; wakeWrite = fds[1]
+        self.port = actual
+        address = isIPv6 ? "[\(host)]:\(actual)" : "\(host):\(actual)"
         listenFD = fd
     }
 
+    public var statistics: Statistics { lock.withLock { stats } }
+
     public func start() {
         let t = Thread { [self] in
-            self.acceptLoop()
+            self.loop()
             self.done.signal()
         }
         t.name = "tb-metrics"
@@ -114,10 +125,12 @@ public final class MetricsServer: @unchecked Sendable {
         t.start()
     }
 
-    /// Stops accepting (shutdown wakes the blocked accept) and waits for the thread.
+    /// Stops the loop (open connections are closed unanswered) and waits for its thread.
     public func stop() {
-        guard thread != nil, stopping.set() else { return }
-        shutdown(listenFD, Int32(SHUT_RDWR))
+        let first: Bool = lock.withLock { defer { stopRequested = true }; return !stopRequested }
+        guard thread != nil, first else { return }
+        var b: UInt8 = 1
+        _ = write(wakeWrite, &b, 1)
         _ = done.wait(timeout: .now() + 10)
         thread = nil
     }
@@ -125,112 +138,195 @@ public final class MetricsServer: @unchecked Sendable {
     deinit {
         if thread != nil { stop() }
         Glibc.close(listenFD)
+        Glibc.close(wakeRead)
+        Glibc.close(wakeWrite)
     }
 
-    private func acceptLoop() {
-        while !stopping.isSet {
-            let c = accept(listenFD, nil, nil)
-            if c < 0 {
-                if errno == EINTR || errno == ECONNABORTED || errno == EMFILE || errno == ENFILE {
-                    if errno == EMFILE || errno == ENFILE { usleep(100_000) }
-                    continue
-                }
-                return   // EINVAL after shutdown(): stopping
-            }
-            _ = fcntl(c, F_SETFD, FD_CLOEXEC)   // (accept4 is not in Swift's Glibc module)
-            serve(c)
-            lingeringClose(c)
-        }
+    // MARK: the loop
+
+    private enum Phase { case reading, writing, draining }
+
+    /// One accepted connection. `deadline`: monotonic nanoseconds by which it is done.
+    private struct Connection {
+        let fd: Int32
+        var deadline: UInt64
+        var phase = Phase.reading
+        var input: [UInt8] = []
+        var output: [UInt8] = []
+        var written = 0
+        var drained = 0
     }
 
-    /// One request, one response, then the connection closes.
-    private func serve(_ fd: Int32) {
-        var tv = timeval(tv_sec: 5, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var request = [UInt8]()
-        var buf = [UInt8](repeating: 0, count: 2048)
-        let end: [UInt8] = Array("\r\n\r\n".utf8)
+    private static func now() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+    }
+
+    private func count(_ body: (inout Statistics) -> Void) { lock.withLock { body(&stats) } }
+
+    private func loop() {
+        var connections: [Connection] = []
+        var pfds: [pollfd] = []
+        var scratch = [UInt8](repeating: 0, count: 4096)
+        defer { for c in connections { Glibc.close(c.fd) } }
         while true {
-            let n = read(fd, &buf, buf.count)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { return }   // closed or timed out before a whole request: nothing to answer
-            request += buf[0..<n]
-            if request.count > Self.maxRequest {
-                respond(fd, status: "431 Request Header Fields Too Large", body: "request too large\n")
-                return
+            pfds.removeAll(keepingCapacity: true)
+            pfds.append(pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0))
+            pfds.append(pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0))
+            var earliest = UInt64.max
+            for c in connections {
+                pfds.append(pollfd(fd: c.fd, events: Int16(c.phase == .writing ? POLLOUT : POLLIN), revents: 0))
+                earliest = min(earliest, c.deadline)
             }
-            if Self.contains(request, end) { break }
+            var timeout: Int32 = -1
+            if earliest != .max {
+                let t = Self.now()
+                timeout = earliest <= t ? 0 : Int32(min((earliest - t + 999_999) / 1_000_000, 60_000))
+            }
+            let n = poll(&pfds, nfds_t(pfds.count), timeout)
+            if n < 0 && errno != EINTR { usleep(10_000); continue }
+            if pfds[0].revents != 0 { return }   // stop()
+
+            // Connections first (their slots may free up for the newcomers below).
+            let t = Self.now()
+            var i = 0
+            var kept: [Connection] = []
+            kept.reserveCapacity(connections.count)
+            for var c in connections {
+                let revents = n > 0 ? pfds[2 + i].revents : 0
+                i += 1
+                var open = true
+                if revents != 0 { open = progress(&c, &scratch) }
+                if open && t >= c.deadline {
+                    if c.phase != .draining { count { $0.timedOut += 1 } }
+                    open = false
+                }
+                if open { kept.append(c) } else { Glibc.close(c.fd) }
+            }
+            connections = kept
+
+            if n > 0 && pfds[1].revents != 0 {
+                while true {
+                    let fd = accept(listenFD, nil, nil)
+                    if fd < 0 {
+                        if errno == EINTR || errno == ECONNABORTED { continue }
+                        if errno == EMFILE || errno == ENFILE { usleep(10_000) }
+                        break   // EAGAIN: none left
+                    }
+                    _ = fcntl(fd, F_SETFD, FD_CLOEXEC)   // (accept4 is not in Swift's Glibc module)
+                    _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+                    if connections.count >= limits.maxConnections {
+                        refuseBusy(fd)
+                        continue
+                    }
+                    count { $0.accepted += 1 }
+                    connections.append(Connection(fd: fd, deadline: Self.now() + UInt64(limits.requestDeadline * 1e9)))
+                }
+            }
         }
+    }
+
+    /// Every slot is taken: a short 503 if the socket takes it at once, then close.
+    private func refuseBusy(_ fd: Int32) {
+        count { $0.refusedBusy += 1 }
+        let body = "busy: too many metrics connections\n"
+        let text = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            + "Content-Length: \(body.utf8.count)\r\nRetry-After: 1\r\nConnection: close\r\n\r\n" + body
+        var bytes = Array(text.utf8)
+        _ = send(fd, &bytes, bytes.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
+        Glibc.close(fd)
+    }
+
+    /// Moves one connection on as far as its socket allows; false when it is finished.
+    private func progress(_ c: inout Connection, _ scratch: inout [UInt8]) -> Bool {
+        switch c.phase {
+        case .reading:
+            while true {
+                let n = read(c.fd, &scratch, scratch.count)
+                if n < 0 && errno == EINTR { continue }
+                if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { return true }
+                if n <= 0 { return false }   // closed or failed before a whole request: nothing to answer
+                let from = max(0, c.input.count - 3)
+                c.input += scratch[0..<n]
+                if c.input.count > limits.maxRequest {
+                    respond(&c, status: "431 Request Header Fields Too Large", body: "request too large\n")
+                    return progress(&c, &scratch)
+                }
+                if Self.headerEnd(c.input, from: from) {
+                    answer(&c)
+                    return progress(&c, &scratch)
+                }
+            }
+        case .writing:
+            while c.written < c.output.count {
+                let n = c.output.withUnsafeBytes { send(c.fd, $0.baseAddress! + c.written, $0.count - c.written, Int32(MSG_NOSIGNAL)) }
+                if n < 0 && errno == EINTR { continue }
+                if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { return true }
+                if n <= 0 { return false }
+                c.written += n
+            }
+            // Closing with unread input makes the kernel send a reset, which can destroy the
+            // response before the client reads it (an oversized request's 431): stop writing,
+            // read and drop what is left (bounded: 64 KiB, 1 s), then close.
+            count { $0.answered += 1 }
+            shutdown(c.fd, Int32(SHUT_WR))
+            c.phase = .draining
+            c.deadline = min(c.deadline, Self.now() + 1_000_000_000)
+            c.output = []
+            return progress(&c, &scratch)
+        case .draining:
+            while c.drained < 65536 {
+                let n = read(c.fd, &scratch, scratch.count)
+                if n < 0 && errno == EINTR { continue }
+                if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { return true }
+                if n <= 0 { return false }
+                c.drained += n
+            }
+            return false
+        }
+    }
+
+    /// The request is complete: decide the response.
+    private func answer(_ c: inout Connection) {
         // (bytes, not Characters: "\r\n" is one Character in Swift)
-        let firstLine = request.prefix { $0 != UInt8(ascii: "\r") && $0 != UInt8(ascii: "\n") }
+        let firstLine = c.input.prefix { $0 != UInt8(ascii: "\r") && $0 != UInt8(ascii: "\n") }
         let line = String(decoding: firstLine, as: UTF8.self).split(separator: " ", omittingEmptySubsequences: false)
         guard line.count == 3, line[2].hasPrefix("HTTP/1.") else {
-            respond(fd, status: "400 Bad Request", body: "bad request\n")
-            return
+            return respond(&c, status: "400 Bad Request", body: "bad request\n")
         }
         let method = line[0], target = line[1]
         let path = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
         guard path == "/metrics" else {
-            respond(fd, status: "404 Not Found", body: "not found: only /metrics is served\n")
-            return
+            return respond(&c, status: "404 Not Found", body: "not found: only /metrics is served\n")
         }
         guard method == "GET" || method == "HEAD" else {
-            respond(fd, status: "405 Method Not Allowed", body: "only GET\n", extra: "Allow: GET, HEAD\r\n")
-            return
+            return respond(&c, status: "405 Method Not Allowed", body: "only GET\n", extra: "Allow: GET, HEAD\r\n")
         }
-        let body = render()
-        respond(fd, status: "200 OK", body: body, contentType: "text/plain; version=0.0.4; charset=utf-8",
+        respond(&c, status: "200 OK", body: render(statistics), contentType: "text/plain; version=0.0.4; charset=utf-8",
                 headOnly: method == "HEAD")
     }
 
-    /// Closing with unread input makes the kernel send a reset, which can destroy the response
-    /// before the client reads it (an oversized request's 431): stop writing, read and drop what
-    /// is left (bounded: 64 KiB, 1 s), then close.
-    private func lingeringClose(_ fd: Int32) {
-        shutdown(fd, Int32(SHUT_WR))
-        var tv = timeval(tv_sec: 1, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var buf = [UInt8](repeating: 0, count: 4096)
-        var drained = 0
-        while drained < 65536 {
-            let n = read(fd, &buf, buf.count)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            drained += n
-        }
-        Glibc.close(fd)
-    }
-
-    private func respond(_ fd: Int32, status: String, body: String, contentType: String = "text/plain; charset=utf-8",
+    private func respond(_ c: inout Connection, status: String, body: String, contentType: String = "text/plain; charset=utf-8",
                          extra: String = "", headOnly: Bool = false) {
         let bytes = Array(body.utf8)
         var out = Array(("HTTP/1.1 \(status)\r\nContent-Type: \(contentType)\r\nContent-Length: \(bytes.count)\r\n"
                          + "Connection: close\r\n\(extra)\r\n").utf8)
         if !headOnly { out += bytes }
-        var off = 0
-        while off < out.count {
-            let n = out.withUnsafeBytes { send(fd, $0.baseAddress! + off, out.count - off, Int32(MSG_NOSIGNAL)) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { return }
-            off += n
-        }
+        c.output = out
+        c.written = 0
+        c.input = []
+        c.phase = .writing
     }
 
-    static func contains(_ hay: [UInt8], _ needle: [UInt8]) -> Bool {
-        guard hay.count >= needle.count else { return false }
-        for i in 0...(hay.count - needle.count) where hay[i] == needle[0] {
-            if Array(hay[i..<(i + needle.count)]) == needle { return true }
+    /// Whether `bytes` holds "\r\n\r\n" starting at or after `from`.
+    static func headerEnd(_ bytes: [UInt8], from: Int) -> Bool {
+        guard bytes.count >= 4 else { return false }
+        var i = max(0, from)
+        while i + 3 < bytes.count {
+            if bytes[i] == 13 && bytes[i + 1] == 10 && bytes[i + 2] == 13 && bytes[i + 3] == 10 { return true }
+            i += 1
         }
         return false
     }
-}
-
-/// A set-once flag readable from any thread.
-final class ManagedAtomicFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = false
-    var isSet: Bool { lock.withLock { value } }
-    /// Sets the flag; true if this call set it.
-    func set() -> Bool { lock.withLock { defer { value = true }; return !value } }
 }
