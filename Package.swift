@@ -10,14 +10,23 @@
 //   Ring                 io_uring wrapper: submission/completion, buffer rings, probe, user_data packing
 //   Datapath             ports, workers, transmit queues, counters: the forwarding engine
 //   CLibpcap             system library (libpcap-dev): pcap-filter compilation, classic BPF
-//   Handlers             bundled handlers: LearningSwitch, FrameFilter
+//   PacketFilter         PcapProgram: a pcap-filter expression compiled once, run per frame (filter, capture)
+//   Handlers             bundled handlers: LearningSwitch, FrameFilter, SourceGuard
 //   Capture              pcapng/pcap writers (rotation), capture rings and taps the workers fill
+//   UnixSocketFiles      socket files made safely: mode 0660/0600, stale ones replaced, symlinks never followed
 //   VMBackend            QEMU stream/dgram socket ports
 //   Tapbridge            the library product: re-exports everything a handler author needs
 //   Control              control socket: JSON-lines protocol v1, server (SO_PEERCRED), client
-//   Daemon               config, link lifecycle, `run`/`demo` orchestration, metrics endpoint,
-//                        sd_notify, crash-recovery ledger
+//                        (needs UnixSocketFiles only: no datapath, no liburing)
+//   MetricsEndpoint      Prometheus endpoint: bounded HTTP server (deadline per request, 16
+//                        connections), exporter from engine snapshots and handler counters
+//   Daemon               config, link lifecycle, `run`/`demo` orchestration, sd_notify,
+//                        crash-recovery ledger
 //   tapbridge            the command-line tool
+//
+// Dependency graph (docs/architecture.md draws it): Datapath and Capture use PacketFilter, not
+// Handlers; Control uses UnixSocketFiles, not VMBackend. Each target declares only the packages
+// it imports (swift-system: Control; swift-atomics: Handlers).
 import PackageDescription
 
 let package = Package(
@@ -47,44 +56,45 @@ let package = Package(
             providers: [.apt(["libpcap-dev"])]),
         .target(name: "CTapbridgeShim", dependencies: ["CLiburing", "CLibmnl"]),
 
-        .target(name: "Frames", dependencies: [.product(name: "Atomics", package: "swift-atomics")]),
+        .target(name: "Frames"),
         .target(
             name: "Netlink",
-            dependencies: ["CLibmnl", "CTapbridgeShim", "Frames",
-                           .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["CLibmnl", "CTapbridgeShim", "Frames"]),
         .target(
             name: "Tap",
-            dependencies: ["CTapbridgeShim", .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["CTapbridgeShim"]),
         .target(
             name: "Ring",
-            dependencies: ["CLiburing", "CTapbridgeShim",
-                           .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["CLiburing", "CTapbridgeShim"]),
         .target(
             name: "Datapath",
-            dependencies: ["Frames", "Ring", "Tap", "Capture", "Handlers",
-                           .product(name: "Atomics", package: "swift-atomics"),
-                           .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["Frames", "Ring", "Tap", "Capture", "PacketFilter"]),
+        .target(name: "PacketFilter", dependencies: ["CLibpcap"]),
         .target(
             name: "Handlers",
-            dependencies: ["Frames", "CLibpcap", .product(name: "Atomics", package: "swift-atomics")]),
+            dependencies: ["Frames", "PacketFilter", .product(name: "Atomics", package: "swift-atomics")]),
         .target(
             name: "Capture",
-            dependencies: ["Handlers", "CLibpcap"]),
+            dependencies: ["PacketFilter"]),
+        .target(name: "UnixSocketFiles"),
         .target(
             name: "VMBackend",
-            dependencies: ["Frames", "Datapath", .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["Frames", "Datapath", "UnixSocketFiles"]),
         .target(
             name: "Tapbridge",
             dependencies: ["Frames", "Netlink", "Tap", "Ring", "Datapath", "Handlers", "Capture", "VMBackend"]),
         .target(
             name: "Control",
-            dependencies: ["VMBackend", .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["UnixSocketFiles", .product(name: "SystemPackage", package: "swift-system")]),
+        .target(
+            name: "MetricsEndpoint",
+            dependencies: ["Datapath", "Frames",
+                           .product(name: "Metrics", package: "swift-metrics"),
+                           .product(name: "Prometheus", package: "swift-prometheus")]),
         .target(
             name: "Daemon",
-            dependencies: ["Tapbridge", "Control",
+            dependencies: ["Tapbridge", "Control", "MetricsEndpoint",
                            .product(name: "Logging", package: "swift-log"),
-                           .product(name: "Metrics", package: "swift-metrics"),
-                           .product(name: "Prometheus", package: "swift-prometheus"),
                            .product(name: "TOMLKit", package: "TOMLKit")]),
         .executableTarget(
             name: "tapbridge",
@@ -96,10 +106,11 @@ let package = Package(
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "DatapathTests", dependencies: ["Datapath", "Handlers", "Netlink", "Ring", "TestSupport"]),
         .testTarget(name: "HandlersTests", dependencies: ["Handlers"]),
-        .testTarget(name: "CaptureTests", dependencies: ["Capture", "Datapath", "Handlers", "TestSupport"]),
-        .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "Handlers", "TestSupport"]),
-        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Control", "TestSupport"]),
-        .testTarget(name: "ControlTests", dependencies: ["Control", "TestSupport"]),
+        .testTarget(name: "CaptureTests", dependencies: ["Capture", "Datapath", "PacketFilter", "TestSupport"]),
+        .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "Handlers", "UnixSocketFiles", "TestSupport"]),
+        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Control", "MetricsEndpoint", "TestSupport"]),
+        .testTarget(name: "MetricsEndpointTests", dependencies: ["MetricsEndpoint"]),
+        .testTarget(name: "ControlTests", dependencies: ["Control", "TestSupport", .product(name: "SystemPackage", package: "swift-system")]),
     ],
     swiftLanguageModes: [.v5]
 )

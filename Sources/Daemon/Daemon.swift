@@ -4,6 +4,7 @@
 import Control
 import Foundation
 import Logging
+import MetricsEndpoint
 
 public final class Daemon {
     public struct Options {

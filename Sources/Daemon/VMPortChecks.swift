@@ -2,6 +2,7 @@
 // the path now, and owner/group names — used by ConfigValidator before start and by PortOpener
 // when the socket is created. Read-only.
 import Foundation
+import UnixSocketFiles
 import VMBackend
 
 enum VMPortChecks {

@@ -8,7 +8,7 @@ import Capture
 import Dispatch
 import Foundation
 import Frames
-import Handlers
+import PacketFilter
 import Synchronization
 import Tap
 import CTapbridgeShim
@@ -371,8 +371,8 @@ public final class Engine: @unchecked Sendable {
                              options: CaptureOptions = CaptureOptions()) throws -> CaptureSession {
         let program: PcapProgram?
         if let f = filter, !f.trimmingCharacters(in: .whitespaces).isEmpty {
-            do { program = try PcapProgram(f) } catch let e as FilterError {
-                throw EngineError("capture filter \"\(f)\": \(e)")
+            do { program = try PcapProgram(f) } catch {
+                throw EngineError("capture filter \"\(f)\": \(error)")
             }
         } else { program = nil }
         control.lock(); defer { unlockAndEmit() }

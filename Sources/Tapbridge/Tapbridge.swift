@@ -7,4 +7,5 @@
 @_exported import Datapath
 @_exported import Handlers
 @_exported import Capture
+@_exported import PacketFilter
 @_exported import VMBackend

@@ -6,6 +6,7 @@
 import Foundation
 import Glibc
 import Testing
+import MetricsEndpoint
 import TestSupport
 @testable import Daemon
 
