@@ -21,6 +21,19 @@ extension Worker {
         return OpKind.read
     }
 
+    /// Whether a read of `length` bytes (vnet header + frame) holds a whole frame the port may
+    /// deliver. A read that filled its whole buffer may have been cut short: a datagram socket
+    /// drops the rest of a longer datagram without a word (MSG_TRUNC is not reported to read),
+    /// and no device frame is that long (64 KiB + vnet header < `bufferSize`). So a full buffer
+    /// and a frame above the port's `maxFrame` are both dropped and counted as `too-big`, never
+    /// forwarded cut.
+    @inline(__always)
+    func fitsMaxFrame(_ p: UnsafeMutablePointer<LocalPort>, _ length: Int) -> Bool {
+        if length < bufferSize && length - Int(p.pointee.vnetHeaderSize) <= Int(p.pointee.maxFrame) { return true }
+        p.pointee.counters?.countDrop(.tooBig)
+        return false
+    }
+
     /// A datagram read completed: the buffer holds one frame (vnet header first, if any).
     @inline(__always)
     func handleDatagramRead(_ c: Completion, _ ud: UserData) {
@@ -29,10 +42,14 @@ extension Worker {
         let current = p.pointee.generation == ud.generation && p.pointee.state != LocalPortState.free
         if let bid = c.bufferID {
             if current && p.pointee.state == LocalPortState.active && c.result > 0 {
-                refcount[Int(bid)] = 1
-                buffersOut += 1
-                deliver(lp, buffers.address(of: bid), Int(c.result), Int32(bid))
-                release(Int32(bid))
+                if fitsMaxFrame(p, Int(c.result)) {
+                    refcount[Int(bid)] = 1
+                    buffersOut += 1
+                    deliver(lp, buffers.address(of: bid), Int(c.result), Int32(bid))
+                    release(Int32(bid))
+                } else {
+                    buffers.give(bid)
+                }
             } else {
                 buffers.give(bid)
             }

@@ -41,8 +41,10 @@ public protocol Port: AnyObject {
     var kind: String { get }
     var settings: PortSettings { get }
     var framing: Framing { get }
-    /// Longest frame (without vnet header) accepted from a length-prefixed stream; a prefix
-    /// above it closes the connection. Bounded by the engine's buffer size.
+    /// Longest frame (without vnet header) accepted from the port: on a length-prefixed stream a
+    /// prefix above it closes the connection; a longer datagram is dropped and counted as
+    /// `too-big` (so is one longer than the engine's buffer, which a socket read cuts short).
+    /// Bounded by the engine's buffer size. Default 65535 (QEMU's bound).
     var maxFrameSize: Int { get }
     /// Bytes of virtio-net header before each frame on reads and writes: 0, 10 or 12.
     var vnetHeaderSize: Int { get }
