@@ -58,7 +58,16 @@ extension Worker {
         if c.result <= 0 {
             p.pointee.readArmed = false
             let e = -c.result
-            if c.result == 0 { fail(lp, 0); return }
+            if c.result == 0 {
+                if p.pointee.emptyReadIsFrame {
+                    // An empty datagram: dropped and counted like a runt; the port stays up.
+                    p.pointee.counters?.countDrop(.malformed)
+                    armRead(lp)
+                } else {
+                    fail(lp, 0)
+                }
+                return
+            }
             switch e {
             case ENOBUFS:
                 stats.add(WorkerCounter.bufferStarved, 1)
@@ -95,8 +104,12 @@ extension Worker {
     /// Per-port set-up: up to the transmit queue depth in flight. Returns whether reads need a
     /// blocking descriptor (single-shot reads: io_uring waits by polling; on a non-blocking
     /// descriptor they would return EAGAIN at once).
-    func setUpDatagramPort(_ lp: Int) -> Bool {
+    func setUpDatagramPort(_ lp: Int, descriptor fd: Int32) -> Bool {
         ports[lp].txMaxInflight = depth
+        var type: Int32 = 0
+        var size = socklen_t(MemoryLayout<Int32>.size)
+        ports[lp].emptyReadIsFrame = fd >= 0 && getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &size) == 0
+            && type == Int32(SOCK_DGRAM.rawValue)
         return !multishot
     }
 }

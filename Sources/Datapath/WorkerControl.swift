@@ -191,7 +191,7 @@ extension Worker {
         p.pointee.txInflight = 0
         let blockingReads: Bool
         switch spec.transport {
-        case .datagram: blockingReads = setUpDatagramPort(lp)
+        case .datagram: blockingReads = setUpDatagramPort(lp, descriptor: spec.fd)
         case .lengthPrefixedStream: blockingReads = setUpStreamPort(lp)
         }
         setVLAN(spec.vlan, slot: lp)

@@ -94,6 +94,9 @@ struct LocalPort {
     var adminUp = true
     var writable = true
     var transport = PortTransport.datagram
+    /// Datagram sockets only: a zero-length read is an empty datagram (a malformed frame), not
+    /// end of file, which a datagram socket never reports.
+    var emptyReadIsFrame = false
     /// The port's VLANMode flattened (no references, so egress reads it without ARC traffic):
     /// kind 0 unaware (egress leaves tags alone), 1 access (pvid), 2 trunk (native, 0 none; allowed bits in
     /// `Worker.vlanAllowed`).

@@ -105,4 +105,21 @@ struct EngineIntakeTests {
             #expect(datagramSizes(out) == [1518, 60])
         }
     }
+
+    /// Each zero-length datagram was taken as end of file: the port went down and was
+    /// reconnected (or removed). It is a malformed frame now; the port stays up and forwards.
+    @Test func emptyDatagramsAreMalformedFramesNotEndOfFile() throws {
+        let events = EventLog()
+        try withIntakeHub(tweak: { c in c.onEvent = { events.add($0) }; c.log = { events.log($0, $1) } }) { engine, _, inID, _, peer, out in
+            for _ in 0..<50 { #expect(sendDatagram(peer, [])) }
+            #expect(sendDatagram(peer, testFrame(64)))
+            let s = waitForStats(engine, inID) { $0.rxFrames >= 1 && $0.drops(.malformed) >= 50 }
+            #expect(s?.drops(.malformed) == 50, "\(String(describing: s))")
+            #expect(s?.rxFrames == 1 && s?.connected == true, "\(String(describing: s))")
+            #expect(datagramSizes(out) == [64])
+            #expect(!events.all.contains { if case .portDisconnected = $0 { return true }; if case .portRemoved = $0 { return true }; return false },
+                    "\(events.all)")
+            #expect(events.logLines.filter { $0.contains("in") && $0.contains("end of file") }.isEmpty, "\(events.logLines)")
+        }
+    }
 }
