@@ -19,9 +19,13 @@ extension Worker {
         let hs = Int(p.pointee.vnetHeaderSize)
         guard let counters = p.pointee.counters else { return }
         framesThisBatch &+= 1
-        if len < hs + Frame.minimumLength {
-            counters.countDrop(.malformed)
-            return
+        if len < hs + Frame.minimumLength + 4 {
+            // Shorter than an Ethernet header, or an 802.1Q/802.1ad tag with no EtherType
+            // behind it (16 or 17 bytes): untagged for an access port it would leave as a runt.
+            if len < hs + Frame.minimumLength || isVLANTagged(base + hs) {
+                counters.countDrop(.malformed)
+                return
+            }
         }
         let vnet = hs > 0 ? VirtioNetHeader(loadingFrom: base, size: hs) : VirtioNetHeader()
         var frame = Frame(bytes: UnsafeMutableRawBufferPointer(start: base + hs, count: len - hs),
@@ -74,6 +78,13 @@ extension Worker {
             let d = Int(lb.pointee.slotByID[Int(id.rawValue)])
             if d >= 0 { send(&frame, to: d, buffer: buffer, asIs: false) }
         }
+    }
+
+    /// Whether the EtherType of the frame at `f` (at least 14 bytes) is an 802.1Q/802.1ad TPID.
+    @inline(__always)
+    func isVLANTagged(_ f: UnsafeMutableRawPointer) -> Bool {
+        let t = UInt16(bigEndian: f.loadUnaligned(fromByteOffset: 12, as: UInt16.self))
+        return t == EtherType.vlan || t == EtherType.qinq
     }
 
     /// Egress filters: each destination's copy is judged for that port; a drop removes the

@@ -36,6 +36,11 @@ extension Worker {
                 dc.countDrop(.vlan)
                 return
             }
+            if tagging == .stripTag && frame.bytes.count < Frame.minimumLength + 4 {
+                // A handler shrank a tagged frame: untagged it would be a runt. Never sent.
+                dc.countDrop(.malformed)
+                return
+            }
         }
         if !dp.pointee.writable {
             handOff(frame, to: d, asIs: asIs)

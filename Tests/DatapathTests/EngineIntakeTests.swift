@@ -122,4 +122,32 @@ struct EngineIntakeTests {
             #expect(events.logLines.filter { $0.contains("in") && $0.contains("end of file") }.isEmpty, "\(events.logLines)")
         }
     }
+
+    /// A trunk port's 16-byte frame tagged VLAN 10 (MACs and the tag, no EtherType) left an
+    /// access port of VLAN 10 as a 12-byte frame. It is malformed at ingress now; a whole tagged
+    /// frame still leaves untagged.
+    @Test func aTaggedFrameTooShortToUntagIsDroppedNotSentAsARunt() throws {
+        var a: [Int32] = [0, 0], b: [Int32] = [0, 0]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0, &a) == 0)
+        #expect(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0, &b) == 0)
+        defer { close(a[1]); close(b[1]) }
+        let engine = makeEngine()
+        let bridge = engine.addBridge(name: "br", pipeline: HandlerPipeline([VLANClassifier()]))
+        let trunk = try bridge.attach(SocketTestPort(name: "trunk", descriptor: a[0], settings:
+            PortSettings(vlan: .trunk(allowed: VLANSet([10]), native: nil))))
+        let access = try bridge.attach(SocketTestPort(name: "access", descriptor: b[0], settings:
+            PortSettings(vlan: .access(pvid: 10))))
+        try engine.start()
+        defer { engine.stop() }
+        let whole = testFrame(64)
+        let tag: [UInt8] = [0x81, 0x00, 0x00, 10]
+        #expect(sendDatagram(a[1], Array(whole[0..<12]) + tag))                       // 16 bytes
+        #expect(sendDatagram(a[1], Array(whole[0..<12]) + tag + [0x88]))              // 17 bytes
+        #expect(sendDatagram(a[1], Array(whole[0..<12]) + tag + Array(whole[12...]))) // 68 bytes
+        let s = waitForStats(engine, trunk) { $0.rxFrames + $0.drops(.malformed) >= 3 }
+        #expect(s?.drops(.malformed) == 2, "\(String(describing: s))")
+        #expect(datagramSizes(b[1]) == [64], "only the whole frame leaves, untagged")
+        let out = waitForStats(engine, access) { $0.txFrames >= 1 }
+        #expect(out?.txFrames == 1 && out?.totalDrops == 0, "\(String(describing: out))")
+    }
 }
