@@ -27,6 +27,10 @@ extension Worker {
                 return
             }
         }
+        if hasInvalidSource(base + hs) {
+            counters.countDrop(.invalidSource)
+            return
+        }
         let vnet = hs > 0 ? VirtioNetHeader(loadingFrom: base, size: hs) : VirtioNetHeader()
         var frame = Frame(bytes: UnsafeMutableRawBufferPointer(start: base + hs, count: len - hs),
                           ingress: p.pointee.id, vnet: vnet)
@@ -85,6 +89,16 @@ extension Worker {
     func isVLANTagged(_ f: UnsafeMutableRawPointer) -> Bool {
         let t = UInt16(bigEndian: f.loadUnaligned(fromByteOffset: 12, as: UInt16.self))
         return t == EtherType.vlan || t == EtherType.qinq
+    }
+
+    /// Whether the source MAC of the frame at `f` is multicast (broadcast included) or all zero:
+    /// never a real sender, it cannot be learned, and the Linux bridge drops such frames too
+    /// (`is_valid_ether_addr`). Dropped before any handler sees the frame.
+    @inline(__always)
+    func hasInvalidSource(_ f: UnsafeMutableRawPointer) -> Bool {
+        let high = f.loadUnaligned(fromByteOffset: 6, as: UInt32.self)   // bytes 6..9
+        let low = f.loadUnaligned(fromByteOffset: 10, as: UInt16.self)   // bytes 10..11
+        return f.load(fromByteOffset: 6, as: UInt8.self) & 1 != 0 || (high | UInt32(low)) == 0
     }
 
     /// Egress filters: each destination's copy is judged for that port; a drop removes the

@@ -21,9 +21,11 @@ public struct DropReason: Hashable, Sendable, CustomStringConvertible {
     public static let loop = DropReason(rawValue: 10)          // would leave by its ingress port (no hairpin)
     public static let portDown = DropReason(rawValue: 11)      // egress port not up / not connected
     public static let offload = DropReason(rawValue: 12)       // GSO frame the egress cannot take or segment
+    public static let invalidSource = DropReason(rawValue: 13) // source MAC multicast/broadcast or all zero
 
     static let builtinNames = ["handler", "malformed", "queue-full", "no-destination", "filtered", "spoofed",
-                               "vlan", "isolated", "too-big", "rate-limited", "loop", "port-down", "offload"]
+                               "vlan", "isolated", "too-big", "rate-limited", "loop", "port-down", "offload",
+                               "invalid-source"]
     static let firstCustom = 32
     static let customNames = Mutex<[String]>([])
 

@@ -150,4 +150,20 @@ struct EngineIntakeTests {
         let out = waitForStats(engine, access) { $0.txFrames >= 1 }
         #expect(out?.txFrames == 1 && out?.totalDrops == 0, "\(String(describing: out))")
     }
+
+    /// Frames from a multicast, broadcast or all-zero source MAC were forwarded (and could be
+    /// learned). The Linux bridge drops them; so does the engine now, before any handler.
+    @Test func framesFromAnInvalidSourceMACAreDropped() throws {
+        try withIntakeHub { engine, _, inID, _, peer, out in
+            #expect(sendDatagram(peer, testFrame(60, source: [0x01, 0x00, 0x5e, 0x00, 0x00, 0x01])))  // multicast
+            #expect(sendDatagram(peer, testFrame(60, source: [0xff, 0xff, 0xff, 0xff, 0xff, 0xff])))  // broadcast
+            #expect(sendDatagram(peer, testFrame(60, source: [0, 0, 0, 0, 0, 0])))                    // all zero
+            #expect(sendDatagram(peer, testFrame(61, source: [0, 0, 0, 0, 0, 1])))                    // valid
+            #expect(sendDatagram(peer, testFrame(62, source: [0x02, 0, 0, 0, 0, 0])))                 // valid
+            let s = waitForStats(engine, inID) { $0.rxFrames + $0.drops(.invalidSource) >= 5 }
+            #expect(s?.drops(.invalidSource) == 3, "\(String(describing: s))")
+            #expect(s?.rxFrames == 2, "\(String(describing: s))")
+            #expect(datagramSizes(out) == [61, 62])
+        }
+    }
 }
