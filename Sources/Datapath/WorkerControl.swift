@@ -90,7 +90,7 @@ extension Worker {
         p.pointee.readArmed = false
         switch p.pointee.transport {
         case .datagram: break
-        case .lengthPrefixedStream: p.pointee.rxFill = 0   // a partial frame of the old connection
+        case .lengthPrefixedStream: streamDetached(lp)
         }
     }
 

@@ -166,4 +166,23 @@ struct EngineIntakeTests {
             #expect(datagramSizes(out) == [61, 62])
         }
     }
+
+    /// A stream peer that closed mid-frame was logged as end of file only; the lost frame is
+    /// counted as truncated now, and the log says how much of it arrived.
+    @Test func aFrameCutByTheStreamPeerClosingIsCounted() throws {
+        let events = EventLog()
+        try withIntakeHub(framing: .lengthPrefixed, tweak: { c in c.onEvent = { events.add($0) }; c.log = { events.log($0, $1) } }) {
+            engine, _, inID, _, peer, out in
+            let whole = testFrame(60)
+            let bytes: [UInt8] = [0, 0, 0, 60] + whole + [0, 0, 0, 60] + whole[0..<20]
+            #expect(bytes.withUnsafeBytes { write(peer, $0.baseAddress, $0.count) } == bytes.count)
+            _ = waitForStats(engine, inID) { $0.rxFrames >= 1 }
+            shutdown(peer, Int32(SHUT_RDWR))
+            #expect(events.wait { if case .portDisconnected = $0 { return true }; return false })
+            let s = waitForStats(engine, inID) { $0.drops(.truncated) >= 1 }
+            #expect(s?.drops(.truncated) == 1 && s?.rxFrames == 1, "\(String(describing: s))")
+            #expect(datagramSizes(out) == [60])
+            #expect(events.logLines.contains { $0.contains("peer closed mid-frame") && $0.contains("20 of 60 bytes") }, "\(events.logLines)")
+        }
+    }
 }
