@@ -138,6 +138,14 @@ extension Worker {
             fill -= off
             if fill > 0 { buf.copyMemory(from: buf + off, byteCount: fill) }
         }
+        // The partial-frame clock: runs while the port holds part of one frame, restarts when a
+        // frame completes. A healthy peer's partial frames complete within a read or two; one that
+        // stalls mid-frame is closed by the engine's health check (`partialFrameTimeout`).
+        if fill == 0 {
+            if p.pointee.rxFill > 0 { p.pointee.counters?.store(PortCounter.partialSince, 0) }
+        } else if off > 0 || p.pointee.rxFill == 0 {
+            p.pointee.counters?.store(PortCounter.partialSince, context.now)
+        }
         p.pointee.rxFill = Int32(fill)
         armRead(lp)
     }
@@ -156,10 +164,11 @@ extension Worker {
     }
 
     /// The port's descriptor goes (failure, disconnect, reconnect, removal): a partial frame of
-    /// the old connection is lost and counted as `truncated`.
+    /// the old connection is lost and counted as `truncated`; the partial-frame clock stops.
     func streamDetached(_ lp: Int) {
         let p = ports + lp
         if p.pointee.rxFill > 0 { p.pointee.counters?.countDrop(.truncated) }
+        p.pointee.counters?.store(PortCounter.partialSince, 0)
         p.pointee.rxFill = 0
     }
 
