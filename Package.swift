@@ -4,6 +4,7 @@
 // Module map (one job each; see docs/architecture.md):
 //   CLiburing, CLibmnl   system libraries (liburing-dev, libmnl-dev)
 //   CTapbridgeShim       C macros and opcodes Swift cannot import (ioctl numbers, IOSQE_*, READ_MULTISHOT)
+//   VirtioNet            the virtio-net header and offload set every port kind shares (pure Swift)
 //   Frames               the handler seam: Frame, Verdict, FrameHandler, PortID/PortSet, MACAddress (pure Swift)
 //   Netlink              rtnetlink over libmnl: create/read/delete macvtap+macvlan links, link events
 //   Tap                  macvtap character devices: open by major:minor, TUN ioctls, vnet header, offloads
@@ -56,19 +57,20 @@ let package = Package(
             providers: [.apt(["libpcap-dev"])]),
         .target(name: "CTapbridgeShim", dependencies: ["CLiburing", "CLibmnl"]),
 
-        .target(name: "Frames"),
+        .target(name: "VirtioNet"),
+        .target(name: "Frames", dependencies: ["VirtioNet"]),
         .target(
             name: "Netlink",
             dependencies: ["CLibmnl", "CTapbridgeShim", "Frames"]),
         .target(
             name: "Tap",
-            dependencies: ["CTapbridgeShim"]),
+            dependencies: ["CTapbridgeShim", "VirtioNet"]),
         .target(
             name: "Ring",
             dependencies: ["CLiburing", "CTapbridgeShim"]),
         .target(
             name: "Datapath",
-            dependencies: ["Frames", "Ring", "Tap", "Capture", "PacketFilter"]),
+            dependencies: ["Frames", "VirtioNet", "Ring", "Tap", "Capture", "PacketFilter"]),
         .target(name: "PacketFilter", dependencies: ["CLibpcap"]),
         .target(
             name: "Handlers",
@@ -79,10 +81,10 @@ let package = Package(
         .target(name: "UnixSocketFiles"),
         .target(
             name: "VMBackend",
-            dependencies: ["Frames", "Datapath", "UnixSocketFiles"]),
+            dependencies: ["Frames", "VirtioNet", "Datapath", "UnixSocketFiles"]),
         .target(
             name: "Tapbridge",
-            dependencies: ["Frames", "Netlink", "Tap", "Ring", "Datapath", "Handlers", "Capture", "VMBackend"]),
+            dependencies: ["Frames", "VirtioNet", "Netlink", "Tap", "Ring", "Datapath", "Handlers", "Capture", "VMBackend"]),
         .target(
             name: "Control",
             dependencies: ["UnixSocketFiles", .product(name: "SystemPackage", package: "swift-system")]),
@@ -104,7 +106,7 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "FramesTests", dependencies: ["Frames"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TestSupport"]),
-        .testTarget(name: "DatapathTests", dependencies: ["Datapath", "Handlers", "Netlink", "Ring", "TestSupport"]),
+        .testTarget(name: "DatapathTests", dependencies: ["Datapath", "VirtioNet", "Tap", "Handlers", "Netlink", "Ring", "TestSupport"]),
         .testTarget(name: "HandlersTests", dependencies: ["Handlers"]),
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "Datapath", "PacketFilter", "TestSupport"]),
         .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "Handlers", "UnixSocketFiles", "TestSupport"]),
