@@ -15,6 +15,7 @@ import Glibc
 #endif
 import Frames
 import Tap
+import VirtioNet
 import CTapbridgeShim
 
 public final class TapPort: Port, @unchecked Sendable {
@@ -23,19 +24,22 @@ public final class TapPort: Port, @unchecked Sendable {
     public let settings: PortSettings
     public let vnetHeaderSize = 12
     /// Offloads this port was asked to allow at most (`[]`: the host stack segments first).
-    public let offloadLimit: TapOffloads
+    public let offloadLimit: VirtioNetOffloads
     public var framing: Framing { .datagram }
+    /// The kernel bounds what a tap delivers (a 64 KiB GSO super-frame): no limit of ours
+    /// beyond the engine's buffer, as for a macvtap.
+    public var maxFrameSize: Int { Int.max }
     public var isMultiQueue: Bool { true }
-    public var transmitOffloads: TapOffloads { offloadLimit }
+    public var transmitOffloads: VirtioNetOffloads { offloadLimit }
     /// The offloads the kernel accepted at the last negotiation.
-    public private(set) var receiveOffloads: TapOffloads = []
+    public private(set) var receiveOffloads: VirtioNetOffloads = []
     private var anchor: TapQueue?
     private var queueFDs: [Int32] = []   // not owned: the engine closes them
 
     /// Creates tap `name` now (it must not exist), down and without addresses: the owner sets
     /// those (Netlink) before frames are expected.
     public init(creating name: String, kind: String = "host", settings: PortSettings = PortSettings(),
-                offloads: TapOffloads = .all) throws {
+                offloads: VirtioNetOffloads = .all) throws {
         self.name = name
         self.kind = kind
         self.settings = settings
@@ -66,7 +70,7 @@ public final class TapPort: Port, @unchecked Sendable {
         return fd
     }
 
-    public func setReceiveOffloads(_ offloads: TapOffloads) throws {
+    public func setReceiveOffloads(_ offloads: VirtioNetOffloads) throws {
         let want = offloads.intersection(offloadLimit)
         // TUNSETOFFLOAD sets the tap's device features: one descriptor sets them for all queues.
         guard let anchor else { receiveOffloads = want; return }
@@ -96,19 +100,20 @@ public final class TapAttachmentPort: Port, @unchecked Sendable {
     public var settings: PortSettings { macvtap.settings }
     public var framing: Framing { .datagram }
     public var vnetHeaderSize: Int { macvtap.vnetHeaderSize }
-    public var transmitOffloads: TapOffloads { macvtap.transmitOffloads }
+    public var maxFrameSize: Int { macvtap.maxFrameSize }
+    public var transmitOffloads: VirtioNetOffloads { macvtap.transmitOffloads }
     public var isMultiQueue: Bool { true }
 
     /// `device`: the macvtap on tap `tap` (read its numbers with `MacvtapDevice(name:)` or over
     /// rtnetlink in the tap's namespace).
     public init(tap: String, macvtap device: MacvtapDevice, settings: PortSettings = PortSettings(),
-                offloads: TapOffloads = .all) {
+                offloads: VirtioNetOffloads = .all) {
         name = tap
         macvtap = MacvtapPort(device: device, settings: settings, vnetHeader: true, offloads: offloads)
     }
 
     public func openQueue(_ index: Int) throws -> Int32? { try macvtap.openQueue(index) }
-    public func setReceiveOffloads(_ offloads: TapOffloads) throws { try macvtap.setReceiveOffloads(offloads) }
+    public func setReceiveOffloads(_ offloads: VirtioNetOffloads) throws { try macvtap.setReceiveOffloads(offloads) }
     public func descriptorsClosed() { macvtap.descriptorsClosed() }
     public func checkAlive() -> Int32 { macvtap.checkAlive() }
     public func queueFailed(_ index: Int, errno: Int32) -> PortFailureAction { .remove }

@@ -11,6 +11,7 @@
 import Glibc
 #endif
 import CTapbridgeShim
+import VirtioNet
 
 /// A tun/tap interface operation failed (names the interface, the operation and errno).
 public struct TunDeviceError: Error, CustomStringConvertible, Equatable {
@@ -94,7 +95,7 @@ public enum TunDevice {
     /// `vnetHeaderSize` 10 or 12; `offloads`: what this reader accepts (TUNSETOFFLOAD sets the
     /// device's features, so the host stack hands it GSO frames only with them).
     public static func openQueue(name: String, create: Bool = false, multiQueue: Bool = true,
-                                 vnetHeaderSize: Int = 12, offloads: TapOffloads = .all,
+                                 vnetHeaderSize: Int = 12, offloads: VirtioNetOffloads = .all,
                                  sendBuffer: Int32? = Int32.max) throws -> TapQueue {
         try checkName(name)
         if create && exists(name) {
@@ -159,14 +160,14 @@ public final class TapQueue: @unchecked Sendable {
     public private(set) var fd: Int32
     public let interface: String
     public internal(set) var vnetHeaderSize = 0
-    public private(set) var offloads: TapOffloads = []
+    public private(set) var offloads: VirtioNetOffloads = []
 
     init(fd: Int32, interface: String) { self.fd = fd; self.interface = interface }
     deinit { close() }
 
     /// TUNSETOFFLOAD, probed down to what the kernel takes (per device: applies to all queues).
     @discardableResult
-    public func setOffloads(_ wanted: TapOffloads) throws -> TapOffloads {
+    public func setOffloads(_ wanted: VirtioNetOffloads) throws -> VirtioNetOffloads {
         do {
             offloads = try MacvtapQueue.setOffloads(wanted, descriptor: fd, interface: interface)
         } catch let e as TapError {
