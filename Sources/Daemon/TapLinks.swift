@@ -8,6 +8,7 @@
 //   configured MAC, MTU and addresses, up. Its port object holds it; the kernel deletes it when
 //   the daemon lets go or dies, so it never needs the ledger.
 import Datapath
+import Foundation
 import Frames
 import Glibc
 import Netlink
@@ -28,15 +29,11 @@ enum TapLinks {
             creation.group = gid
         }
         do { try TunDevice.createPersistent(creation) } catch { throw DaemonError("\(error)") }
-        let manager: LinkManager
         do {
-            manager = try LinkManager()
+            let manager = try LinkManager()
             try manager.disableIPv6AddressGeneration(name: name)
             try manager.set(name: name, up: true, mtu: mtu.map { UInt32($0) })
-            try manager.create(LinkSpec(kind: .macvtap, parent: name, name: macvtap, mode: .passthru,
-                                        mtu: mtu.map { UInt32($0) }))
-            try manager.disableIPv6AddressGeneration(name: macvtap)
-            try manager.set(name: macvtap, up: true)
+            try addMacvtap(tap: name, macvtap: macvtap, mtu: mtu)
             guard let t = try manager.link(named: name), let m = try manager.link(named: macvtap) else {
                 throw DaemonError("tap '\(name)' or its macvtap '\(macvtap)' vanished while being made")
             }
@@ -46,6 +43,33 @@ enum TapLinks {
             _ = try? LinkManager().delete(name: name)
             throw error as? DaemonError ?? DaemonError("tap '\(name)': \(error)")
         }
+    }
+
+    /// Makes the passthru macvtap tapbridge reads on tap `tap` (IPv6 address generation off, up).
+    static func addMacvtap(tap: String, macvtap: String, mtu: Int?) throws {
+        let manager = try LinkManager()
+        try manager.create(LinkSpec(kind: .macvtap, parent: tap, name: macvtap, mode: .passthru, mtu: mtu.map { UInt32($0) }))
+        do {
+            try manager.disableIPv6AddressGeneration(name: macvtap)
+            try manager.set(name: macvtap, up: true)
+        } catch {
+            _ = try? manager.delete(name: macvtap)
+            throw error
+        }
+    }
+
+    /// Whether tap `name` was made with this queue mode, owner and group (sysfs: tun_flags,
+    /// owner, group; -1 is "none").
+    static func matches(name: String, multiQueue: Bool, user: String?, group: String?) -> Bool {
+        func read(_ file: String) -> String? {
+            (try? String(contentsOfFile: "/sys/class/net/\(name)/\(file)", encoding: .utf8))?
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        guard let flagsText = read("tun_flags"), let flags = Int(flagsText.replacingOccurrences(of: "0x", with: ""), radix: 16),
+              let owner = read("owner").flatMap({ Int($0) }), let grp = read("group").flatMap({ Int($0) }) else { return false }
+        let wantOwner = user.flatMap { TunDevice.userID($0) }.map { Int($0) } ?? -1
+        let wantGroup = group.flatMap { TunDevice.groupID($0) }.map { Int($0) } ?? -1
+        return (flags & Int(TunDevice.multiQueueFlag) != 0) == multiQueue && owner == wantOwner && grp == wantGroup
     }
 
     /// The port for a VMM's tap: the passthru macvtap on it, read by its device number.

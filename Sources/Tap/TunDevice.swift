@@ -52,6 +52,9 @@ public enum TunDevice {
     /// The tun/tap control device.
     public static let controlPath = "/dev/net/tun"
 
+    /// IFF_MULTI_QUEUE, as sysfs `tun_flags` and TUNGETIFF report it.
+    public static let multiQueueFlag = Int32(IFF_MULTI_QUEUE)
+
     /// IFF_TAP|IFF_NO_PI|IFF_VNET_HDR (+IFF_MULTI_QUEUE).
     public static func flags(multiQueue: Bool) -> Int32 {
         Int32(IFF_TAP | IFF_NO_PI | IFF_VNET_HDR) | (multiQueue ? Int32(IFF_MULTI_QUEUE) : 0)

@@ -89,8 +89,14 @@ struct TapAttachmentTests {
             }
             #expect(reached, "the re-attached guest answers ping")
             let before = engine.snapshot().bridge("tapbr")!.port(named: vmTap.tap)!
-            let fetch = try t.exec(lan.namespace, ["sh", "-c", "busybox wget -q -O - http://198.18.0.10:8080/blob | wc -c"],
+            // The guest answers ping before its httpd listens: retry while the connection is refused.
+            var fetch = try t.exec(lan.namespace, ["sh", "-c", "busybox wget -q -O - http://198.18.0.10:8080/blob | wc -c"],
                                    check: false, timeout: 90)
+            while fetch.stderr.contains("refused") && Date() < deadline {
+                usleep(200_000)
+                fetch = try t.exec(lan.namespace, ["sh", "-c", "busybox wget -q -O - http://198.18.0.10:8080/blob | wc -c"],
+                                   check: false, timeout: 90)
+            }
             #expect(fetch.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "\(bytes)", "\(fetch.stdout) \(fetch.stderr)")
             let after = engine.snapshot().bridge("tapbr")!.port(named: vmTap.tap)!
             print("tap port after the fetch: \(after)")
