@@ -5,6 +5,8 @@
 //   CLiburing, CLibmnl   system libraries (liburing-dev, libmnl-dev)
 //   CTapbridgeShim       C macros and opcodes Swift cannot import (ioctl numbers, IOSQE_*, READ_MULTISHOT)
 //   Frames               the handler seam: Frame, Verdict, FrameHandler, PortID/PortSet, MACAddress (pure Swift)
+//   TapbridgeHandlers    the handler author's product: Frames alone, no C system library (docs/handlers.md)
+//   TapbridgeTesting     test kit for handler authors: FrameBuilder, ManualClock (pure Swift)
 //   Netlink              rtnetlink over libmnl: create/read/delete macvtap+macvlan links, link events
 //   Tap                  macvtap character devices: open by major:minor, TUN ioctls, vnet header, offloads
 //   Ring                 io_uring wrapper: submission/completion, buffer rings, probe, user_data packing
@@ -13,17 +15,24 @@
 //   Handlers             bundled handlers: LearningSwitch, FrameFilter
 //   Capture              pcapng/pcap writers (rotation), capture rings and taps the workers fill
 //   VMBackend            QEMU stream/dgram socket ports
-//   Tapbridge            the library product: re-exports everything a handler author needs
+//   Tapbridge            the embedder's library product: re-exports engine, links, handlers, capture, VMs
 //   Control              control socket: JSON-lines protocol v1, server (SO_PEERCRED), client
-//   Daemon               config, link lifecycle, `run`/`demo` orchestration, metrics endpoint,
+//   Config               the configuration: model, TOML parser, port kinds, handler registry, every
+//                        check that needs only the file (no OS calls: unit-tested and fuzzed alone)
+//   Daemon               host checks, link lifecycle, `run`/`demo` orchestration, metrics endpoint,
 //                        sd_notify, crash-recovery ledger
-//   tapbridge            the command-line tool
+//   TapbridgeCLI         the `tapbridge` commands as a library: `TapbridgeCommand.main()` after
+//                        `HandlerRegistry.register(...)` builds a daemon with your own handlers
+//   tapbridge            the command-line tool: main.swift calls TapbridgeCommand.main()
 import PackageDescription
 
 let package = Package(
     name: "tapbridge",
     products: [
         .library(name: "Tapbridge", targets: ["Tapbridge"]),
+        .library(name: "TapbridgeHandlers", targets: ["TapbridgeHandlers"]),
+        .library(name: "TapbridgeTesting", targets: ["TapbridgeTesting"]),
+        .library(name: "TapbridgeCLI", targets: ["TapbridgeCLI"]),
         .executable(name: "tapbridge", targets: ["tapbridge"]),
     ],
     dependencies: [
@@ -48,6 +57,8 @@ let package = Package(
         .target(name: "CTapbridgeShim", dependencies: ["CLiburing", "CLibmnl"]),
 
         .target(name: "Frames", dependencies: [.product(name: "Atomics", package: "swift-atomics")]),
+        .target(name: "TapbridgeHandlers", dependencies: ["Frames"]),
+        .target(name: "TapbridgeTesting", dependencies: ["Frames"]),
         .target(
             name: "Netlink",
             dependencies: ["CLibmnl", "CTapbridgeShim", "Frames",
@@ -80,25 +91,32 @@ let package = Package(
             name: "Control",
             dependencies: ["VMBackend", .product(name: "SystemPackage", package: "swift-system")]),
         .target(
+            name: "Config",
+            dependencies: ["Frames", "Handlers",
+                           .product(name: "Logging", package: "swift-log"),
+                           .product(name: "TOMLKit", package: "TOMLKit")]),
+        .target(
             name: "Daemon",
-            dependencies: ["Tapbridge", "Control",
+            dependencies: ["Tapbridge", "Control", "Config",
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "Metrics", package: "swift-metrics"),
                            .product(name: "Prometheus", package: "swift-prometheus"),
                            .product(name: "TOMLKit", package: "TOMLKit")]),
-        .executableTarget(
-            name: "tapbridge",
-            dependencies: ["Daemon", "Control", "Capture", "Netlink", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .target(
+            name: "TapbridgeCLI",
+            dependencies: ["Config", "Daemon", "Control", "Capture", "Netlink", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .executableTarget(name: "tapbridge", dependencies: ["TapbridgeCLI"]),
 
         // Test helpers: namespaces, veth pairs and commands with guaranteed clean-up.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "FramesTests", dependencies: ["Frames"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "DatapathTests", dependencies: ["Datapath", "Handlers", "Netlink", "Ring", "TestSupport"]),
-        .testTarget(name: "HandlersTests", dependencies: ["Handlers"]),
+        .testTarget(name: "HandlersTests", dependencies: ["Handlers", "TapbridgeTesting"]),
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "Datapath", "Handlers", "TestSupport"]),
         .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "Handlers", "TestSupport"]),
-        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Control", "TestSupport"]),
+        .testTarget(name: "ConfigTests", dependencies: ["Config", "Frames"]),
+        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Config", "Control", "TestSupport"]),
         .testTarget(name: "ControlTests", dependencies: ["Control", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]

@@ -54,7 +54,7 @@ import Netlink
         }
     }
 
-    @Test(.enabled(if: HandlerFactory.learningSwitchAvailable, "needs the LearningSwitch from the Handlers module"))
+    @Test
     func learningFloodsFirstThenUnicasts() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 3)
@@ -70,7 +70,7 @@ import Netlink
         }
     }
 
-    @Test(.enabled(if: HandlerFactory.learningSwitchAvailable, "needs the LearningSwitch from the Handlers module"))
+    @Test
     func learnedEntriesAgeOut() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 2)
@@ -83,7 +83,7 @@ import Netlink
         }
     }
 
-    @Test(.enabled(if: HandlerFactory.learningSwitchAvailable, "needs the LearningSwitch from the Handlers module"))
+    @Test
     func fdbBoundHoldsUnderMACFlood() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 3)
@@ -108,7 +108,7 @@ import Netlink
         }
     }
 
-    @Test(.enabled(if: HandlerFactory.learningSwitchAvailable, "needs the LearningSwitch from the Handlers module"))
+    @Test
     func vlanAccessAndTrunkKeepVLANsApart() throws {
         try withTopology { t in
             // One subnet, two VLANs: h0 and h3 access VLAN 10, h1 access VLAN 20, h2 a trunk
@@ -131,7 +131,7 @@ import Netlink
         }
     }
 
-    @Test(.enabled(if: HandlerFactory.learningSwitchAvailable, "needs the LearningSwitch from the Handlers module"))
+    @Test
     func isolatedPortsOnlyReachOthers() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 3)

@@ -4,23 +4,7 @@ import Foundation
 import Testing
 @testable import Frames
 @testable import Handlers
-
-/// A reusable frame buffer: destination, source, optional 802.1Q tag, IPv4 EtherType.
-final class FrameBuilder {
-    let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 8)
-    deinit { buf.deallocate() }
-
-    func frame(from src: MACAddress, to dst: MACAddress, port: Int, tag: UInt16? = nil) -> Frame {
-        buf.initializeMemory(as: UInt8.self, repeating: 0)
-        dst.write(to: buf.baseAddress!)
-        src.write(to: buf.baseAddress! + 6)
-        if let tag {
-            buf[12] = 0x81; buf[13] = 0x00; buf[14] = UInt8(tag >> 8); buf[15] = UInt8(tag & 0xFF)
-            buf[16] = 0x08; buf[17] = 0x00
-        } else { buf[12] = 0x08; buf[13] = 0x00 }
-        return Frame(bytes: buf, ingress: PortID(port))
-    }
-}
+import TapbridgeTesting
 
 let hostA = MACAddress("52:54:00:00:00:0a")!
 let hostB = MACAddress("52:54:00:00:00:0b")!
