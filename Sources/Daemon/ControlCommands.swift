@@ -135,7 +135,11 @@ extension Daemon {
             }
         }
         if let port, out.isEmpty { throw noSuchPort(port) }
-        return StatsResult(monotonicNs: monotonicNanoseconds(), ports: out)
+        // Handler counters belong to bridges, not ports: only in the whole-daemon view.
+        let handlers = port != nil ? nil : engine?.handlerCounters().flatMap { h in
+            h.counters.map { HandlerStats(bridge: h.bridge, handler: h.handler, counter: $0.name, labels: $0.labels, value: $0.value) }
+        }
+        return StatsResult(monotonicNs: monotonicNanoseconds(), ports: out, handlers: handlers)
     }
 
     func fdbEntries(bridge: String?) throws -> FDBResult {
