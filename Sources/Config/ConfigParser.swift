@@ -25,6 +25,9 @@ public enum ConfigParser {
     /// every problem found.
     public static func parse(_ text: String, file: String, checks: ValueChecks = .init()) throws -> DaemonConfig {
         let issues = IssueList(file: file)
+        if let problem = TOMLPrecheck.problem(in: text) {
+            throw ConfigError([ConfigIssue(file: file, path: "", reason: problem)])
+        }
         let root: TOMLTable
         do {
             root = try TOMLTable(string: text)
