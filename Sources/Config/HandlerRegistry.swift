@@ -132,6 +132,10 @@ public enum HandlerRegistry {
             guard HandlerKind.isValidName(kind.name) else {
                 throw RegistrationError(description: "handler kind name '\(kind.name)' is invalid (1-32 of a-z, 0-9, '-', starting with a letter)")
             }
+            // A kind's table sits beside the bridge's own keys.
+            guard !["name", "pipeline", "ports"].contains(kind.name) else {
+                throw RegistrationError(description: "handler kind name '\(kind.name)' is a bridge key")
+            }
             guard !list.contains(where: { $0.name == kind.name }) else {
                 throw RegistrationError(description: "handler kind '\(kind.name)' is already registered")
             }

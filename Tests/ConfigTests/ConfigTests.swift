@@ -356,6 +356,9 @@ func example(_ name: String) throws -> DaemonConfig {
         #expect(throws: HandlerRegistry.RegistrationError.self) {
             try HandlerRegistry.register(HandlerKind(name: "Bad Name", parse: { _ in Marker() }, make: { _, _ in MarkerHandler() }))
         }
+        #expect(throws: HandlerRegistry.RegistrationError.self) {
+            try HandlerRegistry.register(HandlerKind(name: "ports", parse: { _ in Marker() }, make: { _, _ in MarkerHandler() }))
+        }
     }
 
     /// A kind registered from outside: named in a pipeline, its table read by its own parser,
