@@ -156,10 +156,11 @@ import Netlink
             // ARP got through (the neighbour resolved) while ICMP was denied.
             let neigh = try t.exec(h.namespaces[0], ["ip", "-j", "neigh", "show", h.addresses[1]]).stdout
             #expect(neigh.contains(h.macs[1]), "ARP did not cross: \(neigh)")
-            // A rule set that does not compile is refused; the old one stays.
+            // A rule set that does not compile is refused with the file (it names the rule); the old one stays.
             try config("\"deny icmpp\"").write(toFile: d.configPath, atomically: true, encoding: .utf8)
             kill(d.process.processIdentifier, SIGHUP)
-            try d.waitFor("filter rules refused")
+            try d.waitFor("reload refused: configuration invalid")
+            #expect(d.log.contains("bridges[0].filter.rules[0]"), "\(d.log)")
             #expect(!h.ping(0, h.addresses[1], count: 1))
             try config("\"count icmp\"").write(toFile: d.configPath, atomically: true, encoding: .utf8)
             kill(d.process.processIdentifier, SIGHUP)
