@@ -112,13 +112,18 @@ extension Daemon {
             switch p.kind {
             case .macvtap(let m): link = try? LinkManager(namespace: m.netns.map { NetworkNamespace.named($0) }).link(named: p.name)
             case .vm(let vm): socketPath = vm.path; assignedMAC = vm.mac
+            case .tap(let t):
+                // The tap the VMM attaches to; its "link" is the macvtap tapbridge reads.
+                link = try? LinkManager().link(named: p.name)
+                socketPath = t.macvtap; assignedMAC = t.mac
+            case .host: link = try? LinkManager().link(named: p.name)
             }
             let state = lostPorts.contains(p.name) ? "lost" : stat == nil ? "detached" : stat!.connected ? "up" : "down"
             return PortStatus(bridge: b.name, name: p.name, kind: stat?.kind ?? "macvtap", netns: p.netns,
                               link: socketPath ?? p.create?.parent ?? link.flatMap { $0.parentName ?? $0.parentIndex.map { "#\($0)" } },
                               mac: assignedMAC?.description ?? link?.address?.description, mode: link?.mode?.rawValue ?? p.create?.mode.rawValue,
                               state: state, operstate: link?.operState, queues: p.queues, offloads: p.offloads,
-                              created: links.wasCreated(p.name, netns: p.netns), vlan: Self.describe(p.vlan))
+                              created: p.host != nil || links.wasCreated(p.name, netns: p.netns), vlan: Self.describe(p.vlan))
         }
     }
 
@@ -236,14 +241,14 @@ extension Daemon {
         do { try addPort(port, toBridge: b, file: "port add", reason: "control socket") } catch {
             throw ControlError(.failed, "\(error)")
         }
-        return DoneResult("port \(port.name) added to bridge \(b)\(port.create != nil ? " (link created)" : "")")
+        return DoneResult("port \(port.name) added to bridge \(b)\(port.create != nil || port.tap != nil || port.host != nil ? " (link created)" : "")")
     }
 
     func removePortByControl(name: String, netns: String?) throws -> DoneResult {
         let matches = config.allPorts.filter { $0.port.name == name && (netns == nil || $0.port.netns == netns) }
         guard let (b, p) = matches.first else { throw noSuchPort(name) }
         if matches.count > 1 { throw ControlError(.badRequest, "port '\(name)' exists in several namespaces: give 'netns'") }
-        let created = links.wasCreated(p.name, netns: p.netns)
+        let created = p.host != nil || links.wasCreated(p.name, netns: p.netns)
         removePort(p, bridge: b.name, reason: "control socket")
         return DoneResult("port \(name) removed from bridge \(b.name)\(created ? " (link deleted)" : "")")
     }

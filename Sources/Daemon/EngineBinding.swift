@@ -25,6 +25,8 @@ final class EngineBinding {
     private let events = EventQueue()
     /// Re-attaches VM ports whose VM (re)connects; created with the first VM port.
     private var supervisor: VMPortSupervisor?
+    /// Host ports by name: each holds its tap, which the kernel deletes when it is released.
+    private var hostPorts: [String: TapPort] = [:]
     /// VM ports attached before the engine started, for the supervisor to watch from `start`.
     private var unwatched: [(port: any Datapath.Port, id: PortID, bridge: Bridge)] = []
 
@@ -86,7 +88,38 @@ final class EngineBinding {
                 throw DaemonError("\(p.path): cannot open macvtap '\(p.name)': \(error)")
             }
             try bridge.attach(port)   // the engine logs the attachment
+        case .tap(let t):
+            let port: TapAttachmentPort
+            do {
+                let settings = PortSettings(vlan: p.vlan, isolated: p.isolated, hairpin: p.hairpin, assignedMAC: t.mac)
+                port = try TapLinks.openVMTap(name: p.name, macvtap: t.macvtap, settings: settings)
+                if !t.offloads { try port.setReceiveOffloads([]) }
+            } catch {
+                throw DaemonError("\(p.path): cannot open tap '\(p.name)': \(error)")
+            }
+            try bridge.attach(port)
+        case .host(let h):
+            // Made here, not by LinkLifecycle: the port object holds the tap (not persistent).
+            if let old = hostPorts.removeValue(forKey: p.name) { old.release() }
+            let settings = PortSettings(vlan: p.vlan, isolated: p.isolated, hairpin: p.hairpin)
+            let port: TapPort
+            do {
+                port = try TapLinks.createHostPort(name: p.name, addresses: h.addresses, mtu: h.mtu, mac: h.mac, settings: settings)
+            } catch {
+                throw DaemonError("\(p.path): cannot create host port '\(p.name)': \(error)")
+            }
+            do { try bridge.attach(port) } catch { port.release(); throw error }
+            hostPorts[p.name] = port
+            logger.info("host port created", metadata: ["port": "\(p.name)", "bridge": "\(bridgeName)",
+                                                        "addresses": "\(h.addresses.joined(separator: ","))"])
         }
+    }
+
+    /// Deletes host port `name`'s interface (after its queues are detached or the engine stopped).
+    private func releaseHostPort(_ name: String) {
+        guard let port = hostPorts.removeValue(forKey: name) else { return }
+        port.release()
+        logger.info("host port deleted", metadata: ["port": "\(name)"])
     }
 
     func start() throws {
@@ -104,6 +137,7 @@ final class EngineBinding {
         supervisor?.stop()
         supervisor = nil
         engine.stop()
+        for name in hostPorts.keys.sorted() { releaseHostPort(name) }
     }
 
     /// Handler names per bridge, in pipeline order ("" for a hub).
@@ -164,6 +198,7 @@ final class EngineBinding {
 
     func remove(_ name: String) {
         detach(name)
+        releaseHostPort(name)
         ports[name] = nil
     }
 

@@ -47,6 +47,13 @@ public final class LinkLifecycle {
     /// those reclaimed from a dead daemon. On failure deletes what it created so far and throws.
     func createAll(_ config: DaemonConfig) throws {
         for (bridge, port) in config.allPorts {
+            if port.tap != nil {
+                do { try createTap(port, bridge: bridge.name, file: config.file) } catch {
+                    deleteAll()
+                    throw error
+                }
+                continue
+            }
             guard let spec = port.create, !wasCreated(port.name, netns: port.netns) else { continue }
             do {
                 try create(port, spec: spec, bridge: bridge.name, file: config.file)
@@ -80,6 +87,39 @@ public final class LinkLifecycle {
         logger.info("link created", metadata: ["port": "\(port.name)", "bridge": "\(bridge)",
                                                "parent": "\(spec.parent)", "mode": "\(spec.mode.rawValue)",
                                                "netns": "\(port.netns ?? "-")", "ifindex": "\(info.index)"])
+    }
+
+    /// Creates a tap port's tap (persistent, for a VMM) and the passthru macvtap tapbridge reads
+    /// on it, and records the tap (the macvtap lives and dies with it). A tap reclaimed from a
+    /// dead daemon is kept (a VMM may still be attached); its macvtap is made again if missing.
+    func createTap(_ port: PortConfig, bridge: String, file: String) throws {
+        guard let t = port.tap else { return }
+        if wasCreated(port.name, netns: nil) {
+            if (try? LinkOps.link(name: t.macvtap, netns: nil)) ?? nil == nil {
+                do { try TapLinks.addMacvtap(tap: port.name, macvtap: t.macvtap, mtu: t.mtu) } catch {
+                    throw DaemonError("\(file): \(port.path): \(error)")
+                }
+            }
+            return
+        }
+        let made: (tap: LinkInfo, macvtap: LinkInfo)
+        do {
+            made = try TapLinks.createVMTap(name: port.name, macvtap: t.macvtap, multiQueue: t.queues > 1,
+                                            user: t.user, group: t.group, mtu: t.mtu)
+        } catch {
+            throw DaemonError("\(file): \(port.path): \(error)")
+        }
+        let record = ledger.map { l in
+            LedgerLink(name: port.name, netns: nil, ifindex: made.tap.index, mac: made.tap.address?.description,
+                       kind: made.tap.kind ?? "tun", parent: "", parentIndex: nil,
+                       mode: t.queues > 1 ? "tap-multi-queue" : "tap", createdBy: l.run,
+                       createdAt: ISO8601DateFormatter().string(from: Date()))
+        }
+        created.append(CreatedLink(name: port.name, netns: nil, record: record))
+        persist()
+        logger.info("tap created", metadata: ["port": "\(port.name)", "bridge": "\(bridge)", "macvtap": "\(t.macvtap)",
+                                              "queues": "\(t.queues)", "user": "\(t.user ?? "-")", "group": "\(t.group ?? "-")",
+                                              "ifindex": "\(made.tap.index)"])
     }
 
     /// Records a link taken over from a dead daemon as ours.

@@ -8,7 +8,7 @@ struct PortCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "port", abstract: "Attach or detach a port of a running daemon.",
         discussion: """
-            `port add NAME [KEY VALUE]...` takes the keys of a [[bridges.ports]] table (docs/config.md): with `parent` the daemon creates the macvtap (and deletes it at `port del` or stop); without, NAME must be an existing macvtap.
+            `port add NAME [KEY VALUE]...` takes the keys of a [[bridges.ports]] table (docs/config.md): with `parent` the daemon creates the macvtap (and deletes it at `port del` or stop); without, NAME must be an existing macvtap. `kind tap` makes a tap for a VMM (`user`, `group`, `queues`, `mac`, `addresses` a,b), `kind host` a host interface (`addresses` 198.18.0.254/24,...).
 
             Examples:
               # create macvtap mvt3 on eth0 and attach it
@@ -34,8 +34,8 @@ struct PortAdd: ParsableCommand {
     @OptionGroup var control: ControlOptions
 
     static let intKeys: Set<String> = ["mtu", "queues", "pvid", "native"]
-    static let boolKeys: Set<String> = ["offloads", "isolated", "hairpin", "nopromisc"]
-    static let stringKeys: Set<String> = ["parent", "mode", "mac", "netns", "vlan"]
+    static let boolKeys: Set<String> = ["offloads", "isolated", "hairpin", "nopromisc", "anti-spoofing"]
+    static let stringKeys: Set<String> = ["parent", "mode", "mac", "netns", "vlan", "kind", "user", "group", "macvtap"]
 
     /// The words as a port table with TOML-typed values.
     static func table(name: String, words: [String]) throws -> [String: JSONValue] {
@@ -55,6 +55,8 @@ struct PortAdd: ParsableCommand {
                 default: throw ValidationError("\(key): '\(value)' is not true or false") }
             } else if stringKeys.contains(key) {
                 t[key] = .string(value)
+            } else if key == "addresses" {
+                t[key] = .array(value.split(separator: ",").map { .string(String($0)) })
             } else if key == "source-macs" {
                 t[key] = .array(value.split(separator: ",").map { .string(String($0)) })
             } else if key == "allowed" {
