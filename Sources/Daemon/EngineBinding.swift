@@ -116,10 +116,17 @@ final class EngineBinding {
     }
 
     /// Deletes host port `name`'s interface (after its queues are detached or the engine stopped).
+    /// The kernel deletes the tap once its last file is released; io_uring drops the files of a
+    /// closed ring or detached slot a moment later, asynchronously, so wait for that (bounded).
     private func releaseHostPort(_ name: String) {
         guard let port = hostPorts.removeValue(forKey: name) else { return }
         port.release()
-        logger.info("host port deleted", metadata: ["port": "\(name)"])
+        if TapLinks.waitGone(name, timeout: 3) {
+            logger.info("host port deleted", metadata: ["port": "\(name)"])
+        } else {
+            logger.warning("host port still there 3 s after release (a descriptor of it is still open somewhere)",
+                           metadata: ["port": "\(name)"])
+        }
     }
 
     func start() throws {

@@ -87,6 +87,16 @@ enum TapLinks {
         return TapAttachmentPort(tap: name, macvtap: device, settings: settings)
     }
 
+    /// Waits until interface `name` is gone from the daemon's namespace; false after `timeout` s.
+    static func waitGone(_ name: String, timeout: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while TunDevice.exists(name) {
+            if Date() > deadline { return false }
+            usleep(10_000)
+        }
+        return true
+    }
+
     /// Creates host port `name` (a tap tapbridge reads) with `mac`, `mtu` and `addresses`, up.
     static func createHostPort(name: String, addresses: [String], mtu: Int?, mac: MACAddress?,
                                settings: PortSettings) throws -> TapPort {

@@ -138,6 +138,9 @@ struct LANHost {
             d = try DaemonProcess(t, config: config, wrapper: inHome)
             #expect(linkDetails(hostPort, netns: home) != nil)
             #expect(d.stop(signal: SIGKILL) != 0)
+            // io_uring lets go of the files of a dead process's ring asynchronously: wait (bounded).
+            let gone = Date().addingTimeInterval(5)
+            while linkDetails(hostPort, netns: home) != nil && Date() < gone { usleep(20_000) }
             #expect(linkDetails(hostPort, netns: home) == nil, "the host port is gone after a crash")
             d = try DaemonProcess(t, config: config, arguments: ["--state-dir", d.stateDir], wrapper: inHome)
             #expect(try t.exec(home, ["ping", "-c", "2", "-i", "0.2", "-W", "1", "198.18.0.1"], check: false).succeeded, "\(d.log)")
