@@ -238,6 +238,14 @@ extension Daemon {
         do { try validateNewPorts([(probe.bridges[bi], port)], in: probe) } catch {
             throw ControlError(.invalidArgument, "\(error)")
         }
+        // A port that wants anti-spoofing never runs unguarded: its policy goes in first, and a
+        // bridge started without a source guard cannot get one while running.
+        if (port.vm?.guards ?? false) || (port.tap?.guards ?? false) {
+            guard engine?.hasSourceGuard(b) != false else {
+                throw ControlError(.invalidArgument, "bridge '\(b)' runs without a source guard: a port with anti-spoofing ('mac' or 'addresses') needs a restart with it in the file")
+            }
+            engine?.updateSourceGuard(probe.bridges[bi])
+        }
         do { try addPort(port, toBridge: b, file: "port add", reason: "control socket") } catch {
             throw ControlError(.failed, "\(error)")
         }

@@ -68,6 +68,11 @@ extension LinkLifecycle {
 
     /// Whether `config` still declares the link `record` describes, created the same way.
     static func wanted(_ record: LedgerLink, info: LinkInfo, by config: DaemonConfig) -> Bool {
+        // The passthru macvtap on a wanted tap port's tap.
+        if record.netns == nil, record.kind == "macvtap", record.mode == "passthru",
+           let owner = config.allPorts.map(\.port).first(where: { $0.tap?.macvtap == record.name }) {
+            return record.parent == owner.name && info.parentName == owner.name && info.mode == .passthru
+        }
         guard let port = config.allPorts.map(\.port).first(where: { $0.name == record.name && $0.netns == record.netns }) else { return false }
         if let t = port.tap {
             // A VMM's tap: kept when made with the same queue mode, owner and group (a VMM may

@@ -149,6 +149,39 @@ struct LANHost {
         }
     }
 
+    /// The ledger after a crash: a tap the configuration still wants is reclaimed (the same
+    /// link: a VMM attached to it keeps it), one it no longer wants is deleted with its macvtap.
+    @Test func tapIsReclaimedAfterACrashOrDeletedWhenNoLongerWanted() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 1)
+            let tap = t.ifname("tc")
+            let tapPort = """
+                [[bridges.ports]]
+                name = "\(tap)"
+                kind = "tap"
+                user = "nobody"
+                """
+            let config = "[[bridges]]\nname = \"br0\"\n" + h.portTables() + tapPort
+            var d = try DaemonProcess(t, config: config)
+            t.track(link: tap)
+            let index = try #require(linkDetails(tap)?["ifindex"] as? Int)
+            #expect(d.stop(signal: SIGKILL) != 0)
+            #expect(linkDetails(tap) != nil && linkDetails("mt" + tap) != nil, "a crash leaves the persistent tap and its macvtap")
+            let state = d.stateDir
+            d = try DaemonProcess(t, config: config, arguments: ["--state-dir", state])
+            #expect(d.log.contains("link reclaimed") && d.log.contains("link=\(tap)"), "\(d.log)")
+            #expect(linkDetails(tap)?["ifindex"] as? Int == index, "the same tap, not a new one")
+            let ports = try #require(try cliJSON(d, ["ports"])["ports"] as? [[String: Any]])
+            #expect(ports.first { $0["name"] as? String == tap }?["state"] as? String == "up", "\(ports)")
+            #expect(d.stop(signal: SIGKILL) != 0)
+            // Restarted with a file that no longer has the tap: the left-over goes.
+            d = try DaemonProcess(t, config: "[[bridges]]\nname = \"br0\"\n" + h.portTables(), arguments: ["--state-dir", state])
+            #expect(d.log.contains("left-over link deleted"), "\(d.log)")
+            #expect(linkDetails(tap) == nil && linkDetails("mt" + tap) == nil)
+            #expect(d.stop() == 0)
+        }
+    }
+
     /// A `[[vms]]` VM on the LAN parent of the host: the host cannot reach it through the parent
     /// (macvtap never hands the lower device's own frames to its sub-interfaces), but can through
     /// a bridge-mode macvlan on the same parent and a /32 route, as docs/vms.md says.
