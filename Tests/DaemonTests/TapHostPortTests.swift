@@ -50,9 +50,16 @@ struct LANHost {
             let entry = try #require(ports.first { $0["name"] as? String == tap }, "\(ports)")
             #expect(entry["kind"] as? String == "tap" && entry["created"] as? Bool == true, "\(entry)")
 
-            let out = try Guest.boot(netdev: "tap,id=n0,ifname=\(tap),script=no,downscript=no,vhost=off", mac: Self.guestMAC,
-                                     cmdline: "tb.ip=198.18.0.10/24 tb.peer=198.18.0.1 tb.test=ping")
-            #expect(out.contains("TAPBRIDGE-GUEST: PASS ping 198.18.0.1"), "\(out.suffix(600))\n\(d.log)")
+            // Only root and the owner may attach: another uid is refused by the kernel.
+            #expect(try attachAs(uid: 4242, gid: 4242, tap: tap) == "EPERM")
+            #expect(try attachAs(uid: 65534, gid: 65534, tap: tap) == "ok")
+
+            // A guest pings the namespace host; then a second QEMU attaches to the same tap and is served too.
+            for round in 1...2 {
+                let out = try Guest.boot(netdev: "tap,id=n0,ifname=\(tap),script=no,downscript=no,vhost=off", mac: Self.guestMAC,
+                                         cmdline: "tb.ip=198.18.0.10/24 tb.peer=198.18.0.1 tb.test=ping")
+                #expect(out.contains("TAPBRIDGE-GUEST: PASS ping 198.18.0.1"), "round \(round): \(out.suffix(600))\n\(d.log)")
+            }
 
             // A tap port given at run time, and taken away again.
             let extra = t.ifname("tq")
