@@ -63,6 +63,7 @@ public final class Daemon {
         try startMetrics()
         monitor = try LinkWatcher(ports: config.allPorts.filter { $0.port.hasLink }.map { ($0.port.name, $0.port.netns) },
                                   logger: logger)
+        for (_, p) in config.allPorts where p.tap != nil { monitor?.followCarrier(p.name) }
         try startControl()
         logger.info("running", metadata: ["ports": "\(config.allPorts.map(\.port.name).joined(separator: ","))"])
         notifyReady()
@@ -129,6 +130,12 @@ public final class Daemon {
             DaemonMetrics.count("tapbridge_ports_lost_total")
             logger.warning("port lost: link deleted", metadata: ["port": "\(name)", "netns": "\(netns ?? "-")",
                                                                  "ports-lost": "\(portsLost)"])
+        case .carrier(let name, let up):
+            // A tap port whose VMM is not attached: frames for it are dropped and counted as
+            // port-down here (the tap would drop them too, counted only in its tx_dropped).
+            engine?.setPortUp(name, up)
+            logger.info(up ? "tap port: VMM attached" : "tap port: no VMM attached (frames for it count as port-down)",
+                        metadata: ["port": "\(name)"])
         case .added(let name, let netns):
             guard lostPorts.contains(name), let engine else { return }
             do {

@@ -188,6 +188,12 @@ final class EngineBinding {
     }
 
     func hasPort(_ name: String) -> Bool { location(name) != nil }
+
+    /// Mirrors a port's link state into the engine (frames for a port that is down are dropped
+    /// and counted as port-down).
+    func setPortUp(_ name: String, _ up: Bool) {
+        if let (b, id) = location(name) { engine.setPortUp(id, in: b, up) }
+    }
     func isConfigured(_ name: String) -> Bool { ports[name] != nil }
 
     func detach(_ name: String) {

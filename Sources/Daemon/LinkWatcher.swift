@@ -8,11 +8,16 @@ final class LinkWatcher {
     enum Event: Equatable {
         case removed(String, netns: String?)
         case added(String, netns: String?)
+        /// A followed link's carrier changed (a tap port: its VMM attached or went away).
+        case carrier(String, up: Bool)
     }
 
     private var ports: [(name: String, netns: String?)]
     private var monitors: [String: LinkMonitor] = [:]   // netns ("" = ours) -> monitor
     private var present: [String: Bool] = [:]
+    /// Links (daemon's namespace) whose carrier is followed, with the last state reported.
+    private var carrier: [String: Bool] = [:]
+    private var pending: [Event] = []
     let logger: Logger
 
     init(ports: [(String, String?)], logger: Logger) throws {
@@ -30,7 +35,8 @@ final class LinkWatcher {
 
     /// Events since the last call, in order; never blocks.
     func drain() -> [Event] {
-        var events: [Event] = []
+        var events: [Event] = pending
+        pending = []
         var overflow = false
         for (key, m) in monitors {
             let netns: String? = key.isEmpty ? nil : key
@@ -54,6 +60,10 @@ final class LinkWatcher {
                     if ports.contains(where: { $0.name == l.name && $0.netns == netns }), present[l.name] == false {
                         present[l.name] = true
                         events.append(.added(l.name, netns: netns))
+                    }
+                    if netns == nil, let was = carrier[l.name], was != (l.operState == "UP") {
+                        carrier[l.name] = !was
+                        events.append(.carrier(l.name, up: !was))
                     }
                 }
             }
@@ -84,6 +94,15 @@ final class LinkWatcher {
     func forget(_ name: String) {
         ports.removeAll { $0.name == name }
         present[name] = nil
+        carrier[name] = nil
+    }
+
+    /// Reports carrier changes of link `name` (daemon's namespace) from now on, starting with
+    /// its current state at the next `drain`.
+    func followCarrier(_ name: String) {
+        let up = ((try? LinkManager().link(named: name)) ?? nil)?.operState == "UP"
+        carrier[name] = up
+        pending.append(.carrier(name, up: up))
     }
 
     func stop() { monitors = [:] }

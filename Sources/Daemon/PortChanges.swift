@@ -33,6 +33,7 @@ extension Daemon {
             throw error
         }
         if p.hasLink { monitor?.watch(p.name, netns: p.netns) }   // a VM port has no link
+        if p.tap != nil { monitor?.followCarrier(p.name) }
         if let i = config.bridges.firstIndex(where: { $0.name == bridge }) { config.bridges[i].ports.append(p) }
         logger.info("port added by \(reason)", metadata: ["port": "\(p.name)", "bridge": "\(bridge)"])
     }

@@ -50,6 +50,13 @@ struct LANHost {
             let entry = try #require(ports.first { $0["name"] as? String == tap }, "\(ports)")
             #expect(entry["kind"] as? String == "tap" && entry["created"] as? Bool == true, "\(entry)")
 
+            // No VMM yet: frames for the tap port are dropped and counted as port-down.
+            try d.waitFor("tap port: no VMM attached")
+            _ = h.ping(0, "198.18.0.10", count: 1)
+            let stats = try #require(try cliJSON(d, ["stats", tap])["ports"] as? [[String: Any]]).first
+            let drops = stats?["drops"] as? [String: Any]
+            #expect((drops?["port-down"] as? Int ?? 0) > 0, "frames for a tap without its VMM are counted: \(String(describing: stats))")
+
             // Only root and the owner may attach: another uid is refused by the kernel.
             #expect(try attachAs(uid: 4242, gid: 4242, tap: tap) == "EPERM")
             #expect(try attachAs(uid: 65534, gid: 65534, tap: tap) == "ok")
@@ -60,6 +67,9 @@ struct LANHost {
                                          cmdline: "tb.ip=198.18.0.10/24 tb.peer=198.18.0.1 tb.test=ping")
                 #expect(out.contains("TAPBRIDGE-GUEST: PASS ping 198.18.0.1"), "round \(round): \(out.suffix(600))\n\(d.log)")
             }
+            // (The kernel reports carrier changes up to a second late and may fold a quick
+            // down-up into one state, so count at least one.)
+            #expect(d.log.contains("tap port: VMM attached"), "the daemon follows the VMM coming:\n\(d.log)")
 
             // A tap port given at run time, and taken away again.
             let extra = t.ifname("tq")
