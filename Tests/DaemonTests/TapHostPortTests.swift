@@ -84,6 +84,37 @@ struct LANHost {
         }
     }
 
+    /// `[[vms]]` with `tap`: a QEMU guest on `-netdev tap` reaches the LAN through a bridge-mode
+    /// macvtap with its MAC on the parent; anti-spoofing is on.
+    @Test(.enabled(if: Guest.available, "qemu-system-x86_64 or the tools/build-guest guest is missing: QEMU tap test skipped"))
+    func vmsAttachmentWithATap() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 1)
+            let tap = t.ifname("vt")
+            let d = try DaemonProcess(t, config: """
+                [[vms]]
+                name = "g"
+                tap = "\(tap)"
+                mac = "\(Self.guestMAC)"
+                parent = "\(h.veths[0])"
+                macvtap = "\(t.ifname("va"))"
+                addresses = ["198.18.0.10"]
+                """)
+            t.track(link: tap)
+            let out = try Guest.boot(netdev: "tap,id=n0,ifname=\(tap),script=no,downscript=no,vhost=off", mac: Self.guestMAC,
+                                     cmdline: "tb.ip=198.18.0.10/24 tb.peer=198.18.0.1 tb.test=ping")
+            #expect(out.contains("TAPBRIDGE-GUEST: PASS ping 198.18.0.1"), "\(out.suffix(600))\n\(d.log)")
+            // A guest that changes its MAC gets nothing through.
+            let spoof = try Guest.boot(netdev: "tap,id=n0,ifname=\(tap),script=no,downscript=no,vhost=off", mac: Self.guestMAC,
+                                       cmdline: "tb.ip=198.18.0.10/24 tb.peer=198.18.0.1 tb.mac=52:54:00:66:66:66 tb.test=ping")
+            #expect(spoof.contains("TAPBRIDGE-GUEST: FAIL no reply from 198.18.0.1"), "\(spoof.suffix(600))")
+            #expect(d.stop() == 0)
+            #expect(linkDetails(tap) == nil && linkDetails(t.ifname("va")) == nil)
+            let c = finalCounters(d.log)
+            #expect((c[tap]?.int("drop-spoofed") ?? 0) > 0, "\(c[tap] ?? [:])")
+        }
+    }
+
     @Test(.enabled(if: Guest.available, "qemu-system-x86_64 or the tools/build-guest guest is missing: QEMU host-port test skipped"))
     func hostPortReachesAVMAndANamespaceHostAndIsGoneAfterStopAndCrash() throws {
         try withTopology { t in
