@@ -70,6 +70,8 @@ public struct ControlErrorCode: RawRepresentable, Codable, Equatable, Hashable, 
     /// The bridge has no handler for this (no learning switch for `fdb`, no filter for `filter`).
     public static let notSupported: ControlErrorCode = "not-supported"
     public static let invalidArgument: ControlErrorCode = "invalid-argument"
+    /// A configured bound is reached (e.g. a bridge's `max-static` static FDB entries).
+    public static let limitReached: ControlErrorCode = "limit-reached"
     /// A new filter rule set did not compile; the old one stays.
     public static let filterRejected: ControlErrorCode = "filter-rejected"
     public static let failed: ControlErrorCode = "failed"

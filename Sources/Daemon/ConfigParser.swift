@@ -148,6 +148,9 @@ public enum ConfigParser {
         var r = KeyReader(t, path: path, issues: issues)
         if let a = r.number("aging", in: 1...1_000_000) { c.agingSeconds = a }
         if let n = r.int("capacity", in: 1...(1 << 24)) { c.capacity = n }
+        if let n = r.int("max-static", in: 0...(1 << 23)) {
+            if n > c.capacity / 2 { r.fail("max-static", "\(n) is more than half of capacity (\(c.capacity)): static entries would crowd out learned ones") } else { c.maxStatic = n }
+        }
         if let entries = r.tableArray("static") {
             for (i, et) in entries.enumerated() {
                 var e = KeyReader(et, path: "\(path).static[\(i)]", issues: issues)
@@ -398,6 +401,9 @@ public enum ConfigParser {
                 } else { parentsUsed[c.parent] = (p.path, c.mode) }
             }
             if let ls = b.learningSwitch {
+                if ls.staticEntries.count > ls.staticLimit {
+                    issues.add("\(b.path).learning-switch.static", "\(ls.staticEntries.count) static entries, more than max-static (\(ls.staticLimit))")
+                }
                 var seen: [String: Int] = [:]
                 for (j, e) in ls.staticEntries.enumerated() {
                     let at = "\(b.path).learning-switch.static[\(j)]"

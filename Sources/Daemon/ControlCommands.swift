@@ -175,7 +175,11 @@ extension Daemon {
         guard let sw = engine.learningSwitch(ofBridge: b) else { throw ControlError(.notSupported, "bridge '\(b)' has no learning switch (no FDB)") }
         guard let id = engine.portID(port, inBridge: b) else { throw noSuchPort(port, bridge: b) }
         if mac.isMulticast || mac == .zero { throw ControlError(.invalidArgument, "\(mac) is not a unicast MAC; static entries are for unicast MACs") }
-        sw.addStatic(mac: mac, vlan: vlan, port: id)
+        do {
+            try sw.addStatic(mac: mac, vlan: vlan, port: id)
+        } catch {
+            throw ControlError(.limitReached, "bridge '\(b)': \(mac) vlan \(vlan) not pinned: \(error)")
+        }
         logger.info("static FDB entry added", metadata: ["bridge": "\(b)", "mac": "\(mac)", "vlan": "\(vlan)", "port": "\(port)"])
         return DoneResult("\(mac) vlan \(vlan) pinned to \(port) on bridge \(b)")
     }

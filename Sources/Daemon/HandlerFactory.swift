@@ -20,7 +20,7 @@ public enum HandlerFactory {
             switch h {
             case .learningSwitch(let c):
                 return LearningSwitch(configuration: .init(
-                    agingTime: c.agingSeconds, capacity: c.capacity,
+                    agingTime: c.agingSeconds, capacity: c.capacity, maxStatic: c.maxStatic,
                     staticEntries: c.staticEntries.map { .init(mac: $0.mac, vlan: $0.vlan, port: $0.port) }))
             case .filter(let f):
                 return try filter(f, bridge: bridge.name)

@@ -329,6 +329,26 @@ func issues(_ text: String, host: HostInspector = FakeHost()) -> [String] {
         #expect(out.count == 4, "\(out)")
     }
 
+    /// Issue 12 #3: static entries have a configurable bound (`max-static`).
+    @Test func staticEntriesAreBoundedByMaxStatic() throws {
+        let text = """
+            [[bridges]]
+            name = "a"
+            [bridges.learning-switch]
+            max-static = 1
+            static = [{ mac = "52:54:00:00:00:05", port = "x" }, { mac = "52:54:00:00:00:06", port = "x" }]
+            [[bridges.ports]]
+            name = "x"
+            parent = "eth0"
+            """
+        #expect(issues(text) == ["t.toml: bridges[0].learning-switch.static: 2 static entries, more than max-static (1)"])
+        let ok = try ConfigParser.parse(text.replacingOccurrences(of: "max-static = 1", with: "max-static = 2"), file: "t.toml")
+        #expect(ok.bridges[0].learningSwitch?.maxStatic == 2)
+        #expect(try ConfigParser.parse("[[bridges]]\n[[bridges.ports]]\nname = \"x\"\n", file: "t.toml").bridges[0].learningSwitch?.staticLimit == 1024)
+        #expect(issues(text.replacingOccurrences(of: "max-static = 1", with: "capacity = 100\nmax-static = 51")).contains(
+            "t.toml: bridges[0].learning-switch.max-static: 51 is more than half of capacity (100): static entries would crowd out learned ones"))
+    }
+
     @Test func noBridges() {
         #expect(issues("workers = 1\n") == ["t.toml: bridges: no bridge declared (add a [[bridges]] table with [[bridges.ports]], or a [[vms]] table)"])
     }

@@ -99,6 +99,36 @@ func cliJSON(_ d: DaemonProcess, _ args: [String]) throws -> [String: Any] {
         }
     }
 
+    /// Issue 12 #3: `fdb add` past the bridge's `max-static` is refused naming the bridge and
+    /// the limit (20,000 requests used to be all answered ok and overfill the table).
+    @Test(.enabled(if: HandlerFactory.learningSwitchAvailable, "needs the LearningSwitch"))
+    func fdbAddIsRefusedPastMaxStatic() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 2)
+            let d = try DaemonProcess(t, config: """
+                [[bridges]]
+                name = "br0"
+                [bridges.learning-switch]
+                max-static = 3
+                static = [{ mac = "02:00:00:00:01:00", port = "\(h.macvtaps[0])" }]
+
+                """ + h.portTables())
+            for i in 1...2 { try cli(d, ["fdb", "add", "02:00:00:00:01:0\(i)", h.macvtaps[1]]) }
+            let refused = try cli(d, ["fdb", "add", "02:00:00:00:01:09", h.macvtaps[1]], check: false)
+            #expect(refused.status == 1, "\(refused)")
+            #expect(refused.stderr.contains("bridge 'br0'") && refused.stderr.contains("limit (3, key max-static)"), "\(refused)")
+            // Re-pinning an existing entry and replacing a deleted one are fine.
+            try cli(d, ["fdb", "add", "02:00:00:00:01:01", h.macvtaps[0]])
+            try cli(d, ["fdb", "del", "02:00:00:00:01:02"])
+            try cli(d, ["fdb", "add", "02:00:00:00:01:09", h.macvtaps[1]])
+            let entries = try #require(try cliJSON(d, ["fdb"])["entries"] as? [[String: Any]])
+            #expect(entries.filter { $0["static"] as? Bool == true }.count == 3, "\(entries)")
+            // Learning still works.
+            #expect(h.ping(0, h.addresses[1], count: 2))
+            #expect(d.stop() == 0)
+        }
+    }
+
     @Test func portAddAndDelCreateAndDeleteTheLink() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 3)
