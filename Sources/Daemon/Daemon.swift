@@ -47,6 +47,7 @@ public final class Daemon {
     /// Runs until a stop; throws (after cleaning up) if start-up fails.
     public func run(_ options: Options = Options()) throws {
         // Links a dead predecessor left (its ledger) do not count as existing: they are reclaimed or deleted below.
+        try LinkLedger.checkBeforeStart(stateDirectory: config.stateDirectory)
         try ConfigValidator.validate(config, host: RecoveringHost(stateDirectory: config.stateDirectory))
         logger.info("starting", metadata: ["config": "\(config.file)", "bridges": "\(config.bridges.count)",
                                            "ports": "\(config.allPorts.count)",

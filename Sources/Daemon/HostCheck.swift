@@ -100,6 +100,9 @@ public enum HostCheck {
         } else {
             r.add(.ok, "state directory \(dir)", probe == dir ? "writable" : "will be created")
         }
+        if let why = LinkLedger.problem(directory: dir) {
+            r.add(.fail, "crash-recovery ledger", why)
+        }
         if !host.leftoverLinks.isEmpty {
             r.add(.warn, "crash recovery", "a daemon that did not stop cleanly left \(host.leftoverLinks.joined(separator: ", ")): "
                   + "reclaimed if still configured, else deleted, at start")

@@ -17,7 +17,7 @@ final class StateLock {
 
     init(directory: String) throws {
         path = directory + "/lock"
-        fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        fd = Glibc.open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw DaemonError("cannot open '\(path)': \(String(cString: strerror(errno)))") }
         var r: Int32
         repeat { r = flock(fd, LOCK_EX | LOCK_NB) } while r != 0 && errno == EINTR
@@ -130,6 +130,16 @@ extension LinkLifecycle {
         guard let dir = stateDirectory, includeLive || !StateLock.isHeld(directory: dir),
               let old = try? LinkLedger(directory: dir).read(), old.bootID == LinkLedger.currentBootID() else { return [] }
         return old.links.filter { if case .ours = verify($0) { return true } else { return false } }
+    }
+}
+
+extension LinkLedger {
+    /// Throws the ledger's problem (a symbolic link, not a regular file, not a ledger), naming
+    /// the file: called before the configuration is checked against the host, so a bad ledger
+    /// is what the start reports, not the links it would have explained.
+    public static func checkBeforeStart(stateDirectory: String?) throws {
+        guard let dir = stateDirectory, let why = problem(directory: dir) else { return }
+        throw DaemonError(why)
     }
 }
 

@@ -63,6 +63,7 @@ struct RunCommand: ParsableCommand {
         var cfg: DaemonConfig
         do {
             cfg = try loadConfig()
+            try LinkLedger.checkBeforeStart(stateDirectory: cfg.stateDirectory)
             try ConfigValidator.validate(cfg, host: RecoveringHost(stateDirectory: cfg.stateDirectory))
         } catch {
             printError("\(error)")
