@@ -57,6 +57,10 @@ public enum ConfigValidator {
                 }
             }
         }
+        if let path = config.controlSocket, !path.isEmpty,
+           let why = VMPortChecks.socketPathProblem(path, created: true, directoryCreated: true) {
+            issues.add("control.socket", why)
+        }
         if let g = config.controlGroup, config.controlSocket?.isEmpty == false, !host.groupExists(g) {
             issues.add("control.group", "no group '\(g)' on this host")
         }

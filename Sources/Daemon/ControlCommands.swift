@@ -13,7 +13,9 @@ import TOMLKit
 
 extension Daemon {
     /// Opens the control socket if the configuration names one, and registers the commands.
-    func startControl() throws {
+    /// Binds the control socket (before any link is made, so a socket path `run` cannot use
+    /// fails the start with nothing to undo); commands are served once `startControl` runs.
+    func openControl() throws {
         guard let path = config.controlSocket, !path.isEmpty else { return }
         var gid: gid_t?
         if let g = config.controlGroup {
@@ -26,9 +28,16 @@ extension Daemon {
         }
         let log = logger
         server.log = { log.notice("\($0)") }
+        control = server
+        controlGroupID = gid
+    }
+
+    /// Starts serving the socket `openControl` bound (connections made meanwhile wait in its backlog).
+    func startControl() {
+        guard let server = control, let path = config.controlSocket else { return }
+        let gid = controlGroupID
         registerControlCommands(server)
         server.start()
-        control = server
         logger.info("control socket", metadata: ["path": "\(path)", "mode": "\(gid == nil ? "0600" : "0660")",
                                                  "group": "\(config.controlGroup ?? "-")"])
     }

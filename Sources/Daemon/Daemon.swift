@@ -29,6 +29,7 @@ public final class Daemon {
     public private(set) var portsReattached = 0
     /// The control socket (nil when the configuration has none), and the work it hands the loop.
     var control: ControlServer?
+    var controlGroupID: gid_t?
     lazy var controlQueue = ControlQueue(wake: { [stopSignal] in stopSignal.wake() })
     /// systemd notifications and the metrics endpoint (DaemonService.swift).
     let service: ServiceState
@@ -53,6 +54,7 @@ public final class Daemon {
                                            "ports": "\(config.allPorts.count)",
                                            "workers": "\(config.workers.map(String.init) ?? "auto")"])
         defer { shutdown() }
+        try openControl()
         try links.open()
         try links.recover(config)
         try links.createAll(config)
@@ -62,7 +64,7 @@ public final class Daemon {
         try startMetrics()
         monitor = try LinkWatcher(ports: config.allPorts.filter { $0.port.vm == nil }.map { ($0.port.name, $0.port.netns) },
                                   logger: logger)
-        try startControl()
+        startControl()
         logger.info("running", metadata: ["ports": "\(config.allPorts.map(\.port.name).joined(separator: ","))"])
         notifyReady()
         options.onReady?(self)

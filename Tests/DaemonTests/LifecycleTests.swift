@@ -31,6 +31,54 @@ import TestSupport
         }
     }
 
+    /// Issue 12 #8 and #14: a control socket path `run` cannot bind (a symbolic link to a
+    /// regular file) and a VM socket in a read-only directory are refused by `config check`,
+    /// `run --check` and `run` alike, before anything is created.
+    @Test func unusableSocketPathsAreRefusedEverywhereFirst() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 1)
+            let base = FileManager.default.temporaryDirectory.path + "/\(t.tag)-sockets"
+            let target = base + "/regular-file", control = base + "/control.sock"
+            t.onCleanup { try? FileManager.default.removeItem(atPath: base) }
+            try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+            _ = FileManager.default.createFile(atPath: target, contents: Data("keep me".utf8))
+            #expect(symlink(target, control) == 0)
+            let config = "[control]\nsocket = \"\(control)\"\n[[bridges]]\n" + h.portTables()
+            let reason = "control.socket: '\(control)' is a symbolic link (tapbridge never follows or replaces one: remove it)"
+
+            let path = base + "/t.toml"
+            try config.write(toFile: path, atomically: true, encoding: .utf8)
+            let check = try run([tapbridgeExecutable(), "config", "check", path], check: false)
+            #expect(check.status == 1 && check.stdout.contains("\(path): \(reason)"), "\(check)")
+            let hostCheck = try DaemonProcess(t, config: config, arguments: ["--control", control, "--check"], waitReady: false)
+            #expect(hostCheck.waitExit() == 1)
+            #expect(hostCheck.log.contains(reason), "\(hostCheck.log)")
+            let d = try DaemonProcess(t, config: config, arguments: ["--control", control], waitReady: false)
+            #expect(d.waitExit() == 1)
+            #expect(d.log.contains(reason) && d.log.contains("nothing was created"), "\(d.log)")
+            #expect(linkDetails(h.macvtaps[0]) == nil)
+            #expect(try String(contentsOfFile: target, encoding: .utf8) == "keep me")
+
+            // A VM socket whose directory is read-only (as /run is under ProtectSystem=strict).
+            let ro = base + "/ro"
+            try FileManager.default.createDirectory(atPath: ro, withIntermediateDirectories: true)
+            try run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tbt-ro", ro])
+            t.onCleanup { _ = try? run(["umount", ro], check: false) }
+            let vm = "[[bridges.ports]]\nname = \"\(t.tag)vm\"\nkind = \"vm\"\npath = \"\(ro)/vm.sock\"\nmac = \"52:54:00:00:00:42\"\n"
+            let vmConfig = "[[bridges]]\nname = \"br0\"\n" + h.portTables() + vm
+            try vmConfig.write(toFile: path, atomically: true, encoding: .utf8)
+            let vmCheck = try run([tapbridgeExecutable(), "config", "check", path], check: false)
+            #expect(vmCheck.status == 1 && vmCheck.stdout.contains("directory '\(ro)' is not writable (Read-only file system)"), "\(vmCheck)")
+            let vmHostCheck = try DaemonProcess(t, config: vmConfig, arguments: ["--check"], waitReady: false)
+            #expect(vmHostCheck.waitExit() == 1)
+            #expect(vmHostCheck.log.contains("is not writable (Read-only file system)"), "\(vmHostCheck.log)")
+            let vmRun = try DaemonProcess(t, config: vmConfig, waitReady: false)
+            #expect(vmRun.waitExit() == 1)
+            #expect(vmRun.log.contains("is not writable (Read-only file system)") && vmRun.log.contains("nothing was created"), "\(vmRun.log)")
+            #expect(linkDetails(h.macvtaps[0]) == nil)
+        }
+    }
+
     @Test func typoIsRefused() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 1)
