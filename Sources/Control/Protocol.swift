@@ -30,6 +30,7 @@ public struct ControlRequest: Codable, Equatable, Sendable {
     public func string(_ key: String) throws -> String? {
         guard let a = args?[key], a != .null else { return nil }
         guard let s = a.string else { throw ControlError(.badRequest, "argument '\(key)' must be a string") }
+        if let why = TextSafety.controlProblem(s, what: "argument '\(key)'") { throw ControlError(.invalidArgument, why) }
         return s
     }
 

@@ -2,6 +2,7 @@
 // dotted path, so any problem is reported as `file: bridges[0].ports[1].mode: reason`; keys
 // nobody read are typos and refused. Checks that need the host (does the parent exist?) are
 // ConfigValidator's.
+import Control
 import Foundation
 import Frames
 import Handlers
@@ -51,7 +52,7 @@ public enum ConfigParser {
                 config.controlSocket = s
             }
             if let v = r.value("group") {
-                if let s = v.string, !s.isEmpty { config.controlGroup = s } else if let n = v.int, n >= 0 { config.controlGroup = String(n) } else {
+                if let s = v.string, !s.isEmpty { config.controlGroup = r.refusingControls(s, "group") } else if let n = v.int, n >= 0 { config.controlGroup = String(n) } else {
                     r.fail("group", "expected a group name or number, found \(KeyReader.describe(v))")
                 }
             }
@@ -463,7 +464,12 @@ final class IssueList {
     let file: String
     var list: [ConfigIssue] = []
     init(file: String) { self.file = file }
-    func add(_ path: String, _ reason: String) { list.append(ConfigIssue(file: file, path: path, reason: reason)) }
+    /// Control characters in a key (or a value quoted in the reason) are shown escaped: a
+    /// message must not carry them to a terminal or a log.
+    func add(_ path: String, _ reason: String) {
+        list.append(ConfigIssue(file: file, path: TextSafety.escaped(path, escapingBackslash: false),
+                                reason: TextSafety.escaped(reason, escapingBackslash: false)))
+    }
     func has(path: String) -> Bool { list.contains { $0.path == path } }
 }
 
@@ -506,6 +512,13 @@ struct KeyReader {
     mutating func string(_ key: String, required: Bool = false) -> String? {
         guard let v = value(key, required: required) else { return nil }
         guard let s = v.string else { typeError(key, expected: "a string", got: v); return nil }
+        return refusingControls(s, key)
+    }
+
+    /// `s`, or nil (and an issue naming `key`) if it holds a control character: no name, path,
+    /// rule or other string of the configuration has a use for one.
+    func refusingControls(_ s: String, _ key: String) -> String? {
+        if let why = TextSafety.controlProblem(s, what: "the value") { fail(key, why); return nil }
         return s
     }
 
@@ -554,7 +567,8 @@ struct KeyReader {
         var out: [String] = []
         for i in 0..<a.count {
             guard let s = a[i].string else { fail("\(key)[\(i)]", "expected a string, found \(Self.describe(a[i]))"); continue }
-            out.append(s)
+            guard let ok = refusingControls(s, "\(key)[\(i)]") else { continue }
+            out.append(ok)
         }
         return out
     }
@@ -580,7 +594,7 @@ struct KeyReader {
     /// A user or group: a name or a numeric id.
     mutating func nameOrID(_ key: String) -> String? {
         guard let v = value(key) else { return nil }
-        if let s = v.string, !s.isEmpty { return s }
+        if let s = v.string, !s.isEmpty { return refusingControls(s, key) }
         if let n = v.int, n >= 0, n <= Int(UInt32.max - 1) { return String(n) }
         typeError(key, expected: "a name or a numeric id", got: v); return nil
     }

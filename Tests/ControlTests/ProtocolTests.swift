@@ -29,6 +29,22 @@ import Testing
         #expect(f.response.ok == false && f.response.v == 1)
     }
 
+    /// Issue 12 #9: a string argument carrying a control character (C0, DEL, C1, a bidi
+    /// control) is refused naming the argument; text is shown with them escaped.
+    @Test func controlCharactersInArgumentsAreRefused() throws {
+        for (json, shown) in [(#""a\nb""#, "U+000A at offset 1"), (#""\u202Eevil""#, "U+202E at offset 0"),
+                              (#""x\u007f""#, "U+007F at offset 1"), (#""x\u0085""#, "U+0085 at offset 1"),
+                              (#""\u2067y""#, "U+2067 at offset 0")] {
+            let r = try decode(#"{"v":1,"id":1,"cmd":"stats","args":{"port":"# + json + "}}").get()
+            #expect(throws: ControlError(.invalidArgument, "argument 'port' contains a control character (\(shown)); names and paths may not")) {
+                try r.string("port")
+            }
+        }
+        #expect(try decode(#"{"v":1,"id":1,"cmd":"stats","args":{"port":"mvt-ä0"}}"#).get().string("port") == "mvt-ä0")
+        #expect(TextSafety.escaped("a\nb\u{1b}[2J\u{202E}c\\") == #"a\nb\x1b[2J\u{202E}c\\"#)
+        #expect(TextSafety.escaped("plain päth/x.sock") == "plain päth/x.sock")
+    }
+
     @Test func responsesAreOneLineWithSortedKeys() throws {
         let line = try ControlLine.encode(ControlResponse.success(id: 2, .object(["b": .number(1), "a": .string("x\ny")])))
         let text = String(decoding: line, as: UTF8.self)

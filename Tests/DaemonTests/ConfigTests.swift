@@ -349,6 +349,29 @@ func issues(_ text: String, host: HostInspector = FakeHost()) -> [String] {
             "t.toml: bridges[0].learning-switch.max-static: 51 is more than half of capacity (100): static entries would crowd out learned ones"))
     }
 
+    /// Issue 12 #9: names and paths with control characters (a newline, a bidi override) are
+    /// refused naming the key; a key made of them is shown escaped.
+    @Test func controlCharactersAreRefused() {
+        let out = issues(#"""
+            [[bridges]]
+            name = "lan\u202E"
+            [[bridges.ports]]
+            name = "mv\u0007a"
+            parent = "eth0"
+            [[bridges.ports]]
+            name = "vm0"
+            kind = "vm"
+            path = "/run/tapbridge/vm\n.sock"
+            mac = "52:54:00:00:00:01"
+            "bad\u001bkey" = 1
+            """#)
+        #expect(out.contains("t.toml: bridges[0].name: the value contains a control character (U+202E at offset 3); names and paths may not"), "\(out)")
+        #expect(out.contains("t.toml: bridges[0].ports[0].name: the value contains a control character (U+0007 at offset 2); names and paths may not"), "\(out)")
+        #expect(out.contains("t.toml: bridges[0].ports[1].path: the value contains a control character (U+000A at offset 17); names and paths may not"), "\(out)")
+        #expect(out.contains { $0.hasPrefix(#"t.toml: bridges[0].ports[1].bad\x1bkey: unknown key"#) }, "\(out)")
+        #expect(!out.joined().unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x202E }, "\(out)")
+    }
+
     @Test func noBridges() {
         #expect(issues("workers = 1\n") == ["t.toml: bridges: no bridge declared (add a [[bridges]] table with [[bridges.ports]], or a [[vms]] table)"])
     }

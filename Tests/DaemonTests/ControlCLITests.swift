@@ -129,6 +129,21 @@ func cliJSON(_ d: DaemonProcess, _ args: [String]) throws -> [String: Any] {
         }
     }
 
+    /// Issue 12 #9: control characters in names over the control socket are refused naming the
+    /// argument or key, and never reach the log raw.
+    @Test func controlCharactersInNamesAreRefused() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 1)
+            let d = try DaemonProcess(t, config: "[[bridges]]\nname = \"br0\"\n" + h.portTables())
+            let fdb = try cli(d, ["fdb", "add", "02:00:00:00:00:07", "mv\u{202E}x"], check: false)
+            #expect(fdb.status == 1 && fdb.stderr.contains("argument 'port' contains a control character (U+202E at offset 2)"), "\(fdb)")
+            let add = try cli(d, ["port", "add", "mv\nx", "parent", h.veths[0], "--bridge", "br0"], check: false)
+            #expect(add.status == 1 && add.stderr.contains("name: the value contains a control character (U+000A at offset 2)"), "\(add)")
+            #expect(d.stop() == 0)
+            #expect(!d.log.unicodeScalars.contains { TextSafety.isControl($0) && $0 != "\n" }, "\(d.log)")
+        }
+    }
+
     @Test func portAddAndDelCreateAndDeleteTheLink() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 3)

@@ -3,6 +3,7 @@
 // sd_notify messages on a test datagram socket, SIGKILL under traffic and a restart that
 // reclaims or deletes exactly its own links, `run --check` on good and bad configs/hosts, the
 // JSON log format, and the systemd unit's capability set.
+import Control
 import Foundation
 import Glibc
 import Testing
@@ -442,6 +443,19 @@ import TestSupport
         let cpu = MetricsExporter.workerCPUSeconds()[63]
         measured.signal()
         #expect((cpu ?? 0) >= 0.05, "busy seconds \(String(describing: cpu))")
+    }
+
+    /// Issue 12 #9: nothing printed into a text log line can split it or reorder it.
+    @Test func textLogLinesEscapeControlCharacters() throws {
+        let line = LineLogHandler.line(level: .warning, message: "port lost\n2026-01-01T00:00:00.000Z info forged",
+                                       metadata: ["path": "/run/x\n.sock", "name": "vm\u{202E}gpj", "esc": "\u{1b}[31m", "k\u{7f}": "back\\slash"])
+        #expect(line.filter { $0 == "\n" }.count == 1 && line.hasSuffix("\n"), "\(line)")
+        #expect(line.contains(#"warning port lost\n2026-01-01T00:00:00.000Z info forged"#), "\(line)")
+        #expect(line.contains(#"path=/run/x\n.sock"#) && line.contains(#"name=vm\u{202E}gpj"#) && line.contains(#"esc=\x1b[31m"#), "\(line)")
+        #expect(line.contains(#"k\x7f=back\\slash"#), "\(line)")
+        #expect(!line.unicodeScalars.dropLast().contains { TextSafety.isControl($0) }, "\(line)")
+        let j = JSONLogHandler.line(level: .info, message: "x\u{202E}y\u{85}", label: "tapbridge", metadata: [:])
+        #expect(j.contains(#""message":"x\u202ey\u0085""#), "\(j)")
     }
 
     @Test func jsonLogLinesEscape() throws {
