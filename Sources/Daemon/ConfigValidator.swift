@@ -31,6 +31,32 @@ public struct HostLink: Sendable, Equatable {
 }
 
 public enum ConfigValidator {
+    /// `@anti-spoofing` rules of `f` that would judge a port with no assigned MAC, as (key path,
+    /// reason). The built-in compares a frame's source with the ingress port's assigned MAC —
+    /// a vm port's `mac`. A macvtap has none to offer: what tapbridge reads from it comes from
+    /// every host beyond its parent, never from the macvtap's own address, so checking against
+    /// that would drop everything, and checking nothing (what it did) lets spoofed frames pass
+    /// without a word. Such a rule is refused naming the ports; `filter.ports` restricted to
+    /// the guarded vm ports, or `@block-mac` / a pcap rule for the others, say what is meant.
+    /// Also used for rules replaced at run time (control socket, SIGHUP) and ports added then.
+    static func antiSpoofingProblems(_ f: FilterConfig, ports: [PortConfig]) -> [(String, String)] {
+        guard f.direction != "egress" else { return [] }
+        let indices = f.rules.indices.filter { i in
+            if let r = try? FilterRule(parsing: f.rules[i]), case .builtin(.antiSpoofing) = r.match { return true }
+            return false
+        }
+        guard !indices.isEmpty else { return [] }
+        let judged = f.ports.isEmpty ? ports : ports.filter { f.ports.contains($0.name) }
+        let unassigned = judged.filter { $0.vm?.mac == nil }
+        guard !unassigned.isEmpty else { return [] }
+        let names = unassigned.map { "'\($0.name)' (\($0.vm == nil ? "a macvtap" : "a vm port without mac"))" }.joined(separator: ", ")
+        let reason = "@anti-spoofing checks a frame's source against the port's assigned MAC, and "
+            + (unassigned.count == 1 ? "port \(names) has none " : "ports \(names) have none ")
+            + "(a macvtap's frames come from every host beyond its parent): list the guarded vm ports in filter.ports, "
+            + "or use '@block-mac MAC' or a pcap rule such as 'not ether src MAC' for the others"
+        return indices.map { ("\(f.path).rules[\($0)]", reason) }
+    }
+
     /// Throws `ConfigError` listing every problem with `config` on this host.
     public static func validate(_ config: DaemonConfig, host: HostInspector) throws {
         let issues = IssueList(file: config.file)
@@ -55,6 +81,7 @@ public enum ConfigValidator {
                 for p in f.ports where !b.ports.contains(where: { $0.name == p }) {
                     issues.add("\(f.path).ports", "'\(p)' is not a port of bridge '\(b.name)'")
                 }
+                for (path, reason) in antiSpoofingProblems(f, ports: b.ports) { issues.add(path, reason) }
             }
         }
         if let path = config.controlSocket, !path.isEmpty,

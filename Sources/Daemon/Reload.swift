@@ -121,6 +121,9 @@ extension Daemon {
         guard let filter = engine?.filter(ofBridge: bridge) else { throw DaemonError("bridge '\(bridge)' has no filter") }
         let ports = config.bridges.first { $0.name == bridge }?.ports ?? []
         let rules = try HandlerFactory.filterRules(f)
+        if let (path, reason) = ConfigValidator.antiSpoofingProblems(f, ports: ports).first {
+            throw DaemonError("\(path): \(reason)")
+        }
         for (i, r) in rules.enumerated() {
             if case .mirror(let port) = r.action, !ports.contains(where: { $0.name == port }) {
                 throw DaemonError("\(f.path).rules[\(i)]: mirror port '\(port)' is not a port of bridge '\(bridge)'")

@@ -397,6 +397,34 @@ func issues(_ text: String, host: HostInspector = FakeHost()) -> [String] {
         ])
     }
 
+    /// Issue 12 #12: `@anti-spoofing` judging a macvtap (or a vm port without `mac`) was a
+    /// silent no-op; it is refused naming the port, and fine when `ports` lists guarded vm ports.
+    @Test func antiSpoofingNeedsAssignedMACs() {
+        let text = """
+            [[bridges]]
+            [bridges.filter]
+            rules = ["count arp", "deny @anti-spoofing"]
+            PORTS
+            [[bridges.ports]]
+            name = "mva"
+            parent = "eth0"
+            [[bridges.ports]]
+            name = "vm0"
+            kind = "vm"
+            path = "/tmp/tbt-vm0.sock"
+            mac = "52:54:00:00:00:01"
+            [[bridges.ports]]
+            name = "vm1"
+            kind = "vm"
+            path = "/tmp/tbt-vm1.sock"
+            """
+        let all = issues(text.replacingOccurrences(of: "PORTS", with: ""))
+        #expect(all == ["t.toml: bridges[0].filter.rules[1]: @anti-spoofing checks a frame's source against the port's assigned MAC, and ports 'mva' (a macvtap), 'vm1' (a vm port without mac) have none (a macvtap's frames come from every host beyond its parent): list the guarded vm ports in filter.ports, or use '@block-mac MAC' or a pcap rule such as 'not ether src MAC' for the others"], "\(all)")
+        #expect(issues(text.replacingOccurrences(of: "PORTS", with: "ports = [\"vm0\"]")) == [])
+        #expect(issues(text.replacingOccurrences(of: "PORTS", with: "direction = \"egress\"\nports = [\"vm0\"]")) == [])
+        #expect(issues(text.replacingOccurrences(of: "PORTS", with: "ports = [\"mva\", \"vm0\"]")).first?.contains("port 'mva' (a macvtap) has none") == true)
+    }
+
     @Test func filterDirectionMustBeKnown() {
         let out = issues("""
             [[bridges]]

@@ -251,6 +251,11 @@ func cliJSON(_ d: DaemonProcess, _ args: [String]) throws -> [String: Any] {
             #expect(bad.status == 1 && bad.stderr.contains("rules[1]") && bad.stderr.contains("syntax error")
                     && bad.stderr.contains("old rules stay"), "\(bad)")
             #expect(try filters()["generation"] as? Int == gen0)
+            // Issue 12 #12: @anti-spoofing over macvtap ports (no assigned MAC) is refused naming them.
+            let spoof = try cli(d, ["filter", "replace", "br0", "--rule", "deny @anti-spoofing"], check: false)
+            #expect(spoof.status == 1 && spoof.stderr.contains("rules[0]: @anti-spoofing checks a frame's source")
+                    && spoof.stderr.contains("ports '\(h.macvtaps[0])' (a macvtap), '\(h.macvtaps[1])' (a macvtap) have none"), "\(spoof)")
+            #expect(try filters()["generation"] as? Int == gen0)
             #expect(!h.ping(0, h.addresses[1], count: 1))
             // A good set from a file (with a comment) replaces it live.
             let file = FileManager.default.temporaryDirectory.path + "/\(t.tag)-rules.txt"
