@@ -13,27 +13,45 @@ import VMBackend
 public enum ConfigParser {
     /// Reads and parses `path`. Throws `ConfigError` listing every problem found.
     public static func load(path: String) throws -> DaemonConfig {
+        let (config, issues) = loadCollectingIssues(path: path)
+        guard let config, issues.isEmpty else { throw ConfigError(issues) }
+        return config
+    }
+
+    /// Parses configuration text; `file` names it in messages.
+    public static func parse(_ text: String, file: String) throws -> DaemonConfig {
+        let (config, issues) = parseCollectingIssues(text, file: file)
+        guard let config, issues.isEmpty else { throw ConfigError(issues) }
+        return config
+    }
+
+    /// `load`, returning the configuration as far as it could be read together with every
+    /// problem found, so a check can add the host's problems in the same pass. The
+    /// configuration is nil only when the file cannot be read or is not TOML.
+    public static func loadCollectingIssues(path: String) -> (DaemonConfig?, [ConfigIssue]) {
         let text: String
         do {
             text = try String(contentsOfFile: path, encoding: .utf8)
         } catch {
             let reason = FileManager.default.fileExists(atPath: path)
                 ? "cannot read the file (\(error.localizedDescription))" : "no such file"
-            throw ConfigError([ConfigIssue(file: path, path: "", reason: reason)])
+            return (nil, [ConfigIssue(file: path, path: "", reason: reason)])
         }
-        return try parse(text, file: path)
+        return parseCollectingIssues(text, file: path)
     }
 
-    /// Parses configuration text; `file` names it in messages.
-    public static func parse(_ text: String, file: String) throws -> DaemonConfig {
+    /// `parse`, returning the configuration as far as it could be read and every problem found.
+    public static func parseCollectingIssues(_ text: String, file: String) -> (DaemonConfig?, [ConfigIssue]) {
         let issues = IssueList(file: file)
         let root: TOMLTable
         do {
             root = try TOMLTable(string: text)
         } catch let e as TOMLParseError {
-            throw ConfigError([ConfigIssue(
+            return (nil, [ConfigIssue(
                 file: file, path: "",
                 reason: "line \(e.source.begin.line), column \(e.source.begin.column): \(e.description)")])
+        } catch {
+            return (nil, [ConfigIssue(file: file, path: "", reason: "\(error)")])
         }
         var config = DaemonConfig(file: file)
         var top = KeyReader(root, path: "", issues: issues)
@@ -89,8 +107,7 @@ public enum ConfigParser {
             issues.add("bridges", "no bridge declared (add a [[bridges]] table with [[bridges.ports]], or a [[vms]] table)")
         }
         checkCrossReferences(config, issues)
-        if !issues.list.isEmpty { throw ConfigError(issues.list) }
-        return config
+        return (config, issues.list)
     }
 
     static let handlerNames = ["learning-switch", "filter"]

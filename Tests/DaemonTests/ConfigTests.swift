@@ -425,6 +425,31 @@ func issues(_ text: String, host: HostInspector = FakeHost()) -> [String] {
         #expect(issues(text.replacingOccurrences(of: "PORTS", with: "ports = [\"mva\", \"vm0\"]")).first?.contains("port 'mva' (a macvtap) has none") == true)
     }
 
+    /// Issue 12 #13: the file's own problems and the host's are reported in one pass; a host
+    /// problem of a port the file already got wrong is not added.
+    @Test func fileAndHostProblemsInOnePass() throws {
+        let (config, parseIssues) = ConfigParser.parseCollectingIssues("""
+            [[bridges]]
+            [[bridges.ports]]
+            name = "mva"
+            parent = "eth0"
+            mdoe = "bridge"
+            [[bridges.ports]]
+            name = "mvb"
+            parent = "eth9"
+            [[bridges.ports]]
+            name = "mvc"
+            parent = "eth8"
+            mode = "bridged"
+            """, file: "t.toml")
+        let all = ConfigProblems.all(try #require(config), parseIssues: parseIssues, host: FakeHost()).map(\.description)
+        #expect(all == [
+            "t.toml: bridges[0].ports[0].mdoe: unknown key (did you mean 'mode'?)",
+            "t.toml: bridges[0].ports[2].mode: unknown mode 'bridged' (one of: private, vepa, bridge, passthru, source)",
+            "t.toml: bridges[0].ports[1].parent: interface 'eth9' does not exist",
+        ], "\(all)")
+    }
+
     @Test func filterDirectionMustBeKnown() {
         let out = issues("""
             [[bridges]]

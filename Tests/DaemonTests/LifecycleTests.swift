@@ -79,6 +79,32 @@ import TestSupport
         }
     }
 
+    /// Issue 12 #13: `config check`, `run --check` and `run` report a typo and a missing parent
+    /// together (the parent used to be reported only once the typo was fixed).
+    @Test func typoAndMissingParentInOnePass() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 1)
+            let missing = t.ifname("nope")
+            let config = "[[bridges]]\n" + h.portTables().replacingOccurrences(of: "mode =", with: "mdoe =")
+                + "[[bridges.ports]]\nname = \"\(t.ifname("m9"))\"\nparent = \"\(missing)\"\n"
+            let typo = "bridges[0].ports[0].mdoe: unknown key (did you mean 'mode'?)"
+            let parent = "bridges[0].ports[1].parent: interface '\(missing)' does not exist"
+            let path = FileManager.default.temporaryDirectory.path + "/\(t.tag)-one-pass.toml"
+            try config.write(toFile: path, atomically: true, encoding: .utf8)
+            t.onCleanup { unlink(path) }
+            let check = try run([tapbridgeExecutable(), "config", "check", path], check: false)
+            #expect(check.status == 1 && check.stdout.contains(typo) && check.stdout.contains(parent), "\(check)")
+            let hostCheck = try DaemonProcess(t, config: config, arguments: ["--check"], waitReady: false)
+            #expect(hostCheck.waitExit() == 1)
+            #expect(hostCheck.log.contains("FAIL  config: ") && hostCheck.log.contains(typo)
+                    && hostCheck.log.contains("FAIL  config against host: ") && hostCheck.log.contains(parent), "\(hostCheck.log)")
+            let d = try DaemonProcess(t, config: config, waitReady: false)
+            #expect(d.waitExit() == 1)
+            #expect(d.log.contains(typo) && d.log.contains(parent) && d.log.contains("nothing was created"), "\(d.log)")
+            #expect(linkDetails(h.macvtaps[0]) == nil)
+        }
+    }
+
     @Test func typoIsRefused() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 1)
