@@ -1,6 +1,7 @@
 // ConfigValidator: checks a parsed configuration against the running host before anything is
 // created: namespaces exist, parents exist, links to create do not exist yet, links to use do
 // exist and are macvtaps, a passthru parent carries nothing else. Read-only.
+import Foundation
 import Frames
 import Handlers
 
@@ -95,7 +96,13 @@ public enum ConfigValidator {
         for (_, p) in config.allPorts {
             if let vm = p.vm {
                 for (key, path) in [("path", vm.path), ("remote-path", vm.remotePath ?? "")] where !path.isEmpty {
-                    if let why = VMPortChecks.socketPathProblem(path, created: key == "path" && vm.socket != .streamClient) {
+                    // The state directory (/run/tapbridge) and the control socket's are made at
+                    // start, before any VM socket is bound: a socket there may wait for them.
+                    let dir = (path as NSString).deletingLastPathComponent
+                    let madeAtStart = dir == config.stateDirectory
+                        || config.controlSocket.map { !$0.isEmpty && ($0 as NSString).deletingLastPathComponent == dir } == true
+                    let created = key == "path" && vm.socket != .streamClient
+                    if let why = VMPortChecks.socketPathProblem(path, created: created, directoryCreated: created && madeAtStart) {
                         issues.add("\(p.path).\(key)", why)
                     }
                 }

@@ -138,6 +138,11 @@ public enum HostCheck {
             r.add(.ok, "kernel \(name)", "built in")
         } else if deps.contains("/\(name).ko") {
             r.add(.ok, "kernel \(name)", "module available, loaded on first use")
+        } else if !FileManager.default.isReadableFile(atPath: dir) {
+            // ProtectKernelModules= (tools/tapbridge.service) hides /usr/lib/modules; the kernel
+            // still loads a module a link creation asks for.
+            r.add(.warn, "kernel \(name)", "not loaded, no kernel config readable and \(dir) not readable (ProtectKernelModules=?): "
+                  + "cannot tell; if it is a module the kernel loads it when the first macvtap is created")
         } else {
             r.add(.fail, "kernel \(name)", "not loaded, and neither the kernel config nor \(dir) shows it (\(option)): "
                   + "macvtap ports cannot be created")

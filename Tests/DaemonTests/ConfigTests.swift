@@ -236,7 +236,16 @@ func issues(_ text: String, host: HostInspector = FakeHost()) -> [String] {
             var portable = c
             for i in portable.bridges.indices { portable.bridges[i].ports.removeAll { $0.vm != nil } }
             try ConfigValidator.validate(portable, host: host)
+            // Issue 12 #14: every socket tapbridge creates is in the directory the systemd unit
+            // leaves writable (ProtectSystem=strict: /run/tapbridge), so the example runs under it.
+            for (_, p) in c.allPorts {
+                guard let vm = p.vm, vm.socket != .streamClient else { continue }
+                #expect(vm.path.hasPrefix(DaemonConfig.defaultStateDirectory + "/"), "\(f): \(p.name): \(vm.path)")
+            }
         }
+        let unit = try String(contentsOf: Self.examples.deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("tools/tapbridge.service"), encoding: .utf8)
+        #expect(unit.contains("RuntimeDirectory=tapbridge\n") && unit.contains("ProtectSystem=strict\n"))
     }
 
     @Test func vmAttachmentExampleExpands() throws {
@@ -245,13 +254,13 @@ func issues(_ text: String, host: HostInspector = FakeHost()) -> [String] {
         #expect(web.isVMAttachment && web.pipeline.isEmpty && web.path == "vms[0]")
         #expect(web.ports.map(\.name) == ["web", "mvweb"])
         let vm = try #require(web.ports[0].vm)
-        #expect(vm.socket == .streamServer && vm.path == "/run/tapbridge-web.sock" && vm.group == "kvm" && vm.socketMode == 0o660)
+        #expect(vm.socket == .streamServer && vm.path == "/run/tapbridge/web.sock" && vm.group == "kvm" && vm.socketMode == 0o660)
         #expect(vm.mac == MACAddress("52:54:00:12:34:56") && vm.antiSpoofing && vm.addresses == ["198.18.0.10", "2001:db8::10"])
         let tap = try #require(web.ports[1].create)
         #expect(tap.parent == "eth0" && tap.mode == .bridge && tap.mac == vm.mac && !web.ports[1].offloads)
         #expect(Set(web.sourceGuards.keys) == ["web"])
         let db = try #require(c.bridges.first { $0.name == "vm-db" })
-        #expect(db.ports[0].vm?.socket == .dgram && db.ports[0].vm?.remotePath == "/run/qemu-db.sock" && db.ports[1].name == "mvdb0")
+        #expect(db.ports[0].vm?.socket == .dgram && db.ports[0].vm?.remotePath == "/run/qemu/db.sock" && db.ports[1].name == "mvdb0")
         let lab = try #require(c.bridges.first { $0.name == "lab" })
         #expect(lab.ports[0].vm?.socket == .streamClient && lab.learningSwitch != nil && Set(lab.sourceGuards.keys) == ["lab-vm"])
     }
