@@ -15,10 +15,14 @@ public protocol HostInspector {
     func upperLinks(of parent: String) -> [String]
     /// Whether a group (name or number) exists, for `control.group`.
     func groupExists(_ nameOrNumber: String) -> Bool
+    /// For a link already there under the name of a port the daemon would create: nil when it is
+    /// exactly what the port asks for (it is then adopted at start), else the difference.
+    func adoptionDifference(_ port: PortConfig, spec: LinkCreation) -> String?
 }
 
 extension HostInspector {
     public func groupExists(_ nameOrNumber: String) -> Bool { true }
+    public func adoptionDifference(_ port: PortConfig, spec: LinkCreation) -> String? { "not compared on this host" }
 }
 
 /// The facts the validator uses about one link.
@@ -127,10 +131,16 @@ public enum ConfigValidator {
                 if parent.kind == "macvtap" || parent.kind == "macvlan" {
                     issues.add(p.path + ".parent", "'\(c.parent)' is itself a \(parent.kind!); a macvtap needs a lower device such as an Ethernet or veth interface")
                 }
+                // A link already there is adopted if it is exactly what the port asks for.
+                var adoptable = false
                 if host.link(named: p.name, netns: p.netns) != nil {
-                    issues.add(p.path + "." + p.nameKey, "interface '\(p.name)' already exists\(where_); the daemon would create it\(p.nameKey == "name" ? " (remove 'parent' to use the existing link)" : "")")
+                    if let difference = host.adoptionDifference(p, spec: c) {
+                        issues.add(p.path + "." + p.nameKey, "interface '\(p.name)' already exists\(where_) and is not what the port asks for (\(difference)); delete it, or \(p.nameKey == "name" ? "remove 'parent' to use the existing link as it is" : "change the port")")
+                    } else {
+                        adoptable = true
+                    }
                 }
-                let uppers = host.upperLinks(of: c.parent)
+                let uppers = host.upperLinks(of: c.parent).filter { !(adoptable && p.netns == nil && $0 == p.name) }
                 if c.mode == .passthru, !uppers.isEmpty {
                     issues.add(p.path + ".parent", "mode 'passthru' allows one sub-interface per lower device: '\(c.parent)' already carries \(uppers.map { "'\($0)'" }.joined(separator: ", "))")
                 }

@@ -164,4 +164,5 @@ public struct RecoveringHost: HostInspector {
     public func upperLinks(of parent: String) -> [String] {
         base.upperLinks(of: parent).filter { n in !hidden.contains { $0.name == n && $0.netns == nil } }
     }
+    public func adoptionDifference(_ port: PortConfig, spec: LinkCreation) -> String? { base.adoptionDifference(port, spec: spec) }
 }

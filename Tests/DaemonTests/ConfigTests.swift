@@ -518,7 +518,7 @@ func issues(_ text: String, host: HostInspector = FakeHost()) -> [String] {
             netns = "g"
             """, host: host)
         #expect(out == [
-            "t.toml: bridges[0].ports[0].name: interface 'mva' already exists; the daemon would create it (remove 'parent' to use the existing link)",
+            "t.toml: bridges[0].ports[0].name: interface 'mva' already exists and is not what the port asks for (not compared on this host); delete it, or remove 'parent' to use the existing link as it is",
             "t.toml: bridges[0].ports[1].name: interface 'vx' is not a macvtap (it is a veth)",
             "t.toml: bridges[0].ports[2].parent: mode 'passthru' allows one sub-interface per lower device: 'eth1' already carries 'mvq'",
             "t.toml: bridges[0].ports[4].name: interface 'mvh' does not exist in namespace 'g' (set 'parent' to have the daemon create it)",

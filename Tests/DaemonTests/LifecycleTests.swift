@@ -105,6 +105,49 @@ import TestSupport
         }
     }
 
+    /// Issue 12 #6: a link re-created by hand (after the daemon's own was deleted under it) no
+    /// longer blocks every later start: one that is exactly what the port asks for is adopted,
+    /// said in the log and left in place at stop; one that differs is refused naming the
+    /// difference, by config check and run alike, before anything is created.
+    @Test func handMadeLinkIsAdoptedOrRefusedNamingTheDifference() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 2)
+            let config = "[[bridges]]\n" + h.portTables()
+            let d1 = try DaemonProcess(t, config: config)
+            // The daemon's link deleted under it and made again by hand: re-attached.
+            try run(["ip", "link", "del", h.macvtaps[0]])
+            try d1.waitFor("port lost")
+            try run(["ip", "link", "add", "link", h.veths[0], "name", h.macvtaps[0], "type", "macvtap", "mode", "passthru"])
+            t.track(link: h.macvtaps[0])
+            try run(["ip", "link", "set", h.macvtaps[0], "up"])
+            try d1.waitFor("port re-attached")
+            #expect(d1.stop() == 0)
+            let handMade = try ifindex(h.macvtaps[0])
+
+            // The next start (same file) adopts it and forwards; the stop leaves it.
+            let d2 = try DaemonProcess(t, config: config)
+            #expect(d2.log.contains("link adopted: an existing link is exactly what the port asks for"), "\(d2.log)")
+            #expect(h.ping(0, h.addresses[1]), "\(d2.log)")
+            #expect(d2.stop() == 0)
+            #expect(try ifindex(h.macvtaps[0]) == handMade, "an adopted link was deleted")
+            #expect(linkDetails(h.macvtaps[1]) == nil)
+
+            // A hand-made link that differs (bridge mode, the port asks passthru): refused, named.
+            try run(["ip", "link", "del", h.macvtaps[0]])
+            try run(["ip", "link", "add", "link", h.veths[0], "name", h.macvtaps[0], "type", "macvtap", "mode", "bridge"])
+            let reason = "bridges[0].ports[0].name: interface '\(h.macvtaps[0])' already exists and is not what the port asks for (mode bridge, the port asks for passthru)"
+            let path = FileManager.default.temporaryDirectory.path + "/\(t.tag)-adopt.toml"
+            try config.write(toFile: path, atomically: true, encoding: .utf8)
+            t.onCleanup { unlink(path) }
+            let check = try run([tapbridgeExecutable(), "config", "check", path], check: false)
+            #expect(check.status == 1 && check.stdout.contains(reason), "\(check)")
+            let d3 = try DaemonProcess(t, config: config, waitReady: false)
+            #expect(d3.waitExit() == 1)
+            #expect(d3.log.contains(reason) && d3.log.contains("nothing was created"), "\(d3.log)")
+            #expect(linkDetails(h.macvtaps[1]) == nil)
+        }
+    }
+
     @Test func typoIsRefused() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 1)
