@@ -89,7 +89,9 @@ public struct FDBEntryInfo: Codable, Equatable, Sendable {
 /// `filter list`: each filtering bridge's rules as written, with their hits.
 public struct FilterListResult: Codable, Equatable, Sendable {
     public var filters: [FilterInfo]
-    public init(filters: [FilterInfo]) { self.filters = filters }
+    /// `filter.replace`: that the new rules are runtime only (a reload may drop them).
+    public var note: String?
+    public init(filters: [FilterInfo], note: String? = nil) { self.filters = filters; self.note = note }
 }
 
 public struct FilterInfo: Codable, Equatable, Sendable {

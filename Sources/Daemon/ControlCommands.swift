@@ -189,8 +189,9 @@ extension Daemon {
         } catch {
             throw ControlError(.limitReached, "bridge '\(b)': \(mac) vlan \(vlan) not pinned: \(error)")
         }
+        runtimeChanges.staticEntryAdded(bridge: b, mac: mac.description, vlan: vlan, port: port)
         logger.info("static FDB entry added", metadata: ["bridge": "\(b)", "mac": "\(mac)", "vlan": "\(vlan)", "port": "\(port)"])
-        return DoneResult("\(mac) vlan \(vlan) pinned to \(port) on bridge \(b)")
+        return DoneResult("\(mac) vlan \(vlan) pinned to \(port) on bridge \(b) (\(RuntimeChanges.note))")
     }
 
     func removeEntry(bridge: String?, mac: MACAddress, vlan: UInt16) throws -> DoneResult {
@@ -201,7 +202,10 @@ extension Daemon {
                 if bridge != nil { throw ControlError(.notSupported, "bridge '\(name)' has no learning switch (no FDB)") }
                 continue
             }
-            if sw.removeEntry(mac: mac, vlan: vlan) { removedFrom.append(name) }
+            if sw.removeEntry(mac: mac, vlan: vlan) {
+                removedFrom.append(name)
+                runtimeChanges.staticEntryRemoved(bridge: name, mac: mac.description, vlan: vlan)
+            }
         }
         guard !removedFrom.isEmpty else {
             throw ControlError(.noSuchEntry, "no FDB entry for \(mac) vlan \(vlan)\(bridge.map { " on bridge '\($0)'" } ?? "")")
@@ -239,7 +243,8 @@ extension Daemon {
         do { try addPort(port, toBridge: b, file: "port add", reason: "control socket") } catch {
             throw ControlError(.failed, "\(error)")
         }
-        return DoneResult("port \(port.name) added to bridge \(b)\(port.create != nil ? " (link created)" : "")")
+        runtimeChanges.portAdded(port.name, netns: port.netns, bridge: b)
+        return DoneResult("port \(port.name) added to bridge \(b)\(port.create != nil ? " (link created)" : "") (\(RuntimeChanges.note))")
     }
 
     func removePortByControl(name: String, netns: String?) throws -> DoneResult {
@@ -248,7 +253,8 @@ extension Daemon {
         if matches.count > 1 { throw ControlError(.badRequest, "port '\(name)' exists in several namespaces: give 'netns'") }
         let created = links.wasCreated(p.name, netns: p.netns)
         removePort(p, bridge: b.name, reason: "control socket")
-        return DoneResult("port \(name) removed from bridge \(b.name)\(created ? " (link deleted)" : "")")
+        runtimeChanges.portRemoved(p.name, netns: p.netns, bridge: b.name)
+        return DoneResult("port \(name) removed from bridge \(b.name)\(created ? " (link deleted)" : "") (\(RuntimeChanges.note))")
     }
 
     func replaceFilterByControl(bridge: String?, rules: [String], policy: String?) throws -> FilterListResult {
@@ -268,7 +274,10 @@ extension Daemon {
             logger.error("filter rules refused, old rules stay", metadata: ["bridge": "\(b)", "error": "\(error)"])
             throw ControlError(.filterRejected, "\(error) (the old rules stay in force)")
         }
-        return try filterList(bridge: b)
+        runtimeChanges.filterReplaced(bridge: b)
+        var result = try filterList(bridge: b)
+        result.note = RuntimeChanges.note
+        return result
     }
 
     // MARK: helpers

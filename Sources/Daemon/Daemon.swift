@@ -30,6 +30,8 @@ public final class Daemon {
     /// The control socket (nil when the configuration has none), and the work it hands the loop.
     var control: ControlServer?
     var controlGroupID: gid_t?
+    /// Changes made over the control socket that the file does not have (reported at reload).
+    var runtimeChanges = RuntimeChanges()
     lazy var controlQueue = ControlQueue(wake: { [stopSignal] in stopSignal.wake() })
     /// systemd notifications and the metrics endpoint (DaemonService.swift).
     let service: ServiceState

@@ -23,6 +23,7 @@ extension Daemon {
         var added: [(bridge: BridgeConfig, port: PortConfig)] = []
         var removed: [(bridge: BridgeConfig, port: PortConfig)] = []
         var newAttachments: [BridgeConfig] = []
+        var filterUpdates: [(FilterConfig, String)] = []
         for nb in next.bridges {
             guard let ob = config.bridges.first(where: { $0.name == nb.name }) else {
                 if nb.isVMAttachment {
@@ -43,7 +44,7 @@ extension Daemon {
                     logger.warning("reload: filter ports/direction changes not applied (restart needed)",
                                    metadata: ["bridge": "\(nb.name)"])
                 }
-                applyFilter(nf, bridge: nb.name)
+                filterUpdates.append((nf, nb.name))
             }
         }
         for ob in config.bridges where !next.bridges.contains(where: { $0.name == ob.name }) {
@@ -60,6 +61,12 @@ extension Daemon {
             logger.error("reload refused: new ports invalid, nothing changed", metadata: ["error": "\(error)"])
             return
         }
+
+        // Nothing an operator did over the control socket disappears without a word.
+        for change in runtimeChanges.dropped(by: next, running: config) {
+            logger.warning("reload drops a runtime change", metadata: ["change": "\(change)"])
+        }
+        for (f, bridge) in filterUpdates { applyFilter(f, bridge: bridge) }
 
         for b in newAttachments {
             do { try engine?.addBridge(b) } catch {

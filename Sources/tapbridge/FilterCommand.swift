@@ -80,6 +80,9 @@ struct FilterReplace: ParsableCommand {
         if let bridge { args["bridge"] = .string(bridge) }
         if let policy { args["default"] = .string(policy) }
         let r = try control.call("filter.replace", args, as: FilterListResult.self)
-        if json { printJSON(r) } else { print(FilterList.render(r)) }
+        if json { printJSON(r) } else {
+            print(FilterList.render(r))
+            if let note = r.note { printError("note: \(note)") }
+        }
     }
 }

@@ -144,6 +144,46 @@ func cliJSON(_ d: DaemonProcess, _ args: [String]) throws -> [String: Any] {
         }
     }
 
+    /// Issue 12 #15: changes made over the control socket are runtime only, the replies say so,
+    /// and a SIGHUP reload names, one log line each, every one it drops.
+    @Test(.enabled(if: HandlerFactory.filterAvailable && HandlerFactory.learningSwitchAvailable, "needs the filter and switch"))
+    func reloadNamesTheRuntimeChangesItDrops() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 3)
+            let tables = h.portTables().components(separatedBy: "[[bridges.ports]]").filter { !$0.isEmpty }
+            let file = "[[bridges]]\nname = \"br0\"\npipeline = [\"filter\", \"learning-switch\"]\n[bridges.filter]\nrules = [\"count arp\"]\n"
+                + tables.prefix(2).map { "[[bridges.ports]]" + $0 }.joined()
+            let d = try DaemonProcess(t, config: file)
+            t.track(link: h.macvtaps[2])
+            let added = try cli(d, ["port", "add", h.macvtaps[2], "parent", h.veths[2], "mode", "passthru", "--bridge", "br0"])
+            #expect(added.stdout.contains("runtime only"), "\(added)")
+            let pinned = try cli(d, ["fdb", "add", "02:00:00:00:00:77", h.macvtaps[2]])
+            #expect(pinned.stdout.contains("runtime only"), "\(pinned)")
+            let removed = try cli(d, ["port", "del", h.macvtaps[1]])
+            #expect(removed.stdout.contains("runtime only"), "\(removed)")
+            let replaced = try cli(d, ["filter", "replace", "br0", "--rule", "count icmp", "--rule", "count udp"])
+            #expect(replaced.stderr.contains("note: runtime only"), "\(replaced)")
+
+            kill(d.process.processIdentifier, SIGHUP)
+            try d.waitFor("info reloaded")
+            let drops = d.log.split(separator: "\n").filter { $0.contains("reload drops a runtime change") }
+            #expect(drops.count == 4, "\(drops)")
+            for text in ["port '\(h.macvtaps[2])' added to bridge br0 over the control socket is removed (the file does not declare it)",
+                         "port '\(h.macvtaps[1])' removed from bridge br0 over the control socket is added again (the file declares it)",
+                         "filter rules of bridge br0 replaced over the control socket (2 rule(s), default accept) give way to the file's (1 rule(s), default accept)",
+                         "static FDB entry 02:00:00:00:00:77 vlan 0 on bridge br0 pinned over the control socket goes with its port \(h.macvtaps[2])"] {
+                #expect(drops.contains { $0.contains(text) }, "missing '\(text)' in \(drops)")
+            }
+            // The file is in force again; a second reload has nothing left to drop.
+            #expect(try #require(try cliJSON(d, ["ports"])["ports"] as? [[String: Any]]).map { $0["name"] as? String ?? "" } == Array(h.macvtaps.prefix(2)))
+            kill(d.process.processIdentifier, SIGHUP)
+            let deadline = Date().addingTimeInterval(20)
+            while d.log.components(separatedBy: "info reloaded").count < 3 && Date() < deadline { usleep(50_000) }
+            #expect(d.log.split(separator: "\n").filter { $0.contains("reload drops a runtime change") }.count == 4, "\(d.log)")
+            #expect(d.stop() == 0)
+        }
+    }
+
     @Test func portAddAndDelCreateAndDeleteTheLink() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 3)
