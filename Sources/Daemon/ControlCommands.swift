@@ -94,12 +94,20 @@ extension Daemon {
         }
         server.register("filter.replace") { [unowned self] req, _ in
             let bridge = try req.string("bridge")
-            guard let rules = req.args?["rules"]?.array else { throw ControlError(.badRequest, "argument 'rules' is required: an array of rule strings") }
-            let texts = try rules.map { r -> String in
-                guard let s = r.string else { throw ControlError(.badRequest, "'rules' must hold strings") }
-                return s
-            }
             let policy = try req.string("default")
+            // Without 'rules' only the default policy changes (the rules stay as they are).
+            let rules = req.args?["rules"]
+            guard rules != nil || policy != nil else {
+                throw ControlError(.badRequest, "argument 'rules' (an array of rule strings) or 'default' is required")
+            }
+            let texts = try rules.map { value -> [String] in
+                guard let array = value.array else { throw ControlError(.badRequest, "'rules' must be an array of rule strings") }
+                return try array.enumerated().map { i, r -> String in
+                    guard let s = r.string else { throw ControlError(.badRequest, "'rules' must hold strings") }
+                    if let why = TextSafety.controlProblem(s, what: "rules[\(i)]") { throw ControlError(.invalidArgument, why) }
+                    return s
+                }
+            }
             if let policy, policy != "accept" && policy != "drop" {
                 throw ControlError(.invalidArgument, "'default' must be 'accept' or 'drop', not '\(policy)'")
             }
@@ -120,7 +128,8 @@ extension Daemon {
             return PortStatus(bridge: b.name, name: p.name, kind: stat?.kind ?? "macvtap", netns: p.netns,
                               link: p.vm?.path ?? p.create?.parent ?? link.flatMap { $0.parentName ?? $0.parentIndex.map { "#\($0)" } },
                               mac: p.vm?.mac?.description ?? link?.address?.description, mode: link?.mode?.rawValue ?? p.create?.mode.rawValue,
-                              state: state, operstate: link?.operState, queues: p.queues, offloads: p.offloads,
+                              state: state, operstate: link?.operState, queues: p.queues,
+                              offloads: p.vm == nil && p.offloads,   // a VM socket carries plain frames: no offloads
                               created: links.wasCreated(p.name, netns: p.netns), vlan: Self.describe(p.vlan))
         }
     }
@@ -257,7 +266,7 @@ extension Daemon {
         return DoneResult("port \(name) removed from bridge \(b.name)\(created ? " (link deleted)" : "") (\(RuntimeChanges.note))")
     }
 
-    func replaceFilterByControl(bridge: String?, rules: [String], policy: String?) throws -> FilterListResult {
+    func replaceFilterByControl(bridge: String?, rules: [String]?, policy: String?) throws -> FilterListResult {
         let withFilter = config.bridges.filter { $0.filter != nil }
         let b: String
         if let bridge { b = bridge } else if withFilter.count == 1 { b = withFilter[0].name } else {
@@ -267,7 +276,7 @@ extension Daemon {
         guard var f = bc.filter, engine?.filter(ofBridge: b) != nil else {
             throw ControlError(.notSupported, "bridge '\(b)' has no filter in its pipeline (add \"filter\" to its pipeline in the file and restart)")
         }
-        f.rules = rules
+        if let rules { f.rules = rules }
         if let policy { f.defaultAction = policy }
         f.path = "filter"
         do { try replaceFilter(f, bridge: b) } catch {

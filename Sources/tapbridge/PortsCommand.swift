@@ -25,7 +25,7 @@ struct PortsCommand: ParsableCommand {
                           right: [8])
         for p in r.ports {
             t.add([p.bridge, p.name, p.kind, p.link ?? "-", p.mac ?? "-", p.mode ?? "-", p.state, p.operstate ?? "-",
-                   String(p.queues), p.offloads ? "on" : "off", p.vlan, p.netns ?? "-", p.created ? "yes" : "no"])
+                   String(p.queues), p.kind != "macvtap" ? "-" : p.offloads ? "on" : "off", p.vlan, p.netns ?? "-", p.created ? "yes" : "no"])
         }
         print(t.render())
     }
