@@ -143,7 +143,8 @@ extension Daemon {
                 for (reason, n) in p.drops where n > 0 { drops[reason.name] = n }
                 out.append(PortStats(bridge: b.name, name: p.name, connected: p.connected, rxFrames: p.rxFrames, rxBytes: p.rxBytes,
                                      txFrames: p.txFrames, txBytes: p.txBytes, txErrors: p.txErrors,
-                                     rxLargeFrames: p.rxLargeFrames, txLargeFrames: p.txLargeFrames, drops: drops))
+                                     rxLargeFrames: p.rxLargeFrames, txLargeFrames: p.txLargeFrames, drops: drops,
+                                     refusedConnections: engine?.refusedConnections(p.name).map { UInt64($0) }))
             }
         }
         if let port, out.isEmpty { throw noSuchPort(port) }

@@ -32,6 +32,8 @@ public final class Daemon {
     var controlGroupID: gid_t?
     /// Changes made over the control socket that the file does not have (reported at reload).
     var runtimeChanges = RuntimeChanges()
+    /// Refused VM connections already added to the metric, by port (VMPortCounters.swift).
+    var vmRefusedPublished: [String: Int] = [:]
     lazy var controlQueue = ControlQueue(wake: { [stopSignal] in stopSignal.wake() })
     /// systemd notifications and the metrics endpoint (DaemonService.swift).
     let service: ServiceState
@@ -98,6 +100,7 @@ public final class Daemon {
                 handle(.removed(name, netns: netns))
             }
             for event in monitor?.drain() ?? [] { handle(event) }
+            publishVMPortCounters()
             serviceTick()
             if Date() >= nextSweep {
                 engine.sweep()

@@ -58,6 +58,7 @@ struct StatsCommand: ParsableCommand {
                 ("rx frames > 1514 B", "\(p.rxLargeFrames)"), ("tx frames > 1514 B", "\(p.txLargeFrames)"),
                 ("drops", "\(p.dropsTotal)"),
             ] + p.drops.sorted { $0.key < $1.key }.map { ("  \($0.key)", "\($0.value)") }
+              + (p.refusedConnections.map { [("refused connections", "\($0)")] } ?? [])
             let w = rows.map(\.0.count).max() ?? 0
             for (k, v) in rows { print(k.padding(toLength: w, withPad: " ", startingAt: 0) + "  " + v) }
             return
