@@ -139,6 +139,9 @@ public final class VMDatagramPort: VMPortBase, Port {
     public var kind: String { "vm-dgram" }
     public var framing: Framing { .datagram }
     var remoteInode: ino_t = 0
+    /// Our socket, bound at `localPath`, whose connect to a restarted QEMU was refused for now
+    /// (EPERM: see `openQueue`); the next attempt connects it again without rebinding.
+    private var pendingFD: Int32 = -1
 
     public init(name: String, localPath: String, remotePath: String, access: SocketFileAccess = SocketFileAccess(),
                 settings: PortSettings = PortSettings(), limits: FrameLimits = FrameLimits(),
@@ -146,7 +149,10 @@ public final class VMDatagramPort: VMPortBase, Port {
         self.localPath = localPath; self.remotePath = remotePath; self.access = access
         super.init(name: name, settings: settings, limits: limits, log: log)
     }
-    deinit { var st = stat(); if lstat(localPath, &st) == 0 && (st.st_mode & S_IFMT) == S_IFSOCK { unlink(localPath) } }
+    deinit {
+        if pendingFD >= 0 { close(pendingFD) }
+        var st = stat(); if lstat(localPath, &st) == 0 && (st.st_mode & S_IFMT) == S_IFSOCK { unlink(localPath) }
+    }
 
     private func remoteSocketInode() -> ino_t? {
         var st = stat()
@@ -156,10 +162,21 @@ public final class VMDatagramPort: VMPortBase, Port {
 
     public func openQueue(_ index: Int) throws -> Int32? {
         guard let ino = remoteSocketInode() else { return handedOut(nil) }
-        // A fresh socket each time: the engine closes the old one on disconnect.
-        let fd = try VMSockets.bindDatagram(at: localPath, access: access)
+        // A fresh socket each time (the engine closes the old one on disconnect), unless the
+        // last one is still waiting for its connect.
+        let fd: Int32
+        if pendingFD >= 0 { fd = pendingFD; pendingFD = -1 } else { fd = try VMSockets.bindDatagram(at: localPath, access: access) }
         let r = try UnixAddress.with(remotePath) { sa, len in connect(fd, sa, len) }
-        if r != 0 { let e = errno; close(fd); throw VMSocketError("connect to", remotePath, errno: e) }
+        if r != 0 {
+            let e = errno
+            // A restarted QEMU connects its new socket to our path while our previous socket
+            // still holds it; the kernel refuses our connect (EPERM) until QEMU's socket finds
+            // that peer gone (its next send). Not a failure: keep this socket bound, so QEMU's
+            // sends reach it, and connect it again on the supervisor's next pass.
+            if e == EPERM { pendingFD = fd; return handedOut(nil) }
+            close(fd)
+            throw VMSocketError("connect to", remotePath, errno: e)
+        }
         remoteInode = ino
         return handedOut(fd)
     }
