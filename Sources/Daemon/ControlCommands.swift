@@ -124,7 +124,9 @@ extension Daemon {
             let stat = snap?.bridge(b.name)?.port(named: p.name)
             // A VM port has no link: its "link" is its socket file, its MAC the one assigned to the VM.
             let link = p.vm != nil ? nil : try? LinkManager(namespace: p.netns.map { NetworkNamespace.named($0) }).link(named: p.name)
-            let state = lostPorts.contains(p.name) ? "lost" : stat == nil ? "detached" : stat!.connected ? "up" : "down"
+            // Attached and connected, but a link that cannot carry frames (its parent is down) is down.
+            let carries = link.map { LinkWatcher.carriesFrames($0) } ?? true
+            let state = lostPorts.contains(p.name) ? "lost" : stat == nil ? "detached" : stat!.connected && carries ? "up" : "down"
             return PortStatus(bridge: b.name, name: p.name, kind: stat?.kind ?? "macvtap", netns: p.netns,
                               link: p.vm?.path ?? p.create?.parent ?? link.flatMap { $0.parentName ?? $0.parentIndex.map { "#\($0)" } },
                               mac: p.vm?.mac?.description ?? link?.address?.description, mode: link?.mode?.rawValue ?? p.create?.mode.rawValue,

@@ -135,6 +135,16 @@ public final class Daemon {
             DaemonMetrics.count("tapbridge_ports_lost_total")
             logger.warning("port lost: link deleted", metadata: ["port": "\(name)", "netns": "\(netns ?? "-")",
                                                                  "ports-lost": "\(portsLost)"])
+        case .operational(let name, let netns, let up):
+            guard let engine, engine.isConfigured(name) else { return }
+            engine.setPortUp(name, up)
+            let meta: Logger.Metadata = ["port": "\(name)", "netns": "\(netns ?? "-")"]
+            if up {
+                logger.info("port link up again: forwarding", metadata: meta)
+            } else {
+                logger.warning("port link cannot carry frames (it or its parent is down): frames to it are dropped as port-down until it is up",
+                               metadata: meta)
+            }
         case .added(let name, let netns):
             guard lostPorts.contains(name), let engine else { return }
             do {

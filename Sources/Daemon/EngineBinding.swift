@@ -134,6 +134,12 @@ final class EngineBinding {
         try attach(p, to: bridge)
     }
 
+    /// Mirrors a port link's operational state into the engine: frames for a port that is
+    /// down are dropped and counted as port-down instead of written for the kernel to drop.
+    func setPortUp(_ name: String, _ up: Bool) {
+        if let (b, id) = location(name) { engine.setPortUp(id, in: b, up) }
+    }
+
     func remove(_ name: String) {
         detach(name)
         ports[name] = nil

@@ -7,7 +7,7 @@ struct PortsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ports", abstract: "List a running daemon's ports: bridge, kind, link, MAC, state, queues.",
         discussion: """
-            STATE is up (attached, forwarding), down (attached, link down), lost (the link vanished; re-attached when it comes back).
+            STATE is up (attached, forwarding), down (attached, but not connected or the link or its parent is down: see OPER; frames for it count as port-down drops), lost (the link vanished; re-attached when it comes back).
             CREATED says whether the daemon made the link (and deletes it at stop or `port del`).
 
             Examples:

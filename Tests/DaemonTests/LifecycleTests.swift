@@ -148,6 +148,40 @@ import TestSupport
         }
     }
 
+    /// Issue 12 #11: while a macvtap's parent is down the port shows down (not up) and frames
+    /// for it are counted as port-down drops instead of written for the kernel to drop.
+    @Test func portWithParentDownShowsDownAndCountsDrops() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 2)
+            let d = try DaemonProcess(t, config: "[[bridges]]\nname = \"br0\"\n" + h.portTables())
+            #expect(h.ping(0, h.addresses[1], count: 1), "\(d.log)")
+            func port1() throws -> [String: Any] {
+                try #require((try cliJSON(d, ["ports"])["ports"] as? [[String: Any]])?.first { $0["name"] as? String == h.macvtaps[1] })
+            }
+            func stats1() throws -> [String: Any] {
+                try #require((try cliJSON(d, ["stats", h.macvtaps[1]])["ports"] as? [[String: Any]])?.first)
+            }
+            #expect(try port1()["state"] as? String == "up")
+            // Host 1's side of its veth goes down: the macvtap's parent loses its carrier.
+            try run(["ip", "-n", h.namespaces[1], "link", "set", "eth0", "down"])
+            try d.waitFor("port link cannot carry frames")
+            let p = try port1()
+            #expect(p["state"] as? String == "down" && p["operstate"] as? String == "LOWERLAYERDOWN", "\(p)")
+            let before = try stats1()
+            #expect(!h.ping(0, h.addresses[1], count: 2))
+            let after = try stats1()
+            #expect(after["txFrames"] as? Int == before["txFrames"] as? Int, "\(before) -> \(after)")
+            let drops = (after["drops"] as? [String: Int])?["port-down"] ?? 0
+            #expect(drops > ((before["drops"] as? [String: Int])?["port-down"] ?? 0), "\(after)")
+            // Back up: forwarding again.
+            try run(["ip", "-n", h.namespaces[1], "link", "set", "eth0", "up"])
+            try d.waitFor("port link up again")
+            #expect(try port1()["state"] as? String == "up")
+            #expect(h.ping(0, h.addresses[1], count: 2), "\(d.log)")
+            #expect(d.stop() == 0)
+        }
+    }
+
     @Test func typoIsRefused() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 1)
