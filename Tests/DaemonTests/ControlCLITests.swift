@@ -184,6 +184,24 @@ func cliJSON(_ d: DaemonProcess, _ args: [String]) throws -> [String: Any] {
         }
     }
 
+    /// A port added at run time to a bridge whose filter names its ports (`ports`, a mirror) is
+    /// not refused because the check saw only the new port ("'X' is not a port of bridge").
+    @Test(.enabled(if: HandlerFactory.filterAvailable, "needs the FrameFilter"))
+    func portAddToABridgeWhoseFilterNamesPorts() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 3)
+            let tables = h.portTables().components(separatedBy: "[[bridges.ports]]").filter { !$0.isEmpty }
+            let d = try DaemonProcess(t, config: "[[bridges]]\nname = \"br0\"\npipeline = [\"filter\", \"learning-switch\"]\n"
+                + "[bridges.filter]\nports = [\"\(h.macvtaps[0])\"]\nrules = [\"mirror \(h.macvtaps[1]) arp\"]\n"
+                + tables.prefix(2).map { "[[bridges.ports]]" + $0 }.joined())
+            t.track(link: h.macvtaps[2])
+            let added = try cli(d, ["port", "add", h.macvtaps[2], "parent", h.veths[2], "mode", "passthru"], check: false)
+            #expect(added.status == 0 && added.stdout.contains("added to bridge br0"), "\(added)")
+            #expect(h.ping(0, h.addresses[2], count: 2), "\(d.log)")
+            #expect(d.stop() == 0)
+        }
+    }
+
     @Test func portAddAndDelCreateAndDeleteTheLink() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 3)
