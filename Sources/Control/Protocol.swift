@@ -5,6 +5,7 @@
 //            {"v":1,"id":N,"ok":false,"error":{"code":"no-such-port","message":"..."}}
 // Portable: no OS calls; the socket side is ControlServer / ControlClient.
 import Foundation
+import Frames
 
 public enum ControlProtocol {
     public static let version = 1

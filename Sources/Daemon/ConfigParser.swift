@@ -2,7 +2,6 @@
 // dotted path, so any problem is reported as `file: bridges[0].ports[1].mode: reason`; keys
 // nobody read are typos and refused. Checks that need the host (does the parent exist?) are
 // ConfigValidator's.
-import Control
 import Foundation
 import Frames
 import Handlers

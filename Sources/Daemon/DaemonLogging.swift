@@ -4,8 +4,8 @@
 // a name or path carrying a newline, a terminal escape or a bidi override (they come from
 // configuration files, the control socket and VM peers) can neither split a line into a forged
 // one nor reorder what a reader sees.
-import Control
 import Foundation
+import Frames
 import Logging
 
 public enum DaemonLogging {

@@ -1,6 +1,7 @@
 // ProtocolTests: the v1 wire format without sockets: request decoding (every malformed case
 // is an error response), line splitting with a size bound, JSONValue round trips.
 import Foundation
+import Frames
 import Testing
 @testable import Control
 

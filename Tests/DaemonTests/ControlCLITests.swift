@@ -1,6 +1,7 @@
 // ControlCLITests: every control subcommand of the built `tapbridge` binary against a running
 // daemon in namespaces, JSON output parsed and compared with the traffic the test sent.
 import Foundation
+import Frames
 import Testing
 import TestSupport
 @testable import Daemon

@@ -3,8 +3,8 @@
 // sd_notify messages on a test datagram socket, SIGKILL under traffic and a restart that
 // reclaims or deletes exactly its own links, `run --check` on good and bad configs/hosts, the
 // JSON log format, and the systemd unit's capability set.
-import Control
 import Foundation
+import Frames
 import Glibc
 import Testing
 import TestSupport

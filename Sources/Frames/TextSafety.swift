@@ -3,7 +3,8 @@
 // them. Names and paths come from configuration files and the control socket; a newline in one
 // would split a log line into a forged one, a bidi override (U+202E) would make a table show
 // something other than what it holds. Refused where they are read (config keys, control
-// arguments), escaped wherever text is printed.
+// arguments), escaped wherever text is printed. In Frames, the module every other depends on,
+// so the configuration, the control protocol and the logs share one definition.
 public enum TextSafety {
     /// C0 (U+0000-U+001F), DEL, C1 (U+0080-U+009F), and the bidi controls U+061C, U+200E-U+200F,
     /// U+202A-U+202E, U+2066-U+2069.
