@@ -2,6 +2,7 @@
 import ArgumentParser
 import Daemon
 import Foundation
+import Frames
 import Logging
 
 struct RunCommand: ParsableCommand {
@@ -56,6 +57,10 @@ struct RunCommand: ParsableCommand {
             }
         }
         if let stateDir, !stateDir.hasPrefix("/") { throw ValidationError("--state-dir must be an absolute path") }
+        // The same rule as for the file's paths: no control characters (they would reach the log).
+        for (option, value) in [("--config", config), ("--state-dir", stateDir), ("--control", control)] {
+            if let value, let why = TextSafety.controlProblem(value, what: option) { throw ValidationError(why) }
+        }
     }
 
     func run() throws {

@@ -142,6 +142,9 @@ func cliJSON(_ d: DaemonProcess, _ args: [String]) throws -> [String: Any] {
             #expect(add.status == 1 && add.stderr.contains("name: the value contains a control character (U+000A at offset 2)"), "\(add)")
             #expect(d.stop() == 0)
             #expect(!d.log.unicodeScalars.contains { TextSafety.isControl($0) && $0 != "\n" }, "\(d.log)")
+            // Command-line paths follow the same rule.
+            let run = try run([tapbridgeExecutable(), "run", "--config", "/tmp/x\u{202E}.toml", "--check"], check: false)
+            #expect(run.status == 2 && run.stderr.contains("--config contains a control character (U+202E at offset 6)"), "\(run)")
         }
     }
 
