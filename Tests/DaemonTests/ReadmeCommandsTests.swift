@@ -1,4 +1,4 @@
-// ReadmeCommandsTests: the README's `tapbridge ...` command lines, run as written against the
+// ReadmeCommandsTests: the README's `tapbridge ...` command lines (and docs/capture.md's examples), run as written against the
 // topology docs/examples/two-hosts.toml describes (two hosts, a third for `port add`), with the
 // example's names mapped to this test's tagged ones (mvt-a -> tbtXXXXma, veth-a -> the test's
 // veth, eth0 -> a veth of our own, ...) so parallel tests never collide. A command that stops
@@ -56,7 +56,12 @@ import Control
             #expect(h.ping(0, h.addresses[1], count: 2), "\(d.log)")
 
             let readme = try String(contentsOfFile: root + "/README.md", encoding: .utf8)
+            // docs/capture.md's examples too (not its synopsis; Wireshark only where installed).
+            let capture = try String(contentsOfFile: root + "/docs/capture.md", encoding: .utf8)
+            let hasWireshark = FileManager.default.isExecutableFile(atPath: "/usr/bin/wireshark")
+            map["lan.pcapng"] = dir + "/lan.pcapng"
             let lines = Self.commandLines(readme).filter { !$0.hasPrefix("tapbridge run ") }
+                + Self.commandLines(capture).filter { !$0.contains("[") && (hasWireshark || !$0.contains("wireshark")) }
             #expect(lines.count >= 20, "\(lines)")
             let exe = tapbridgeExecutable()
             var environment = ProcessInfo.processInfo.environment
