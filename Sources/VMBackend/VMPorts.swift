@@ -56,7 +56,7 @@ public class VMPortBase: @unchecked Sendable {
 
 /// tapbridge listens (QEMU: `-netdev stream,server=off,addr.type=unix,addr.path=PATH`).
 /// A second connection while a live VM is attached is refused (closed, logged, counted).
-public final class VMStreamServerPort: VMPortBase, Port {
+public final class VMStreamServerPort: VMPortBase, Port, @unchecked Sendable {
     public let path: String
     public let listenFD: Int32
     public var kind: String { "vm-stream" }
@@ -93,7 +93,7 @@ public final class VMStreamServerPort: VMPortBase, Port {
 }
 
 /// tapbridge connects (QEMU: `-netdev stream,server=on,addr.type=unix,addr.path=PATH,wait=off`), retrying with backoff.
-public final class VMStreamClientPort: VMPortBase, Port {
+public final class VMStreamClientPort: VMPortBase, Port, @unchecked Sendable {
     public let path: String
     public var kind: String { "vm-stream-client" }
     public var framing: Framing { .lengthPrefixed }
@@ -113,7 +113,7 @@ public final class VMStreamClientPort: VMPortBase, Port {
 }
 
 /// An already-connected stream descriptor (socket activation, a socketpair handed over). Used once.
-public final class VMStreamFDPort: VMPortBase, Port {
+public final class VMStreamFDPort: VMPortBase, Port, @unchecked Sendable {
     private var given: Int32?
     public var kind: String { "vm-stream-fd" }
     public var framing: Framing { .lengthPrefixed }
@@ -128,7 +128,7 @@ public final class VMStreamFDPort: VMPortBase, Port {
 
 /// QEMU: `-netdev dgram,local.type=unix,local.path=QEMU_PATH,remote.type=unix,remote.path=OUR_PATH`.
 /// We bind OUR_PATH and connect to QEMU_PATH once it exists (and again after a QEMU restart).
-public final class VMDatagramPort: VMPortBase, Port {
+public final class VMDatagramPort: VMPortBase, Port, @unchecked Sendable {
     public let localPath: String
     public let remotePath: String
     private let access: SocketFileAccess
