@@ -307,7 +307,7 @@ func issues(_ text: String, host: HostInspector = FakeHost()) -> [String] {
         let dir = FileManager.default.temporaryDirectory.path + "/tbcfg-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        _ = FileManager.default.createFile(atPath: dir + "/file", contents: Data())
+        FileManager.default.createFile(atPath: dir + "/file", contents: Data())
         let out = issues("""
             [[vms]]
             name = "a"
