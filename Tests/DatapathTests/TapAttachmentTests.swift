@@ -110,4 +110,25 @@ struct TapAttachmentTests {
             #expect(console.get().contains("TAPBRIDGE-GUEST: SERVING"), "\(console.get().suffix(600))")
         }
     }
+
+    /// A multi-queue tap (the daemon's `queues = 2`) and QEMU `-netdev tap,...,queues=2`, which
+    /// attaches two queues with IFF_MULTI_QUEUE; a single-queue QEMU is refused by the kernel.
+    @Test func multiQueueTapTakesAMultiQueueQEMU() throws {
+        try withTopology { t in
+            let lan = try NamespaceHost(t)
+            let vmTap = try VMTap(t, short: "vq", multiQueue: true)
+            let engine = Engine(configuration: EngineConfiguration(workers: 1))
+            let bridge = engine.addBridge(name: "tapbr", pipeline: HandlerPipeline([LearningSwitch()]))
+            try bridge.attach(try vmTap.port())
+            try bridge.attach(MacvtapPort(name: lan.macvtap))
+            try engine.start()
+            defer { engine.stop() }
+            let out = try Guest.boot(netdev: "tap,id=n0,ifname=\(vmTap.tap),script=no,downscript=no,vhost=off,queues=2", mac: tapGuestMAC,
+                                     cmdline: "tb.ip=198.18.0.10/24 tb.peer=198.18.0.1 tb.test=ping")
+            #expect(out.contains("TAPBRIDGE-GUEST: PASS ping 198.18.0.1"), "\(out.suffix(600))")
+            let single = try Guest.boot(netdev: "tap,id=n0,ifname=\(vmTap.tap),script=no,downscript=no,vhost=off", mac: tapGuestMAC,
+                                        cmdline: "tb.test=none", timeout: 30)
+            #expect(single.contains("Invalid argument"), "QEMU without queues= is refused: \(single.suffix(300))")
+        }
+    }
 }
