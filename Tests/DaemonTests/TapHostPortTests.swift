@@ -61,10 +61,12 @@ struct LANHost {
             #expect(try attachAs(uid: 4242, gid: 4242, tap: tap) == "EPERM")
             #expect(try attachAs(uid: 65534, gid: 65534, tap: tap) == "ok")
 
-            // A guest pings the namespace host; then a second QEMU attaches to the same tap and is served too.
+            // A guest pings the namespace host; then a second QEMU, unprivileged (uid nobody, the
+            // tap's owner, no capabilities), attaches to the same tap and is served too.
             for round in 1...2 {
+                let asOwner = round == 2 ? ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"] : []
                 let out = try Guest.boot(netdev: "tap,id=n0,ifname=\(tap),script=no,downscript=no,vhost=off", mac: Self.guestMAC,
-                                         cmdline: "tb.ip=198.18.0.10/24 tb.peer=198.18.0.1 tb.test=ping")
+                                         cmdline: "tb.ip=198.18.0.10/24 tb.peer=198.18.0.1 tb.test=ping", wrapper: asOwner)
                 #expect(out.contains("TAPBRIDGE-GUEST: PASS ping 198.18.0.1"), "round \(round): \(out.suffix(600))\n\(d.log)")
             }
             // (The kernel reports carrier changes up to a second late and may fold a quick
