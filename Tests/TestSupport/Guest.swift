@@ -18,9 +18,10 @@ public enum Guest {
     /// Runs a guest to completion; returns its console output. `no_timer_check`: on a loaded
     /// host a TCG guest's IO-APIC timer check can fail and panic the kernel ("IO-APIC + timer
     /// doesn't work"); the check is for broken hardware, which QEMU's is not.
-    public static func boot(netdev: String, mac: String, cmdline: String, timeout: Int = 90) throws -> String {
+    /// `wrapper` runs QEMU under another command (`setpriv --reuid=...`: an unprivileged VMM).
+    public static func boot(netdev: String, mac: String, cmdline: String, timeout: Int = 90, wrapper: [String] = []) throws -> String {
         let dir = directory!
-        let r = try run(["timeout", "\(timeout)", qemu!, "-accel", "tcg", "-m", "256", "-nographic", "-no-reboot",
+        let r = try run(wrapper + ["timeout", "\(timeout)", qemu!, "-accel", "tcg", "-m", "256", "-nographic", "-no-reboot",
                          "-kernel", dir + "/kernel", "-initrd", dir + "/initrd.gz",
                          "-append", "console=ttyS0 quiet panic=-1 no_timer_check " + cmdline,
                          "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0,mac=\(mac),romfile="],
