@@ -4,6 +4,8 @@
 // Module map (one job each; see docs/architecture.md):
 //   CLiburing, CLibmnl   system libraries (liburing-dev, libmnl-dev)
 //   CTapbridgeShim       C macros and opcodes Swift cannot import (ioctl numbers, IOSQE_*, READ_MULTISHOT)
+//   SystemCalls          the one place for descriptor syscalls: EINTR retried, EAGAIN a value, typed
+//                        errno (SyscallError), OwnedDescriptor (~Copyable, closed exactly once)
 //   VirtioNet            the virtio-net header and offload set every port kind shares (pure Swift)
 //   Frames               the handler seam: Frame, Verdict, FrameHandler, PortID/PortSet, MACAddress (pure Swift)
 //   TapbridgeHandlers    the handler author's product: Frames alone, no C system library (docs/handlers.md)
@@ -66,6 +68,7 @@ let package = Package(
             providers: [.apt(["libpcap-dev"])]),
         .target(name: "CTapbridgeShim", dependencies: ["CLiburing", "CLibmnl"]),
 
+        .target(name: "SystemCalls"),
         .target(name: "VirtioNet"),
         .target(name: "Frames", dependencies: ["VirtioNet"]),
         .target(name: "TapbridgeHandlers", dependencies: ["Frames"]),
@@ -122,6 +125,7 @@ let package = Package(
         // Test helpers: namespaces, veth pairs and commands with guaranteed clean-up.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "FramesTests", dependencies: ["Frames"]),
+        .testTarget(name: "SystemCallsTests", dependencies: ["SystemCalls"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "DatapathTests", dependencies: ["Datapath", "VirtioNet", "Tap", "Handlers", "Netlink", "Ring", "TestSupport"]),
         .testTarget(name: "HandlersTests", dependencies: ["Handlers", "TapbridgeTesting"]),
