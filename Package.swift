@@ -6,6 +6,8 @@
 //   CTapbridgeShim       C macros and opcodes Swift cannot import (ioctl numbers, IOSQE_*, READ_MULTISHOT)
 //   SystemCalls          the one place for descriptor syscalls: EINTR retried, EAGAIN a value, typed
 //                        errno (SyscallError), OwnedDescriptor (~Copyable, closed exactly once)
+//   SystemCalls          the one place for descriptor syscalls: EINTR retried, EAGAIN a value, typed
+//                        errno (SyscallError), OwnedDescriptor (~Copyable, closed exactly once)
 //   VirtioNet            the virtio-net header and offload set every port kind shares (pure Swift)
 //   Frames               the handler seam: Frame, Verdict, FrameHandler, PortID/PortSet, MACAddress (pure Swift)
 //   TapbridgeHandlers    the handler author's product: Frames alone, no C system library (docs/handlers.md)
@@ -69,6 +71,7 @@ let package = Package(
         .target(name: "CTapbridgeShim", dependencies: ["CLiburing", "CLibmnl"]),
 
         .target(name: "SystemCalls"),
+        .target(name: "SystemCalls"),
         .target(name: "VirtioNet"),
         .target(name: "Frames", dependencies: ["VirtioNet"]),
         .target(name: "TapbridgeHandlers", dependencies: ["Frames"]),
@@ -92,16 +95,16 @@ let package = Package(
         .target(
             name: "Capture",
             dependencies: ["PacketFilter"]),
-        .target(name: "UnixSocketFiles"),
+        .target(name: "UnixSocketFiles", dependencies: ["SystemCalls"]),
         .target(
             name: "VMBackend",
-            dependencies: ["Frames", "VirtioNet", "Datapath", "UnixSocketFiles"]),
+            dependencies: ["Frames", "VirtioNet", "Datapath", "UnixSocketFiles", "SystemCalls"]),
         .target(
             name: "Tapbridge",
             dependencies: ["Frames", "VirtioNet", "Netlink", "Tap", "Ring", "Datapath", "Handlers", "Capture", "VMBackend"]),
         .target(
             name: "Control",
-            dependencies: ["UnixSocketFiles", .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["UnixSocketFiles", "SystemCalls", .product(name: "SystemPackage", package: "swift-system")]),
         .target(
             name: "MetricsEndpoint",
             dependencies: ["Datapath", "Frames",
@@ -126,11 +129,12 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "FramesTests", dependencies: ["Frames"]),
         .testTarget(name: "SystemCallsTests", dependencies: ["SystemCalls"]),
+        .testTarget(name: "SystemCallsTests", dependencies: ["SystemCalls"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "DatapathTests", dependencies: ["Datapath", "VirtioNet", "Tap", "Handlers", "Netlink", "Ring", "TestSupport"]),
         .testTarget(name: "HandlersTests", dependencies: ["Handlers", "TapbridgeTesting"]),
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "Datapath", "PacketFilter", "TestSupport"]),
-        .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "Handlers", "UnixSocketFiles", "TestSupport"]),
+        .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "Handlers", "UnixSocketFiles", "SystemCalls", "TestSupport"]),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "Frames"]),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Config", "Control", "MetricsEndpoint", "TestSupport"]),
         .testTarget(name: "MetricsEndpointTests", dependencies: ["MetricsEndpoint"]),
