@@ -6,8 +6,6 @@
 //   CTapbridgeShim       C macros and opcodes Swift cannot import (ioctl numbers, IOSQE_*, READ_MULTISHOT)
 //   SystemCalls          the one place for descriptor syscalls: EINTR retried, EAGAIN a value, typed
 //                        errno (SyscallError), OwnedDescriptor (~Copyable, closed exactly once)
-//   SystemCalls          the one place for descriptor syscalls: EINTR retried, EAGAIN a value, typed
-//                        errno (SyscallError), OwnedDescriptor (~Copyable, closed exactly once)
 //   VirtioNet            the virtio-net header and offload set every port kind shares (pure Swift)
 //   Frames               the handler seam: Frame, Verdict, FrameHandler, PortID/PortSet, MACAddress (pure Swift)
 //   TapbridgeHandlers    the handler author's product: Frames alone, no C system library (docs/handlers.md)
@@ -71,7 +69,6 @@ let package = Package(
         .target(name: "CTapbridgeShim", dependencies: ["CLiburing", "CLibmnl"]),
 
         .target(name: "SystemCalls"),
-        .target(name: "SystemCalls"),
         .target(name: "VirtioNet"),
         .target(name: "Frames", dependencies: ["VirtioNet"]),
         .target(name: "TapbridgeHandlers", dependencies: ["Frames"]),
@@ -128,7 +125,6 @@ let package = Package(
         // Test helpers: namespaces, veth pairs and commands with guaranteed clean-up.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "FramesTests", dependencies: ["Frames"]),
-        .testTarget(name: "SystemCallsTests", dependencies: ["SystemCalls"]),
         .testTarget(name: "SystemCallsTests", dependencies: ["SystemCalls"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "DatapathTests", dependencies: ["Datapath", "VirtioNet", "Tap", "Handlers", "Netlink", "Ring", "TestSupport"]),
