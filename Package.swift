@@ -104,7 +104,7 @@ let package = Package(
             dependencies: ["UnixSocketFiles", "SystemCalls", .product(name: "SystemPackage", package: "swift-system")]),
         .target(
             name: "MetricsEndpoint",
-            dependencies: ["Datapath", "Frames",
+            dependencies: ["Datapath", "Frames", "SystemCalls",
                            .product(name: "Metrics", package: "swift-metrics"),
                            .product(name: "Prometheus", package: "swift-prometheus")]),
         .target(
