@@ -91,7 +91,7 @@ let package = Package(
             dependencies: ["Frames", "PacketFilter", .product(name: "Atomics", package: "swift-atomics")]),
         .target(
             name: "Capture",
-            dependencies: ["PacketFilter"]),
+            dependencies: ["PacketFilter", "SystemCalls"]),
         .target(name: "UnixSocketFiles", dependencies: ["SystemCalls"]),
         .target(
             name: "VMBackend",
