@@ -75,7 +75,7 @@ let package = Package(
         .target(name: "TapbridgeTesting", dependencies: ["Frames"]),
         .target(
             name: "Netlink",
-            dependencies: ["CLibmnl", "CTapbridgeShim", "Frames"]),
+            dependencies: ["CLibmnl", "CTapbridgeShim", "Frames", "SystemCalls"]),
         .target(
             name: "Tap",
             dependencies: ["CTapbridgeShim", "VirtioNet"]),
