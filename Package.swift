@@ -78,7 +78,7 @@ let package = Package(
             dependencies: ["CLibmnl", "CTapbridgeShim", "Frames", "SystemCalls"]),
         .target(
             name: "Tap",
-            dependencies: ["CTapbridgeShim", "VirtioNet"]),
+            dependencies: ["CTapbridgeShim", "VirtioNet", "SystemCalls"]),
         .target(
             name: "Ring",
             dependencies: ["CLiburing", "CTapbridgeShim"]),
