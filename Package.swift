@@ -119,11 +119,11 @@ let package = Package(
                            .product(name: "TOMLKit", package: "TOMLKit")]),
         .target(
             name: "TapbridgeCLI",
-            dependencies: ["Config", "Daemon", "Control", "Capture", "Netlink", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Config", "Daemon", "Control", "Capture", "Netlink", "SystemCalls", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(name: "tapbridge", dependencies: ["TapbridgeCLI"]),
 
         // Test helpers: namespaces, veth pairs and commands with guaranteed clean-up.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["SystemCalls"], path: "Tests/TestSupport"),
         .testTarget(name: "FramesTests", dependencies: ["Frames"]),
         .testTarget(name: "SystemCallsTests", dependencies: ["SystemCalls"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TestSupport"]),
