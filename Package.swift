@@ -114,7 +114,7 @@ let package = Package(
                            .product(name: "TOMLKit", package: "TOMLKit")]),
         .target(
             name: "Daemon",
-            dependencies: ["Tapbridge", "Control", "Config", "MetricsEndpoint",
+            dependencies: ["Tapbridge", "Control", "Config", "MetricsEndpoint", "SystemCalls",
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "TOMLKit", package: "TOMLKit")]),
         .target(
