@@ -84,7 +84,7 @@ let package = Package(
             dependencies: ["CLiburing", "CTapbridgeShim"]),
         .target(
             name: "Datapath",
-            dependencies: ["Frames", "VirtioNet", "Ring", "Tap", "Capture", "PacketFilter"]),
+            dependencies: ["Frames", "VirtioNet", "Ring", "Tap", "Capture", "PacketFilter", "SystemCalls"]),
         .target(name: "PacketFilter", dependencies: ["CLibpcap"]),
         .target(
             name: "Handlers",
