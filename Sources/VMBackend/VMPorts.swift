@@ -69,7 +69,10 @@ public final class VMStreamServerPort: VMPortBase, Port, @unchecked Sendable {
     public var listenFD: Int32 { listenSocket.rawValue }
     public var kind: String { "vm-stream" }
     public var framing: Framing { .lengthPrefixed }
-    public private(set) var refusedConnections = 0
+    /// Second connections refused while a VM was attached (supervisor thread writes, the
+    /// daemon's stats and metrics read: under `lock`).
+    public var refusedConnections: Int { lock.withLock { refused } }
+    private var refused = 0
 
     public init(name: String, path: String, access: SocketFileAccess = SocketFileAccess(),
                 settings: PortSettings = PortSettings(), limits: FrameLimits = FrameLimits(),
@@ -93,7 +96,7 @@ public final class VMStreamServerPort: VMPortBase, Port, @unchecked Sendable {
         // A live VM is attached: refuse the newcomer.
         if let extra = try? UnixSocketFile.accept(listenFD, path: path) {
             _ = consume extra   // closed
-            refusedConnections += 1
+            lock.withLock { refused += 1 }
             log("vm port \(name): refused a second connection on \(path) (a VM is already attached)")
         }
         return false
@@ -147,6 +150,9 @@ public final class VMDatagramPort: VMPortBase, Port, @unchecked Sendable {
     public var kind: String { "vm-dgram" }
     public var framing: Framing { .datagram }
     var remoteInode: ino_t = 0
+    /// Our socket, bound at `localPath`, whose connect to a restarted QEMU was refused for now
+    /// (EPERM: see `openQueue`); the next attempt connects it again without rebinding.
+    private var pendingSocket: OwnedDescriptor?
 
     public init(name: String, localPath: String, remotePath: String, access: SocketFileAccess = SocketFileAccess(),
                 settings: PortSettings = PortSettings(), limits: FrameLimits = FrameLimits(),
@@ -154,7 +160,10 @@ public final class VMDatagramPort: VMPortBase, Port, @unchecked Sendable {
         self.localPath = localPath; self.remotePath = remotePath; self.access = access
         super.init(name: name, settings: settings, limits: limits, log: log)
     }
-    deinit { var st = stat(); if lstat(localPath, &st) == 0 && (st.st_mode & S_IFMT) == S_IFSOCK { unlink(localPath) } }
+    deinit {
+        // (a pending socket closes with its owner, right after)
+        var st = stat(); if lstat(localPath, &st) == 0 && (st.st_mode & S_IFMT) == S_IFSOCK { unlink(localPath) }
+    }
 
     private func remoteSocketInode() -> ino_t? {
         var st = stat()
@@ -164,12 +173,21 @@ public final class VMDatagramPort: VMPortBase, Port, @unchecked Sendable {
 
     public func openQueue(_ index: Int) throws -> Int32? {
         guard let ino = remoteSocketInode() else { return handedOut(nil) }
-        // A fresh socket each time: the engine closes the old one on disconnect.
-        let socket = try UnixSocketFile.bindDatagram(at: localPath, access: access)
+        // A fresh socket each time (the engine closes the old one on disconnect), unless the
+        // last one is still waiting for its connect.
+        let socket: OwnedDescriptor
+        if let pending = pendingSocket.take() { socket = pending } else { socket = try UnixSocketFile.bindDatagram(at: localPath, access: access) }
         let fd = socket.rawValue
         switch try UnixAddress.with(remotePath, { sa, len in Result { () throws(SyscallError) in try Syscall.connect(fd, sa, len) } }) {
         case .success(.processed): break
         case .success(.wouldBlock): throw UnixSocketError("connect to", remotePath, errno: EAGAIN)
+        case .failure(let e) where e.errno == EPERM:
+            // A restarted QEMU connects its new socket to our path while our previous socket
+            // still holds it; the kernel refuses our connect (EPERM) until QEMU's socket finds
+            // that peer gone (its next send). Not a failure: keep this socket bound, so QEMU's
+            // sends reach it, and connect it again on the supervisor's next pass.
+            pendingSocket = consume socket
+            return handedOut(nil)
         case .failure(let e): throw UnixSocketError("connect to", remotePath, errno: e.errno)
         }
         remoteInode = ino
