@@ -93,6 +93,9 @@ final class Worker: @unchecked Sendable {
 
     // Handoff rings (only with several workers and a single-descriptor stream port).
     var outbound: [HandoffRing?] = []
+    /// The same rings unretained, for the per-frame `handOff` (reading `outbound` retains the
+    /// ring); `outbound` keeps them alive. One entry per worker.
+    let outboundRings: UnsafeMutablePointer<Unmanaged<HandoffRing>?>
     var inbound: [HandoffRing] = []
     var wakeFDs: [Int32] = []
     /// Per worker: a frame was handed to it this batch (one eventfd write per owner per batch).
@@ -145,6 +148,8 @@ final class Worker: @unchecked Sendable {
         }
         wakePending = .allocate(capacity: max(1, configuration.workers))
         wakePending.initialize(repeating: false, count: max(1, configuration.workers))
+        outboundRings = .allocate(capacity: max(1, configuration.workers))
+        outboundRings.initialize(repeating: nil, count: max(1, configuration.workers))
         context = HandlerContext(now: 0, worker: index)
         eventFD = tb_eventfd()
     }
@@ -155,6 +160,7 @@ final class Worker: @unchecked Sendable {
         bridges.deallocate(); ports.deallocate(); scratch.deallocate(); iov.deallocate()
         slots.deallocate(); refcount.deallocate(); streamFree.deallocate(); streamSlab.deallocate()
         eventValue.deallocate(); stats.deallocate(); wakePending.deallocate(); vlanAllowed.deallocate()
+        outboundRings.deallocate()
         if eventFD >= 0 { close(eventFD) }
     }
 
