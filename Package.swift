@@ -101,7 +101,7 @@ let package = Package(
             dependencies: ["Frames", "VirtioNet", "Netlink", "Tap", "Ring", "Datapath", "Handlers", "Capture", "VMBackend"]),
         .target(
             name: "Control",
-            dependencies: ["UnixSocketFiles", "SystemCalls", .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["Frames", "UnixSocketFiles", "SystemCalls", .product(name: "SystemPackage", package: "swift-system")]),
         .target(
             name: "MetricsEndpoint",
             dependencies: ["Datapath", "Frames", "SystemCalls",
