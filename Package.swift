@@ -4,6 +4,8 @@
 // Module map (one job each; see docs/architecture.md):
 //   CLiburing, CLibmnl   system libraries (liburing-dev, libmnl-dev)
 //   CTapbridgeShim       C macros and opcodes Swift cannot import (ioctl numbers, IOSQE_*, READ_MULTISHOT)
+//   SystemCalls          the one place for descriptor syscalls: EINTR retried, EAGAIN a value, typed
+//                        errno (SyscallError), OwnedDescriptor (~Copyable, closed exactly once)
 //   VirtioNet            the virtio-net header and offload set every port kind shares (pure Swift)
 //   Frames               the handler seam: Frame, Verdict, FrameHandler, PortID/PortSet, MACAddress (pure Swift)
 //   TapbridgeHandlers    the handler author's product: Frames alone, no C system library (docs/handlers.md)
@@ -66,42 +68,43 @@ let package = Package(
             providers: [.apt(["libpcap-dev"])]),
         .target(name: "CTapbridgeShim", dependencies: ["CLiburing", "CLibmnl"]),
 
+        .target(name: "SystemCalls"),
         .target(name: "VirtioNet"),
         .target(name: "Frames", dependencies: ["VirtioNet"]),
         .target(name: "TapbridgeHandlers", dependencies: ["Frames"]),
         .target(name: "TapbridgeTesting", dependencies: ["Frames"]),
         .target(
             name: "Netlink",
-            dependencies: ["CLibmnl", "CTapbridgeShim", "Frames"]),
+            dependencies: ["CLibmnl", "CTapbridgeShim", "Frames", "SystemCalls"]),
         .target(
             name: "Tap",
-            dependencies: ["CTapbridgeShim", "VirtioNet"]),
+            dependencies: ["CTapbridgeShim", "VirtioNet", "SystemCalls"]),
         .target(
             name: "Ring",
             dependencies: ["CLiburing", "CTapbridgeShim"]),
         .target(
             name: "Datapath",
-            dependencies: ["Frames", "VirtioNet", "Ring", "Tap", "Capture", "PacketFilter"]),
+            dependencies: ["Frames", "VirtioNet", "Ring", "Tap", "Capture", "PacketFilter", "SystemCalls"]),
         .target(name: "PacketFilter", dependencies: ["CLibpcap"]),
         .target(
             name: "Handlers",
             dependencies: ["Frames", "PacketFilter", .product(name: "Atomics", package: "swift-atomics")]),
         .target(
             name: "Capture",
-            dependencies: ["PacketFilter"]),
-        .target(name: "UnixSocketFiles"),
+            dependencies: ["PacketFilter", "SystemCalls"]),
+        .target(name: "UnixSocketFiles", dependencies: ["SystemCalls"]),
         .target(
             name: "VMBackend",
-            dependencies: ["Frames", "VirtioNet", "Datapath", "UnixSocketFiles"]),
+            dependencies: ["Frames", "VirtioNet", "Datapath", "UnixSocketFiles", "SystemCalls"]),
         .target(
             name: "Tapbridge",
             dependencies: ["Frames", "VirtioNet", "Netlink", "Tap", "Ring", "Datapath", "Handlers", "Capture", "VMBackend"]),
         .target(
             name: "Control",
-            dependencies: ["Frames", "UnixSocketFiles", .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["Frames", "UnixSocketFiles", "SystemCalls", .product(name: "SystemPackage", package: "swift-system")]),
         .target(
             name: "MetricsEndpoint",
-            dependencies: ["Datapath", "Frames",
+            dependencies: ["Datapath", "Frames", "SystemCalls",
                            .product(name: "Metrics", package: "swift-metrics"),
                            .product(name: "Prometheus", package: "swift-prometheus")]),
         .target(
@@ -111,22 +114,23 @@ let package = Package(
                            .product(name: "TOMLKit", package: "TOMLKit")]),
         .target(
             name: "Daemon",
-            dependencies: ["Tapbridge", "Control", "Config", "MetricsEndpoint",
+            dependencies: ["Tapbridge", "Control", "Config", "MetricsEndpoint", "SystemCalls",
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "TOMLKit", package: "TOMLKit")]),
         .target(
             name: "TapbridgeCLI",
-            dependencies: ["Config", "Daemon", "Control", "Capture", "Netlink", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Config", "Daemon", "Control", "Capture", "Netlink", "SystemCalls", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(name: "tapbridge", dependencies: ["TapbridgeCLI"]),
 
         // Test helpers: namespaces, veth pairs and commands with guaranteed clean-up.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["SystemCalls"], path: "Tests/TestSupport"),
         .testTarget(name: "FramesTests", dependencies: ["Frames"]),
+        .testTarget(name: "SystemCallsTests", dependencies: ["SystemCalls"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "DatapathTests", dependencies: ["Datapath", "VirtioNet", "Tap", "Handlers", "Netlink", "Ring", "TestSupport"]),
         .testTarget(name: "HandlersTests", dependencies: ["Handlers", "TapbridgeTesting"]),
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "Datapath", "PacketFilter", "TestSupport"]),
-        .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "Handlers", "UnixSocketFiles", "TestSupport"]),
+        .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "Handlers", "UnixSocketFiles", "SystemCalls", "TestSupport"]),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "Frames"]),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Config", "Control", "MetricsEndpoint", "TestSupport"]),
         .testTarget(name: "MetricsEndpointTests", dependencies: ["MetricsEndpoint"]),

@@ -10,6 +10,7 @@ import Foundation
 import Frames
 import PacketFilter
 import Synchronization
+import SystemCalls
 import VirtioNet
 import CTapbridgeShim
 
@@ -204,14 +205,14 @@ public final class Engine: @unchecked Sendable {
                 fds.append(fd)
             }
         } catch {
-            fds.forEach { _ = close($0) }
+            fds.forEach { try? Syscall.close($0) }
             r.port.descriptorsClosed()
             throw error
         }
         if !r.port.isMultiQueue { r.owner = Int(r.id.rawValue) % workers.count }
         r.fds = fds
         r.connected = fds.count == n
-        if !r.connected && !fds.isEmpty { fds.forEach { _ = close($0) }; r.fds = [] }
+        if !r.connected && !fds.isEmpty { fds.forEach { try? Syscall.close($0) }; r.fds = [] }
         r.bridge.renegotiateOffloads(log: log)
         r.bridge.publishPorts()
         if !r.port.isMultiQueue && PortTransport(r.port.framing).needsSingleWriter { setUpHandoffs() }
@@ -266,7 +267,7 @@ public final class Engine: @unchecked Sendable {
     }
 
     private func closeDescriptors(_ r: PortRecord) {
-        for fd in r.fds { _ = close(fd) }
+        for fd in r.fds { try? Syscall.close(fd) }
         r.fds = []
         r.connected = false
         r.port.descriptorsClosed()

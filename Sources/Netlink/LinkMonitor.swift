@@ -2,6 +2,7 @@
 // links that appear, vanish, or go up and down under it.
 #if canImport(Glibc)
 import Glibc
+import SystemCalls
 #endif
 import CLibmnl
 import Foundation
@@ -55,17 +56,15 @@ public final class LinkMonitor {
     /// The next event; nil if `timeout` seconds pass without one (nil timeout: wait forever).
     public func next(timeout: Double? = nil) throws -> LinkEvent? {
         while pending.isEmpty {
-            var pfd = pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0)
             let ms = timeout.map { Int32(max(0, $0 * 1000)) } ?? -1
-            let r = poll(&pfd, 1, ms)
-            if r < 0 {
-                if errno == EINTR { continue }
-                throw NetlinkError(.monitor, interface: "", kind: "links", errno: errno)
+            let ready: Int16
+            do { ready = try Syscall.poll(socket.fd, events: Int16(POLLIN), timeout: ms) } catch {
+                throw NetlinkError(.monitor, interface: "", kind: "links", errno: error.errno)
             }
-            if r == 0 { return nil }
-            let n = mnl_socket_recvfrom(socket.handle, socket.buffer, socket.bufferSize)
+            if ready == 0 { return nil }
+            let n = Syscall.uninterrupted { mnl_socket_recvfrom(socket.handle, socket.buffer, socket.bufferSize) }
             if n < 0 {
-                if errno == EINTR || errno == EAGAIN { continue }
+                if errno == EAGAIN { continue }
                 if errno == ENOBUFS { pending.append(.overflow); break }
                 throw NetlinkError(.monitor, interface: "", kind: "links", errno: errno)
             }

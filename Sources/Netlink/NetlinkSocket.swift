@@ -2,6 +2,7 @@
 // numbers, multi-part dumps, acks, and the kernel's extended-ack error text.
 #if canImport(Glibc)
 import Glibc
+import SystemCalls
 #endif
 import CLibmnl
 import CTapbridgeShim
@@ -72,14 +73,12 @@ final class NetlinkSocket {
         nlh.pointee.nlmsg_seq = seq
         build(nlh)
         let len = Int(nlh.pointee.nlmsg_len)
-        var sent: Int
-        repeat { sent = mnl_socket_sendto(handle, nlh, len) } while sent < 0 && errno == EINTR
+        let sent = Syscall.uninterrupted { mnl_socket_sendto(handle, nlh, len) }
         guard sent >= 0 else { throw KernelError(errno: errno, message: nil) }
 
         let isDump = flags & Int32(NLM_F_DUMP) == Int32(NLM_F_DUMP)
         while true {
-            var n: Int
-            repeat { n = mnl_socket_recvfrom(handle, buffer, bufferSize) } while n < 0 && errno == EINTR
+            let n = Syscall.uninterrupted { mnl_socket_recvfrom(handle, buffer, bufferSize) }
             guard n >= 0 else { throw KernelError(errno: errno, message: nil) }
             var offset = 0
             while offset + MemoryLayout<nlmsghdr>.size <= n {
