@@ -111,6 +111,7 @@ if Context.environment["TAPBRIDGE_FUZZ"] != nil {
     let fuzzTargets: [(name: String, dependencies: [Target.Dependency])] = [
         ("FuzzStreamPrefix", ["Datapath"]),
         ("FuzzControlLine", ["Control"]),
+        ("FuzzNetlinkReply", ["Netlink", "CLibmnl"]),
         ("FuzzPcapngReader", ["Capture"]),
         ("FuzzConfig", ["Daemon"]),
         ("FuzzHandlers", ["Frames", "Handlers"]),
