@@ -26,6 +26,9 @@ public enum ConfigParser {
     /// Parses configuration text; `file` names it in messages.
     public static func parse(_ text: String, file: String) throws -> DaemonConfig {
         let issues = IssueList(file: file)
+        if let p = TOMLPreflight.problem(in: text) {
+            throw ConfigError([ConfigIssue(file: file, path: "", reason: "line \(p.line), column \(p.column): \(p.reason)")])
+        }
         let root: TOMLTable
         do {
             root = try TOMLTable(string: text)
