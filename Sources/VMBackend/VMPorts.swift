@@ -61,7 +61,10 @@ public final class VMStreamServerPort: VMPortBase, Port {
     public let listenFD: Int32
     public var kind: String { "vm-stream" }
     public var framing: Framing { .lengthPrefixed }
-    public private(set) var refusedConnections = 0
+    /// Second connections refused while a VM was attached. Counted by the supervisor thread,
+    /// read by any (stats), so under `lock` (ThreadSanitizer caught the plain counter).
+    public var refusedConnections: Int { lock.withLock { refused } }
+    private var refused = 0
 
     public init(name: String, path: String, access: SocketFileAccess = SocketFileAccess(),
                 settings: PortSettings = PortSettings(), limits: FrameLimits = FrameLimits(),
@@ -85,7 +88,8 @@ public final class VMStreamServerPort: VMPortBase, Port {
         if peerGone() { return true }
         // A live VM is attached: refuse the newcomer.
         if let extra = try? VMSockets.accept(listenFD, path: path) {
-            close(extra); refusedConnections += 1
+            close(extra)
+            lock.withLock { refused += 1 }
             log("vm port \(name): refused a second connection on \(path) (a VM is already attached)")
         }
         return false
