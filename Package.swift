@@ -115,6 +115,7 @@ if Context.environment["TAPBRIDGE_FUZZ"] != nil {
         ("FuzzPcapngReader", ["Capture"]),
         ("FuzzConfig", ["Daemon"]),
         ("FuzzHandlers", ["Frames", "Handlers"]),
+        ("FuzzFilterRule", ["Frames", "Handlers"]),
         ("FuzzSegmentation", ["Frames", "Datapath"]),
     ]
     package.targets.append(.target(name: "FuzzSupport", path: "Fuzz/Support"))
