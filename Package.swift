@@ -138,3 +138,24 @@ let package = Package(
     ],
     swiftLanguageModes: [.v5]
 )
+
+// Fuzz targets (Fuzz/Targets/<name>/<name>.swift, one libFuzzer entry point each) exist only
+// when TAPBRIDGE_FUZZ is set, so ordinary builds never see them. tools/fuzz sets it and builds
+// them with `--sanitize=fuzzer --sanitize=address` into .build-fuzz (docs/hardening.md).
+if Context.environment["TAPBRIDGE_FUZZ"] != nil {
+    let fuzzTargets: [(name: String, dependencies: [Target.Dependency])] = [
+        ("FuzzStreamPrefix", ["Datapath"]),
+        ("FuzzControlLine", ["Control"]),
+        ("FuzzNetlinkReply", ["Netlink", "CLibmnl"]),
+        ("FuzzPcapngReader", ["Capture"]),
+        ("FuzzConfig", ["Daemon"]),
+        ("FuzzHandlers", ["Frames", "Handlers"]),
+        ("FuzzFilterRule", ["Frames", "Handlers"]),
+        ("FuzzSegmentation", ["Frames", "Datapath"]),
+    ]
+    package.targets.append(.target(name: "FuzzSupport", path: "Fuzz/Support"))
+    for t in fuzzTargets {
+        package.targets.append(.executableTarget(name: t.name, dependencies: t.dependencies + ["FuzzSupport"],
+                                                 path: "Fuzz/Targets/\(t.name)"))
+    }
+}

@@ -34,8 +34,8 @@ public enum ConfigParser {
     /// configuration is nil only when the text is not TOML.
     public static func parseCollectingIssues(_ text: String, file: String, checks: ValueChecks = .init()) -> (DaemonConfig?, [ConfigIssue]) {
         let issues = IssueList(file: file)
-        if let problem = TOMLPrecheck.problem(in: text) {
-            return (nil, [ConfigIssue(file: file, path: "", reason: problem)])
+        if let p = TOMLPreflight.problem(in: text) {
+            return (nil, [ConfigIssue(file: file, path: "", reason: "line \(p.line), column \(p.column): \(p.reason)")])
         }
         let root: TOMLTable
         do {

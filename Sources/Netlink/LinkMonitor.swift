@@ -74,30 +74,26 @@ public final class LinkMonitor {
     }
 
     private func decode(_ buf: UnsafeRawBufferPointer) {
-        var offset = 0
-        while offset + MemoryLayout<nlmsghdr>.size <= buf.count {
-            let msg = (buf.baseAddress! + offset).assumingMemoryBound(to: nlmsghdr.self)
-            let len = Int(msg.pointee.nlmsg_len)
-            guard len >= MemoryLayout<nlmsghdr>.size, offset + len <= buf.count else { return }
-            offset += (len + 3) & ~3
+        NetlinkMessages.forEach(in: buf) { msg in
             let type = msg.pointee.nlmsg_type
-            guard type == nlType(RTM_NEWLINK) || type == nlType(RTM_DELLINK) else { continue }
+            guard type == nlType(RTM_NEWLINK) || type == nlType(RTM_DELLINK) else { return true }
             let link = LinkInfo(message: msg)
             if type == nlType(RTM_DELLINK) {
                 known[link.index] = nil
                 pending.append(.removed(link))
-                continue
+                return true
             }
             guard let before = known[link.index] else {
                 known[link.index] = link.flags
                 pending.append(.added(link))
-                continue
+                return true
             }
             known[link.index] = link.flags
             let up = UInt32(IFF_UP.rawValue)
             if before & up == 0 && link.flags & up != 0 { pending.append(.up(link)) }
             else if before & up != 0 && link.flags & up == 0 { pending.append(.down(link)) }
             else { pending.append(.changed(link)) }
+            return true
         }
     }
 }

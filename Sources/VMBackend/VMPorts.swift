@@ -69,8 +69,8 @@ public final class VMStreamServerPort: VMPortBase, Port, @unchecked Sendable {
     public var listenFD: Int32 { listenSocket.rawValue }
     public var kind: String { "vm-stream" }
     public var framing: Framing { .lengthPrefixed }
-    /// Second connections refused while a VM was attached (supervisor thread writes, the
-    /// daemon's stats and metrics read: under `lock`).
+    /// Second connections refused while a VM was attached. Counted by the supervisor thread,
+    /// read by any (stats), so under `lock` (ThreadSanitizer caught the plain counter).
     public var refusedConnections: Int { lock.withLock { refused } }
     private var refused = 0
 
