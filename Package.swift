@@ -13,6 +13,9 @@
 //   Handlers             bundled handlers: LearningSwitch, FrameFilter
 //   Capture              pcapng/pcap writers (rotation), capture rings and taps the workers fill
 //   VMBackend            QEMU stream/dgram socket ports
+//   CVhostUserShim       eventfd/memfd, SCM_RIGHTS walking, guest-memory barriers for VhostUser
+//   VhostUser            vhost-user back-end: messages, connection, guest memory, split rings,
+//                        the protocol state machine, virtio-net receive/transmit
 //   Tapbridge            the library product: re-exports everything a handler author needs
 //   Control              control socket: JSON-lines protocol v1, server (SO_PEERCRED), client
 //   Daemon               config, link lifecycle, `run`/`demo` orchestration, metrics endpoint,
@@ -73,9 +76,11 @@ let package = Package(
         .target(
             name: "VMBackend",
             dependencies: ["Frames", "Datapath", .product(name: "SystemPackage", package: "swift-system")]),
+        .target(name: "CVhostUserShim"),
+        .target(name: "VhostUser", dependencies: ["Frames", "CVhostUserShim"]),
         .target(
             name: "Tapbridge",
-            dependencies: ["Frames", "Netlink", "Tap", "Ring", "Datapath", "Handlers", "Capture", "VMBackend"]),
+            dependencies: ["Frames", "Netlink", "Tap", "Ring", "Datapath", "Handlers", "Capture", "VMBackend", "VhostUser"]),
         .target(
             name: "Control",
             dependencies: ["VMBackend", .product(name: "SystemPackage", package: "swift-system")]),
@@ -97,6 +102,7 @@ let package = Package(
         .testTarget(name: "DatapathTests", dependencies: ["Datapath", "Handlers", "Netlink", "Ring", "TestSupport"]),
         .testTarget(name: "HandlersTests", dependencies: ["Handlers"]),
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "Datapath", "Handlers", "TestSupport"]),
+        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "CVhostUserShim", "TestSupport"]),
         .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "Handlers", "TestSupport"]),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Control", "TestSupport"]),
         .testTarget(name: "ControlTests", dependencies: ["Control", "TestSupport"]),

@@ -8,3 +8,4 @@
 @_exported import Handlers
 @_exported import Capture
 @_exported import VMBackend
+@_exported import VhostUser
