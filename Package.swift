@@ -102,7 +102,7 @@ let package = Package(
         .testTarget(name: "DatapathTests", dependencies: ["Datapath", "Handlers", "Netlink", "Ring", "TestSupport"]),
         .testTarget(name: "HandlersTests", dependencies: ["Handlers"]),
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "Datapath", "Handlers", "TestSupport"]),
-        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "CVhostUserShim", "TestSupport"]),
+        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "CVhostUserShim", "Frames", "TestSupport"]),
         .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "Handlers", "TestSupport"]),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Control", "TestSupport"]),
         .testTarget(name: "ControlTests", dependencies: ["Control", "TestSupport"]),
