@@ -104,15 +104,32 @@ extension SplitQueue {
     public mutating func receive(frame: UnsafeRawBufferPointer, header: VirtioNetHeader, headerSize: Int,
                                  mergeable: Bool, chain: inout DescriptorChain) throws(VirtqueueError) -> VirtioNetReceiveResult {
         var headerBytes: (UInt64, UInt32) = (0, 0)
-        var numBuffersAt: (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?) = (nil, nil)
-        let total = headerSize + frame.count
-        var written = 0
-        var buffers: UInt16 = 0
-        withUnsafeMutableBytes(of: &headerBytes) { h in
+        return try withUnsafeMutableBytes(of: &headerBytes) { (h) throws(VirtqueueError) -> VirtioNetReceiveResult in
             var hdr = header
             hdr.numBuffers = 1
             hdr.store(to: h.baseAddress!, size: headerSize)
+            var two = (iovec(iov_base: h.baseAddress!, iov_len: headerSize),
+                       iovec(iov_base: UnsafeMutableRawPointer(mutating: frame.baseAddress), iov_len: frame.count))
+            return try withUnsafeMutablePointer(to: &two) { (p) throws(VirtqueueError) -> VirtioNetReceiveResult in
+                try p.withMemoryRebound(to: iovec.self, capacity: 2) { (v) throws(VirtqueueError) -> VirtioNetReceiveResult in
+                    try receive(segments: v, count: frame.count > 0 ? 2 : 1, headerSize: headerSize, mergeable: mergeable, chain: &chain)
+                }
+            }
         }
+    }
+
+    /// Copies the bytes of `segments` — a virtio-net header of `headerSize` bytes first, then the
+    /// frame — into the next receive buffer(s) as used elements (published by the caller's
+    /// `publishUsed`). With `headerSize` 12 the header's num_buffers is set to the number of
+    /// chains used. Nothing is consumed unless the whole frame fits.
+    public mutating func receive(segments: UnsafePointer<iovec>, count: Int, headerSize: Int,
+                                 mergeable: Bool, chain: inout DescriptorChain) throws(VirtqueueError) -> VirtioNetReceiveResult {
+        var total = 0
+        for k in 0..<count { total += segments[k].iov_len }
+        var numBuffersAt: (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?) = (nil, nil)
+        var buffers: UInt16 = 0
+        // Source position: segment index and offset in it; bytes copied so far.
+        var seg = 0, segOff = 0, written = 0
         while written < total {
             guard let head = try popHead() else {
                 unpop(buffers); nextUsed &-= buffers
@@ -123,44 +140,36 @@ extension SplitQueue {
                 unpop(1)
                 return .bufferTooSmall
             }
-            // Copy into this chain's writable iovecs.
             var inChain = 0
             var i = chain.readableCount
             while i < chain.count && written < total {
-                let v = chain.iovecs[i]
+                let dst = chain.iovecs[i]
                 var off = 0
-                let room = v.iov_len
-                while off < room && written < total {
-                    let dst = v.iov_base! + off
-                    if written < headerSize {
-                        let n = min(headerSize - written, room - off)
-                        // Remember where num_buffers (header bytes 10-11) landed.
-                        if headerSize == 12 {
-                            for k in 0..<n where written + k == 10 { numBuffersAt.0 = dst + k }
-                            for k in 0..<n where written + k == 11 { numBuffersAt.1 = dst + k }
-                        }
-                        withUnsafeBytes(of: &headerBytes) { h in dst.copyMemory(from: h.baseAddress! + written, byteCount: n) }
-                        off += n; written += n; inChain += n
-                    } else {
-                        let n = min(total - written, room - off)
-                        dst.copyMemory(from: frame.baseAddress! + (written - headerSize), byteCount: n)
-                        off += n; written += n; inChain += n
+                while off < dst.iov_len && written < total {
+                    while segments[seg].iov_len - segOff == 0 { seg += 1; segOff = 0 }
+                    let n = min(dst.iov_len - off, segments[seg].iov_len - segOff)
+                    let to = dst.iov_base! + off
+                    if headerSize == 12 && written <= 11 && written + n > 10 {
+                        // Remember where num_buffers (header bytes 10 and 11) landed.
+                        if written <= 10 { numBuffersAt.0 = to + (10 - written) }
+                        if written + n > 11 { numBuffersAt.1 = to + (11 - written) }
                     }
+                    to.copyMemory(from: segments[seg].iov_base! + segOff, byteCount: n)
+                    off += n; segOff += n; written += n; inChain += n
                 }
                 i += 1
             }
-            putUsed(head: head, length: UInt32(inChain))
-            buffers &+= 1
-            if inChain == 0 && written < total {
-                // A chain with no writable bytes cannot carry anything: the ring is bogus.
-                unpop(buffers); nextUsed &-= buffers
+            if inChain == 0 {
+                // A receive chain with no device-writable byte cannot carry anything.
+                unpop(buffers &+ 1); nextUsed &-= buffers
                 throw .receiveChainNotWritable(head)
             }
+            putUsed(head: head, length: UInt32(inChain))
+            buffers &+= 1
         }
-        if headerSize == 12 && buffers != 1 {
-            let le = buffers.littleEndian
-            numBuffersAt.0?.storeBytes(of: UInt8(truncatingIfNeeded: le), as: UInt8.self)
-            numBuffersAt.1?.storeBytes(of: UInt8(truncatingIfNeeded: le >> 8), as: UInt8.self)
+        if headerSize == 12 {
+            numBuffersAt.0?.storeBytes(of: UInt8(truncatingIfNeeded: buffers), as: UInt8.self)
+            numBuffersAt.1?.storeBytes(of: UInt8(truncatingIfNeeded: buffers >> 8), as: UInt8.self)
         }
         return .delivered(buffers: Int(buffers))
     }

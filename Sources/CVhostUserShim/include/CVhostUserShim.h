@@ -41,6 +41,8 @@ static inline void tb_vu_store_release_u16(void *p, uint16_t v) {
 static inline void tb_vu_store_relaxed_u16(void *p, uint16_t v) {
     __atomic_store_n((uint16_t *)p, v, __ATOMIC_RELAXED);
 }
+static inline int32_t tb_vu_load_acquire_i32(const int32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void tb_vu_store_release_i32(int32_t *p, int32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 static inline void tb_vu_fence_full(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 static inline void tb_vu_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
 static inline void tb_vu_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
