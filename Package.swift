@@ -4,6 +4,7 @@
 // Module map (one job each; see docs/architecture.md):
 //   CLiburing, CLibmnl   system libraries (liburing-dev, libmnl-dev)
 //   CTapbridgeShim       C macros and opcodes Swift cannot import (ioctl numbers, IOSQE_*, READ_MULTISHOT)
+//   VirtioNet            the virtio-net header and offload set every port kind shares (pure Swift)
 //   Frames               the handler seam: Frame, Verdict, FrameHandler, PortID/PortSet, MACAddress (pure Swift)
 //   Netlink              rtnetlink over libmnl: create/read/delete macvtap+macvlan links, link events
 //   Tap                  macvtap character devices: open by major:minor, TUN ioctls, vnet header, offloads
@@ -50,21 +51,22 @@ let package = Package(
             providers: [.apt(["libpcap-dev"])]),
         .target(name: "CTapbridgeShim", dependencies: ["CLiburing", "CLibmnl"]),
 
-        .target(name: "Frames", dependencies: [.product(name: "Atomics", package: "swift-atomics")]),
+        .target(name: "VirtioNet"),
+        .target(name: "Frames", dependencies: ["VirtioNet", .product(name: "Atomics", package: "swift-atomics")]),
         .target(
             name: "Netlink",
             dependencies: ["CLibmnl", "CTapbridgeShim", "Frames",
                            .product(name: "SystemPackage", package: "swift-system")]),
         .target(
             name: "Tap",
-            dependencies: ["CTapbridgeShim", .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["CTapbridgeShim", "VirtioNet", .product(name: "SystemPackage", package: "swift-system")]),
         .target(
             name: "Ring",
             dependencies: ["CLiburing", "CTapbridgeShim",
                            .product(name: "SystemPackage", package: "swift-system")]),
         .target(
             name: "Datapath",
-            dependencies: ["Frames", "Ring", "Tap", "Capture", "Handlers",
+            dependencies: ["Frames", "VirtioNet", "VhostUser", "Ring", "Tap", "Capture", "Handlers",
                            .product(name: "Atomics", package: "swift-atomics"),
                            .product(name: "SystemPackage", package: "swift-system")]),
         .target(
@@ -75,12 +77,12 @@ let package = Package(
             dependencies: ["Handlers", "CLibpcap"]),
         .target(
             name: "VMBackend",
-            dependencies: ["Frames", "Datapath", .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["Frames", "VirtioNet", "Datapath", "VhostUser", .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "CVhostUserShim"),
-        .target(name: "VhostUser", dependencies: ["Frames", "CVhostUserShim"]),
+        .target(name: "VhostUser", dependencies: ["VirtioNet", "CVhostUserShim"]),
         .target(
             name: "Tapbridge",
-            dependencies: ["Frames", "Netlink", "Tap", "Ring", "Datapath", "Handlers", "Capture", "VMBackend", "VhostUser"]),
+            dependencies: ["Frames", "VirtioNet", "Netlink", "Tap", "Ring", "Datapath", "Handlers", "Capture", "VMBackend", "VhostUser"]),
         .target(
             name: "Control",
             dependencies: ["VMBackend", .product(name: "SystemPackage", package: "swift-system")]),
@@ -99,10 +101,10 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "FramesTests", dependencies: ["Frames"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TestSupport"]),
-        .testTarget(name: "DatapathTests", dependencies: ["Datapath", "Handlers", "Netlink", "Ring", "TestSupport"]),
+        .testTarget(name: "DatapathTests", dependencies: ["Datapath", "VirtioNet", "Tap", "Handlers", "Netlink", "Ring", "TestSupport"]),
         .testTarget(name: "HandlersTests", dependencies: ["Handlers"]),
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "Datapath", "Handlers", "TestSupport"]),
-        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "CVhostUserShim", "Frames", "TestSupport"]),
+        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "CVhostUserShim", "VirtioNet", "TestSupport"]),
         .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "Handlers", "TestSupport"]),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Control", "TestSupport"]),
         .testTarget(name: "ControlTests", dependencies: ["Control", "TestSupport"]),

@@ -129,7 +129,7 @@ extension Daemon {
             }
         }
         if let port, out.isEmpty { throw noSuchPort(port) }
-        return StatsResult(monotonicNs: monotonicNanoseconds(), ports: out)
+        return StatsResult(monotonicNs: MonotonicClock.nanoseconds(), ports: out)
     }
 
     func fdbEntries(bridge: String?) throws -> FDBResult {

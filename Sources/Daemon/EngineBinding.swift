@@ -101,7 +101,7 @@ final class EngineBinding {
 
     /// Runs every handler's expiry sweep (learning-switch aging).
     func sweep() {
-        let now = monotonicNanoseconds()
+        let now = MonotonicClock.nanoseconds()
         for hs in handlers.values { for h in hs { HandlerFactory.sweep(h, now: now) } }
     }
 
@@ -238,12 +238,6 @@ extension EngineLogLevel {
         case .error: return .error
         }
     }
-}
-
-func monotonicNanoseconds() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
 }
 
 /// Engine events, pushed by the engine's threads, drained by the control loop.

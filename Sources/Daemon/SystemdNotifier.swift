@@ -4,6 +4,7 @@
 // daemon behaves the same under systemd, in a terminal and in tests. Also owns the watchdog
 // interval: half of $WATCHDOG_USEC, as sd_watchdog_enabled() recommends.
 import Foundation
+import Frames
 import Glibc
 
 public final class SystemdNotifier {
@@ -70,9 +71,7 @@ public final class SystemdNotifier {
     public func ready(status: String) { send(["READY=1", "STATUS=\(status)"]) }
     public func reloading() {
         // systemd >= 253 wants MONOTONIC_USEC with RELOADING=1 (Type=notify-reload); older ones ignore it.
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        send(["RELOADING=1", "MONOTONIC_USEC=\(UInt64(ts.tv_sec) * 1_000_000 + UInt64(ts.tv_nsec) / 1000)",
+        send(["RELOADING=1", "MONOTONIC_USEC=\(MonotonicClock.microseconds())",
               "STATUS=reloading configuration"])
     }
     public func stopping(status: String) { send(["STOPPING=1", "STATUS=\(status)"]) }

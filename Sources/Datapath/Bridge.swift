@@ -2,7 +2,7 @@
 // snapshots for handlers) and the offloads negotiated across its ports.
 import Frames
 import Synchronization
-import Tap
+import VirtioNet
 
 /// The control-side record of an attached port.
 final class PortRecord {
@@ -36,7 +36,7 @@ public final class Bridge: @unchecked Sendable {
     public let name: String
     public let pipeline: HandlerPipeline
     /// Offloads the bridge may use at most; `[]` turns GSO off for every port.
-    public let offloadLimit: TapOffloads
+    public let offloadLimit: VirtioNetOffloads
     /// Keep TSO on when some ports cannot take it, segmenting in software for those ports only
     /// (default). Off: offloads are negotiated down to what every port accepts.
     public let softwareSegmentation: Bool
@@ -44,16 +44,16 @@ public final class Bridge: @unchecked Sendable {
     unowned let engine: Engine
     var records: [Int: PortRecord] = [:]   // PortID.rawValue -> record; guarded by the engine's control lock
 
-    private let published = Mutex<(table: PortTable, offloads: TapOffloads)>((PortTable.empty, []))
+    private let published = Mutex<(table: PortTable, offloads: VirtioNetOffloads)>((PortTable.empty, []))
     /// The ports as handlers last saw them (safe to read from any thread).
     public var portTable: PortTable { published.withLock { $0.table } }
     /// Offloads currently in force on every port's receive side (what all ports accept).
-    public internal(set) var offloads: TapOffloads {
+    public internal(set) var offloads: VirtioNetOffloads {
         get { published.withLock { $0.offloads } }
         set { published.withLock { $0.offloads = newValue } }
     }
 
-    init(name: String, pipeline: HandlerPipeline, offloadLimit: TapOffloads, softwareSegmentation: Bool,
+    init(name: String, pipeline: HandlerPipeline, offloadLimit: VirtioNetOffloads, softwareSegmentation: Bool,
          index: Int, engine: Engine) {
         self.name = name; self.pipeline = pipeline; self.offloadLimit = offloadLimit
         self.softwareSegmentation = softwareSegmentation
@@ -89,7 +89,7 @@ public final class Bridge: @unchecked Sendable {
         // TSO and partial checksums the engine can finish itself (software segmentation and
         // checksum completion for the ports without them); other GSO kinds must be supported
         // by every port.
-        let software: TapOffloads = softwareSegmentation ? [.checksum, .tso4, .tso6, .tsoECN] : []
+        let software: VirtioNetOffloads = softwareSegmentation ? [.checksum, .tso4, .tso6, .tsoECN] : []
         for r in records.values { o.formIntersection(r.port.transmitOffloads.union(software)) }
         if !o.contains(.checksum) { o = [] }
         for r in records.values {

@@ -11,6 +11,10 @@ enum PortCounter {
     static let rxLargest = 7
     static let firstDrop = 8
     static let count = firstDrop + 256
+
+    /// The counter of drops for `reason`.
+    @inline(__always)
+    static func drop(_ reason: DropReason) -> Int { firstDrop + Int(reason.rawValue) }
 }
 
 /// A single-writer counter array. The writer uses `add`/`max`, readers `load`.
@@ -27,6 +31,8 @@ struct CounterBlock {
     @inline(__always) func add(_ i: Int, _ n: UInt64) { tb_counter_add(base + i, n) }
     @inline(__always) func max(_ i: Int, _ n: UInt64) { tb_counter_max(base + i, n) }
     @inline(__always) func load(_ i: Int) -> UInt64 { tb_counter_load(base + i) }
+    /// One frame dropped for `reason` (a port's block): the one way every drop is counted.
+    @inline(__always) func countDrop(_ reason: DropReason) { tb_counter_add(base + PortCounter.drop(reason), 1) }
     func deallocate() { base.deallocate() }
 }
 

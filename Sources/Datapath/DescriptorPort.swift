@@ -5,7 +5,7 @@
 import Glibc
 #endif
 import Frames
-import Tap
+import VirtioNet
 
 public final class DescriptorPort: Port, @unchecked Sendable {
     public let name: String
@@ -13,14 +13,14 @@ public final class DescriptorPort: Port, @unchecked Sendable {
     public let settings: PortSettings
     public let framing: Framing
     public let vnetHeaderSize: Int
-    public let transmitOffloads: TapOffloads
+    public let transmitOffloads: VirtioNetOffloads
     public let onFailure: PortFailureAction
     private let connect: () throws -> Int32?
 
     /// `connect` returns the descriptor to use (the engine owns and closes it) or nil when
     /// there is none yet. `onFailure`: what end of file / an error means for this port.
     public init(name: String, kind: String = "fd", framing: Framing = .datagram, vnetHeaderSize: Int = 0,
-                transmitOffloads: TapOffloads = [], settings: PortSettings = PortSettings(),
+                transmitOffloads: VirtioNetOffloads = [], settings: PortSettings = PortSettings(),
                 onFailure: PortFailureAction = .remove, connect: @escaping () throws -> Int32?) {
         self.name = name; self.kind = kind; self.framing = framing; self.vnetHeaderSize = vnetHeaderSize
         self.transmitOffloads = vnetHeaderSize > 0 ? transmitOffloads : []

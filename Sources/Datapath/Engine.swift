@@ -10,11 +10,17 @@ import Foundation
 import Frames
 import Handlers
 import Synchronization
-import Tap
+import VirtioNet
 import CTapbridgeShim
 
 public struct EngineConfiguration: Sendable {
-    /// Worker threads, each with its own io_uring; default: one per online CPU.
+    /// Most worker threads an engine runs (`Engine.start` refuses more). Every pair of workers
+    /// shares a handoff ring and each worker keeps per-worker state for every other one, so the
+    /// cost grows with the square of the count; past a few dozen cores more workers do not help.
+    public static let maxWorkers = 256
+
+    /// Worker threads, each with its own io_uring; default: one per online CPU, at most
+    /// `maxWorkers`. `Engine.start` refuses a count outside 1...maxWorkers.
     public var workers: Int
     /// Provided buffers per worker (a power of two) and their size. A buffer holds one vnet
     /// header + frame; 64 KiB + headroom lets TSO super-frames cross unsegmented.
@@ -41,7 +47,7 @@ public struct EngineConfiguration: Sendable {
     public var onEvent: EngineEventHandler = { _ in }
 
     public init(workers: Int? = nil) {
-        self.workers = max(1, workers ?? Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        self.workers = workers ?? max(1, min(Self.maxWorkers, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
     }
 }
 
@@ -107,7 +113,7 @@ public final class Engine: @unchecked Sendable {
     /// `softwareSegmentation`: keep TSO between the ports that take it and segment in software
     /// for those that do not (else GSO is negotiated off bridge-wide when one port lacks it).
     @discardableResult
-    public func addBridge(name: String, pipeline: HandlerPipeline, offloads: TapOffloads = .all,
+    public func addBridge(name: String, pipeline: HandlerPipeline, offloads: VirtioNetOffloads = .all,
                           softwareSegmentation: Bool = true) -> Bridge {
         control.lock(); defer { unlockAndEmit() }
         let b = Bridge(name: name, pipeline: pipeline, offloadLimit: offloads, softwareSegmentation: softwareSegmentation,
@@ -122,6 +128,9 @@ public final class Engine: @unchecked Sendable {
     public func start() throws {
         control.lock(); defer { unlockAndEmit() }
         guard !isRunning else { return }
+        guard (1...EngineConfiguration.maxWorkers).contains(configuration.workers) else {
+            throw EngineError("datapath: \(configuration.workers) worker threads requested; between 1 and \(EngineConfiguration.maxWorkers) are supported")
+        }
         var started: [Worker] = []
         for i in 0..<configuration.workers {
             do {
@@ -200,7 +209,7 @@ public final class Engine: @unchecked Sendable {
         if !r.connected && !fds.isEmpty { fds.forEach { _ = close($0) }; r.fds = [] }
         r.bridge.renegotiateOffloads(log: log)
         r.bridge.publishPorts()
-        if !r.port.isMultiQueue && r.port.framing == .lengthPrefixed { setUpHandoffs() }
+        if !r.port.isMultiQueue && PortTransport(r.port.framing).needsSingleWriter { setUpHandoffs() }
         for w in workers { w.send(.addPort(portCommand(r, worker: w.index))) }
     }
 
@@ -208,10 +217,10 @@ public final class Engine: @unchecked Sendable {
         let fd: Int32 = r.connected ? (r.port.isMultiQueue ? r.fds[worker] : r.fds[0]) : -1
         return WorkerPortSpec(bridge: r.bridge.index, id: r.id, fd: fd,
                               reads: r.port.isMultiQueue || r.owner == worker,
-                              framing: r.port.framing, maxFrame: r.port.maxFrameSize, vnetHeaderSize: r.port.vnetHeaderSize,
+                              transport: PortTransport(r.port.framing), maxFrame: r.port.maxFrameSize, vnetHeaderSize: r.port.vnetHeaderSize,
                               transmitOffloads: r.port.transmitOffloads, vlan: r.port.settings.vlan,
                               adminUp: r.adminUp, counters: r.counters[worker],
-                              writable: r.port.isMultiQueue || r.owner == worker || r.port.framing == .datagram,
+                              writable: r.port.isMultiQueue || r.owner == worker || !PortTransport(r.port.framing).needsSingleWriter,
                               owner: r.owner)
     }
 
@@ -444,7 +453,7 @@ public final class Engine: @unchecked Sendable {
                     s.rxLargeFrames += c.load(PortCounter.rxLarge); s.txLargeFrames += c.load(PortCounter.txLarge)
                     s.largestRxFrame = Swift.max(s.largestRxFrame, c.load(PortCounter.rxLargest))
                     for reason in reasons {
-                        let v = c.load(PortCounter.firstDrop + Int(reason.rawValue))
+                        let v = c.load(PortCounter.drop(reason))
                         if v > 0 { s.drops[reason, default: 0] += v }
                     }
                 }

@@ -2,6 +2,7 @@
 // destination is a single-descriptor port another worker owns (a VM stream socket: only its
 // owner may write, or framing would interleave). A full ring drops and counts.
 import Frames
+import VirtioNet
 import Synchronization
 
 struct HandoffEntry {

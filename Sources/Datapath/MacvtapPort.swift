@@ -5,6 +5,7 @@ import Glibc
 #endif
 import Frames
 import Tap
+import VirtioNet
 import CTapbridgeShim
 
 public final class MacvtapPort: Port, @unchecked Sendable {
@@ -12,26 +13,29 @@ public final class MacvtapPort: Port, @unchecked Sendable {
     public let settings: PortSettings
     public let vnetHeaderSize: Int
     /// Offloads this port was asked to allow at most (`[]` turns GSO off on this port).
-    public let offloadLimit: TapOffloads
+    public let offloadLimit: VirtioNetOffloads
     public var name: String { device.name }
     public var kind: String { "macvtap" }
     public var framing: Framing { .datagram }
+    /// The kernel bounds what a macvtap delivers (a 64 KiB GSO super-frame and its headers):
+    /// no limit of ours beyond the engine's buffer.
+    public var maxFrameSize: Int { Int.max }
     public var isMultiQueue: Bool { true }
     /// With a vnet header a macvtap takes GSO frames and partial checksums on write.
-    public var transmitOffloads: TapOffloads { vnetHeaderSize > 0 ? offloadLimit : [] }
+    public var transmitOffloads: VirtioNetOffloads { vnetHeaderSize > 0 ? offloadLimit : [] }
     /// The offloads the kernel accepted at the last negotiation.
-    public private(set) var receiveOffloads: TapOffloads = []
+    public private(set) var receiveOffloads: VirtioNetOffloads = []
     private var queueFDs: [Int32] = []   // not owned: the engine closes them
 
     /// `offloads: []` or `vnetHeader: false` gives a port without GSO (frames are segmented
     /// and checksummed by the kernel before we read them).
     public convenience init(name: String, settings: PortSettings = PortSettings(), vnetHeader: Bool = true,
-                            offloads: TapOffloads = .all) throws {
+                            offloads: VirtioNetOffloads = .all) throws {
         self.init(device: try MacvtapDevice(name: name), settings: settings, vnetHeader: vnetHeader, offloads: offloads)
     }
 
     public init(device: MacvtapDevice, settings: PortSettings = PortSettings(), vnetHeader: Bool = true,
-                offloads: TapOffloads = .all) {
+                offloads: VirtioNetOffloads = .all) {
         self.device = device
         self.settings = settings
         vnetHeaderSize = vnetHeader ? 12 : 0
@@ -45,7 +49,7 @@ public final class MacvtapPort: Port, @unchecked Sendable {
         return fd
     }
 
-    public func setReceiveOffloads(_ offloads: TapOffloads) throws {
+    public func setReceiveOffloads(_ offloads: VirtioNetOffloads) throws {
         let want = offloads.intersection(offloadLimit)
         guard let fd = queueFDs.last else { receiveOffloads = want; return }
         // TUNSETOFFLOAD is per device on macvtap, so one queue's fd sets it for all.

@@ -2,7 +2,7 @@
 // VM sockets, taps, AF_PACKET). A port only opens descriptors and describes them; the engine
 // does all reading, writing, framing and offload handling, so a new kind of port is small.
 import Frames
-import Tap
+import VirtioNet
 
 /// How frames are delimited on a port's descriptor.
 public enum Framing: Sendable, Equatable {
@@ -41,15 +41,17 @@ public protocol Port: AnyObject {
     var kind: String { get }
     var settings: PortSettings { get }
     var framing: Framing { get }
-    /// Longest frame (without vnet header) accepted from a length-prefixed stream; a prefix
-    /// above it closes the connection. Bounded by the engine's buffer size.
+    /// Longest frame (without vnet header) accepted from the port: on a length-prefixed stream a
+    /// prefix above it closes the connection; a longer datagram is dropped and counted as
+    /// `too-big` (so is one longer than the engine's buffer, which a socket read cuts short).
+    /// Bounded by the engine's buffer size. Default 65535 (QEMU's bound).
     var maxFrameSize: Int { get }
     /// Bytes of virtio-net header before each frame on reads and writes: 0, 10 or 12.
     var vnetHeaderSize: Int { get }
     /// What the port can carry on transmit: GSO kinds and partial checksums. Ports with no
     /// vnet header carry neither (`[]`); the bridge negotiates every port's receive offloads
     /// down to what all its ports accept, so GSO frames never reach a port that cannot take them.
-    var transmitOffloads: TapOffloads { get }
+    var transmitOffloads: VirtioNetOffloads { get }
     /// True: every worker opens its own queue (`openQueue(worker)`), so forwarding stays within
     /// a worker (multi-queue macvtap). False: one descriptor, read by one worker.
     var isMultiQueue: Bool { get }
@@ -59,7 +61,7 @@ public protocol Port: AnyObject {
     func openQueue(_ index: Int) throws -> Int32?
     /// Limits what the port delivers on receive to `offloads` (TUNSETOFFLOAD on a macvtap).
     /// Ports that never deliver GSO frames ignore it.
-    func setReceiveOffloads(_ offloads: TapOffloads) throws
+    func setReceiveOffloads(_ offloads: VirtioNetOffloads) throws
     /// End of file (`errno` 0) or a read/write error on queue `index`.
     func queueFailed(_ index: Int, errno: Int32) -> PortFailureAction
     /// 0 while the port's descriptors still lead somewhere, else an errno. Polled by the engine
@@ -74,7 +76,7 @@ extension Port {
     public var settings: PortSettings { PortSettings() }
     public var isMultiQueue: Bool { false }
     public var maxFrameSize: Int { StreamPrefix.absoluteMaxFrame }
-    public func setReceiveOffloads(_ offloads: TapOffloads) throws {}
+    public func setReceiveOffloads(_ offloads: VirtioNetOffloads) throws {}
     public func queueFailed(_ index: Int, errno: Int32) -> PortFailureAction { .remove }
     public func descriptorsClosed() {}
     public func checkAlive() -> Int32 { 0 }

@@ -6,6 +6,7 @@
 import Glibc
 #endif
 import Frames
+import VirtioNet
 
 extension Worker {
     /// Cuts the TCP/IPv4 or TCP/IPv6 super-frame into `gsoSize` segments for port `d`.
@@ -35,7 +36,7 @@ extension Worker {
         let payload = len - headers
         let count = (payload + mss - 1) / mss
         guard dp.pointee.txQueued + dp.pointee.txInflight + Int32(count) <= depth, count <= freeSlotCount() else {
-            dp.pointee.counters?.add(PortCounter.firstDrop + Int(DropReason.queueFull.rawValue), 1)
+            dp.pointee.counters?.countDrop(.queueFull)
             return true
         }
 
@@ -45,7 +46,6 @@ extension Worker {
         let id0 = ipv4 ? UInt16(bigEndian: base.loadUnaligned(fromByteOffset: l3 + 4, as: UInt16.self)) : 0
         let flags0 = base.load(fromByteOffset: l4 + 13, as: UInt8.self)
         let hs = Int(dp.pointee.vnetHeaderSize)
-        let stream = dp.pointee.stream
 
         for i in 0..<count {
             let off = headers + i * mss
@@ -79,10 +79,8 @@ extension Worker {
             let v = iov + Int(si) * Worker.iovecsPerSlot
             var n = 0
             let frameLen = headers + chunk
-            if stream {
-                sc.storeBytes(of: UInt32(frameLen + hs).bigEndian, as: UInt32.self)
-                v[n] = iovec(iov_base: sc, iov_len: 4); n += 1
-            }
+            let prefix = storeFramingPrefix(dp.pointee.transport, payload: frameLen + hs, scratch: sc, into: v)
+            if prefix > 0 { n = 1 }
             if hs > 0 {
                 var plain = VirtioNetHeader()
                 plain.flags = VirtioNetHeader.flagDataValid
@@ -93,7 +91,7 @@ extension Worker {
             v[n] = iovec(iov_base: base + off, iov_len: chunk); n += 1
             refcount[Int(buffer)] += 1
             s.pointee = TxSlot(buffer: buffer, port: Int16(d), generation: dp.pointee.generation, iovFirst: 0,
-                               iovCount: Int32(n), remaining: Int32(frameLen + hs + (stream ? 4 : 0)),
+                               iovCount: Int32(n), remaining: Int32(prefix + frameLen + hs),
                                frameBytes: Int32(frameLen), next: -1)
             dispatch(si, to: d)
         }

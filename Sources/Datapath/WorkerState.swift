@@ -3,7 +3,7 @@
 import Capture
 import Foundation
 import Frames
-import Tap
+import VirtioNet
 
 /// What the control thread tells a worker about one port.
 struct WorkerPortSpec {
@@ -13,11 +13,11 @@ struct WorkerPortSpec {
     var fd: Int32
     /// This worker reads the descriptor (its own queue, or it owns the single descriptor).
     var reads: Bool
-    var framing: Framing
+    var transport: PortTransport
     /// Longest frame (without vnet header) a length prefix may announce on a stream port.
     var maxFrame: Int
     var vnetHeaderSize: Int
-    var transmitOffloads: TapOffloads
+    var transmitOffloads: VirtioNetOffloads
     var vlan: VLANMode
     var adminUp: Bool
     var counters: CounterBlock
@@ -25,6 +25,40 @@ struct WorkerPortSpec {
     /// frames go to `owner` through a handoff ring).
     var writable: Bool
     var owner: Int
+}
+
+/// How a worker moves frames through a port's descriptor. Each case has its own file that owns
+/// its reads, writes and per-port state (DatagramTransport.swift, StreamTransport.swift); the
+/// worker reaches it by an exhaustive `switch` in a handful of places (arming a read, preparing
+/// and completing a write, the framing prefix, per-port set-up and tear-down), so a new transport
+/// is one new file plus one case in each of those switches — the compiler lists them. Plain enum
+/// stored in the port slot: no existential, closure or reference per frame.
+enum PortTransport: UInt8 {
+    /// One read = one frame, one write = one frame (macvtap, tap, datagram sockets).
+    case datagram
+    /// 4-byte big-endian length + frame on a byte stream (QEMU `-netdev stream`).
+    case lengthPrefixedStream
+    // A vhost-user port's `case virtqueue` goes here: frames in guest memory reached through
+    // descriptor chains, a kick eventfd read like a datagram completion, a call eventfd written
+    // after used-ring updates (VirtqueueTransport.swift).
+
+    /// The transport the worker uses for a port with public framing `framing`.
+    @inline(__always)
+    init(_ framing: Framing) {
+        switch framing {
+        case .datagram: self = .datagram
+        case .lengthPrefixed: self = .lengthPrefixedStream
+        }
+    }
+
+    /// Only one worker may write to the descriptor (interleaved writes would break the framing);
+    /// frames from other workers reach it through a handoff ring.
+    var needsSingleWriter: Bool {
+        switch self {
+        case .datagram: return false
+        case .lengthPrefixedStream: return true
+        }
+    }
 }
 
 enum WorkerCommand {
@@ -59,7 +93,10 @@ struct LocalPort {
     var starved = false
     var adminUp = true
     var writable = true
-    var stream = false
+    var transport = PortTransport.datagram
+    /// Datagram sockets only: a zero-length read is an empty datagram (a malformed frame), not
+    /// end of file, which a datagram socket never reports.
+    var emptyReadIsFrame = false
     /// The port's VLANMode flattened (no references, so egress reads it without ARC traffic):
     /// kind 0 unaware (egress leaves tags alone), 1 access (pvid), 2 trunk (native, 0 none; allowed bits in
     /// `Worker.vlanAllowed`).
@@ -70,10 +107,11 @@ struct LocalPort {
     var id = PortID(0)
     var fd: Int32 = -1
     var vnetHeaderSize: Int32 = 0
-    var transmitOffloads = TapOffloads()
+    var transmitOffloads = VirtioNetOffloads()
     var txHead: Int32 = -1, txTail: Int32 = -1
     var txQueued: Int32 = 0, txInflight: Int32 = 0, txMaxInflight: Int32 = 0
     var counters: CounterBlock? = nil
+    /// Stream ports only: the reassembly buffer reads fill, and how many bytes it holds.
     var rxBuffer: UnsafeMutableRawPointer? = nil
     var rxFill: Int32 = 0
     /// Stream ports only: room for one writev that carries up to `Worker.streamBatch` queued

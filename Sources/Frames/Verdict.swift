@@ -15,14 +15,17 @@ public struct DropReason: Hashable, Sendable, CustomStringConvertible {
     public static let spoofed = DropReason(rawValue: 5)        // source address not the port's own
     public static let vlan = DropReason(rawValue: 6)           // VLAN not allowed on ingress/egress port
     public static let isolated = DropReason(rawValue: 7)       // isolated port to isolated port
-    public static let tooBig = DropReason(rawValue: 8)         // larger than the egress port accepts
+    public static let tooBig = DropReason(rawValue: 8)         // larger than the egress port accepts, or than the
+                                                               // ingress port's max frame (a datagram cut short too)
     public static let rateLimited = DropReason(rawValue: 9)    // token bucket empty
     public static let loop = DropReason(rawValue: 10)          // would leave by its ingress port (no hairpin)
     public static let portDown = DropReason(rawValue: 11)      // egress port not up / not connected
     public static let offload = DropReason(rawValue: 12)       // GSO frame the egress cannot take or segment
+    public static let invalidSource = DropReason(rawValue: 13) // source MAC multicast/broadcast or all zero
 
     static let builtinNames = ["handler", "malformed", "queue-full", "no-destination", "filtered", "spoofed",
-                               "vlan", "isolated", "too-big", "rate-limited", "loop", "port-down", "offload"]
+                               "vlan", "isolated", "too-big", "rate-limited", "loop", "port-down", "offload",
+                               "invalid-source"]
     static let firstCustom = 32
     static let customNames = Mutex<[String]>([])
 

@@ -38,10 +38,6 @@ public final class Ring {
     public var raw = io_uring()
     public let features: RingFeatures
     public let sqEntries: UInt32
-    /// Number of io_uring_enter calls that submitted something, and SQEs submitted in total.
-    public private(set) var submitCalls: UInt64 = 0
-    public private(set) var submittedSQEs: UInt64 = 0
-    private var registeredFiles = 0
     private var cqeBatch: UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>
     private let cqeBatchSize = 256
 
@@ -120,18 +116,14 @@ public final class Ring {
     /// Submits queued SQEs without waiting.
     @discardableResult
     public func submit() -> Int32 {
-        let r = io_uring_submit(&raw)
-        if r > 0 { submitCalls &+= 1; submittedSQEs &+= UInt64(r) }
-        return r
+        io_uring_submit(&raw)
     }
 
     /// Submits queued SQEs and waits for at least `waitFor` completions (one io_uring_enter).
     /// Returns the number submitted or -errno (-EINTR/-ETIME are normal).
     @discardableResult
     public func submitAndWait(_ waitFor: UInt32 = 1) -> Int32 {
-        let r = io_uring_submit_and_wait(&raw, waitFor)
-        if r > 0 { submitCalls &+= 1; submittedSQEs &+= UInt64(r) }
-        return r
+        io_uring_submit_and_wait(&raw, waitFor)
     }
 
     /// Calls `body` for each ready completion (up to `limit`, at most 256 per call) and marks
@@ -186,7 +178,6 @@ public final class Ring {
     public func registerFileTable(count: Int) throws {
         let r = io_uring_register_files_sparse(&raw, UInt32(count))
         if r < 0 { throw RingError("register sparse file table (\(count))", errno: -r) }
-        registeredFiles = count
     }
 
     /// Puts `fd` (or -1 to clear) into fixed-file slot `slot`.
@@ -195,8 +186,6 @@ public final class Ring {
         let r = io_uring_register_files_update(&raw, UInt32(slot), &f, 1)
         if r < 0 { throw RingError("update fixed file \(slot)", errno: -r) }
     }
-
-    public var fileTableSize: Int { registeredFiles }
 }
 
 // MARK: SQE preparation
@@ -206,8 +195,6 @@ extension UnsafeMutablePointer where Pointee == io_uring_sqe {
     @inlinable public func useFixedFile() { pointee.flags |= tb_IOSQE_FIXED_FILE() }
     @inlinable public func setUserData(_ ud: UserData) { io_uring_sqe_set_data64(self, ud.rawValue) }
     @inlinable public func setUserData(_ raw: UInt64) { io_uring_sqe_set_data64(self, raw) }
-    /// Do not post a completion if it succeeds.
-    @inlinable public func skipSuccessCompletion() { pointee.flags |= tb_IOSQE_CQE_SKIP_SUCCESS() }
 
     @inlinable public func prepareReadMultishot(fd: Int32, bufferGroup: UInt16) {
         tb_prep_read_multishot(self, fd, bufferGroup)
@@ -220,12 +207,6 @@ extension UnsafeMutablePointer where Pointee == io_uring_sqe {
     }
     @inlinable public func prepareWritev(fd: Int32, iovecs: UnsafePointer<iovec>, count: Int) {
         io_uring_prep_writev(self, fd, iovecs, UInt32(count), 0)
-    }
-    @inlinable public func prepareWrite(fd: Int32, from buffer: UnsafeRawPointer, length: UInt32) {
-        io_uring_prep_write(self, fd, buffer, length, 0)
-    }
-    @inlinable public func prepareCancel(userData: UInt64) {
-        io_uring_prep_cancel64(self, userData, 0)
     }
     @inlinable public func prepareCancelFixedFile(_ slot: Int32) {
         io_uring_prep_cancel_fd(self, slot, UInt32(IORING_ASYNC_CANCEL_ALL | IORING_ASYNC_CANCEL_FD_FIXED))

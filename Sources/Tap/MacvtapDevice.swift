@@ -5,6 +5,7 @@
 import Glibc
 #endif
 import CTapbridgeShim
+import VirtioNet
 
 /// A macvtap interface in the caller's network namespace.
 public struct MacvtapDevice: Sendable, CustomStringConvertible {
@@ -46,7 +47,7 @@ public struct MacvtapDevice: Sendable, CustomStringConvertible {
     /// kernel allows up to 256 per macvtap). `vnetHeaderSize` 0 turns the vnet header off;
     /// otherwise 10 or 12. `offloads` is what this reader accepts (probed down to what the
     /// kernel takes; the result is in `MacvtapQueue.offloads`).
-    public func openQueue(vnetHeaderSize: Int = 12, offloads: TapOffloads = .all,
+    public func openQueue(vnetHeaderSize: Int = 12, offloads: VirtioNetOffloads = .all,
                           sendBuffer: Int32? = Int32.max) throws -> MacvtapQueue {
         let fd = try openPrivateNode()
         do {
@@ -87,7 +88,7 @@ public final class MacvtapQueue: @unchecked Sendable {
     public private(set) var fd: Int32
     public let interface: String
     public private(set) var vnetHeaderSize = 0
-    public private(set) var offloads: TapOffloads = []
+    public private(set) var offloads: VirtioNetOffloads = []
 
     init(fd: Int32, interface: String) { self.fd = fd; self.interface = interface }
     deinit { close() }
@@ -112,16 +113,16 @@ public final class MacvtapQueue: @unchecked Sendable {
     /// rejects (USO before 6.2, ...) are dropped one group at a time; the accepted set is kept.
     /// On macvtap this is per device: it applies to every queue.
     @discardableResult
-    public func setOffloads(_ wanted: TapOffloads) throws -> TapOffloads {
+    public func setOffloads(_ wanted: VirtioNetOffloads) throws -> VirtioNetOffloads {
         offloads = try MacvtapQueue.setOffloads(wanted, descriptor: fd, interface: interface)
         return offloads
     }
 
     /// TUNSETOFFLOAD on any queue descriptor of `interface` (it applies to the whole device).
-    public static func setOffloads(_ wanted: TapOffloads, descriptor fd: Int32, interface: String) throws -> TapOffloads {
+    public static func setOffloads(_ wanted: VirtioNetOffloads, descriptor fd: Int32, interface: String) throws -> VirtioNetOffloads {
         var want = wanted
         if !want.isEmpty && !want.contains(.checksum) { want = [] }   // GSO needs partial checksums
-        let attempts: [TapOffloads] = [want, want.subtracting([.uso4, .uso6]),
+        let attempts: [VirtioNetOffloads] = [want, want.subtracting([.uso4, .uso6]),
                                        want.subtracting([.uso4, .uso6, .tsoECN]), want.intersection(.checksum), []]
         var lastError: Int32 = 0
         for a in attempts {

@@ -6,7 +6,7 @@
 import Datapath
 import Frames
 import Glibc
-import Tap
+import VirtioNet
 
 /// Common state: whether the engine holds a descriptor of ours, and a private duplicate of it
 /// for the supervisor's liveness probe.
@@ -51,7 +51,7 @@ public class VMPortBase: @unchecked Sendable {
     }
     public func queueFailed(_ index: Int, errno: Int32) -> PortFailureAction { .disconnect }
     public var vnetHeaderSize: Int { 0 }
-    public var transmitOffloads: TapOffloads { [] }
+    public var transmitOffloads: VirtioNetOffloads { [] }
 }
 
 /// tapbridge listens (QEMU: `-netdev stream,server=off,addr.type=unix,addr.path=PATH`).
@@ -107,9 +107,9 @@ public final class VMStreamClientPort: VMPortBase, Port {
     }
     public func openQueue(_ index: Int) throws -> Int32? {
         do { let fd = try VMSockets.connectStream(to: path); backoff.succeeded(); return handedOut(fd) }
-        catch { nextAttempt = monotonicMilliseconds() + UInt64(backoff.failed()); return handedOut(nil) }
+        catch { nextAttempt = MonotonicClock.milliseconds() + UInt64(backoff.failed()); return handedOut(nil) }
     }
-    func wantsReconnect() -> Bool { !isConnected && monotonicMilliseconds() >= nextAttempt }
+    func wantsReconnect() -> Bool { !isConnected && MonotonicClock.milliseconds() >= nextAttempt }
 }
 
 /// An already-connected stream descriptor (socket activation, a socketpair handed over). Used once.
@@ -214,11 +214,6 @@ public final class VMPortSupervisor: @unchecked Sendable {
             usleep(UInt32(intervalMilliseconds * 1000))
         }
     }
-}
-
-func monotonicMilliseconds() -> UInt64 {
-    var ts = timespec(); clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
 }
 
 /// A pthread mutex without Foundation.

@@ -3,7 +3,7 @@
 // bytes and must return without crashing, trapping or touching memory outside what it was
 // given; a libFuzzer harness (`LLVMFuzzerTestOneInput`) only forwards to one of them, and the
 // unit tests run them over random and hand-made inputs.
-import Frames
+import VirtioNet
 import Glibc
 
 public enum VhostUserFuzz {

@@ -4,7 +4,7 @@
 // (12-byte header, num_buffers across mergeable buffers, nothing published until the caller's
 // batch ends) and taking a frame the guest transmits (header decoded, the frame left in guest
 // memory as iovecs, the chain returned once the caller has consumed it). No allocation here.
-import Frames
+import VirtioNet
 import Glibc
 
 public enum VirtioNetFeatures {

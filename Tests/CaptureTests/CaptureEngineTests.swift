@@ -243,7 +243,7 @@ struct CaptureEngineTests {
             hub.send(0, udpFrame(dstPort: 9, seq: UInt8(i & 255), payload: 1400))
         }
         done.wait()
-        #expect(received.get() == 300, "forwarding loses nothing to the capture: \(try hub.engine.snapshot().bridge("br")?.ports ?? [])")
+        #expect(received.get() == 300, "forwarding loses nothing to the capture: \(hub.engine.snapshot().bridge("br")?.ports ?? [])")
         let sum = s.stop()
         #expect(sum.captured + sum.dropped == 300)
         #expect(sum.dropped > 0)

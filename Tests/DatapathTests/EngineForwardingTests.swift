@@ -63,7 +63,7 @@ struct EngineForwardingTests {
             defer { engine.stop() }
             #expect(try ping(a, b))
             _ = try iperfRun(t, from: a, to: b, port: 5202, seconds: 2, ["-u", "-b", "0", "-l", "18"])
-            let snap = try engine.snapshot()
+            let snap = engine.snapshot()
             let s = try snap.bridgeStats("br")
             let sa = try s.stats(pa), sb = try s.stats(pb)
             print("flood: \(sa); \(sb); taken early \(snap.workers[0].writesTakenEarly)")

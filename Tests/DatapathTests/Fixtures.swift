@@ -5,6 +5,7 @@ import Testing
 @testable import Datapath
 import Frames
 import Tap
+import VirtioNet
 import TestSupport
 
 struct Host {
@@ -62,7 +63,7 @@ func makeEngine(workers: Int = 1, events: EventLog? = nil, _ tweak: (inout Engin
 
 /// A bridge named "br" flooding every frame (no handlers) between the hosts' macvtaps.
 @discardableResult
-func hub(_ engine: Engine, _ hosts: [Host], offloads: TapOffloads = .all) throws -> Bridge {
+func hub(_ engine: Engine, _ hosts: [Host], offloads: VirtioNetOffloads = .all) throws -> Bridge {
     let bridge = engine.addBridge(name: "br", pipeline: HandlerPipeline([]), offloads: offloads)
     for h in hosts { try bridge.attach(MacvtapPort(name: h.macvtap)) }
     return bridge

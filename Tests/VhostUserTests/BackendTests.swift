@@ -4,7 +4,7 @@
 import CVhostUserShim
 import Glibc
 import Testing
-import Frames
+import VirtioNet
 @testable import VhostUser
 
 /// A front-end with features negotiated, memory set and both rings of pair 0 running.

@@ -4,7 +4,7 @@
 import CVhostUserShim
 import Glibc
 import Testing
-import Frames
+import VirtioNet
 @testable import VhostUser
 
 @Suite struct HostileMessageTests {

@@ -7,7 +7,7 @@ import Foundation
 import Glibc
 import Testing
 import TestSupport
-import Frames
+import VirtioNet
 @testable import VhostUser
 
 /// A listening Unix socket in a private temporary directory.

@@ -10,6 +10,7 @@
 import Glibc
 #endif
 import Atomics
+import Frames
 
 final class SnapshotPublisher<T: AnyObject>: @unchecked Sendable {
     static var gracePeriodNanoseconds: UInt64 { 5_000_000_000 }
@@ -40,15 +41,9 @@ final class SnapshotPublisher<T: AnyObject>: @unchecked Sendable {
     func publish(_ object: T) {
         while !publishing.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged {}
         defer { publishing.store(false, ordering: .releasing) }
-        let now = Self.monotonicNow()
+        let now = MonotonicClock.nanoseconds()
         let old = current.exchange(Unmanaged.passRetained(object).toOpaque(), ordering: .acquiringAndReleasing)
         retired.append((Unmanaged<T>.fromOpaque(old).takeRetainedValue(), now))
         retired.removeAll { now &- $0.at > Self.gracePeriodNanoseconds }
-    }
-
-    static func monotonicNow() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
 }

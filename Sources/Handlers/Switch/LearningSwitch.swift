@@ -138,24 +138,17 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
     /// Drops learned entries past the aging time; returns how many. Call periodically (the
     /// hot path already ignores stale entries; this returns their slots).
     @discardableResult
-    public func expire(now: UInt64 = LearningSwitch.monotonicNow()) -> Int {
+    public func expire(now: UInt64 = MonotonicClock.nanoseconds()) -> Int {
         let n = fdb.expire(now: now)
         counters_.slot(0).add(.aged, UInt64(n))
         return n
     }
 
     /// The FDB's current entries, sorted by VLAN then MAC.
-    public func entries(now: UInt64 = LearningSwitch.monotonicNow()) -> [FDBEntry] { fdb.entries(now: now) }
+    public func entries(now: UInt64 = MonotonicClock.nanoseconds()) -> [FDBEntry] { fdb.entries(now: now) }
 
     public func counters() -> [HandlerCounter] {
         [HandlerCounter("fdb_entries", UInt64(fdb.count)), HandlerCounter("fdb_capacity", UInt64(fdb.capacity))]
             + counters_.totals()
-    }
-
-    /// CLOCK_MONOTONIC in nanoseconds: the clock HandlerContext.now uses.
-    public static func monotonicNow() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
 }
