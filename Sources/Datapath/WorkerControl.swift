@@ -78,6 +78,7 @@ extension Worker {
     /// slot, frees queued writes. In-flight writes finish later and are ignored (generation).
     func detachDescriptor(_ lp: Int) {
         let p = ports + lp
+        if p.pointee.transport == .virtqueue { tearDownVirtqueuePort(lp) }
         if p.pointee.fd >= 0 {
             cancelAll(lp)
             try? ring.setFile(-1, at: lp)
@@ -91,6 +92,7 @@ extension Worker {
         switch p.pointee.transport {
         case .datagram: break
         case .lengthPrefixedStream: p.pointee.rxFill = 0   // a partial frame of the old connection
+        case .virtqueue: break   // torn down above, before the generation moved on
         }
     }
 
@@ -124,6 +126,7 @@ extension Worker {
             switch ports[lp].transport {
             case .datagram: break
             case .lengthPrefixedStream: tearDownStreamPort(lp)
+            case .virtqueue: tearDownVirtqueuePort(lp)
             }
             setVLAN(.unaware, slot: lp)
             lb.pointee.slotByID[Int(id.rawValue)] = -1
@@ -193,6 +196,7 @@ extension Worker {
         switch spec.transport {
         case .datagram: blockingReads = setUpDatagramPort(lp, descriptor: spec.fd)
         case .lengthPrefixedStream: blockingReads = setUpStreamPort(lp)
+        case .virtqueue: blockingReads = setUpVirtqueuePort(lp, spec.virtqueues)
         }
         setVLAN(spec.vlan, slot: lp)
         p.pointee.state = LocalPortState.down

@@ -79,9 +79,13 @@ public final class Testpmd: @unchecked Sendable {
     @discardableResult
     public func stop(timeout: Double = 20) -> String {
         if process.isRunning {
+            // Enter ends an interactive-less run; with --stats-period testpmd waits for SIGINT.
             stdin.fileHandleForWriting.write("\n".data(using: .utf8)!)
             try? stdin.fileHandleForWriting.close()
-            let deadline = Date().addingTimeInterval(timeout)
+            var deadline = Date().addingTimeInterval(2)
+            while process.isRunning && Date() < deadline { usleep(20_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGINT) }
+            deadline = Date().addingTimeInterval(timeout)
             while process.isRunning && Date() < deadline { usleep(20_000) }
             if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         }
@@ -93,6 +97,13 @@ public final class Testpmd: @unchecked Sendable {
     }
 
     deinit { _ = stop(timeout: 5) }
+
+    /// The latest value of `name` ("RX-packets") anywhere in the output (periodic statistics
+    /// with `--stats-period`).
+    public static func lastCounter(_ name: String, in output: String) -> Int? {
+        guard let r = output.range(of: "\(name): ", options: .backwards) else { return nil }
+        return Int(output[r.upperBound...].prefix { $0.isNumber })
+    }
 
     /// "RX-packets"/"TX-packets" of port 0 from the final forward statistics.
     public static func counter(_ name: String, in output: String) -> Int? {
