@@ -210,7 +210,7 @@ public final class VhostUserPort: Port, VhostUserQueueHost, @unchecked Sendable 
             status.refused += backend.counters.refused
             status.ringsBroken += backend.counters.ringsBroken
         }
-        log("vhost-user port '\(name)': \(why)")
+        log(why)
         takeBack()
         conn.close()
     }

@@ -80,6 +80,7 @@ public final class VhostUserBackend {
     public private(set) var ackedFeatures: UInt64 = 0
     public private(set) var ackedProtocolFeatures: UInt64 = 0
     public private(set) var featuresSet = false
+    public private(set) var protocolFeaturesSet = false
     public private(set) var hasOwner = false
     public private(set) var vrings: [Vring]
     public private(set) var memory: GuestMemoryMapping?
@@ -181,6 +182,7 @@ public final class VhostUserBackend {
                 log("\(config.name): negotiated protocol features: \(names.isEmpty ? "none" : names.joined(separator: " "))")
             }
             ackedProtocolFeatures = features
+            protocolFeaturesSet = true
             return nil
         case .getQueueNum:
             return VhostUserEncoder.u64(UInt64(config.queuePairs))
@@ -249,7 +251,9 @@ public final class VhostUserBackend {
             return nil
         case .setVringEnable(let index, let enable):
             let i = try ring(index, "SET_VRING_ENABLE")
-            if ackedFeatures & VirtioFeature.protocolFeatures == 0 {
+            // QEMU sends it right after SET_PROTOCOL_FEATURES, before SET_FEATURES carries the
+            // PROTOCOL_FEATURES bit: either shows the front-end speaks the protocol extension.
+            if ackedFeatures & VirtioFeature.protocolFeatures == 0 && !protocolFeaturesSet {
                 throw .refused("SET_VRING_ENABLE without PROTOCOL_FEATURES negotiated")
             }
             setEnabled(i, enable)
@@ -388,7 +392,7 @@ public final class VhostUserBackend {
         }
         memory?.unmap()
         memory = nil
-        ackedFeatures = 0; ackedProtocolFeatures = 0; featuresSet = false; hasOwner = false
+        ackedFeatures = 0; ackedProtocolFeatures = 0; featuresSet = false; protocolFeaturesSet = false; hasOwner = false
     }
 
     /// The front-end went: everything torn down, ready for the next connection.

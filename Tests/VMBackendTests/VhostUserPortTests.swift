@@ -10,9 +10,11 @@ import Testing
 import TestSupport
 @testable import VMBackend
 
+/// A private directory for socket files (mode 0700, removed by the caller).
 func vhostTempDir() throws -> String {
-    try FileManager.default.url(for: .itemReplacementDirectory, in: .userDomainMask,
-                                appropriateFor: URL(fileURLWithPath: "/tmp"), create: true).path
+    var template = Array("/tmp/tbvu-XXXXXX".utf8CString)
+    guard let p = mkdtemp(&template) else { throw VMSocketError("create a directory for", "/tmp/tbvu-*", errno: errno) }
+    return String(cString: p)
 }
 
 func until(_ seconds: Double, _ cond: () -> Bool) -> Bool {
@@ -119,5 +121,38 @@ struct VhostUserPortTests {
         #expect(got == Int(v.txFrames))
         // Drops are the guest having no buffer posted (testpmd's core shares this machine).
         #expect(v.txFrames >= UInt64(n / 4))
+    }
+}
+
+@Suite(.serialized, .enabled(if: getuid() == 0 && Guest.available, "needs root, qemu-system-x86_64 and the tools/build-guest guest"))
+struct VhostUserQEMUTests {
+    /// A QEMU guest (TCG) with a vhost-user NIC served by tapbridge pings, then fetches 2 MiB
+    /// from, a namespace host behind a macvtap.
+    @Test func qemuGuestPingsAndTransfersThroughVhostUser() throws {
+        try withTopology { t in
+            let lan = try LAN(t, vmMACs: [vmMAC])
+            let dir = try vhostTempDir()
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let logs = Lines()
+            var c = EngineConfiguration(workers: 1)
+            c.buffersPerWorker = 128
+            c.log = { l, s in logs.add("\(l): \(s)") }
+            let engine = Engine(configuration: c)
+            let bridge = engine.addBridge(name: "vmbr", pipeline: HandlerPipeline([]))
+            try bridge.attach(MacvtapPort(name: lan.macvtap))
+            let port = VhostUserPort(name: "vm0", path: dir + "/vm0.sock", settings: vmSettings, log: { logs.add($0) })
+            let id = try bridge.attach(port)
+            try engine.start()
+            defer { port.stop(); engine.stop() }
+            try port.start(engine: engine, id: id, bridge: bridge)
+            let netdev = "vhost-user,id=n0,chardev=c0"
+            let start = Date()
+            let out = try Guest.boot(netdev: netdev, mac: vmMAC, cmdline: guestNet + " tb.test=transfer", timeout: 150,
+                                     vhostUser: true, extraArgs: ["-chardev", "socket,id=c0,path=\(port.path)"])
+            let s = engine.snapshot().bridge("vmbr")?.port(id)
+            print("vhost-user QEMU guest: \(String(format: "%.1f", Date().timeIntervalSince(start))) s, \(out.split(separator: "\n").filter { $0.contains("TAPBRIDGE-GUEST") }); port \(s.map { "\($0)" } ?? "-"); \(port.currentStatus)")
+            print(logs.all.filter { $0.contains("vhost") || $0.contains("negotiated") || $0.contains("broken") }.joined(separator: "\n"))
+            #expect(out.contains("TAPBRIDGE-GUEST: PASS transfer \(LAN.blobBytes) bytes"), "\(out.suffix(1500))")
+        }
     }
 }

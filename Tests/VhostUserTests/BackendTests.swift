@@ -73,6 +73,21 @@ struct Rig {
         #expect(fe.ended == nil)
     }
 
+    /// QEMU's order: SET_PROTOCOL_FEATURES, then SET_VRING_ENABLE 0 for every ring, and only
+    /// later SET_FEATURES with the PROTOCOL_FEATURES bit. Regression: the enables were refused.
+    @Test func vringEnableBeforeSetFeaturesAsQEMUSendsIt() {
+        let fe = TestFrontend()
+        fe.request(.getFeatures)
+        let offered = fe.replyU64()!
+        fe.request(.getProtocolFeatures)
+        _ = fe.replyU64()
+        fe.request(.setProtocolFeatures, VhostUserEncoder.u64(VhostUserProtocolFeature.replyAck))
+        fe.request(.setVringEnable, VhostUserEncoder.vringState(index: 0, num: 0), needReply: true)
+        #expect(fe.replyU64() == 0)
+        fe.request(.setFeatures, VhostUserEncoder.u64(offered))
+        #expect(fe.backend.counters.refused == 0)
+    }
+
     @Test func withoutProtocolFeaturesRingsStartEnabled() {
         let fe = TestFrontend()
         let ram = GuestRAM()
