@@ -6,6 +6,7 @@
 import Datapath
 import Foundation
 import Frames
+import Handlers
 import Testing
 import TestSupport
 @testable import VMBackend
@@ -138,7 +139,8 @@ struct VhostUserQEMUTests {
             c.buffersPerWorker = 128
             c.log = { l, s in logs.add("\(l): \(s)") }
             let engine = Engine(configuration: c)
-            let bridge = engine.addBridge(name: "vmbr", pipeline: HandlerPipeline([]))
+            let guard_ = SourceGuard(policies: ["vm0": .init()])
+            let bridge = engine.addBridge(name: "vmbr", pipeline: HandlerPipeline([guard_]))
             try bridge.attach(MacvtapPort(name: lan.macvtap))
             let port = VhostUserPort(name: "vm0", path: dir + "/vm0.sock", settings: vmSettings, log: { logs.add($0) })
             let id = try bridge.attach(port)
@@ -153,6 +155,45 @@ struct VhostUserQEMUTests {
             print("vhost-user QEMU guest: \(String(format: "%.1f", Date().timeIntervalSince(start))) s, \(out.split(separator: "\n").filter { $0.contains("TAPBRIDGE-GUEST") }); port \(s.map { "\($0)" } ?? "-"); \(port.currentStatus)")
             print(logs.all.filter { $0.contains("vhost") || $0.contains("negotiated") || $0.contains("broken") }.joined(separator: "\n"))
             #expect(out.contains("TAPBRIDGE-GUEST: PASS transfer \(LAN.blobBytes) bytes"), "\(out.suffix(1500))")
+            #expect((s?.txLargeFrames ?? 0) > 0, "TCP super-frames went into the guest unsegmented (GUEST_TSO)")
+
+            // QEMU restarted, tapbridge not: the guest now serves 4 MiB and the LAN host fetches
+            // it; the guest's TSO super-frames cross the port (rx large) and arrive intact.
+            let lanFetch = Locked<String?>(nil)
+            let lanTries = Locked<[String]>([])
+            let fetcher = Thread {
+                let end = Date().addingTimeInterval(90)
+                while Date() < end {
+                    let r = try? t.exec(lan.namespace, ["curl", "-sf", "--connect-timeout", "3", "--max-time", "40",
+                                                        "-o", "/tmp/tbvu-\(t.tag).blob", "http://198.18.0.10:8080/blob"], check: false, timeout: 30)
+                    lanTries.set(lanTries.get() + ["\(r?.status ?? -1)"])
+                    if let r, r.succeeded {
+                        let size = (try? FileManager.default.attributesOfItem(atPath: "/tmp/tbvu-\(t.tag).blob")[.size] as? Int) ?? -1
+                        lanFetch.set("fetched \(size ?? -1)")
+                        return
+                    }
+                    usleep(300_000)
+                }
+                lanFetch.set("gave up")
+            }
+            fetcher.start()
+            defer { unlink("/tmp/tbvu-\(t.tag).blob") }
+            let before = engine.snapshot().bridge("vmbr")?.port(id)?.rxLargeFrames ?? 0
+            let served = try Guest.boot(netdev: netdev, mac: vmMAC, cmdline: "tb.ip=198.18.0.10/24 tb.peer=198.18.0.1 tb.test=serve tb.bytes=4194304 tb.port=8080 tb.wait=20",
+                                        timeout: 150, vhostUser: true, extraArgs: ["-chardev", "socket,id=c0,path=\(port.path)"])
+            _ = until(30) { lanFetch.get() != nil }
+            let after = engine.snapshot().bridge("vmbr")?.port(id)
+            print("vhost-user guest serving: LAN host \(lanFetch.get() ?? "-"); port \(after.map { "\($0)" } ?? "-"); connections \(port.currentStatus.connections); tries \(lanTries.get().suffix(5))")
+            #expect(served.contains("TAPBRIDGE-GUEST: SERVING"), "\(served.suffix(800))")
+            #expect(lanFetch.get() == "fetched 4194304")
+            #expect((after?.rxLargeFrames ?? 0) > before, "guest TSO super-frames crossed the port")
+            #expect(port.currentStatus.connections == 2)
+
+            // A guest that changes its MAC gets nothing through (anti-spoofing, counted).
+            let spoofed = try Guest.boot(netdev: netdev, mac: vmMAC, cmdline: guestNet + " tb.mac=52:54:00:66:66:66 tb.test=ping",
+                                         timeout: 150, vhostUser: true, extraArgs: ["-chardev", "socket,id=c0,path=\(port.path)"])
+            #expect(spoofed.contains("TAPBRIDGE-GUEST: FAIL no reply from 198.18.0.1"), "\(spoofed.suffix(600))")
+            #expect(guard_.counters().first!.value > 0)
         }
     }
 }
