@@ -6,28 +6,46 @@
 //   CTapbridgeShim       C macros and opcodes Swift cannot import (ioctl numbers, IOSQE_*, READ_MULTISHOT)
 //   VirtioNet            the virtio-net header and offload set every port kind shares (pure Swift)
 //   Frames               the handler seam: Frame, Verdict, FrameHandler, PortID/PortSet, MACAddress (pure Swift)
+//   TapbridgeHandlers    the handler author's product: Frames alone, no C system library (docs/handlers.md)
+//   TapbridgeTesting     test kit for handler authors: FrameBuilder, ManualClock (pure Swift)
 //   Netlink              rtnetlink over libmnl: create/read/delete macvtap+macvlan links, link events
 //   Tap                  macvtap character devices: open by major:minor, TUN ioctls, vnet header, offloads
 //   Ring                 io_uring wrapper: submission/completion, buffer rings, probe, user_data packing
 //   Datapath             ports, workers, transmit queues, counters: the forwarding engine
 //   CLibpcap             system library (libpcap-dev): pcap-filter compilation, classic BPF
-//   Handlers             bundled handlers: LearningSwitch, FrameFilter
+//   PacketFilter         PcapProgram: a pcap-filter expression compiled once, run per frame (filter, capture)
+//   Handlers             bundled handlers: LearningSwitch, FrameFilter, SourceGuard
 //   Capture              pcapng/pcap writers (rotation), capture rings and taps the workers fill
+//   UnixSocketFiles      socket files made safely: mode 0660/0600, stale ones replaced, symlinks never followed
 //   VMBackend            QEMU stream/dgram socket ports
 //   CVhostUserShim       eventfd/memfd, SCM_RIGHTS walking, guest-memory barriers for VhostUser
 //   VhostUser            vhost-user back-end: messages, connection, guest memory, split rings,
 //                        the protocol state machine, virtio-net receive/transmit
-//   Tapbridge            the library product: re-exports everything a handler author needs
+//   Tapbridge            the embedder's library product: re-exports engine, links, handlers, capture, VMs
 //   Control              control socket: JSON-lines protocol v1, server (SO_PEERCRED), client
-//   Daemon               config, link lifecycle, `run`/`demo` orchestration, metrics endpoint,
-//                        sd_notify, crash-recovery ledger
-//   tapbridge            the command-line tool
+//                        (needs UnixSocketFiles only: no datapath, no liburing)
+//   MetricsEndpoint      Prometheus endpoint: bounded HTTP server (deadline per request, 16
+//                        connections), exporter from engine snapshots and handler counters
+//   Config               the configuration: model, TOML parser, port kinds, handler registry, every
+//                        check that needs only the file (no OS calls: unit-tested and fuzzed alone)
+//   Daemon               host checks, link lifecycle, `run`/`demo` orchestration, sd_notify,
+//                        crash-recovery ledger: the life of one `tapbridge run`
+//   TapbridgeCLI         the `tapbridge` commands as a library: `TapbridgeCommand.main()` after
+//                        `HandlerRegistry.register(...)` builds a daemon with your own handlers
+//   tapbridge            the command-line tool: main.swift calls TapbridgeCommand.main()
+//
+// Dependency graph (docs/architecture.md draws it): Datapath and Capture use PacketFilter, not
+// Handlers; Control uses UnixSocketFiles, not VMBackend. Each target declares only the packages
+// it imports (swift-system: Control; swift-atomics: Handlers).
 import PackageDescription
 
 let package = Package(
     name: "tapbridge",
     products: [
         .library(name: "Tapbridge", targets: ["Tapbridge"]),
+        .library(name: "TapbridgeHandlers", targets: ["TapbridgeHandlers"]),
+        .library(name: "TapbridgeTesting", targets: ["TapbridgeTesting"]),
+        .library(name: "TapbridgeCLI", targets: ["TapbridgeCLI"]),
         .executable(name: "tapbridge", targets: ["tapbridge"]),
     ],
     dependencies: [
@@ -52,32 +70,32 @@ let package = Package(
         .target(name: "CTapbridgeShim", dependencies: ["CLiburing", "CLibmnl"]),
 
         .target(name: "VirtioNet"),
-        .target(name: "Frames", dependencies: ["VirtioNet", .product(name: "Atomics", package: "swift-atomics")]),
+        .target(name: "Frames", dependencies: ["VirtioNet"]),
+        .target(name: "TapbridgeHandlers", dependencies: ["Frames"]),
+        .target(name: "TapbridgeTesting", dependencies: ["Frames"]),
         .target(
             name: "Netlink",
-            dependencies: ["CLibmnl", "CTapbridgeShim", "Frames",
-                           .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["CLibmnl", "CTapbridgeShim", "Frames"]),
         .target(
             name: "Tap",
-            dependencies: ["CTapbridgeShim", "VirtioNet", .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["CTapbridgeShim", "VirtioNet"]),
         .target(
             name: "Ring",
-            dependencies: ["CLiburing", "CTapbridgeShim",
-                           .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["CLiburing", "CTapbridgeShim"]),
         .target(
             name: "Datapath",
-            dependencies: ["Frames", "VirtioNet", "VhostUser", "Ring", "Tap", "Capture", "Handlers",
-                           .product(name: "Atomics", package: "swift-atomics"),
-                           .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["Frames", "VirtioNet", "VhostUser", "Ring", "Tap", "Capture", "PacketFilter"]),
+        .target(name: "PacketFilter", dependencies: ["CLibpcap"]),
         .target(
             name: "Handlers",
-            dependencies: ["Frames", "CLibpcap", .product(name: "Atomics", package: "swift-atomics")]),
+            dependencies: ["Frames", "PacketFilter", .product(name: "Atomics", package: "swift-atomics")]),
         .target(
             name: "Capture",
-            dependencies: ["Handlers", "CLibpcap"]),
+            dependencies: ["PacketFilter"]),
+        .target(name: "UnixSocketFiles"),
         .target(
             name: "VMBackend",
-            dependencies: ["Frames", "VirtioNet", "Datapath", "VhostUser", .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["Frames", "VirtioNet", "Datapath", "VhostUser", "UnixSocketFiles"]),
         .target(name: "CVhostUserShim"),
         .target(name: "VhostUser", dependencies: ["VirtioNet", "CVhostUserShim"]),
         .target(
@@ -85,29 +103,40 @@ let package = Package(
             dependencies: ["Frames", "VirtioNet", "Netlink", "Tap", "Ring", "Datapath", "Handlers", "Capture", "VMBackend", "VhostUser"]),
         .target(
             name: "Control",
-            dependencies: ["VMBackend", .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["UnixSocketFiles", .product(name: "SystemPackage", package: "swift-system")]),
+        .target(
+            name: "MetricsEndpoint",
+            dependencies: ["Datapath", "Frames",
+                           .product(name: "Metrics", package: "swift-metrics"),
+                           .product(name: "Prometheus", package: "swift-prometheus")]),
+        .target(
+            name: "Config",
+            dependencies: ["Frames", "Handlers",
+                           .product(name: "Logging", package: "swift-log"),
+                           .product(name: "TOMLKit", package: "TOMLKit")]),
         .target(
             name: "Daemon",
-            dependencies: ["Tapbridge", "Control",
+            dependencies: ["Tapbridge", "Control", "Config", "MetricsEndpoint",
                            .product(name: "Logging", package: "swift-log"),
-                           .product(name: "Metrics", package: "swift-metrics"),
-                           .product(name: "Prometheus", package: "swift-prometheus"),
                            .product(name: "TOMLKit", package: "TOMLKit")]),
-        .executableTarget(
-            name: "tapbridge",
-            dependencies: ["Daemon", "Control", "Capture", "Netlink", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .target(
+            name: "TapbridgeCLI",
+            dependencies: ["Config", "Daemon", "Control", "Capture", "Netlink", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .executableTarget(name: "tapbridge", dependencies: ["TapbridgeCLI"]),
 
         // Test helpers: namespaces, veth pairs and commands with guaranteed clean-up.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "FramesTests", dependencies: ["Frames"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "DatapathTests", dependencies: ["Datapath", "VirtioNet", "Tap", "Handlers", "Netlink", "Ring", "TestSupport"]),
-        .testTarget(name: "HandlersTests", dependencies: ["Handlers"]),
-        .testTarget(name: "CaptureTests", dependencies: ["Capture", "Datapath", "Handlers", "TestSupport"]),
+        .testTarget(name: "HandlersTests", dependencies: ["Handlers", "TapbridgeTesting"]),
+        .testTarget(name: "CaptureTests", dependencies: ["Capture", "Datapath", "PacketFilter", "TestSupport"]),
+        .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "Handlers", "UnixSocketFiles", "TestSupport"]),
+        .testTarget(name: "ConfigTests", dependencies: ["Config", "Frames"]),
+        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Config", "Control", "MetricsEndpoint", "TestSupport"]),
+        .testTarget(name: "MetricsEndpointTests", dependencies: ["MetricsEndpoint"]),
+        .testTarget(name: "ControlTests", dependencies: ["Control", "TestSupport", .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "CVhostUserShim", "VirtioNet", "TestSupport"]),
-        .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "Handlers", "TestSupport"]),
-        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Control", "TestSupport"]),
-        .testTarget(name: "ControlTests", dependencies: ["Control", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

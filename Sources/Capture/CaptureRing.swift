@@ -6,8 +6,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CLibpcap
-import Handlers
+import PacketFilter
 import Synchronization
 
 /// One record in the ring: this header, then `capturedLength` bytes, padded to 8.
@@ -135,7 +134,7 @@ public final class CaptureTap: @unchecked Sendable {
     public let ring: CaptureRing
     public let snaplen: Int
     let program: PcapProgram?
-    @usableFromInline let instructions: UnsafePointer<bpf_insn>?
+    @usableFromInline let instructions: PcapInstructions?
     @usableFromInline let rejectCount = Atomic<UInt64>(0)
 
     public init(ring: CaptureRing, filter: PcapProgram?, snaplen: Int) {
@@ -152,7 +151,7 @@ public final class CaptureTap: @unchecked Sendable {
     /// egress port will apply, so the capture shows the frame as it leaves.
     public func offer(_ frame: UnsafeRawBufferPointer, interface: UInt16, direction: CaptureDirection,
                       tag: UInt32 = 0, strip: Bool = false) {
-        if let insns = instructions, !PcapProgram.run(insns, frame) {
+        if let insns = instructions, !insns.matches(frame) {
             rejectCount.add(1, ordering: .relaxed)
             return
         }

@@ -3,7 +3,7 @@
 import Foundation
 import Glibc
 import SystemPackage
-import VMBackend
+import UnixSocketFiles
 
 public enum ControlClientError: Error, Equatable, CustomStringConvertible {
     /// Nothing listens at the path (no file, or a stale socket).
@@ -42,11 +42,11 @@ public final class ControlClient {
     public init(path: String, timeout: Double = 30) throws {
         self.path = path
         do {
-            let fd = try VMSockets.connectStream(to: path)
+            let fd = try UnixSocketFile.connectStream(to: path)
             // Blocking from here on, with a timeout so a wedged daemon cannot hang the CLI forever.
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
             self.fd = fd
-        } catch let e as VMSocketError {
+        } catch let e as UnixSocketError {
             switch e.errno {
             case ENOENT, ECONNREFUSED, ENOTDIR: throw ControlClientError.noDaemon(path: path)
             case EACCES, EPERM: throw ControlClientError.permission(path: path)

@@ -12,7 +12,7 @@
 import Foundation
 import Glibc
 import SystemPackage
-import VMBackend
+import UnixSocketFiles
 
 /// What a command handler answers.
 public enum ControlReply {
@@ -74,9 +74,9 @@ public final class ControlServer: @unchecked Sendable {
         }
         let access = SocketFileAccess(mode: configuration.group == nil ? 0o600 : 0o660, owner: nil, group: configuration.group)
         do {
-            let fd = try VMSockets.listenStream(at: configuration.path, access: access, backlog: 64)
+            let fd = try UnixSocketFile.listenStream(at: configuration.path, access: access, backlog: 64)
             listenFD = fd
-        } catch let e as VMSocketError {
+        } catch let e as UnixSocketError {
             // The shared socket helper's error, named for this socket; a live listener is most
             // likely another daemon.
             throw ControlSocketError(e.operation, "control socket '\(configuration.path)'", errno: e.errno,

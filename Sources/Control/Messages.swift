@@ -41,7 +41,25 @@ public struct StatsResult: Codable, Equatable, Sendable {
     /// CLOCK_MONOTONIC nanoseconds at the snapshot (for rates: `top` divides deltas by this).
     public var monotonicNs: UInt64
     public var ports: [PortStats]
-    public init(monotonicNs: UInt64, ports: [PortStats]) { self.monotonicNs = monotonicNs; self.ports = ports }
+    /// Every handler's own counters (`FrameHandler.counters()`), when no port was asked for;
+    /// absent from daemons that predate it.
+    public var handlers: [HandlerStats]?
+    public init(monotonicNs: UInt64, ports: [PortStats], handlers: [HandlerStats]? = nil) {
+        self.monotonicNs = monotonicNs; self.ports = ports; self.handlers = handlers
+    }
+}
+
+/// One counter of one handler in one bridge's pipeline (the bundled ones and a custom daemon's).
+public struct HandlerStats: Codable, Equatable, Sendable {
+    public var bridge: String
+    /// The handler's `name`.
+    public var handler: String
+    public var counter: String
+    public var labels: [String: String]
+    public var value: UInt64
+    public init(bridge: String, handler: String, counter: String, labels: [String: String], value: UInt64) {
+        self.bridge = bridge; self.handler = handler; self.counter = counter; self.labels = labels; self.value = value
+    }
 }
 
 public struct PortStats: Codable, Equatable, Sendable {

@@ -9,6 +9,7 @@ import Datapath
 import Foundation
 import Frames
 import Handlers
+import PacketFilter
 import Logging
 
 extension Daemon {

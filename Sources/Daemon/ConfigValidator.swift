@@ -1,8 +1,10 @@
 // ConfigValidator: checks a parsed configuration against the running host before anything is
 // created: namespaces exist, parents exist, links to create do not exist yet, links to use do
-// exist and are macvtaps, a passthru parent carries nothing else. Read-only.
+// exist and are macvtaps, a passthru parent carries nothing else, VM socket paths and owners
+// make sense here. Read-only. (What the file alone shows is checked by the Config module's
+// parser; this is the part that asks the OS.)
+import Config
 import Frames
-import Handlers
 
 /// What the validator needs to know about the host. `SystemHost` answers from the kernel; tests
 /// may answer from a table.
@@ -34,35 +36,12 @@ public enum ConfigValidator {
     /// Throws `ConfigError` listing every problem with `config` on this host.
     public static func validate(_ config: DaemonConfig, host: HostInspector) throws {
         let issues = IssueList(file: config.file)
-        for b in config.bridges {
-            for case .filter(let f) in b.pipeline {
-                // Every rule parses and compiles now, so a bad rule never gets as far as start.
-                for (i, text) in f.rules.enumerated() {
-                    do {
-                        let rule = try FilterRule(parsing: text)
-                        if case .expression = rule.match { _ = try FrameFilter(rules: [rule]) }
-                        if case .mirror(let port) = rule.action, !b.ports.contains(where: { $0.name == port }) {
-                            issues.add("\(f.path).rules[\(i)]", "mirror port '\(port)' is not a port of bridge '\(b.name)'")
-                        }
-                    } catch let FilterError.invalid(_, reason) {
-                        issues.add("\(f.path).rules[\(i)]", reason)
-                    } catch let FilterError.compile(expression, message, _) {
-                        issues.add("\(f.path).rules[\(i)]", "\"\(expression)\": \(message)")
-                    } catch {
-                        issues.add("\(f.path).rules[\(i)]", "\(error)")
-                    }
-                }
-                for p in f.ports where !b.ports.contains(where: { $0.name == p }) {
-                    issues.add("\(f.path).ports", "'\(p)' is not a port of bridge '\(b.name)'")
-                }
-            }
-        }
         if let g = config.controlGroup, config.controlSocket?.isEmpty == false, !host.groupExists(g) {
             issues.add("control.group", "no group '\(g)' on this host")
         }
         var nsChecked: [String: Bool] = [:]
         for (_, p) in config.allPorts {
-            if let vm = p.vm {
+            if case .vm(let vm) = p.kind {
                 for (key, path) in [("path", vm.path), ("remote-path", vm.remotePath ?? "")] where !path.isEmpty {
                     if let why = VMPortChecks.socketPathProblem(path, created: key == "path" && vm.socket != .streamClient) {
                         issues.add("\(p.path).\(key)", why)

@@ -2,6 +2,7 @@
 // runs on the control loop through ControlQueue, so it sees and changes daemon state (config,
 // links, engine bindings) on the one thread that owns it; reads of counters and the FDB are
 // lock-free for the datapath. Streaming commands register here too (ControlReply.takeOver).
+import Config
 import Control
 import Datapath
 import Foundation
@@ -106,11 +107,16 @@ extension Daemon {
         return config.allPorts.map { b, p in
             let stat = snap?.bridge(b.name)?.port(named: p.name)
             // A VM port has no link: its "link" is its socket file, its MAC the one assigned to the VM.
-            let link = p.vm != nil ? nil : try? LinkManager(namespace: p.netns.map { NetworkNamespace.named($0) }).link(named: p.name)
+            var socketPath: String?, assignedMAC: MACAddress?
+            var link: LinkInfo?
+            switch p.kind {
+            case .macvtap(let m): link = try? LinkManager(namespace: m.netns.map { NetworkNamespace.named($0) }).link(named: p.name)
+            case .vm(let vm): socketPath = vm.path; assignedMAC = vm.mac
+            }
             let state = lostPorts.contains(p.name) ? "lost" : stat == nil ? "detached" : stat!.connected ? "up" : "down"
             return PortStatus(bridge: b.name, name: p.name, kind: stat?.kind ?? "macvtap", netns: p.netns,
-                              link: p.vm?.path ?? p.create?.parent ?? link.flatMap { $0.parentName ?? $0.parentIndex.map { "#\($0)" } },
-                              mac: p.vm?.mac?.description ?? link?.address?.description, mode: link?.mode?.rawValue ?? p.create?.mode.rawValue,
+                              link: socketPath ?? p.create?.parent ?? link.flatMap { $0.parentName ?? $0.parentIndex.map { "#\($0)" } },
+                              mac: assignedMAC?.description ?? link?.address?.description, mode: link?.mode?.rawValue ?? p.create?.mode.rawValue,
                               state: state, operstate: link?.operState, queues: p.queues, offloads: p.offloads,
                               created: links.wasCreated(p.name, netns: p.netns), vlan: Self.describe(p.vlan))
         }
@@ -129,7 +135,11 @@ extension Daemon {
             }
         }
         if let port, out.isEmpty { throw noSuchPort(port) }
-        return StatsResult(monotonicNs: MonotonicClock.nanoseconds(), ports: out)
+        // Handler counters belong to bridges, not ports: only in the whole-daemon view.
+        let handlers = port != nil ? nil : engine?.handlerCounters().flatMap { h in
+            h.counters.map { HandlerStats(bridge: h.bridge, handler: h.handler, counter: $0.name, labels: $0.labels, value: $0.value) }
+        }
+        return StatsResult(monotonicNs: MonotonicClock.nanoseconds(), ports: out, handlers: handlers)
     }
 
     func fdbEntries(bridge: String?) throws -> FDBResult {

@@ -1,9 +1,11 @@
 // Daemon: the life of one `tapbridge run` (or `demo`): validate, create links, start the
 // engine, follow link events and timers on the control thread, stop on a signal, and leave the
 // host as it found it. Frames never pass through here.
+import Config
 import Control
 import Foundation
 import Logging
+import MetricsEndpoint
 
 public final class Daemon {
     public struct Options {
@@ -59,7 +61,7 @@ public final class Daemon {
         self.engine = engine
         try engine.start()
         try startMetrics()
-        monitor = try LinkWatcher(ports: config.allPorts.filter { $0.port.vm == nil }.map { ($0.port.name, $0.port.netns) },
+        monitor = try LinkWatcher(ports: config.allPorts.filter { $0.port.hasLink }.map { ($0.port.name, $0.port.netns) },
                                   logger: logger)
         try startControl()
         logger.info("running", metadata: ["ports": "\(config.allPorts.map(\.port.name).joined(separator: ","))"])

@@ -1,6 +1,7 @@
 // DaemonLogging: one swift-log bootstrap for `run` and `demo`: one line per event on stderr,
 // "TIMESTAMP LEVEL message key=value..." or, with `log-format = "json"`, one JSON object per
 // line (for journald/ELK); the level set once at start.
+import Config
 import Foundation
 import Logging
 

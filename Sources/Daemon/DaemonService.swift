@@ -1,9 +1,13 @@
 // DaemonService: the daemon's life as a service, beside its job: tells systemd where it is
 // (READY/RELOADING/STOPPING/STATUS, watchdog pings from the control loop) and runs the
-// opt-in metrics endpoint. Kept out of Daemon.swift so the control loop stays readable: the
+// opt-in metrics endpoint (module MetricsEndpoint). Kept out of Daemon.swift so the control loop stays readable: the
 // loop only calls these hooks.
 import Foundation
 import Logging
+import MetricsEndpoint
+
+/// The endpoint's type for a handler's counters, read by EngineBinding on the control thread.
+typealias HandlerCounters = MetricsEndpoint.HandlerCounters
 
 /// What a running daemon keeps for its service side.
 final class ServiceState {
@@ -31,14 +35,15 @@ extension Daemon {
         let address = try MetricsAddress(parsing: text, allowRemote: config.metricsAllowRemote)
         let daemonRegistry = DaemonMetrics.bootstrap()
         let exchange = service.exchange
-        let server = try MetricsServer(address: address) { [weak self] in
+        let server = try MetricsServer(host: address.host, port: address.port) { [weak self] endpoint in
             guard let engine = self?.engine?.engine else { return "" }
             // Engine counters are read here, on the scrape thread; handler counters come from
             // the control thread through the exchange.
             let handlers = exchange.fetch()
             DaemonMetrics.count("tapbridge_scrapes_total")
             return MetricsExporter.render(snapshot: engine.snapshot(), handlers: handlers,
-                                          workerCPU: MetricsExporter.workerCPUSeconds(), daemon: daemonRegistry)
+                                          workerCPU: MetricsExporter.workerCPUSeconds(), endpoint: endpoint,
+                                          daemon: daemonRegistry)
         }
         server.start()
         service.metrics = server

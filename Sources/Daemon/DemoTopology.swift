@@ -3,6 +3,7 @@
 // its eth0; the veth's root-namespace end tb-<x>-veth carries a passthru macvtap tb-<x>-tap that
 // the daemon creates and deletes like any configured port. Namespaces and veths are plumbing,
 // made with iproute2; this file removes exactly what it made.
+import Config
 import Foundation
 
 public final class DemoTopology {
@@ -64,14 +65,14 @@ public final class DemoTopology {
         var c = DaemonConfig(file: "demo")
         c.workers = workers
         let ports = hosts.enumerated().map { i, h -> PortConfig in
-            var p = PortConfig(name: h.macvtap, path: "bridges[0].ports[\(i)]")
             var create = LinkCreation(parent: h.veth)
             create.mode = .passthru
-            p.create = create
-            p.offloads = offloads
-            return p
+            var m = MacvtapPortConfig(create: create)
+            m.offloads = offloads
+            return PortConfig(name: h.macvtap, kind: .macvtap(m), path: "bridges[0].ports[\(i)]")
         }
-        c.bridges = [BridgeConfig(name: "demo", pipeline: [.learningSwitch(LearningSwitchConfig())],
+        let learningSwitch = HandlerConfig(name: "learning-switch", settings: LearningSwitchConfig(), path: "bridges[0].learning-switch")
+        c.bridges = [BridgeConfig(name: "demo", pipeline: [learningSwitch],
                                   ports: ports, path: "bridges[0]")]
         return c
     }

@@ -1,6 +1,8 @@
 // EngineBinding: turns the configuration into the core's objects (one Engine, a Bridge with its
-// handler pipeline per configured bridge, a MacvtapPort per port) and gives the control loop the
-// few operations it needs: start/stop, detach/re-attach by port name, expiry sweeps, counters.
+// handler pipeline per configured bridge, one core Port per port) and gives the control loop the
+// few operations it needs: start/stop, detach/re-attach by port name, expiry sweeps, reloads,
+// counters. Handlers are made and swept through their registered kinds (HandlerRegistry).
+import Config
 import Datapath
 import Foundation
 import Frames
@@ -13,7 +15,11 @@ final class EngineBinding {
     let engine: Engine
     let logger: Logger
     private var bridges: [String: Bridge] = [:]
+    /// Every running handler by bridge, in pipeline order (the source guard first, if any).
     private var handlers: [String: [any FrameHandler]] = [:]
+    /// The configured stages by bridge, with their kinds' hooks.
+    private var stages: [String: [RunningHandler]] = [:]
+    private var sourceGuards: [String: SourceGuard] = [:]
     /// Every port the configuration (as last applied) declares, by name, with its bridge.
     private var ports: [String: (bridge: String, config: PortConfig)] = [:]
     private let events = EventQueue()
@@ -39,9 +45,7 @@ final class EngineBinding {
         ec.onEvent = { queue.push($0) }
         engine = Engine(configuration: ec)
         for b in config.bridges {
-            let hs = try HandlerFactory.handlers(for: b, logger: logger)
-            handlers[b.name] = hs
-            bridges[b.name] = engine.addBridge(name: b.name, pipeline: HandlerPipeline(hs))
+            try makeBridge(b)
             for p in b.ports {
                 ports[p.name] = (b.name, p)
                 try attach(p, to: b.name)
@@ -49,9 +53,20 @@ final class EngineBinding {
         }
     }
 
+    /// Makes bridge `b`'s handlers through their kinds and adds the bridge to the engine.
+    private func makeBridge(_ b: BridgeConfig) throws {
+        let (sourceGuard, running) = try SourceGuards.pipeline(for: b)
+        let hs: [any FrameHandler] = (sourceGuard.map { [$0] } ?? []) + running.map(\.handler)
+        handlers[b.name] = hs
+        stages[b.name] = running
+        sourceGuards[b.name] = sourceGuard
+        bridges[b.name] = engine.addBridge(name: b.name, pipeline: HandlerPipeline(hs))
+    }
+
     private func attach(_ p: PortConfig, to bridgeName: String) throws {
         guard let bridge = bridges[bridgeName] else { throw DaemonError("no bridge '\(bridgeName)'") }
-        if p.vm != nil {
+        switch p.kind {
+        case .vm:
             let log = logger, name = p.name
             let port: any Datapath.Port
             do {
@@ -63,15 +78,15 @@ final class EngineBinding {
             // The supervisor may reconnect at once (a client port dials immediately), which
             // needs running workers: ports attached before start are watched from `start`.
             if engine.isRunning { vmSupervisor().watch(port, id: id, in: bridge) } else { unwatched.append((port, id, bridge)) }
-            return
+        case .macvtap:
+            let port: MacvtapPort
+            do {
+                port = try PortOpener.macvtap(p)
+            } catch {
+                throw DaemonError("\(p.path): cannot open macvtap '\(p.name)': \(error)")
+            }
+            try bridge.attach(port)   // the engine logs the attachment
         }
-        let port: MacvtapPort
-        do {
-            port = try PortOpener.macvtap(p)
-        } catch {
-            throw DaemonError("\(p.path): cannot open macvtap '\(p.name)': \(error)")
-        }
-        try bridge.attach(port)   // the engine logs the attachment
     }
 
     func start() throws {
@@ -94,15 +109,31 @@ final class EngineBinding {
     /// Handler names per bridge, in pipeline order ("" for a hub).
     var pipelines: [String: [String]] { handlers.mapValues { $0.map(\.name) } }
 
+    /// The running handler of type `H` in bridge `name`'s pipeline: the control commands
+    /// specific to one bundled kind (`fdb` for the learning switch, `filter` for the filter).
+    func handler<H: FrameHandler>(_ type: H.Type, ofBridge name: String) -> H? {
+        stages[name]?.lazy.compactMap { $0.handler as? H }.first
+    }
+
     /// The running filter of bridge `name`, for live rule swaps.
-    func filter(ofBridge name: String) -> FrameFilter? {
-        handlers[name]?.lazy.compactMap { $0 as? FrameFilter }.first
+    func filter(ofBridge name: String) -> FrameFilter? { handler(FrameFilter.self, ofBridge: name) }
+
+    /// Applies a reloaded stage's settings to bridge `bridge`'s running handler of that kind
+    /// (its kind's reload hook). Returns notes on what still needs a restart; throws if the kind
+    /// cannot reload or refuses the settings (the running handler keeps its old settings).
+    func reloadStage(_ stage: HandlerConfig, bridge: BridgeConfig) throws -> [String] {
+        guard let i = stages[bridge.name]?.firstIndex(where: { $0.kind.name == stage.name }) else {
+            throw DaemonError("bridge '\(bridge.name)' runs no handler '\(stage.name)'")
+        }
+        do { return try stages[bridge.name]![i].reload(stage, bridge: bridge) } catch let e as HandlerSetupError {
+            throw DaemonError(e.description)
+        }
     }
 
     /// Runs every handler's expiry sweep (learning-switch aging).
     func sweep() {
         let now = MonotonicClock.nanoseconds()
-        for hs in handlers.values { for h in hs { HandlerFactory.sweep(h, now: now) } }
+        for running in stages.values { for h in running { h.sweep(now: now) } }
     }
 
     /// Ports the engine removed by itself (descriptor failed), since the last call.
@@ -149,9 +180,7 @@ final class EngineBinding {
     var bridgeNames: [String] { bridges.keys.sorted() }
 
     /// The learning switch of bridge `name`, if its pipeline has one.
-    func learningSwitch(ofBridge name: String) -> LearningSwitch? {
-        handlers[name]?.lazy.compactMap { $0 as? LearningSwitch }.first
-    }
+    func learningSwitch(ofBridge name: String) -> LearningSwitch? { handler(LearningSwitch.self, ofBridge: name) }
 
     /// The id of port `port` in bridge `bridge`, if attached.
     func portID(_ port: String, inBridge bridge: String) -> PortID? { bridges[bridge]?.port(named: port) }
@@ -163,20 +192,18 @@ final class EngineBinding {
     /// bridges, so an attachment removed earlier and now back finds its old, empty bridge.
     func addBridge(_ b: BridgeConfig) throws {
         if bridges[b.name] != nil { return }
-        let hs = try HandlerFactory.handlers(for: b, logger: logger)
-        handlers[b.name] = hs
-        bridges[b.name] = engine.addBridge(name: b.name, pipeline: HandlerPipeline(hs))
+        try makeBridge(b)
     }
 
     /// Whether bridge `name` runs a source guard (a new bridge will get one if it needs it).
     func hasSourceGuard(_ name: String) -> Bool {
-        guard let hs = handlers[name] else { return true }
-        return HandlerFactory.sourceGuard(in: hs) != nil
+        guard handlers[name] != nil else { return true }
+        return sourceGuards[name] != nil
     }
 
     /// Gives a bridge's source guard the VM ports' current anti-spoofing settings.
     func updateSourceGuard(_ b: BridgeConfig) {
-        handlers[b.name].flatMap(HandlerFactory.sourceGuard(in:))?.setPolicies(HandlerFactory.sourcePolicies(b.sourceGuards))
+        sourceGuards[b.name]?.setPolicies(SourceGuards.policies(b.sourceGuards))
     }
 
     /// Every handler's counters, by bridge (control thread: `counters()` is called here).

@@ -2,6 +2,7 @@
 // returns a readable report, one line per check (ok / warn / FAIL and why). It changes
 // nothing: the probes it makes are a throw-away io_uring with a small buffer ring and a
 // device node in a private temp directory, both removed before it returns.
+import Config
 import Foundation
 import Glibc
 import Netlink

@@ -3,6 +3,7 @@
 // the crash-recovery ledger), so a failure half-way, a signal or a normal stop deletes exactly
 // those links — never one the daemon found already there. After a crash, `recover` reads the
 // dead daemon's ledger: links still wanted are reclaimed, the rest deleted (LinkRecovery.swift).
+import Config
 import Foundation
 import Logging
 import Netlink

@@ -1,5 +1,6 @@
 // LinkOps: the link operations the daemon needs (create a macvtap, delete a link), over the
 // Netlink module, in one place so the rest of the daemon does not care how they reach the kernel.
+import Config
 import Glibc
 import Netlink
 

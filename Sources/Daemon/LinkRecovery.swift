@@ -4,6 +4,7 @@
 // wants (same name, namespace, parent, mode, MAC/MTU if given) is reclaimed — kept and used —
 // and any other verified link is deleted. A link that fails verification is somebody else's
 // and is never touched. The state-directory lock (flock) tells a dead owner from a live one.
+import Config
 import Foundation
 import Glibc
 import Logging

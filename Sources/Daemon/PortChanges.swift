@@ -2,6 +2,7 @@
 // the control socket's `port add|del`: validate only what is new against the host, create the
 // link when the port says so, attach it, follow its link events, and keep `config` in step.
 // A removed port's link is deleted only if this daemon created it. Control thread only.
+import Config
 import Logging
 
 extension Daemon {
@@ -29,7 +30,7 @@ extension Daemon {
             if links.wasCreated(p.name, netns: p.netns) { links.delete(p.name, netns: p.netns) }
             throw error
         }
-        if p.vm == nil { monitor?.watch(p.name, netns: p.netns) }   // a VM port has no link
+        if p.hasLink { monitor?.watch(p.name, netns: p.netns) }   // a VM port has no link
         if let i = config.bridges.firstIndex(where: { $0.name == bridge }) { config.bridges[i].ports.append(p) }
         logger.info("port added by \(reason)", metadata: ["port": "\(p.name)", "bridge": "\(bridge)"])
     }
@@ -37,7 +38,7 @@ extension Daemon {
     /// Detaches `p`, stops following it, deletes its link if this daemon created it, and drops it from `config`.
     func removePort(_ p: PortConfig, bridge: String, reason: String) {
         engine?.remove(p.name)
-        if p.vm == nil { monitor?.forget(p.name) }
+        if p.hasLink { monitor?.forget(p.name) }
         lostPorts.remove(p.name)
         if links.wasCreated(p.name, netns: p.netns) { links.delete(p.name, netns: p.netns) }
         for i in config.bridges.indices {

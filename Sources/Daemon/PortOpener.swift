@@ -1,7 +1,9 @@
-// PortOpener: a configured port as a core Port. A macvtap: the link and its character device
+// PortOpener: a configured port as a core Port, one opener per PortKind case (a new kind adds
+// its opener here and its case in EngineBinding.attach). A macvtap: the link and its character device
 // number are read over rtnetlink/sysfs in the namespace the port lives in (the Netlink module);
 // the device itself is then opened by number, from the daemon's own namespace. A vm port: the
 // VMBackend port for its socket mode (a stream-server port creates its socket file now).
+import Config
 import Datapath
 import Netlink
 import Tap
@@ -9,22 +11,23 @@ import VMBackend
 
 enum PortOpener {
     static func macvtap(_ p: PortConfig) throws -> MacvtapPort {
+        guard case .macvtap(let m) = p.kind else { throw DaemonError("'\(p.name)' is not a macvtap port") }
         let settings = PortSettings(vlan: p.vlan, isolated: p.isolated, hairpin: p.hairpin)
-        let manager = try LinkManager(namespace: p.netns.map { NetworkNamespace.named($0) })
+        let manager = try LinkManager(namespace: m.netns.map { NetworkNamespace.named($0) })
         guard let link = try manager.link(named: p.name) else {
-            throw DaemonError("no link '\(p.name)'\(p.netns.map { " in namespace '\($0)'" } ?? "")")
+            throw DaemonError("no link '\(p.name)'\(m.netns.map { " in namespace '\($0)'" } ?? "")")
         }
         guard link.kind == "macvtap", let dev = link.tapDevice else {
             throw DaemonError("'\(p.name)' is not a macvtap (kind \(link.kind ?? "none"))")
         }
         let device = MacvtapDevice(name: p.name, ifindex: link.index, major: dev.major, minor: dev.minor)
-        return MacvtapPort(device: device, settings: settings, vnetHeader: p.offloads, offloads: p.offloads ? .all : [])
+        return MacvtapPort(device: device, settings: settings, vnetHeader: m.offloads, offloads: m.offloads ? .all : [])
     }
 
-    /// The VM socket port for `p` (`p.vm` set). `log`: the port's own messages (refused
+    /// The VM socket port for `p` (a `.vm` port). `log`: the port's own messages (refused
     /// connections).
     static func vm(_ p: PortConfig, log: @escaping (String) -> Void) throws -> any Datapath.Port {
-        guard let vm = p.vm else { throw DaemonError("'\(p.name)' is not a vm port") }
+        guard case .vm(let vm) = p.kind else { throw DaemonError("'\(p.name)' is not a vm port") }
         let settings = PortSettings(vlan: p.vlan, isolated: p.isolated, hairpin: p.hairpin, assignedMAC: vm.mac)
         let limits = FrameLimits(maxFrame: vm.maxFrame)
         switch vm.socket {

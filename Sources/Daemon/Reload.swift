@@ -1,8 +1,10 @@
 // Reload: SIGHUP re-reads the configuration file and applies what can change while running:
 // ports (macvtap or vm) added to or removed from existing bridges (links created/deleted as
-// configured), and whole VM attachments (`[[vms]]`) added or removed. Anything else (new
-// switch bridges, changed handlers or port settings) is logged as needing a restart. A reload
-// whose file or new ports do not validate changes nothing.
+// configured), whole VM attachments (`[[vms]]`) added or removed, and changed handler settings
+// of kinds that can reload (the filter's rules). Anything else (new switch bridges, a changed
+// pipeline, settings of kinds without a reload hook, port settings) is logged as needing a
+// restart. A reload whose file or new ports do not validate changes nothing.
+import Config
 import Handlers
 import Logging
 
@@ -36,14 +38,13 @@ extension Daemon {
             let oldKeys = Set(ob.ports.map(key)), newKeys = Set(nb.ports.map(key))
             added += nb.ports.filter { !oldKeys.contains(key($0)) }.map { (nb, $0) }
             removed += ob.ports.filter { !newKeys.contains(key($0)) }.map { (ob, $0) }
-            if nb.pipeline.map(\.name) != ob.pipeline.map(\.name) || nb.learningSwitch != ob.learningSwitch {
+            if nb.pipeline.map(\.name) != ob.pipeline.map(\.name) {
                 logger.warning("reload: handler changes not applied (restart needed)", metadata: ["bridge": "\(nb.name)"])
-            } else if let nf = nb.filter, nf != ob.filter {
-                if let of = ob.filter, nf.ports != of.ports || nf.direction != of.direction {
-                    logger.warning("reload: filter ports/direction changes not applied (restart needed)",
-                                   metadata: ["bridge": "\(nb.name)"])
+            } else {
+                for (new, old) in zip(nb.pipeline, ob.pipeline) where new != old {
+                    // The filter keeps the messages docs/filter.md promises; other kinds the generic ones.
+                    if let f = new.settings as? FilterConfig { applyFilter(f, bridge: nb.name) } else { reloadStage(new, bridge: nb.name) }
                 }
-                applyFilter(nf, bridge: nb.name)
             }
         }
         for ob in config.bridges where !next.bridges.contains(where: { $0.name == ob.name }) {
@@ -79,24 +80,13 @@ extension Daemon {
         for (b, p) in added {
             // A VM port that wants anti-spoofing never runs unguarded: a bridge built without a
             // source guard cannot get one while running.
-            if p.vm?.guards == true, engine?.hasSourceGuard(b.name) == false {
+            if case .vm(let vm) = p.kind, vm.guards, engine?.hasSourceGuard(b.name) == false {
                 logger.error("reload: cannot add VM port with anti-spoofing to a bridge started without VM guards (restart needed)",
                              metadata: ["port": "\(p.name)", "bridge": "\(b.name)"])
                 continue
             }
             do { try addPort(p, toBridge: b.name, file: next.file, reason: "reload") } catch {
                 logger.error("reload: cannot add port", metadata: ["port": "\(p.name)", "error": "\(error)"])
-            }
-        }
-        for i in config.bridges.indices {
-            if let nb = next.bridges.first(where: { $0.name == config.bridges[i].name }),
-               nb.pipeline.map(\.name) == config.bridges[i].pipeline.map(\.name) {
-                // The filter entry is what replaceFilter recorded: a refused rule set is not in force.
-                let current = config.bridges[i].filter
-                config.bridges[i].pipeline = nb.pipeline.map { h in
-                    if case .filter = h, let current { return .filter(current) }
-                    return h
-                }
             }
         }
         // VM ports came or went: their bridges' source guards keep the policies of what runs.
@@ -114,29 +104,50 @@ extension Daemon {
         }
     }
 
+    /// Gives a reloaded stage's new settings to the running handler of its kind (the kind's
+    /// reload hook) and records them in `config`; a kind without the hook, or settings it refuses,
+    /// leave the old settings in force and say why.
+    func reloadStage(_ stage: HandlerConfig, bridge: String) {
+        do {
+            let notes = try applyStage(stage, bridge: bridge)
+            for note in notes { logger.warning("reload: \(note)", metadata: ["bridge": "\(bridge)", "handler": "\(stage.name)"]) }
+            logger.info("handler settings reloaded", metadata: ["bridge": "\(bridge)", "handler": "\(stage.name)"])
+        } catch {
+            logger.error("reload: \(stage.name) settings refused, old settings stay", metadata: ["bridge": "\(bridge)", "error": "\(error)"])
+        }
+    }
+
+    /// Applies `stage` to bridge `bridge`'s running handler of its kind, then records it in
+    /// `config` (keeping the key path the file gave it). Throws, changing nothing, on refusal.
+    @discardableResult
+    func applyStage(_ stage: HandlerConfig, bridge: String) throws -> [String] {
+        guard let engine, let b = config.bridges.firstIndex(where: { $0.name == bridge }),
+              let h = config.bridges[b].pipeline.firstIndex(where: { $0.name == stage.name }) else {
+            throw DaemonError("bridge '\(bridge)' has no \(stage.name)")
+        }
+        let notes = try engine.reloadStage(stage, bridge: config.bridges[b])
+        var kept = stage
+        kept.path = config.bridges[b].pipeline[h].path
+        config.bridges[b].pipeline[h] = kept
+        return notes
+    }
+
     /// Compiles `f`'s rules off the datapath and swaps them into bridge `bridge`'s running filter,
     /// then records them in `config`. Throws (old rules stay) with the failing rule's key path
     /// and libpcap's message: `bridges[0].filter.rules[2]: "tcp prot 22": syntax error`.
     func replaceFilter(_ f: FilterConfig, bridge: String) throws {
-        guard let filter = engine?.filter(ofBridge: bridge) else { throw DaemonError("bridge '\(bridge)' has no filter") }
-        let ports = config.bridges.first { $0.name == bridge }?.ports ?? []
-        let rules = try HandlerFactory.filterRules(f)
-        for (i, r) in rules.enumerated() {
-            if case .mirror(let port) = r.action, !ports.contains(where: { $0.name == port }) {
-                throw DaemonError("\(f.path).rules[\(i)]: mirror port '\(port)' is not a port of bridge '\(bridge)'")
-            }
+        guard let filter = engine?.filter(ofBridge: bridge),
+              let b = config.bridges.firstIndex(where: { $0.name == bridge }),
+              let h = config.bridges[b].pipeline.firstIndex(where: { $0.name == "filter" }) else {
+            throw DaemonError("bridge '\(bridge)' has no filter")
         }
-        do {
-            try filter.replaceRules(rules, policy: f.defaultAction == "drop" ? .deny : .allow)
-        } catch let FilterError.compile(expression, message, position) {
-            throw DaemonError("\(f.path).rules[\(position ?? 0)]: \"\(expression)\": \(message)")
-        }
-        if let b = config.bridges.firstIndex(where: { $0.name == bridge }),
-           let h = config.bridges[b].pipeline.firstIndex(where: { $0.name == "filter" }) {
-            var kept = f
-            kept.path = config.bridges[b].filter?.path ?? f.path
-            config.bridges[b].pipeline[h] = .filter(kept)
-        }
+        let recordedPath = config.bridges[b].pipeline[h].path
+        let notes = try applyStage(HandlerConfig(name: "filter", settings: f, path: f.path), bridge: bridge)
+        for note in notes { logger.warning("reload: \(note)", metadata: ["bridge": "\(bridge)"]) }
+        // The recorded settings keep the file's key path (`f.path` may be the control socket's).
+        var kept = f
+        kept.path = recordedPath
+        config.bridges[b].pipeline[h].settings = kept
         logger.info("filter rules replaced", metadata: ["bridge": "\(bridge)", "rules": "\(f.rules.count)",
                                                       "generation": "\(filter.currentGeneration)"])
     }

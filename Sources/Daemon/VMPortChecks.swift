@@ -1,7 +1,9 @@
 // VMPortChecks: host facts a `vm` port depends on — the socket file's directory and what is at
 // the path now, and owner/group names — used by ConfigValidator before start and by PortOpener
 // when the socket is created. Read-only.
+import Config
 import Foundation
+import UnixSocketFiles
 import VMBackend
 
 enum VMPortChecks {

@@ -9,7 +9,7 @@ import Capture
 import Dispatch
 import Foundation
 import Frames
-import Handlers
+import PacketFilter
 import Synchronization
 import CTapbridgeShim
 

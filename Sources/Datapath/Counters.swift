@@ -9,7 +9,10 @@ enum PortCounter {
     /// Frames longer than 1514 bytes (GSO super-frames or jumbo) received / sent.
     static let rxLarge = 5, txLarge = 6
     static let rxLargest = 7
-    static let firstDrop = 8
+    /// Stream ports: CLOCK_MONOTONIC ns when the partial frame now held began (0: none). Read by
+    /// the engine's health check, which closes a connection stalled mid-frame.
+    static let partialSince = 8
+    static let firstDrop = 9
     static let count = firstDrop + 256
 
     /// The counter of drops for `reason`.
@@ -31,6 +34,8 @@ struct CounterBlock {
     @inline(__always) func add(_ i: Int, _ n: UInt64) { tb_counter_add(base + i, n) }
     @inline(__always) func max(_ i: Int, _ n: UInt64) { tb_counter_max(base + i, n) }
     @inline(__always) func load(_ i: Int) -> UInt64 { tb_counter_load(base + i) }
+    /// Sets a gauge-like slot. Only the block's writer calls it (a relaxed add of the difference).
+    @inline(__always) func store(_ i: Int, _ n: UInt64) { tb_counter_add(base + i, n &- tb_counter_load(base + i)) }
     /// One frame dropped for `reason` (a port's block): the one way every drop is counted.
     @inline(__always) func countDrop(_ reason: DropReason) { tb_counter_add(base + PortCounter.drop(reason), 1) }
     func deallocate() { base.deallocate() }

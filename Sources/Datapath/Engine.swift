@@ -8,7 +8,7 @@ import Capture
 import Dispatch
 import Foundation
 import Frames
-import Handlers
+import PacketFilter
 import Synchronization
 import VirtioNet
 import CTapbridgeShim
@@ -41,6 +41,11 @@ public struct EngineConfiguration: Sendable {
     public var forceSingleShotReads = false
     /// How often ports are asked whether their descriptors still work (`Port.checkAlive`).
     public var healthCheckInterval: Double = 0.5
+    /// Seconds a stream port may hold part of one frame (a peer that stalls or dribbles a byte
+    /// at a time mid-frame) before its connection is closed, as a failure with ETIMEDOUT, and
+    /// the frame counted as `truncated`. An idle peer holds no partial frame and is never closed.
+    /// Checked every `healthCheckInterval`.
+    public var partialFrameTimeout: Double = 5
     /// Frames one worker may have waiting for another worker's single-descriptor stream port.
     public var handoffRingCapacity: Int = 32
     public var log: EngineLogHandler = { _, _ in }
@@ -352,10 +357,18 @@ public final class Engine: @unchecked Sendable {
     private func deadPorts() -> [(bridge: Int, port: PortID, errno: Int32)] {
         control.lock(); defer { unlockAndEmit() }
         var dead: [(bridge: Int, port: PortID, errno: Int32)] = []
+        let now = MonotonicClock.nanoseconds()
+        let limit = UInt64(max(0, configuration.partialFrameTimeout) * 1e9)
         for b in bridges {
             for r in b.records.values where r.connected {
                 let e = r.port.checkAlive()
-                if e != 0 { dead.append((b.index, r.id, e)) }
+                if e != 0 { dead.append((b.index, r.id, e)); continue }
+                // A stream peer stalled mid-frame (the reading worker starts the clock).
+                let since = r.counters.reduce(UInt64(0)) { Swift.max($0, $1.load(PortCounter.partialSince)) }
+                if since != 0 && now > since && now - since > limit {
+                    log(.notice, "bridge \(b.name): port '\(r.port.name)': peer held a partial frame for more than \(configuration.partialFrameTimeout) s; closing the connection")
+                    dead.append((b.index, r.id, ETIMEDOUT))
+                }
             }
         }
         return dead
@@ -391,8 +404,8 @@ public final class Engine: @unchecked Sendable {
                              options: CaptureOptions = CaptureOptions()) throws -> CaptureSession {
         let program: PcapProgram?
         if let f = filter, !f.trimmingCharacters(in: .whitespaces).isEmpty {
-            do { program = try PcapProgram(f) } catch let e as FilterError {
-                throw EngineError("capture filter \"\(f)\": \(e)")
+            do { program = try PcapProgram(f) } catch {
+                throw EngineError("capture filter \"\(f)\": \(error)")
             }
         } else { program = nil }
         control.lock(); defer { unlockAndEmit() }

@@ -87,7 +87,10 @@ extension Worker {
         p.pointee.readArmed = false
         if c.result <= 0 {
             let e = -c.result
-            if c.result == 0 { fail(lp, 0) } else if e == EAGAIN || e == EINTR { armRead(lp) } else if e != ECANCELED { fail(lp, e) }
+            if c.result == 0 {
+                if p.pointee.rxFill > 0 { logTruncated(lp) }
+                fail(lp, 0)
+            } else if e == EAGAIN || e == EINTR { armRead(lp) } else if e != ECANCELED { fail(lp, e) }
             return
         }
         guard let buf = p.pointee.rxBuffer else { return }
@@ -104,6 +107,7 @@ extension Worker {
                 // A zero or oversized prefix: the stream cannot be resynchronised, close it.
                 p.pointee.counters?.countDrop(.malformed)
                 cfg.log(.notice, "worker \(index): port \(p.pointee.id): closing connection: \(e)")
+                p.pointee.rxFill = 0   // counted as malformed, not also as truncated
                 fail(lp, EPROTO)
                 return
             case .skip(let n, _):
@@ -134,8 +138,38 @@ extension Worker {
             fill -= off
             if fill > 0 { buf.copyMemory(from: buf + off, byteCount: fill) }
         }
+        // The partial-frame clock: runs while the port holds part of one frame, restarts when a
+        // frame completes. A healthy peer's partial frames complete within a read or two; one that
+        // stalls mid-frame is closed by the engine's health check (`partialFrameTimeout`).
+        if fill == 0 {
+            if p.pointee.rxFill > 0 { p.pointee.counters?.store(PortCounter.partialSince, 0) }
+        } else if off > 0 || p.pointee.rxFill == 0 {
+            p.pointee.counters?.store(PortCounter.partialSince, context.now)
+        }
         p.pointee.rxFill = Int32(fill)
         armRead(lp)
+    }
+
+    /// The peer closed mid-frame: say how much of which frame was lost (once per connection;
+    /// the frame is counted as `truncated` when the descriptor goes, `streamDetached`).
+    @inline(never)
+    func logTruncated(_ lp: Int) {
+        let p = ports + lp
+        let have = Int(p.pointee.rxFill)
+        var detail = "\(have) bytes of a length prefix"
+        if have >= StreamPrefix.size, let buf = p.pointee.rxBuffer {
+            detail = "\(FramingError.truncated(have: have - StreamPrefix.size, want: StreamPrefix.length(at: buf)))"
+        }
+        cfg.log(.notice, "worker \(index): port \(p.pointee.id): peer closed mid-frame: \(detail)")
+    }
+
+    /// The port's descriptor goes (failure, disconnect, reconnect, removal): a partial frame of
+    /// the old connection is lost and counted as `truncated`; the partial-frame clock stops.
+    func streamDetached(_ lp: Int) {
+        let p = ports + lp
+        if p.pointee.rxFill > 0 { p.pointee.counters?.countDrop(.truncated) }
+        p.pointee.counters?.store(PortCounter.partialSince, 0)
+        p.pointee.rxFill = 0
     }
 
     /// Writes from one stream-socket writev into `bi`: slot `si` first, then frames taken

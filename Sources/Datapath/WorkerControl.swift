@@ -91,7 +91,7 @@ extension Worker {
         p.pointee.readArmed = false
         switch p.pointee.transport {
         case .datagram: break
-        case .lengthPrefixedStream: p.pointee.rxFill = 0   // a partial frame of the old connection
+        case .lengthPrefixedStream: streamDetached(lp)
         case .virtqueue: break   // torn down above, before the generation moved on
         }
     }

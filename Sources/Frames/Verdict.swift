@@ -22,10 +22,11 @@ public struct DropReason: Hashable, Sendable, CustomStringConvertible {
     public static let portDown = DropReason(rawValue: 11)      // egress port not up / not connected
     public static let offload = DropReason(rawValue: 12)       // GSO frame the egress cannot take or segment
     public static let invalidSource = DropReason(rawValue: 13) // source MAC multicast/broadcast or all zero
+    public static let truncated = DropReason(rawValue: 14)     // stream peer closed, or stalled and was closed, mid-frame
 
     static let builtinNames = ["handler", "malformed", "queue-full", "no-destination", "filtered", "spoofed",
                                "vlan", "isolated", "too-big", "rate-limited", "loop", "port-down", "offload",
-                               "invalid-source"]
+                               "invalid-source", "truncated"]
     static let firstCustom = 32
     static let customNames = Mutex<[String]>([])
 

@@ -8,5 +8,6 @@
 @_exported import Datapath
 @_exported import Handlers
 @_exported import Capture
+@_exported import PacketFilter
 @_exported import VMBackend
 @_exported import VhostUser

@@ -6,7 +6,10 @@
 import Datapath
 import Frames
 import Glibc
+import UnixSocketFiles
 import VirtioNet
+
+let pollRDHUP: Int16 = 0x2000  // POLLRDHUP is not imported from glibc's headers
 
 /// Common state: whether the engine holds a descriptor of ours, and a private duplicate of it
 /// for the supervisor's liveness probe.
@@ -56,7 +59,7 @@ public class VMPortBase: @unchecked Sendable {
 
 /// tapbridge listens (QEMU: `-netdev stream,server=off,addr.type=unix,addr.path=PATH`).
 /// A second connection while a live VM is attached is refused (closed, logged, counted).
-public final class VMStreamServerPort: VMPortBase, Port {
+public final class VMStreamServerPort: VMPortBase, Port, @unchecked Sendable {
     public let path: String
     public let listenFD: Int32
     public var kind: String { "vm-stream" }
@@ -67,7 +70,7 @@ public final class VMStreamServerPort: VMPortBase, Port {
                 settings: PortSettings = PortSettings(), limits: FrameLimits = FrameLimits(),
                 log: @escaping (String) -> Void = { _ in }) throws {
         self.path = path
-        listenFD = try VMSockets.listenStream(at: path, access: access)
+        listenFD = try UnixSocketFile.listenStream(at: path, access: access)
         super.init(name: name, settings: settings, limits: limits, log: log)
     }
     deinit {
@@ -76,7 +79,7 @@ public final class VMStreamServerPort: VMPortBase, Port {
         if lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFSOCK { unlink(path) }
     }
 
-    public func openQueue(_ index: Int) throws -> Int32? { handedOut(try VMSockets.accept(listenFD, path: path)) }
+    public func openQueue(_ index: Int) throws -> Int32? { handedOut(try UnixSocketFile.accept(listenFD, path: path)) }
 
     /// Supervisor hook: true when a pending connection should replace a gone (or absent) one.
     func wantsReconnect() -> Bool {
@@ -84,7 +87,7 @@ public final class VMStreamServerPort: VMPortBase, Port {
         guard poll(&pfd, 1, 0) > 0 else { return false }
         if peerGone() { return true }
         // A live VM is attached: refuse the newcomer.
-        if let extra = try? VMSockets.accept(listenFD, path: path) {
+        if let extra = try? UnixSocketFile.accept(listenFD, path: path) {
             close(extra); refusedConnections += 1
             log("vm port \(name): refused a second connection on \(path) (a VM is already attached)")
         }
@@ -93,7 +96,7 @@ public final class VMStreamServerPort: VMPortBase, Port {
 }
 
 /// tapbridge connects (QEMU: `-netdev stream,server=on,addr.type=unix,addr.path=PATH,wait=off`), retrying with backoff.
-public final class VMStreamClientPort: VMPortBase, Port {
+public final class VMStreamClientPort: VMPortBase, Port, @unchecked Sendable {
     public let path: String
     public var kind: String { "vm-stream-client" }
     public var framing: Framing { .lengthPrefixed }
@@ -106,14 +109,14 @@ public final class VMStreamClientPort: VMPortBase, Port {
         super.init(name: name, settings: settings, limits: limits, log: log)
     }
     public func openQueue(_ index: Int) throws -> Int32? {
-        do { let fd = try VMSockets.connectStream(to: path); backoff.succeeded(); return handedOut(fd) }
+        do { let fd = try UnixSocketFile.connectStream(to: path); backoff.succeeded(); return handedOut(fd) }
         catch { nextAttempt = MonotonicClock.milliseconds() + UInt64(backoff.failed()); return handedOut(nil) }
     }
     func wantsReconnect() -> Bool { !isConnected && MonotonicClock.milliseconds() >= nextAttempt }
 }
 
 /// An already-connected stream descriptor (socket activation, a socketpair handed over). Used once.
-public final class VMStreamFDPort: VMPortBase, Port {
+public final class VMStreamFDPort: VMPortBase, Port, @unchecked Sendable {
     private var given: Int32?
     public var kind: String { "vm-stream-fd" }
     public var framing: Framing { .lengthPrefixed }
@@ -128,7 +131,7 @@ public final class VMStreamFDPort: VMPortBase, Port {
 
 /// QEMU: `-netdev dgram,local.type=unix,local.path=QEMU_PATH,remote.type=unix,remote.path=OUR_PATH`.
 /// We bind OUR_PATH and connect to QEMU_PATH once it exists (and again after a QEMU restart).
-public final class VMDatagramPort: VMPortBase, Port {
+public final class VMDatagramPort: VMPortBase, Port, @unchecked Sendable {
     public let localPath: String
     public let remotePath: String
     private let access: SocketFileAccess
@@ -153,9 +156,10 @@ public final class VMDatagramPort: VMPortBase, Port {
     public func openQueue(_ index: Int) throws -> Int32? {
         guard let ino = remoteSocketInode() else { return handedOut(nil) }
         // A fresh socket each time: the engine closes the old one on disconnect.
-        let fd = try VMSockets.bindDatagram(at: localPath, access: access)
-        let r = try UnixAddress.with(remotePath) { sa, len in connect(fd, sa, len) }
-        if r != 0 { let e = errno; close(fd); throw VMSocketError("connect to", remotePath, errno: e) }
+        let fd = try UnixSocketFile.bindDatagram(at: localPath, access: access)
+        let r: Int32
+        do { r = try UnixAddress.with(remotePath) { sa, len in connect(fd, sa, len) } } catch { close(fd); throw error }
+        if r != 0 { let e = errno; close(fd); throw UnixSocketError("connect to", remotePath, errno: e) }
         remoteInode = ino
         return handedOut(fd)
     }

@@ -10,6 +10,7 @@
 import Datapath
 import Frames
 import Glibc
+import UnixSocketFiles
 import VhostUser
 import VirtioNet
 
@@ -109,10 +110,10 @@ public final class VhostUserPort: Port, VhostUserQueueHost, @unchecked Sendable 
     /// front-end sets up its rings. `id` is the port's id in `bridge` (from `attach`).
     public func start(engine: Engine, id: PortID, bridge: Bridge) throws {
         var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { throw VMSocketError("create a wake-up pipe for", path, errno: errno) }
+        guard pipe(&fds) == 0 else { throw UnixSocketError("create a wake-up pipe for", path, errno: errno) }
         for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC); _ = fcntl(fd, F_SETFL, O_NONBLOCK) }
         if mode == .server {
-            do { listenFD = try VMSockets.listenStream(at: path, access: access) } catch {
+            do { listenFD = try UnixSocketFile.listenStream(at: path, access: access) } catch {
                 close(fds[0]); close(fds[1]); throw error
             }
         }
@@ -166,10 +167,10 @@ public final class VhostUserPort: Port, VhostUserQueueHost, @unchecked Sendable 
                 switch mode {
                 case .server:
                     guard wait(listenFD, 1000) else { return }
-                    guard let accepted = try VMSockets.accept(listenFD, path: path) else { continue }
+                    guard let accepted = try UnixSocketFile.accept(listenFD, path: path) else { continue }
                     fd = accepted
                 case .client:
-                    fd = try VMSockets.connectStream(to: path)
+                    fd = try UnixSocketFile.connectStream(to: path)
                     backoff.succeeded()
                     waitingLogged = false
                 }

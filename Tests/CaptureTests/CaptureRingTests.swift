@@ -2,7 +2,7 @@
 // at the end of the ring intact and in order.
 import Testing
 @testable import Capture
-import Handlers
+import PacketFilter
 
 @Suite struct CaptureRingTests {
     @Test func fullRingDropsAndCountsThenWrapsCleanly() {

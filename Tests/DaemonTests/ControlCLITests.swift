@@ -67,7 +67,7 @@ func cliJSON(_ d: DaemonProcess, _ args: [String]) throws -> [String: Any] {
         }
     }
 
-    @Test(.enabled(if: HandlerFactory.learningSwitchAvailable, "needs the LearningSwitch"))
+    @Test
     func fdbShowsLearnedMACsAndStaticEntriesComeAndGo() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 2)
@@ -186,7 +186,7 @@ func cliJSON(_ d: DaemonProcess, _ args: [String]) throws -> [String: Any] {
         }
     }
 
-    @Test(.enabled(if: HandlerFactory.filterAvailable, "needs the FrameFilter"))
+    @Test
     func filterListAndLiveReplace() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 2)

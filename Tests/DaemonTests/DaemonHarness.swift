@@ -20,8 +20,9 @@ final class DaemonProcess: @unchecked Sendable {
 
     /// Writes `config` and starts the daemon; waits until its log says "running" (or it exits).
     /// `wrapper` runs the daemon under another command (`setpriv ...`); `environment` is added.
+    /// `executable`: another build of the command (a custom daemon); default: this build's `tapbridge`.
     init(_ t: Topology, config: String, arguments: [String] = [], waitReady: Bool = true,
-         wrapper: [String] = [], environment: [String: String] = [:]) throws {
+         wrapper: [String] = [], environment: [String: String] = [:], executable: String? = nil) throws {
         let dir = FileManager.default.temporaryDirectory.path
         let base = "\(dir)/\(t.tag)-\(UInt32.random(in: 0...UInt32.max))"
         configPath = base + ".toml"
@@ -37,7 +38,7 @@ final class DaemonProcess: @unchecked Sendable {
         }
         try config.write(toFile: configPath, atomically: true, encoding: .utf8)
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        let argv = wrapper + [tapbridgeExecutable(), "run", "--config", configPath] + args
+        let argv = wrapper + [executable ?? tapbridgeExecutable(), "run", "--config", configPath] + args
         process.executableURL = URL(fileURLWithPath: wrapper.isEmpty ? argv[0] : "/usr/bin/env")
         process.arguments = wrapper.isEmpty ? Array(argv.dropFirst()) : argv
         if !environment.isEmpty {

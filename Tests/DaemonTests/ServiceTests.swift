@@ -6,6 +6,7 @@
 import Foundation
 import Glibc
 import Testing
+import MetricsEndpoint
 import TestSupport
 @testable import Daemon
 
@@ -108,7 +109,7 @@ import TestSupport
                 metrics = "0.0.0.0:9417"
                 state-dir = "run/tb"
                 [[bridges]]
-                """, file: "t.toml")
+                """, file: "t.toml", checks: .daemon)
             Issue.record("accepted a bad config")
         } catch let e as ConfigError {
             let text = e.description

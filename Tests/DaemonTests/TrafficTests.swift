@@ -54,7 +54,7 @@ import Netlink
         }
     }
 
-    @Test(.enabled(if: HandlerFactory.learningSwitchAvailable, "needs the LearningSwitch from the Handlers module"))
+    @Test
     func learningFloodsFirstThenUnicasts() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 3)
@@ -70,7 +70,7 @@ import Netlink
         }
     }
 
-    @Test(.enabled(if: HandlerFactory.learningSwitchAvailable, "needs the LearningSwitch from the Handlers module"))
+    @Test
     func learnedEntriesAgeOut() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 2)
@@ -83,7 +83,7 @@ import Netlink
         }
     }
 
-    @Test(.enabled(if: HandlerFactory.learningSwitchAvailable, "needs the LearningSwitch from the Handlers module"))
+    @Test
     func fdbBoundHoldsUnderMACFlood() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 3)
@@ -108,7 +108,7 @@ import Netlink
         }
     }
 
-    @Test(.enabled(if: HandlerFactory.learningSwitchAvailable, "needs the LearningSwitch from the Handlers module"))
+    @Test
     func vlanAccessAndTrunkKeepVLANsApart() throws {
         try withTopology { t in
             // One subnet, two VLANs: h0 and h3 access VLAN 10, h1 access VLAN 20, h2 a trunk
@@ -131,7 +131,7 @@ import Netlink
         }
     }
 
-    @Test(.enabled(if: HandlerFactory.learningSwitchAvailable, "needs the LearningSwitch from the Handlers module"))
+    @Test
     func isolatedPortsOnlyReachOthers() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 3)
@@ -156,10 +156,11 @@ import Netlink
             // ARP got through (the neighbour resolved) while ICMP was denied.
             let neigh = try t.exec(h.namespaces[0], ["ip", "-j", "neigh", "show", h.addresses[1]]).stdout
             #expect(neigh.contains(h.macs[1]), "ARP did not cross: \(neigh)")
-            // A rule set that does not compile is refused; the old one stays.
+            // A rule set that does not compile is refused with the file (it names the rule); the old one stays.
             try config("\"deny icmpp\"").write(toFile: d.configPath, atomically: true, encoding: .utf8)
             kill(d.process.processIdentifier, SIGHUP)
-            try d.waitFor("filter rules refused")
+            try d.waitFor("reload refused: configuration invalid")
+            #expect(d.log.contains("bridges[0].filter.rules[0]"), "\(d.log)")
             #expect(!h.ping(0, h.addresses[1], count: 1))
             try config("\"count icmp\"").write(toFile: d.configPath, atomically: true, encoding: .utf8)
             kill(d.process.processIdentifier, SIGHUP)

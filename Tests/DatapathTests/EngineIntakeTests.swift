@@ -166,4 +166,66 @@ struct EngineIntakeTests {
             #expect(datagramSizes(out) == [61, 62])
         }
     }
+
+    /// A stream peer that closed mid-frame was logged as end of file only; the lost frame is
+    /// counted as truncated now, and the log says how much of it arrived.
+    @Test func aFrameCutByTheStreamPeerClosingIsCounted() throws {
+        let events = EventLog()
+        try withIntakeHub(framing: .lengthPrefixed, tweak: { c in c.onEvent = { events.add($0) }; c.log = { events.log($0, $1) } }) {
+            engine, _, inID, _, peer, out in
+            let whole = testFrame(60)
+            let bytes: [UInt8] = [0, 0, 0, 60] + whole + [0, 0, 0, 60] + whole[0..<20]
+            #expect(bytes.withUnsafeBytes { write(peer, $0.baseAddress, $0.count) } == bytes.count)
+            _ = waitForStats(engine, inID) { $0.rxFrames >= 1 }
+            shutdown(peer, Int32(SHUT_RDWR))
+            #expect(events.wait { if case .portDisconnected = $0 { return true }; return false })
+            let s = waitForStats(engine, inID) { $0.drops(.truncated) >= 1 }
+            #expect(s?.drops(.truncated) == 1 && s?.rxFrames == 1, "\(String(describing: s))")
+            #expect(datagramSizes(out) == [60])
+            #expect(events.logLines.contains { $0.contains("peer closed mid-frame") && $0.contains("20 of 60 bytes") }, "\(events.logLines)")
+        }
+    }
+
+    /// A peer dribbling a frame one byte at a time held a stream server port for as long as it
+    /// liked. Holding a partial frame longer than `partialFrameTimeout` closes the connection
+    /// (counted as truncated); a peer that is idle between whole frames is never closed.
+    @Test func aStreamPeerStalledMidFrameIsClosedAnIdleOneIsNot() throws {
+        let events = EventLog()
+        let tweak: (inout EngineConfiguration) -> Void = { c in
+            c.partialFrameTimeout = 1
+            c.healthCheckInterval = 0.1
+            c.onEvent = { events.add($0) }
+            c.log = { events.log($0, $1) }
+        }
+        try withIntakeHub(framing: .lengthPrefixed, tweak: tweak) { engine, bridge, slowID, _, slow, out in
+            var idle: [Int32] = [0, 0]
+            #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &idle) == 0)
+            defer { close(idle[1]) }
+            let idleID = try bridge.attach(SocketTestPort(name: "idle", descriptor: idle[0], framing: .lengthPrefixed))
+            // The idle peer sends one whole frame, then nothing.
+            let frame: [UInt8] = [0, 0, 0, 60] + testFrame(60)
+            #expect(frame.withUnsafeBytes { write(idle[1], $0.baseAddress, $0.count) } == frame.count)
+            _ = waitForStats(engine, idleID) { $0.rxFrames >= 1 }
+            // The slow peer starts a frame and dribbles it, a byte every 0.1 s.
+            let start = Date()
+            var sent = 0
+            func slowGone() -> Bool {
+                events.all.contains { if case .portDisconnected(_, let p, _, _) = $0 { return p == slowID }; return false }
+            }
+            while !slowGone() && Date().timeIntervalSince(start) < 6 && sent < frame.count - 1 {
+                if write(slow, [frame[sent]], 1) == 1 { sent += 1 }
+                usleep(100_000)
+            }
+            #expect(slowGone(), "the dribbling peer was closed")
+            let took = Date().timeIntervalSince(start)
+            #expect(took >= 0.9 && took < 4, "closed after \(took) s")
+            let s = waitForStats(engine, slowID) { $0.drops(.truncated) >= 1 }
+            #expect(s?.drops(.truncated) == 1 && s?.connected == false, "\(String(describing: s))")
+            // Idle for longer than the timeout by now, holding no partial frame: still attached.
+            let i = engine.snapshot().bridge("br")?.port(idleID)
+            #expect(i?.connected == true && i?.totalDrops == 0, "\(String(describing: i))")
+            #expect(!events.all.contains { if case .portDisconnected(_, let p, _, _) = $0 { return p == idleID }; return false })
+            #expect(datagramSizes(out) == [60])
+        }
+    }
 }

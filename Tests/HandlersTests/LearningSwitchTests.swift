@@ -4,23 +4,7 @@ import Foundation
 import Testing
 @testable import Frames
 @testable import Handlers
-
-/// A reusable frame buffer: destination, source, optional 802.1Q tag, IPv4 EtherType.
-final class FrameBuilder {
-    let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 8)
-    deinit { buf.deallocate() }
-
-    func frame(from src: MACAddress, to dst: MACAddress, port: Int, tag: UInt16? = nil) -> Frame {
-        buf.initializeMemory(as: UInt8.self, repeating: 0)
-        dst.write(to: buf.baseAddress!)
-        src.write(to: buf.baseAddress! + 6)
-        if let tag {
-            buf[12] = 0x81; buf[13] = 0x00; buf[14] = UInt8(tag >> 8); buf[15] = UInt8(tag & 0xFF)
-            buf[16] = 0x08; buf[17] = 0x00
-        } else { buf[12] = 0x08; buf[13] = 0x00 }
-        return Frame(bytes: buf, ingress: PortID(port))
-    }
-}
+import TapbridgeTesting
 
 let hostA = MACAddress("52:54:00:00:00:0a")!
 let hostB = MACAddress("52:54:00:00:00:0b")!
@@ -67,12 +51,15 @@ func counter(_ sw: LearningSwitch, _ name: String, reason: String? = nil) -> UIn
     @Test func entriesAgeOut() {
         let sw = LearningSwitch(configuration: .init(agingTime: 10))
         sw.portsChanged(ports(3))
-        _ = send(sw, hostB, hostA, port: 1, now: 1 * second)
-        #expect(send(sw, hostA, hostB, port: 0, now: 5 * second).0 == .forward(PortID(1)))
+        let clock = ManualClock(now: 1 * second)   // the test kit's clock: time moves when we say
+        _ = send(sw, hostB, hostA, port: 1, now: clock.now)
+        clock.advance(seconds: 4)
+        #expect(send(sw, hostA, hostB, port: 0, now: clock.now).0 == .forward(PortID(1)))
         // Past the aging time the entry no longer steers frames, and the sweep removes it.
-        if case .forwardSet = send(sw, hostC, hostB, port: 2, now: 12 * second).0 {} else { Issue.record("expected flood") }
-        #expect(sw.expire(now: 12 * second) == 1)
-        #expect(sw.entries(now: 12 * second).map(\.mac) == [hostA, hostC])   // hostA spoke at 5 s
+        clock.advance(seconds: 7)
+        if case .forwardSet = send(sw, hostC, hostB, port: 2, now: clock.now).0 {} else { Issue.record("expected flood") }
+        #expect(sw.expire(now: clock.now) == 1)
+        #expect(sw.entries(now: clock.now).map(\.mac) == [hostA, hostC])   // hostA spoke at 5 s
     }
 
     @Test func macMovesBetweenPorts() {

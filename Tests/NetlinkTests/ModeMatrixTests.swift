@@ -166,7 +166,7 @@ func pings(_ t: Topology, from ns: String, to addr: String) throws -> Bool {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
             p.arguments = [tapbridgeExecutable(), "link", "monitor", "--json", "--netns", ns]
-            FileManager.default.createFile(atPath: out, contents: nil)
+            _ = FileManager.default.createFile(atPath: out, contents: nil)
             p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
             try p.run()
             t.onCleanup { kill(p.processIdentifier, SIGKILL); p.waitUntilExit(); try? FileManager.default.removeItem(atPath: out) }

@@ -7,6 +7,7 @@ import Frames
 import Handlers
 import Testing
 import TestSupport
+import UnixSocketFiles
 @testable import VMBackend
 
 /// The LAN side: a namespace host at 198.18.0.1/24 serving `bytes` over HTTP, and a bridge-mode
@@ -48,7 +49,7 @@ struct LAN {
         let rc = posix_spawnp(&pid, "ip", &actions, nil, cargs, environ)
         cargs.forEach { free($0) }
         posix_spawn_file_actions_destroy(&actions)
-        guard rc == 0 else { throw VMSocketError("start httpd for", namespace, errno: rc) }
+        guard rc == 0 else { throw UnixSocketError("start httpd for", namespace, errno: rc) }
         t.onCleanup {
             kill(pid, SIGKILL); var st: Int32 = 0; waitpid(pid, &st, 0)
             _ = try? run(["rm", "-rf", www])

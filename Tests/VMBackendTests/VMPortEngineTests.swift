@@ -5,6 +5,7 @@ import Datapath
 import Foundation
 import Frames
 import Testing
+import UnixSocketFiles
 @testable import VMBackend
 
 @Suite struct VMPortEngineTests {
@@ -14,7 +15,7 @@ import Testing
         return cond()
     }
     func sawEOF(_ fd: Int32) -> Bool {
-        try? VMSockets.setNonblocking(fd, path: "client")
+        try? UnixSocketFile.setNonblocking(fd, path: "client")
         var b = [UInt8](repeating: 0, count: 4096)
         return waitUntil { let n = read(fd, &b, b.count); return n == 0 || (n < 0 && errno == ECONNRESET) }
     }
@@ -40,9 +41,9 @@ import Testing
         let (engine, supervisor, _) = try running(port)
         defer { supervisor.stop(); engine.stop() }
 
-        let c1 = try VMSockets.connectStream(to: path)
+        let c1 = try UnixSocketFile.connectStream(to: path)
         #expect(waitUntil { port.isConnected }, "the supervisor attaches the first VM")
-        let c2 = try VMSockets.connectStream(to: path)
+        let c2 = try UnixSocketFile.connectStream(to: path)
         #expect(sawEOF(c2), "a second connection is closed")
         #expect(port.refusedConnections == 1)
         #expect(lock.withLock { logs.contains { $0.contains("refused a second connection") } })
@@ -53,7 +54,7 @@ import Testing
         #expect(waitUntil { !port.isConnected })
         close(c1)
 
-        let c3 = try VMSockets.connectStream(to: path)
+        let c3 = try UnixSocketFile.connectStream(to: path)
         defer { close(c3) }
         #expect(waitUntil { port.isConnected }, "a new VM is attached again without restarting anything")
     }
@@ -65,7 +66,7 @@ import Testing
         let port = try VMStreamServerPort(name: "vm0", path: path, limits: FrameLimits(maxFrame: 600))
         let (engine, supervisor, id) = try running(port)
         defer { supervisor.stop(); engine.stop() }
-        let c1 = try VMSockets.connectStream(to: path)
+        let c1 = try UnixSocketFile.connectStream(to: path)
         defer { close(c1) }
         #expect(waitUntil { port.isConnected })
         writeAll(c1, prefixed([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]) + prefixed(ethFrame(60)))
@@ -81,7 +82,7 @@ import Testing
     @Test func probeIgnoresAReusedDescriptorNumber() throws {
         let path = tempPath("probe")
         let port = try VMStreamServerPort(name: "vm0", path: path)
-        let c1 = try VMSockets.connectStream(to: path)
+        let c1 = try UnixSocketFile.connectStream(to: path)
         #expect(port.wantsReconnect(), "a pending VM with none attached")
         let fd = try #require(try port.openQueue(0))
         // The VM goes away; the engine closes its descriptor, and before it reports
@@ -90,7 +91,7 @@ import Testing
         close(fd)
         let (x, y) = streamPair()
         defer { close(x); close(y) }
-        let c2 = try VMSockets.connectStream(to: path)
+        let c2 = try UnixSocketFile.connectStream(to: path)
         defer { close(c2) }
         usleep(20_000)
         #expect(port.wantsReconnect(), "the new VM replaces the gone one (x=\(x), old fd=\(fd))")

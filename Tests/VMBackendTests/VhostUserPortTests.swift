@@ -9,12 +9,13 @@ import Frames
 import Handlers
 import Testing
 import TestSupport
+import UnixSocketFiles
 @testable import VMBackend
 
 /// A private directory for socket files (mode 0700, removed by the caller).
 func vhostTempDir() throws -> String {
     var template = Array("/tmp/tbvu-XXXXXX".utf8CString)
-    guard let p = mkdtemp(&template) else { throw VMSocketError("create a directory for", "/tmp/tbvu-*", errno: errno) }
+    guard let p = mkdtemp(&template) else { throw UnixSocketError("create a directory for", "/tmp/tbvu-*", errno: errno) }
     return String(cString: p)
 }
 
@@ -169,7 +170,7 @@ struct VhostUserQEMUTests {
                     lanTries.set(lanTries.get() + ["\(r?.status ?? -1)"])
                     if let r, r.succeeded {
                         let size = (try? FileManager.default.attributesOfItem(atPath: "/tmp/tbvu-\(t.tag).blob")[.size] as? Int) ?? -1
-                        lanFetch.set("fetched \(size ?? -1)")
+                        lanFetch.set("fetched \(size)")
                         return
                     }
                     usleep(300_000)

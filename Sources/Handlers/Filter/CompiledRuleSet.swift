@@ -2,8 +2,8 @@
 // ports and assigned MACs, token buckets, and per-worker counter rows. FrameFilter publishes
 // a new one on every rule or port change; workers read the current one without locks.
 import Atomics
-import CLibpcap
 import Frames
+import PacketFilter
 
 final class CompiledRuleSet: @unchecked Sendable {
     enum Kind { case program(PcapProgram), builtin(BuiltinRule) }
@@ -64,7 +64,7 @@ final class CompiledRuleSet: @unchecked Sendable {
 /// One rule as the hot path reads it: trivially copyable, nothing reference-counted.
 struct HotRule {
     enum Action: UInt8 { case allow, deny, count, mirror, limit }
-    var instructions: UnsafePointer<bpf_insn>?
+    var instructions: PcapInstructions?
     var builtin: BuiltinRule?
     var action: Action = .allow
     var mirrorPort: PortID?

@@ -4,6 +4,7 @@
 // atomically, so every frame is evaluated against exactly one complete set.
 import Atomics
 import Frames
+import PacketFilter
 
 /// Where a filter judges frames: as they enter from its ports, as they leave by them, or both.
 public enum FilterDirection: String, Sendable, CaseIterable {
@@ -71,7 +72,7 @@ public final class FrameFilter: EgressFrameHandler, @unchecked Sendable {
             let rule = hot.baseAddress.unsafelyUnwrapped + i
             let matched: Bool
             if let insns = rule.pointee.instructions {
-                matched = PcapProgram.run(insns, bytes)
+                matched = insns.matches(bytes)
             } else {
                 switch BuiltinMatchers.evaluate(rule.pointee.builtin!, frame, assignedMAC: set.assignedMAC[Int(frame.ingress.rawValue) & 255]) {
                 case .match: matched = true
@@ -162,8 +163,8 @@ public final class FrameFilter: EgressFrameHandler, @unchecked Sendable {
             let kind: CompiledRuleSet.Kind
             switch r.match {
             case .expression(let e):
-                do { kind = .program(try PcapProgram(e)) } catch FilterError.compile(let expr, let message, _) {
-                    throw FilterError.compile(expression: expr, message: message, position: i)
+                do { kind = .program(try PcapProgram(e)) } catch {
+                    throw FilterError.compile(expression: error.expression, message: error.message, position: i)
                 }
             case .builtin(let b):
                 kind = .builtin(b)

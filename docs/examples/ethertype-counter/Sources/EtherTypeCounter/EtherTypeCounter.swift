@@ -3,7 +3,7 @@
 //
 // The pattern worth copying: counters live in preallocated rows, one row per worker thread,
 // so concurrent workers never write the same memory and `handle` neither locks nor allocates.
-import Tapbridge
+import TapbridgeHandlers
 
 public final class EtherTypeCounter: FrameHandler, @unchecked Sendable {
     public let name = "ethertype-counter"

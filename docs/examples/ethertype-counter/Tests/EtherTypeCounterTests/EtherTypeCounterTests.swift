@@ -1,38 +1,43 @@
-// The example handler on synthetic frames, alone and in a pipeline with the learning switch.
+// The example handler on frames from the test kit (TapbridgeTesting): alone, and in a pipeline
+// after which another handler decides.
 import Testing
-import Tapbridge
+import TapbridgeHandlers
+import TapbridgeTesting
 @testable import EtherTypeCounter
 
-func withFrame<T>(etherType: UInt16, tagged: Bool = false, port: Int = 0, _ body: (inout Frame) -> T) -> T {
-    let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 8)
-    defer { buf.deallocate() }
-    buf.initializeMemory(as: UInt8.self, repeating: 0)
-    MACAddress.broadcast.write(to: buf.baseAddress!)
-    MACAddress("52:54:00:00:00:01")!.write(to: buf.baseAddress! + 6)
-    var o = 12
-    if tagged { buf[12] = 0x81; buf[13] = 0x00; buf[15] = 10; o = 16 }
-    buf[o] = UInt8(etherType >> 8); buf[o + 1] = UInt8(etherType & 0xFF)
-    var f = Frame(bytes: buf, ingress: PortID(port))
-    return body(&f)
-}
+let hostA = MACAddress("52:54:00:00:00:01")!
 
 @Test func countsPerEtherTypeAndDropsTheBlockedOne() {
     let h = EtherTypeCounter(blocking: EtherType.ipv6)
-    let ctx = HandlerContext(now: 0, worker: 1)
-    for _ in 0..<3 { #expect(withFrame(etherType: EtherType.ipv4) { h.handle(&$0, context: ctx) } == .continue) }
-    #expect(withFrame(etherType: EtherType.arp, tagged: true) { h.handle(&$0, context: ctx) } == .continue)
-    #expect(withFrame(etherType: EtherType.ipv6) { h.handle(&$0, context: ctx) } == .drop(EtherTypeCounter.blockedReason))
-    #expect(withFrame(etherType: 0x88CC) { h.handle(&$0, context: .init(now: 0, worker: 2)) } == .continue)
+    let frames = FrameBuilder()
+    let clock = ManualClock()
+    func send(_ type: UInt16, tag: UInt16? = nil, worker: Int = 1) -> Verdict {
+        var f = frames.frame(from: hostA, to: .broadcast, port: 0, tag: tag, etherType: type)
+        return h.handle(&f, context: clock.context(worker: worker))
+    }
+    for _ in 0..<3 { #expect(send(EtherType.ipv4) == .continue) }
+    #expect(send(EtherType.arp, tag: 10) == .continue)
+    #expect(send(EtherType.ipv6) == .drop(EtherTypeCounter.blockedReason))
+    #expect(send(0x88CC, worker: 2) == .continue)
     #expect(h.counts() == ["0x0800": 3, "0x0806": 1, "0x86dd": 1, "other": 1])
+    #expect(h.counters().first { $0.labels["ethertype"] == "0x0800" }?.value == 3)
     #expect(EtherTypeCounter.blockedReason.name == "ethertype-blocked")
 }
 
-@Test func composesWithTheLearningSwitch() {
-    let counter = EtherTypeCounter(blocking: 0x88CC)
-    let sw = LearningSwitch()
-    let pipeline = HandlerPipeline([counter, sw])
-    pipeline.portsChanged(PortTable([PortInfo(id: PortID(0), name: "a"), PortInfo(id: PortID(1), name: "b")]))
-    let v = withFrame(etherType: EtherType.ipv4) { pipeline.run(&$0, context: .init(now: 1)) }
-    #expect(v == .forwardSet(PortSet([PortID(1)])))
-    #expect(withFrame(etherType: 0x88CC) { pipeline.run(&$0, context: .init(now: 1)) } == .drop(EtherTypeCounter.blockedReason))
+/// Sends everything to port 1: stands in for the switch that follows the counter in a pipeline.
+final class ToPortOne: FrameHandler {
+    let name = "to-port-one"
+    func handle(_ frame: inout Frame, context: HandlerContext) -> Verdict { .forward(PortID(1)) }
+}
+
+@Test func composesInAPipeline() {
+    let pipeline = HandlerPipeline([EtherTypeCounter(blocking: 0x88CC), ToPortOne()])
+    pipeline.portsChanged(testPortTable(["a", "b"]))
+    let frames = FrameBuilder()
+    let clock = ManualClock()
+    var ip = frames.frame(from: hostA, to: .broadcast, port: 0)
+    #expect(pipeline.run(&ip, context: clock.context()) == .forward(PortID(1)))
+    clock.advance(seconds: 1)
+    var lldp = frames.frame(from: hostA, to: .broadcast, port: 0, etherType: 0x88CC)
+    #expect(pipeline.run(&lldp, context: clock.context()) == .drop(EtherTypeCounter.blockedReason))
 }

@@ -1,6 +1,7 @@
 // Config: what a `tapbridge run` configuration file declares, as plain values. Parsing lives in
-// ConfigParser.swift, checks against the running host in ConfigValidator.swift; nothing here
-// touches the system.
+// ConfigParser.swift, the port kinds in PortKinds.swift, the handler kinds in HandlerRegistry.swift;
+// checks against the running host stay in the Daemon module (ConfigValidator.swift). Nothing in
+// this module touches the system.
 import Frames
 import Logging
 
@@ -64,36 +65,38 @@ public struct BridgeConfig: Sendable {
     /// Anti-spoofing policies of this bridge's VM ports, by port name (empty: no source guard).
     public var sourceGuards: [String: VMPortConfig] {
         var out: [String: VMPortConfig] = [:]
-        for p in ports { if let vm = p.vm, vm.guards { out[p.name] = vm } }
+        for p in ports { if case .vm(let vm) = p.kind, vm.guards { out[p.name] = vm } }
         return out
     }
 
-    public var filter: FilterConfig? {
-        for h in pipeline { if case .filter(let c) = h { return c } }
-        return nil
+    /// The settings of the first pipeline stage of type `S` (the daemon's handler-specific
+    /// control commands: `fdb` needs the learning switch's, `filter` the filter's).
+    public func settings<S: HandlerSettings>(_ type: S.Type) -> S? {
+        pipeline.lazy.compactMap { $0.settings as? S }.first
     }
-    public var learningSwitch: LearningSwitchConfig? {
-        for h in pipeline { if case .learningSwitch(let c) = h { return c } }
-        return nil
+    public var filter: FilterConfig? { settings(FilterConfig.self) }
+    public var learningSwitch: LearningSwitchConfig? { settings(LearningSwitchConfig.self) }
+}
+
+/// One stage of a bridge's pipeline: a registered handler kind (HandlerRegistry) and the
+/// settings its parser read from the bridge's `[bridges.NAME]` table.
+public struct HandlerConfig: Sendable, Equatable {
+    /// The kind's registered name, as written in `pipeline = [...]`.
+    public var name: String
+    public var settings: any HandlerSettings
+    /// Key path of the handler's table (`bridges[0].filter`), for messages.
+    public var path: String
+
+    public init(name: String, settings: any HandlerSettings, path: String) {
+        self.name = name; self.settings = settings; self.path = path
+    }
+
+    public static func == (a: HandlerConfig, b: HandlerConfig) -> Bool {
+        a.name == b.name && a.settings.isEqual(to: b.settings)
     }
 }
 
-/// One stage of a bridge's pipeline.
-public enum HandlerConfig: Sendable {
-    case learningSwitch(LearningSwitchConfig)
-    /// A filter; its rules are kept as written and compiled by the registered filter factory
-    /// (see `HandlerFactories`), so rule syntax has one owner: the Handlers module.
-    case filter(FilterConfig)
-
-    public var name: String {
-        switch self {
-        case .learningSwitch: return "learning-switch"
-        case .filter: return "filter"
-        }
-    }
-}
-
-public struct LearningSwitchConfig: Sendable, Equatable {
+public struct LearningSwitchConfig: HandlerSettings, Equatable {
     /// Seconds an unrefreshed learned entry lives.
     public var agingSeconds: Double = 300
     /// FDB bound; the oldest entry is evicted past it.
@@ -112,7 +115,7 @@ public struct StaticFDBEntry: Sendable, Equatable {
     public init(mac: MACAddress, port: String, vlan: UInt16 = 0) { self.mac = mac; self.port = port; self.vlan = vlan }
 }
 
-public struct FilterConfig: Sendable, Equatable {
+public struct FilterConfig: HandlerSettings, Equatable {
     /// What happens to a frame no rule matched: "accept" (continue to the next handler) or "drop".
     public var defaultAction: String = "accept"
     /// Rules as written, one per string, in order (syntax: docs/filter.md).
@@ -125,87 +128,6 @@ public struct FilterConfig: Sendable, Equatable {
     /// Key path of the `filter` table (for rule errors: `bridges[0].filter.rules[2]`).
     public var path: String = ""
     public init() {}
-}
-
-/// macvlan modes, as `ip link ... type macvtap mode X` spells them.
-public enum MacvtapMode: String, Sendable, CaseIterable {
-    case `private`, vepa, bridge, passthru, source
-}
-
-/// A macvtap the daemon creates at start and deletes at stop.
-public struct LinkCreation: Sendable, Equatable {
-    /// Lower device, in the daemon's own network namespace.
-    public var parent: String
-    public var mode: MacvtapMode = .bridge
-    public var mac: MACAddress?
-    public var mtu: Int?
-    /// passthru only: do not put the lower device in promiscuous mode.
-    public var nopromisc = false
-    /// source mode only: the source MACs let through.
-    public var sourceMACs: [MACAddress] = []
-    public init(parent: String) { self.parent = parent }
-}
-
-/// How a `vm` port talks to QEMU (docs/vms.md has the matching `-netdev` lines).
-public enum VMSocketMode: String, Sendable, CaseIterable {
-    /// tapbridge listens on `path`; QEMU `-netdev stream,server=off,addr.path=PATH`.
-    case streamServer = "stream-server"
-    /// tapbridge connects to `path` (retrying); QEMU `-netdev stream,server=on,addr.path=PATH`.
-    case streamClient = "stream-client"
-    /// tapbridge binds `path` and sends to `remote-path`; QEMU `-netdev dgram,local.path=REMOTE,remote.path=PATH`.
-    case dgram
-}
-
-/// A `vm` port: a QEMU netdev socket instead of a macvtap.
-public struct VMPortConfig: Sendable, Equatable {
-    public var socket: VMSocketMode = .streamServer
-    /// The socket file tapbridge listens on / binds (stream-server, dgram) or connects to (stream-client).
-    public var path: String = ""
-    /// dgram only: QEMU's own socket (`local.path` on its side).
-    public var remotePath: String?
-    /// Owner and group of the socket file tapbridge creates: a user/group name or a numeric id.
-    public var owner: String?
-    public var group: String?
-    /// Permission bits of the socket file tapbridge creates.
-    public var socketMode: UInt32 = 0o660
-    /// Longest frame accepted from the VM (Ethernet header included, no FCS).
-    public var maxFrame: Int = 1518
-    /// The MAC the VM is assigned (its NIC's `mac=`); used for anti-spoofing.
-    public var mac: MACAddress?
-    /// Drop frames whose source MAC is not `mac` (default on when `mac` is set).
-    public var antiSpoofing = true
-    /// If set: ARP sender / IPv4 / IPv6 sources must be among these (docs/vms.md).
-    public var addresses: [String]?
-    public init() {}
-
-    /// Whether this port gets a source guard.
-    public var guards: Bool { (mac != nil && antiSpoofing) || addresses != nil }
-}
-
-/// One port of a bridge: a macvtap (created by the daemon or already there) or a VM socket.
-public struct PortConfig: Sendable {
-    /// The macvtap interface name (created with this name, or looked up); for a `vm` port, a
-    /// name for logs and counters.
-    public var name: String
-    /// The key that set `name` (`name`, or `macvtap` in a `[[vms]]` entry), for messages.
-    public var nameKey = "name"
-    /// Set for a `vm` port (then there is no link: create, netns, queues, offloads do not apply).
-    public var vm: VMPortConfig?
-    /// nil: the link must already exist and is never deleted by the daemon.
-    public var create: LinkCreation?
-    /// Network namespace (name under /run/netns) the macvtap lives in; nil: the daemon's own.
-    public var netns: String?
-    /// Queues to open (one fd each). A created link gets this many TX and RX queues.
-    public var queues: Int = 1
-    /// Open with a vnet header and negotiate checksum/TSO offloads (GSO frames cross whole).
-    public var offloads = true
-    public var vlan: VLANMode = .unaware
-    public var isolated = false
-    public var hairpin = false
-    /// Key path of this port in the file (`bridges[0].ports[1]`).
-    public var path: String
-
-    public init(name: String, path: String) { self.name = name; self.path = path }
 }
 
 /// A problem found in a configuration: where (file and key path) and what.

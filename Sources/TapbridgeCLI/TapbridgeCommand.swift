@@ -1,10 +1,12 @@
-// The `tapbridge` command: one subcommand per file in this folder.
+// The `tapbridge` command: one subcommand per file in this folder. A library, so a custom daemon
+// (docs/handlers.md) registers its handler kinds and then calls `TapbridgeCommand.main()`.
 import ArgumentParser
 import Foundation
 
-@main
-struct TapbridgeCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
+public struct TapbridgeCommand: ParsableCommand {
+    public init() {}
+
+    public static let configuration = CommandConfiguration(
         commandName: "tapbridge",
         abstract: "macvtap interfaces and an io_uring frame-forwarding core with pluggable Swift handlers.",
         discussion: """
@@ -29,7 +31,7 @@ struct TapbridgeCommand: ParsableCommand {
 
     /// Exit status: 0 success, 1 operational error (message on stderr), 2 usage error.
     /// ArgumentParser's own usage status is 64 (EX_USAGE); we keep iproute2's convention.
-    static func main() {
+    public static func main() {
         do {
             var command = try parseAsRoot()
             try command.run()

@@ -33,9 +33,9 @@ struct PortsCommand: ParsableCommand {
 
 struct StatsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "stats", abstract: "Counters of a running daemon's ports: frames, bytes, drops by reason.",
+        commandName: "stats", abstract: "Counters of a running daemon's ports and handlers: frames, bytes, drops by reason.",
         discussion: """
-            Counters count since the port was attached. Drops are charged to the port a frame came in on (handler verdicts, malformed) or could not leave by (queue-full, port-down...).
+            Counters count since the port was attached. Drops are charged to the port a frame came in on (handler verdicts, malformed) or could not leave by (queue-full, port-down...). Without PORT, every handler's own counters follow the ports (learning switch, filter, and any handler a custom daemon registers).
 
             Examples:
               tapbridge stats                    # one line per port
@@ -44,7 +44,7 @@ struct StatsCommand: ParsableCommand {
               tapbridge top --once               # rates instead of totals
             """)
     @Argument(help: "Only this port.") var port: String?
-    @Flag(help: "JSON: {\"monotonicNs\": N, \"ports\": [...]}.") var json = false
+    @Flag(help: "JSON: {\"monotonicNs\": N, \"ports\": [...], \"handlers\": [...]}.") var json = false
     @OptionGroup var control: ControlOptions
 
     func run() throws {
@@ -70,5 +70,13 @@ struct StatsCommand: ParsableCommand {
                    "\(p.dropsTotal)", reasons.isEmpty ? "-" : reasons])
         }
         print(t.render())
+        guard let handlers = r.handlers, !handlers.isEmpty else { return }
+        var h = TextTable(["BRIDGE", "HANDLER", "COUNTER", "VALUE"], right: [3])
+        for c in handlers {
+            let labels = c.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+            h.add([c.bridge, c.handler, labels.isEmpty ? c.counter : "\(c.counter){\(labels)}", "\(c.value)"])
+        }
+        print()
+        print(h.render())
     }
 }

@@ -4,7 +4,8 @@
 // /proc. Nothing is added to the datapath: a scrape only reads. Engine and port counters go
 // into a fresh PrometheusCollectorRegistry per scrape (so a removed port disappears and values
 // are the snapshot's exactly); the daemon's own events (reloads, ports lost, links reclaimed)
-// are swift-metrics counters in a long-lived registry, bootstrapped once per process.
+// are swift-metrics counters in a long-lived registry, bootstrapped once per process. The
+// endpoint's own connection outcomes (answered, refused while busy, timed out) come last.
 import CoreMetrics
 import Datapath
 import Foundation
@@ -29,20 +30,23 @@ public enum DaemonMetrics {
     }
 
     /// Counts a daemon event (`tapbridge_reloads_total`...); a no-op before `bootstrap`.
-    static func count(_ label: String, _ dimensions: [(String, String)] = []) {
+    public static func count(_ label: String, _ dimensions: [(String, String)] = []) {
         guard registry != nil else { return }
         CoreMetrics.Counter(label: label, dimensions: dimensions).increment()
     }
 }
 
 /// A handler's counters as read on the control thread.
-struct HandlerCounters {
-    var bridge: String
-    var handler: String
-    var counters: [HandlerCounter]
+public struct HandlerCounters {
+    public var bridge: String
+    public var handler: String
+    public var counters: [HandlerCounter]
+    public init(bridge: String, handler: String, counters: [HandlerCounter]) {
+        self.bridge = bridge; self.handler = handler; self.counters = counters
+    }
 }
 
-enum MetricsExporter {
+public enum MetricsExporter {
     /// Handler counters that are levels, not totals.
     static let handlerGauges: Set<String> = ["fdb_entries", "fdb_capacity", "filter_generation", "filter_rule_last_hit_ns"]
 
@@ -69,14 +73,14 @@ enum MetricsExporter {
         ("tapbridge_worker_writes_taken_early_total", "Write completions handled right after their submit, ahead of queued reads.", \.writesTakenEarly),
     ]
 
-    static func render(snapshot: EngineSnapshot, handlers: [HandlerCounters], workerCPU: [Int: Double],
-                       daemon: PrometheusCollectorRegistry?) -> String {
+    public static func render(snapshot: EngineSnapshot, handlers: [HandlerCounters], workerCPU: [Int: Double],
+                              endpoint: MetricsServer.Statistics? = nil, daemon: PrometheusCollectorRegistry?) -> String {
         let r = PrometheusCollectorRegistry()
         func counter(_ name: String, _ help: String, _ labels: [(String, String)], _ v: UInt64) {
-            r.makeCounter(name: name, labels: labels, help: help).increment(by: Int64(clamping: v))
+            r.makeCounter(descriptor: descriptor(name, help), labels: labels).increment(by: Int64(clamping: v))
         }
         func gauge(_ name: String, _ help: String, _ labels: [(String, String)], _ v: Double) {
-            r.makeGauge(name: name, labels: labels, help: help).set(v)
+            r.makeGauge(descriptor: descriptor(name, help), labels: labels).set(v)
         }
         for b in snapshot.bridges {
             for p in b.ports {
@@ -94,13 +98,14 @@ enum MetricsExporter {
             for (name, help, value) in workerCounters { counter(name, help, l, w[keyPath: value]) }
             gauge("tapbridge_worker_batch_size_max", "Largest completion batch seen.", l, Double(w.largestBatch))
             if let cpu = workerCPU[w.index] {
-                r.makeCounter(name: "tapbridge_worker_busy_seconds_total", labels: l,
-                              help: "CPU time of the worker thread (user+system); idle waiting in io_uring is not counted.")
+                r.makeCounter(descriptor: descriptor("tapbridge_worker_busy_seconds_total",
+                                                     "CPU time of the worker thread (user+system); idle waiting in io_uring is not counted."),
+                              labels: l)
                     .increment(by: cpu)
             }
         }
-        r.makeCounter(name: "tapbridge_ports_removed_total", help: "Ports the engine removed because their descriptor failed.")
-            .increment(by: Int64(clamping: snapshot.portsRemoved))
+        counter("tapbridge_ports_removed_total", "Ports the engine removed because their descriptor failed.", [],
+                snapshot.portsRemoved)
         for h in handlers {
             for c in h.counters {
                 var labels = [("bridge", h.bridge), ("handler", h.handler)]
@@ -115,9 +120,24 @@ enum MetricsExporter {
                 }
             }
         }
+        if let e = endpoint {
+            let help = "Connections to the metrics endpoint, by outcome (refused_busy: every slot taken, answered 503)."
+            for (outcome, n) in [("answered", e.answered), ("refused_busy", e.refusedBusy), ("timed_out", e.timedOut)] {
+                counter("tapbridge_metrics_connections_total", help, [("outcome", outcome)], n)
+            }
+        }
         var text = r.emitToString()
         if let daemon { text += daemon.emitToString() }
         return sortedFamilies(text)
+    }
+
+    /// A family's name and help for the registry: `..._total` as metric name + unit `total`, the
+    /// rest as a unitless name (the exposition shows the same full name either way).
+    static func descriptor(_ name: String, _ help: String) -> MetricNameDescriptor {
+        if name.hasSuffix("_total") {
+            return MetricNameDescriptor(metricName: String(name.dropLast("_total".count)), unitName: "total", helpText: help)
+        }
+        return MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
     }
 
     /// The registry emits families and series in dictionary order; a person reading a scrape
@@ -142,7 +162,7 @@ enum MetricsExporter {
     }
 
     /// CPU seconds (user+system) of each `tb-worker-N` thread of this process, by N.
-    static func workerCPUSeconds() -> [Int: Double] {
+    public static func workerCPUSeconds() -> [Int: Double] {
         let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
         guard ticks > 0, let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task") else { return [:] }
         var out: [Int: Double] = [:]
@@ -164,7 +184,7 @@ enum MetricsExporter {
 /// scrape thread. While someone scrapes (a request in the last minute) the control loop
 /// refreshes them on every wake-up (≤ 0.2 s), so a scrape answers at once with counters at most
 /// that old; the first scrape after a quiet minute waits for one refresh.
-final class HandlerCounterExchange: @unchecked Sendable {
+public final class HandlerCounterExchange: @unchecked Sendable {
     private let cond = NSCondition()
     private var lastRequest = Date.distantPast
     private var latest: [HandlerCounters] = []
@@ -174,7 +194,9 @@ final class HandlerCounterExchange: @unchecked Sendable {
 
     /// Scrape thread: the handlers' counters, at most `maxAge` old when the control loop keeps
     /// up, else the last ones it gave after waiting up to `timeout`.
-    func fetch(timeout: Double = 2) -> [HandlerCounters] {
+    public init() {}
+
+    public func fetch(timeout: Double = 2) -> [HandlerCounters] {
         cond.lock()
         defer { cond.unlock() }
         lastRequest = Date()
@@ -184,7 +206,7 @@ final class HandlerCounterExchange: @unchecked Sendable {
     }
 
     /// Control thread: refreshes while scrapes are coming.
-    func serve(_ collect: () -> [HandlerCounters]) {
+    public func serve(_ collect: () -> [HandlerCounters]) {
         cond.lock()
         let active = Date().timeIntervalSince(lastRequest) < Self.activeWindow
         cond.unlock()

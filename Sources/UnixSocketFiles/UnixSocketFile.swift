@@ -1,8 +1,13 @@
-// VMSockets: Unix socket setup for VM ports — listening socket with safe stale-file replacement,
-// client connect, datagram bind. Thin wrappers; errors carry errno and the path that failed.
+// UnixSocketFile: Unix-domain socket files that tapbridge creates or connects to (the control
+// socket, VM ports' stream and datagram sockets). Owns the safety rules for the file itself:
+// created with the mode (and owner/group) asked for, a stale socket replaced only when nobody
+// listens on it, a symlink never followed or removed, a non-socket never replaced. Thin
+// wrappers over socket/bind/listen/accept/connect; errors carry errno and the path at fault.
+// Depends on nothing but Glibc, so the control protocol can use it without the datapath.
 import Glibc
 
-public struct VMSocketError: Error, CustomStringConvertible, Equatable {
+/// A socket-file operation that failed: what was attempted, on which path, and why.
+public struct UnixSocketError: Error, CustomStringConvertible, Equatable {
     public let operation: String
     public let path: String
     public let errno: Int32
@@ -12,11 +17,12 @@ public struct VMSocketError: Error, CustomStringConvertible, Equatable {
     }
     public var description: String {
         let why = detail ?? String(cString: strerror(errno))
-        return "cannot \(operation) VM socket '\(path)': \(why)"
+        return "cannot \(operation) socket '\(path)': \(why)"
     }
 }
 
-/// Owner, group and mode of a socket file tapbridge creates (0660 so an unprivileged QEMU in the group can connect).
+/// Owner, group and mode of a socket file tapbridge creates (0660 so an unprivileged QEMU in the
+/// group can connect; the control socket asks for 0600 without a group).
 public struct SocketFileAccess: Sendable, Equatable {
     public var mode: mode_t
     public var owner: uid_t?
@@ -24,14 +30,15 @@ public struct SocketFileAccess: Sendable, Equatable {
     public init(mode: mode_t = 0o660, owner: uid_t? = nil, group: gid_t? = nil) { self.mode = mode; self.owner = owner; self.group = group }
 }
 
-enum UnixAddress {
-    static func with<R>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> R) throws -> R {
+/// A `sockaddr_un` for a path, checked against the kernel's length limit.
+public enum UnixAddress {
+    public static func with<R>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> R) throws -> R {
         var sa = sockaddr_un()
         sa.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
         let cap = MemoryLayout.size(ofValue: sa.sun_path)
         guard !bytes.isEmpty, bytes.count < cap else {
-            throw VMSocketError("use", path, errno: ENAMETOOLONG, detail: "path must be 1...\(cap - 1) bytes")
+            throw UnixSocketError("use", path, errno: ENAMETOOLONG, detail: "path must be 1...\(cap - 1) bytes")
         }
         withUnsafeMutableBytes(of: &sa.sun_path) { $0.copyBytes(from: bytes) }
         return withUnsafePointer(to: &sa) {
@@ -40,42 +47,42 @@ enum UnixAddress {
     }
 }
 
-let sockNonblock = Int32(SOCK_NONBLOCK.rawValue)
-let sockCloexec = Int32(SOCK_CLOEXEC.rawValue)
-let pollRDHUP: Int16 = 0x2000  // POLLRDHUP is not imported from glibc's headers
+private let sockNonblock = Int32(SOCK_NONBLOCK.rawValue)
+private let sockCloexec = Int32(SOCK_CLOEXEC.rawValue)
 
-func retryingEINTR(_ f: () -> Int32) -> Int32 {
+/// The one place here that retries a call interrupted by a signal.
+private func retryingEINTR(_ f: () -> Int32) -> Int32 {
     while true { let r = f(); if r >= 0 || errno != EINTR { return r } }
 }
 
-public enum VMSockets {
+public enum UnixSocketFile {
     /// Removes a stale socket file at `path` if it is safe to: it must be a socket (lstat, a symlink
     /// is never followed or removed) and nobody may be accepting on it (a connect probe fails with ECONNREFUSED).
     public static func removeStaleSocket(at path: String, type: Int32) throws {
         var st = stat()
         if lstat(path, &st) != 0 {
             if errno == ENOENT { return }
-            throw VMSocketError("inspect", path, errno: errno)
+            throw UnixSocketError("inspect", path, errno: errno)
         }
         guard (st.st_mode & S_IFMT) == S_IFSOCK else {
-            throw VMSocketError("replace", path, errno: EEXIST, detail: "a file that is not a socket is in the way (left untouched)")
+            throw UnixSocketError("replace", path, errno: EEXIST, detail: "a file that is not a socket is in the way (left untouched)")
         }
         let probe = socket(AF_UNIX, type | sockCloexec, 0)
-        guard probe >= 0 else { throw VMSocketError("probe", path, errno: errno) }
+        guard probe >= 0 else { throw UnixSocketError("probe", path, errno: errno) }
         defer { close(probe) }
         let r = try UnixAddress.with(path) { sa, len in retryingEINTR { connect(probe, sa, len) } }
         if r == 0 || errno == EAGAIN {
-            throw VMSocketError("replace", path, errno: EADDRINUSE, detail: "a live process is listening on it")
+            throw UnixSocketError("replace", path, errno: EADDRINUSE, detail: "a live process is listening on it")
         }
-        guard errno == ECONNREFUSED else { throw VMSocketError("probe", path, errno: errno) }
-        if unlink(path) != 0 && errno != ENOENT { throw VMSocketError("remove stale", path, errno: errno) }
+        guard errno == ECONNREFUSED else { throw UnixSocketError("probe", path, errno: errno) }
+        if unlink(path) != 0 && errno != ENOENT { throw UnixSocketError("remove stale", path, errno: errno) }
     }
 
-    private static func applyAccess(_ fd: Int32, _ path: String, _ access: SocketFileAccess) throws {
+    private static func applyAccess(_ path: String, _ access: SocketFileAccess) throws {
         // chmod/chown by path right after bind: the directory is ours and the file is a socket we just made.
-        if chmod(path, access.mode) != 0 { throw VMSocketError("chmod", path, errno: errno) }
+        if chmod(path, access.mode) != 0 { throw UnixSocketError("chmod", path, errno: errno) }
         if access.owner != nil || access.group != nil {
-            if lchown(path, access.owner ?? uid_t.max, access.group ?? gid_t.max) != 0 { throw VMSocketError("chown", path, errno: errno) }
+            if lchown(path, access.owner ?? uid_t.max, access.group ?? gid_t.max) != 0 { throw UnixSocketError("chown", path, errno: errno) }
         }
     }
 
@@ -83,19 +90,19 @@ public enum VMSockets {
     private static func bindSocket(at path: String, type: Int32, access: SocketFileAccess) throws -> Int32 {
         try removeStaleSocket(at: path, type: type)
         let fd = socket(AF_UNIX, type | sockNonblock | sockCloexec, 0)
-        guard fd >= 0 else { throw VMSocketError("create", path, errno: errno) }
+        guard fd >= 0 else { throw UnixSocketError("create", path, errno: errno) }
         do {
             let r = try UnixAddress.with(path) { sa, len in bind(fd, sa, len) }
-            if r != 0 { throw VMSocketError("bind", path, errno: errno) }
-            try applyAccess(fd, path, access)
+            if r != 0 { throw UnixSocketError("bind", path, errno: errno) }
+            try applyAccess(path, access)
             return fd
         } catch { close(fd); throw error }
     }
 
-    /// A nonblocking listening Unix stream socket at `path` (tapbridge as server, QEMU `server=off`).
+    /// A nonblocking listening Unix stream socket at `path`.
     public static func listenStream(at path: String, access: SocketFileAccess = SocketFileAccess(), backlog: Int32 = 4) throws -> Int32 {
         let fd = try bindSocket(at: path, type: Int32(SOCK_STREAM.rawValue), access: access)
-        if listen(fd, backlog) != 0 { let e = errno; close(fd); unlink(path); throw VMSocketError("listen on", path, errno: e) }
+        if listen(fd, backlog) != 0 { let e = errno; close(fd); unlink(path); throw UnixSocketError("listen on", path, errno: e) }
         return fd
     }
 
@@ -108,45 +115,27 @@ public enum VMSockets {
             return fd
         }
         if errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED { return nil }
-        throw VMSocketError("accept on", path, errno: errno)
+        throw UnixSocketError("accept on", path, errno: errno)
     }
 
-    /// Connects to a QEMU listening with `server=on` (tapbridge as client). The returned fd is nonblocking.
+    /// Connects to a listening stream socket at `path`. The returned fd is nonblocking.
     public static func connectStream(to path: String) throws -> Int32 {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | sockCloexec, 0)
-        guard fd >= 0 else { throw VMSocketError("create", path, errno: errno) }
-        let r = try UnixAddress.with(path) { sa, len in retryingEINTR { connect(fd, sa, len) } }
-        if r != 0 { let e = errno; close(fd); throw VMSocketError("connect to", path, errno: e) }
-        try setNonblocking(fd, path: path)
+        guard fd >= 0 else { throw UnixSocketError("create", path, errno: errno) }
+        let r: Int32
+        do { r = try UnixAddress.with(path) { sa, len in retryingEINTR { connect(fd, sa, len) } } } catch { close(fd); throw error }
+        if r != 0 { let e = errno; close(fd); throw UnixSocketError("connect to", path, errno: e) }
+        do { try setNonblocking(fd, path: path) } catch { close(fd); throw error }
         return fd
     }
 
-    /// Binds tapbridge's own datagram path (QEMU `-netdev dgram` sends to it); frames go out with sendto.
+    /// A nonblocking datagram socket bound at `path` (stale file replaced safely).
     public static func bindDatagram(at path: String, access: SocketFileAccess = SocketFileAccess()) throws -> Int32 {
         try bindSocket(at: path, type: Int32(SOCK_DGRAM.rawValue), access: access)
     }
 
     public static func setNonblocking(_ fd: Int32, path: String) throws {
         let flags = fcntl(fd, F_GETFL)
-        if flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 { throw VMSocketError("set O_NONBLOCK on", path, errno: errno) }
+        if flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 { throw UnixSocketError("set O_NONBLOCK on", path, errno: errno) }
     }
-}
-
-/// Client-mode reconnect delays: doubling from `initial` to `maximum`, reset after a successful connect.
-public struct ReconnectBackoff: Sendable {
-    public let initialMilliseconds: Int
-    public let maximumMilliseconds: Int
-    public private(set) var nextMilliseconds: Int
-    public init(initialMilliseconds: Int = 50, maximumMilliseconds: Int = 2000) {
-        self.initialMilliseconds = max(1, initialMilliseconds)
-        self.maximumMilliseconds = max(self.initialMilliseconds, maximumMilliseconds)
-        nextMilliseconds = self.initialMilliseconds
-    }
-    /// The delay to wait before the next attempt; each call doubles the following one up to the maximum.
-    public mutating func failed() -> Int {
-        let d = nextMilliseconds
-        nextMilliseconds = min(maximumMilliseconds, nextMilliseconds * 2)
-        return d
-    }
-    public mutating func succeeded() { nextMilliseconds = initialMilliseconds }
 }

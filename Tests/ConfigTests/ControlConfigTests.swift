@@ -1,7 +1,7 @@
 // ControlConfigTests: the `[control]` table (socket path, group) is parsed and checked like
 // every other key.
 import Testing
-@testable import Daemon
+@testable import Config
 
 @Suite struct ControlConfig {
     let ports = "[[bridges]]\n[[bridges.ports]]\nname = \"m0\"\nparent = \"eth0\"\n"
@@ -19,15 +19,5 @@ import Testing
         #expect(issues("[control]\nsocket = \"rel.sock\"\n" + ports) == ["t.toml: control.socket: must be an absolute path (or \"\" for no control socket)"])
         #expect(issues("[control]\ngroup = true\n" + ports) == ["t.toml: control.group: expected a group name or number, found boolean true"])
         #expect(issues("[control]\nsockt = \"/x\"\n" + ports) == ["t.toml: control.sockt: unknown key (did you mean 'socket'?)"])
-        #expect(issues("[control]\ngroup = \"no-such-group-tbt\"\n" + ports, host: SystemHostGroups()) == ["t.toml: control.group: no group 'no-such-group-tbt' on this host"])
     }
-}
-
-/// FakeHost's links with the real group database.
-struct SystemHostGroups: HostInspector {
-    let fake = FakeHost()
-    func namespaceExists(_ name: String) -> Bool { fake.namespaceExists(name) }
-    func link(named name: String, netns: String?) -> HostLink? { fake.link(named: name, netns: netns) }
-    func upperLinks(of parent: String) -> [String] { fake.upperLinks(of: parent) }
-    func groupExists(_ g: String) -> Bool { SystemHost().groupExists(g) }
 }

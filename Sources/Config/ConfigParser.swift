@@ -1,31 +1,33 @@
-// ConfigParser: TOML text -> DaemonConfig. Every key is read through a KeyReader that knows its
-// dotted path, so any problem is reported as `file: bridges[0].ports[1].mode: reason`; keys
-// nobody read are typos and refused. Checks that need the host (does the parent exist?) are
-// ConfigValidator's.
+// ConfigParser: TOML text -> DaemonConfig, or every problem found. Every key is read through a
+// KeyReader that knows its dotted path, so any problem is reported as
+// `file: bridges[0].ports[1].mode: reason`; keys nobody read are typos and refused. Checks that
+// need only the file (duplicates, references between sections, filter rules that do not
+// compile) are made here too; checks that need the host (does the parent exist?) are the Daemon
+// module's ConfigValidator. No file or system access here: the caller reads the file.
 import Foundation
 import Frames
 import Handlers
 import Logging
 import TOMLKit
-import VMBackend
+
+/// Checks of single values whose syntax another module owns (the metrics endpoint's address);
+/// the daemon passes its own, a unit test may pass none.
+public struct ValueChecks: Sendable {
+    /// Why `address` is no metrics endpoint address (`allowRemote`: non-loopback allowed), or nil.
+    public var metricsAddress: @Sendable (_ address: String, _ allowRemote: Bool) -> String?
+    public init(metricsAddress: @escaping @Sendable (String, Bool) -> String? = { _, _ in nil }) {
+        self.metricsAddress = metricsAddress
+    }
+}
 
 public enum ConfigParser {
-    /// Reads and parses `path`. Throws `ConfigError` listing every problem found.
-    public static func load(path: String) throws -> DaemonConfig {
-        let text: String
-        do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            let reason = FileManager.default.fileExists(atPath: path)
-                ? "cannot read the file (\(error.localizedDescription))" : "no such file"
-            throw ConfigError([ConfigIssue(file: path, path: "", reason: reason)])
-        }
-        return try parse(text, file: path)
-    }
-
-    /// Parses configuration text; `file` names it in messages.
-    public static func parse(_ text: String, file: String) throws -> DaemonConfig {
+    /// Parses configuration text; `file` names it in messages. Throws `ConfigError` listing
+    /// every problem found.
+    public static func parse(_ text: String, file: String, checks: ValueChecks = .init()) throws -> DaemonConfig {
         let issues = IssueList(file: file)
+        if let problem = TOMLPrecheck.problem(in: text) {
+            throw ConfigError([ConfigIssue(file: file, path: "", reason: problem)])
+        }
         let root: TOMLTable
         do {
             root = try TOMLTable(string: text)
@@ -64,10 +66,7 @@ public enum ConfigParser {
         }
         config.metricsAllowRemote = top.bool("metrics-allow-remote") ?? false
         if let s = top.string("metrics") {
-            do {
-                _ = try MetricsAddress(parsing: s, allowRemote: config.metricsAllowRemote)
-                config.metrics = s
-            } catch { top.fail("metrics", "\(error)") }
+            if let why = checks.metricsAddress(s, config.metricsAllowRemote) { top.fail("metrics", why) } else { config.metrics = s }
         }
         config.stateDirectory = DaemonConfig.defaultStateDirectory
         if let s = top.string("state-dir") {
@@ -92,7 +91,6 @@ public enum ConfigParser {
         return config
     }
 
-    static let handlerNames = ["learning-switch", "filter"]
     /// The control socket of a daemon whose file says nothing else (ControlProtocol.defaultSocketPath).
     public static let defaultControlSocket = "/run/tapbridge/control.sock"
 
@@ -102,37 +100,7 @@ public enum ConfigParser {
         let name = r.string("name") ?? "br\(index)"
         if name.isEmpty { r.fail("name", "must not be empty") }
 
-        let lsTable = r.table("learning-switch")
-        let filterTable = r.table("filter")
-        var order: [String]
-        if let p = r.stringArray("pipeline") {
-            order = []
-            for (i, h) in p.enumerated() {
-                if !handlerNames.contains(h) {
-                    r.fail("pipeline[\(i)]", "unknown handler '\(h)' (one of: \(handlerNames.joined(separator: ", ")))\(suggestion(h, handlerNames))")
-                } else if order.contains(h) {
-                    r.fail("pipeline[\(i)]", "handler '\(h)' listed twice")
-                } else { order.append(h) }
-            }
-            if filterTable != nil && !order.contains("filter") {
-                r.fail("filter", "configured but not in \(path).pipeline")
-            }
-            if lsTable != nil && !order.contains("learning-switch") {
-                r.fail("learning-switch", "configured but not in \(path).pipeline")
-            }
-        } else {
-            order = (filterTable != nil ? ["filter"] : []) + ["learning-switch"]
-        }
-        var pipeline: [HandlerConfig] = []
-        for h in order {
-            switch h {
-            case "learning-switch":
-                pipeline.append(.learningSwitch(parseLearningSwitch(lsTable, path: path + ".learning-switch", issues: issues)))
-            default:
-                pipeline.append(.filter(parseFilter(filterTable, path: path + ".filter", issues: issues)))
-            }
-        }
-
+        let pipeline = parsePipeline(&r, path: path, issues: issues)
         var ports: [PortConfig] = []
         if let arr = r.tableArray("ports") {
             for (i, pt) in arr.enumerated() { ports.append(parsePort(pt, path: "\(path).ports[\(i)]", issues: issues)) }
@@ -142,65 +110,50 @@ public enum ConfigParser {
         return BridgeConfig(name: name, pipeline: pipeline, ports: ports, path: path)
     }
 
-    static func parseLearningSwitch(_ t: TOMLTable?, path: String, issues: IssueList) -> LearningSwitchConfig {
-        var c = LearningSwitchConfig()
-        guard let t else { return c }
-        var r = KeyReader(t, path: path, issues: issues)
-        if let a = r.number("aging", in: 1...1_000_000) { c.agingSeconds = a }
-        if let n = r.int("capacity", in: 1...(1 << 24)) { c.capacity = n }
-        if let entries = r.tableArray("static") {
-            for (i, et) in entries.enumerated() {
-                var e = KeyReader(et, path: "\(path).static[\(i)]", issues: issues)
-                let mac = e.mac("mac", required: true)
-                let port = e.string("port", required: true)
-                let vlan = e.int("vlan", in: 0...4094) ?? 0
-                e.finish()
-                if let mac, let port { c.staticEntries.append(StaticFDBEntry(mac: mac, port: port, vlan: UInt16(vlan))) }
+    /// `pipeline = [...]` and the tables of the handler kinds it names (HandlerRegistry). Without
+    /// `pipeline`: a filter if `[bridges.filter]` is there, then the learning switch.
+    static func parsePipeline(_ r: inout KeyReader, path: String, issues: IssueList) -> [HandlerConfig] {
+        let known = HandlerRegistry.names
+        var tables: [String: TOMLTable] = [:]
+        for name in known { if let t = r.table(name) { tables[name] = t } }
+        var order: [String]
+        if let p = r.stringArray("pipeline") {
+            order = []
+            for (i, h) in p.enumerated() {
+                if !known.contains(h) {
+                    r.fail("pipeline[\(i)]", "unknown handler '\(h)' (one of: \(known.joined(separator: ", ")))\(suggestion(h, known))")
+                } else if order.contains(h) {
+                    r.fail("pipeline[\(i)]", "handler '\(h)' listed twice")
+                } else { order.append(h) }
+            }
+            for name in known where tables[name] != nil && !order.contains(name) {
+                r.fail(name, "configured but not in \(path).pipeline")
+            }
+        } else {
+            order = (tables["filter"] != nil ? ["filter"] : []) + ["learning-switch"]
+            for name in known where tables[name] != nil && !order.contains(name) {
+                r.fail(name, "configured but not in \(path).pipeline (a bridge without 'pipeline' runs: \(order.joined(separator: ", ")))")
             }
         }
-        r.finish()
-        return c
+        return order.compactMap { parseHandler($0, table: tables[$0], path: "\(path).\($0)", issues: issues) }
     }
 
-    static func parseFilter(_ t: TOMLTable?, path: String, issues: IssueList) -> FilterConfig {
-        var c = FilterConfig()
-        c.path = path
-        guard let t else { return c }
-        var r = KeyReader(t, path: path, issues: issues)
-        if let d = r.string("default") {
-            if ["accept", "drop"].contains(d) { c.defaultAction = d } else {
-                r.fail("default", "must be 'accept' or 'drop', not '\(d)'")
-            }
-        }
-        if let rules = r.stringArray("rules") { c.rules = rules }
-        if let ports = r.stringArray("ports") { c.ports = ports }
-        if let d = r.string("direction") {
-            if ["ingress", "egress", "both"].contains(d) { c.direction = d } else {
-                r.fail("direction", "must be 'ingress', 'egress' or 'both', not '\(d)'")
-            }
-        }
-        r.finish()
-        return c
+    /// One handler kind's table read by the kind's own parser (an absent table: defaults).
+    static func parseHandler(_ name: String, table: TOMLTable?, path: String, issues: IssueList) -> HandlerConfig? {
+        guard let kind = HandlerRegistry.kind(named: name) else { return nil }
+        var keys = KeyReader(table ?? TOMLTable(), path: path, issues: issues)
+        let settings = kind.parse(&keys)
+        keys.finish()
+        return HandlerConfig(name: name, settings: settings, path: path)
     }
 
-    static func parsePort(_ t: TOMLTable, path: String, issues: IssueList) -> PortConfig {
+    /// One `[[bridges.ports]]` table (also a control socket's `port add` arguments): the keys
+    /// every port has, and its kind's own (`parsePortKind`).
+    public static func parsePort(_ t: TOMLTable, path: String, issues: IssueList) -> PortConfig {
         var r = KeyReader(t, path: path, issues: issues)
         let name = r.string("name", required: true) ?? ""
         var p = PortConfig(name: name, path: path)
-        let kind = r.string("kind") ?? "macvtap"
-        if kind == "vm" {
-            if !name.isEmpty, let why = invalidVMName(name) { r.fail("name", why) }
-            p.vm = parseVMKeys(&r, requireMAC: false)
-            for key in macvtapOnlyKeys where r.value(key) != nil {
-                r.fail(key, "not used by a vm port (kind = 'vm'); it is a macvtap setting")
-            }
-        } else {
-            if kind != "macvtap" {
-                r.fail("kind", "unknown port kind '\(kind)' (one of: macvtap, vm)\(suggestion(kind, ["macvtap", "vm"]))")
-            }
-            if !name.isEmpty, let why = invalidInterfaceName(name) { r.fail("name", why) }
-            parseMacvtapKeys(&r, into: &p)
-        }
+        p.kind = parsePortKind(r.string("kind") ?? "macvtap", name: name, &r)
         if let i = r.bool("isolated") { p.isolated = i }
         if let h = r.bool("hairpin") { p.hairpin = h }
         parseVLANKeys(&r, into: &p, issues: issues)
@@ -208,11 +161,32 @@ public enum ConfigParser {
         return p
     }
 
+    /// The keys of port kind `kind` (`kind = "..."`), one case per PortKind: a new kind adds its
+    /// case here and its keys' parser below.
+    static func parsePortKind(_ kind: String, name: String, _ r: inout KeyReader) -> PortKind {
+        switch kind {
+        case "vm":
+            if !name.isEmpty, let why = invalidVMName(name) { r.fail("name", why) }
+            let vm = parseVMKeys(&r, requireMAC: false)
+            for key in macvtapOnlyKeys where r.value(key) != nil {
+                r.fail(key, "not used by a vm port (kind = 'vm'); it is a macvtap setting")
+            }
+            return .vm(vm)
+        // case "vhost-user": return .vhostUser(parseVhostUserKeys(&r))
+        default:
+            if kind != "macvtap" {
+                r.fail("kind", "unknown port kind '\(kind)' (one of: \(PortKind.names.joined(separator: ", ")))\(suggestion(kind, PortKind.names))")
+            }
+            if !name.isEmpty, let why = invalidInterfaceName(name) { r.fail("name", why) }
+            return .macvtap(parseMacvtapKeys(&r, name: name))
+        }
+    }
+
     static let macvtapOnlyKeys = ["netns", "queues", "offloads", "parent", "mode", "mtu", "nopromisc", "source-macs"]
 
     /// The keys of a macvtap port: namespace, queues, offloads, and how the daemon creates it.
-    static func parseMacvtapKeys(_ r: inout KeyReader, into p: inout PortConfig) {
-        let name = p.name
+    static func parseMacvtapKeys(_ r: inout KeyReader, name: String) -> MacvtapPortConfig {
+        var p = MacvtapPortConfig()
         if let ns = r.string("netns") {
             if ns.isEmpty || ns.contains("/") || ns == "." || ns == ".." { r.fail("netns", "invalid namespace name '\(ns)'") }
             p.netns = ns
@@ -255,6 +229,7 @@ public enum ConfigParser {
                 r.fail(key, "only for a macvtap the daemon creates: set 'parent' too (without it '\(name)' must already exist)")
             }
         }
+        return p
     }
 
     /// VLAN membership keys (any port kind).
@@ -313,7 +288,7 @@ public enum ConfigParser {
                 r.fail(key, "not used with socket = 'stream-client' (QEMU creates that socket file)")
             }
         }
-        if let n = r.int("max-frame", in: 60...FrameLimits.absoluteMax) { vm.maxFrame = n }
+        if let n = r.int("max-frame", in: 60...VMPortConfig.maxFrameLimit) { vm.maxFrame = n }
         vm.mac = r.mac("mac", required: requireMAC)
         if let a = r.bool("anti-spoofing") {
             vm.antiSpoofing = a
@@ -335,12 +310,12 @@ public enum ConfigParser {
         var r = KeyReader(t, path: path, issues: issues)
         let name = r.string("name", required: true) ?? ""
         if !name.isEmpty, let why = invalidVMName(name) { r.fail("name", why) }
-        var vmPort = PortConfig(name: name, path: path)
         let vm = parseVMKeys(&r, requireMAC: true)
-        vmPort.vm = vm
+        var vmPort = PortConfig(name: name, kind: .vm(vm), path: path)
         if let i = r.bool("isolated") { vmPort.isolated = i }
 
         let macvtapName = r.string("macvtap") ?? "mv" + name
+        var macvtap = MacvtapPortConfig()
         var tap = PortConfig(name: macvtapName, path: path)
         tap.nameKey = "macvtap"
         if let why = invalidInterfaceName(macvtapName) {
@@ -348,17 +323,18 @@ public enum ConfigParser {
         }
         // Frames from the VM carry no vnet header: the macvtap gets none either (the kernel
         // segments GSO traffic from the LAN before it reaches the queue).
-        tap.offloads = r.bool("offloads") ?? false
+        macvtap.offloads = r.bool("offloads") ?? false
         if let parent = r.string("parent", required: true) {
             if let why = parent.isEmpty ? "must not be empty" : invalidInterfaceName(parent) { r.fail("parent", why) }
             var c = LinkCreation(parent: parent)
             c.mode = .bridge
             c.mac = vm.mac
             c.mtu = r.int("mtu", in: 68...65535)
-            tap.create = c
+            macvtap.create = c
         }
+        tap.kind = .macvtap(macvtap)
         var pipeline: [HandlerConfig] = []
-        if let ft = r.table("filter") { pipeline.append(.filter(parseFilter(ft, path: path + ".filter", issues: issues))) }
+        if let ft = r.table("filter"), let f = parseHandler("filter", table: ft, path: path + ".filter", issues: issues) { pipeline.append(f) }
         r.finish()
         var b = BridgeConfig(name: "vm-" + name, pipeline: pipeline, ports: [vmPort, tap], path: path)
         b.isVMAttachment = true
@@ -366,7 +342,7 @@ public enum ConfigParser {
     }
 
     /// Checks that need the whole file: duplicates and references between sections.
-    static func checkCrossReferences(_ config: DaemonConfig, _ issues: IssueList) {
+    public static func checkCrossReferences(_ config: DaemonConfig, _ issues: IssueList) {
         var bridgeNames: [String: String] = [:]
         var portNames: [String: String] = [:]    // "netns/name" -> path
         var macs: [MACAddress: String] = [:]
@@ -381,7 +357,7 @@ public enum ConfigParser {
                 if let first = portNames[key] {
                     issues.add(p.path + "." + p.nameKey, "port '\(p.name)' already declared at \(first)")
                 } else { portNames[key] = p.path }
-                if let vm = p.vm {
+                if case .vm(let vm) = p.kind {
                     for (k, file) in [("path", vm.path), ("remote-path", vm.remotePath ?? "")] where !file.isEmpty {
                         if let first = sockets[file] { issues.add("\(p.path).\(k)", "socket '\(file)' already used at \(first)") }
                         else { sockets[file] = "\(p.path).\(k)" }
@@ -397,19 +373,9 @@ public enum ConfigParser {
                     }
                 } else { parentsUsed[c.parent] = (p.path, c.mode) }
             }
-            if let ls = b.learningSwitch {
-                var seen: [String: Int] = [:]
-                for (j, e) in ls.staticEntries.enumerated() {
-                    let at = "\(b.path).learning-switch.static[\(j)]"
-                    if !b.ports.contains(where: { $0.name == e.port }) {
-                        issues.add(at + ".port", "no port named '\(e.port)' in bridge '\(b.name)'")
-                    }
-                    if e.mac.isMulticast { issues.add(at + ".mac", "\(e.mac) is a multicast address; static entries are for unicast MACs") }
-                    let k = "\(e.mac)@\(e.vlan)"
-                    if let first = seen[k] {
-                        issues.add(at + ".mac", "\(e.mac) (vlan \(e.vlan)) already pinned at \(b.path).learning-switch.static[\(first)]")
-                    } else { seen[k] = j }
-                }
+            // What each handler kind checks against its bridge (ports named in its settings).
+            for h in b.pipeline {
+                HandlerRegistry.kind(named: h.name)?.check(h.settings, HandlerSetup(bridge: b, path: h.path), issues)
             }
         }
     }
@@ -452,26 +418,36 @@ public enum ConfigParser {
     }
 }
 
-/// Issues collected while reading one file.
-final class IssueList {
-    let file: String
-    var list: [ConfigIssue] = []
-    init(file: String) { self.file = file }
-    func add(_ path: String, _ reason: String) { list.append(ConfigIssue(file: file, path: path, reason: reason)) }
-    func has(path: String) -> Bool { list.contains { $0.path == path } }
+/// Issues collected while reading one file (a handler kind's `check` adds to it).
+public final class IssueList {
+    public let file: String
+    public private(set) var list: [ConfigIssue] = []
+    public init(file: String) { self.file = file }
+    /// Records a problem at key path `path` (`bridges[0].filter.ports`).
+    public func add(_ path: String, _ reason: String) { list.append(ConfigIssue(file: file, path: path, reason: reason)) }
+    public func has(path: String) -> Bool { list.contains { $0.path == path } }
+    /// Throws `ConfigError` if anything was recorded.
+    public func throwIfAny() throws { if !list.isEmpty { throw ConfigError(list) } }
 }
 
 /// Reads the keys of one TOML table, remembering which were read so the rest can be refused.
-struct KeyReader {
+/// A handler kind's parser gets one for its table: every getter records the key as known and
+/// reports a wrong type or range at the key's path.
+public struct KeyReader {
     let table: TOMLTable
-    let path: String
+    /// The table's key path (`bridges[0].filter`).
+    public let path: String
     let issues: IssueList
     private(set) var known: [String] = []
 
     init(_ table: TOMLTable, path: String, issues: IssueList) { self.table = table; self.path = path; self.issues = issues }
 
-    func at(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
-    func fail(_ key: String, _ reason: String) { issues.add(at(key), reason) }
+    /// The full path of `key` in this table.
+    public func at(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+    /// Reports a problem with `key`'s value.
+    public func fail(_ key: String, _ reason: String) { issues.add(at(key), reason) }
+    /// Whether the table has `key` (does not mark it read).
+    public func contains(_ key: String) -> Bool { table[key] != nil }
 
     /// The raw value, recording `key` as known; reports a missing required key.
     mutating func value(_ key: String, required: Bool = false) -> TOMLValueConvertible? {
@@ -497,19 +473,19 @@ struct KeyReader {
         }
     }
 
-    mutating func string(_ key: String, required: Bool = false) -> String? {
+    public mutating func string(_ key: String, required: Bool = false) -> String? {
         guard let v = value(key, required: required) else { return nil }
         guard let s = v.string else { typeError(key, expected: "a string", got: v); return nil }
         return s
     }
 
-    mutating func bool(_ key: String) -> Bool? {
+    public mutating func bool(_ key: String) -> Bool? {
         guard let v = value(key) else { return nil }
         guard let b = v.bool else { typeError(key, expected: "true or false", got: v); return nil }
         return b
     }
 
-    mutating func int(_ key: String, in range: ClosedRange<Int>) -> Int? {
+    public mutating func int(_ key: String, in range: ClosedRange<Int>) -> Int? {
         guard let v = value(key) else { return nil }
         guard let n = v.int else { typeError(key, expected: "an integer", got: v); return nil }
         guard range.contains(n) else { fail(key, "\(n) is out of range \(range.lowerBound)...\(range.upperBound)"); return nil }
@@ -517,7 +493,7 @@ struct KeyReader {
     }
 
     /// An integer or floating-point number.
-    mutating func number(_ key: String, in range: ClosedRange<Double>) -> Double? {
+    public mutating func number(_ key: String, in range: ClosedRange<Double>) -> Double? {
         guard let v = value(key) else { return nil }
         guard let n = v.double ?? v.int.map(Double.init) else { typeError(key, expected: "a number", got: v); return nil }
         guard range.contains(n) else { fail(key, "\(n) is out of range \(range.lowerBound)...\(range.upperBound)"); return nil }
@@ -542,7 +518,7 @@ struct KeyReader {
         return out
     }
 
-    mutating func stringArray(_ key: String) -> [String]? {
+    public mutating func stringArray(_ key: String) -> [String]? {
         guard let v = value(key) else { return nil }
         guard let a = v.array else { typeError(key, expected: "an array of strings", got: v); return nil }
         var out: [String] = []
@@ -553,13 +529,13 @@ struct KeyReader {
         return out
     }
 
-    mutating func mac(_ key: String, required: Bool = false) -> MACAddress? {
+    public mutating func mac(_ key: String, required: Bool = false) -> MACAddress? {
         guard let v = value(key, required: required) else { return nil }
         guard let s = v.string else { typeError(key, expected: "a MAC address string", got: v); return nil }
         return Self.parseMAC(s, fail: { fail(key, $0) })
     }
 
-    mutating func macArray(_ key: String) -> [MACAddress]? {
+    public mutating func macArray(_ key: String) -> [MACAddress]? {
         guard let strings = stringArray(key) else { return nil }
         return strings.enumerated().compactMap { i, s in Self.parseMAC(s, fail: { fail("\(key)[\(i)]", $0) }) }
     }
@@ -572,7 +548,7 @@ struct KeyReader {
     }
 
     /// A user or group: a name or a numeric id.
-    mutating func nameOrID(_ key: String) -> String? {
+    public mutating func nameOrID(_ key: String) -> String? {
         guard let v = value(key) else { return nil }
         if let s = v.string, !s.isEmpty { return s }
         if let n = v.int, n >= 0, n <= Int(UInt32.max - 1) { return String(n) }
@@ -580,7 +556,7 @@ struct KeyReader {
     }
 
     /// Permission bits: an integer (`0o660`) or an octal string (`"0660"`), at most 0o777.
-    mutating func fileMode(_ key: String) -> UInt32? {
+    public mutating func fileMode(_ key: String) -> UInt32? {
         guard let v = value(key) else { return nil }
         let n: Int?
         if let i = v.int { n = i } else if let s = v.string { n = Int(s, radix: 8) } else { n = nil }
@@ -591,7 +567,7 @@ struct KeyReader {
     }
 
     /// VLAN IDs as integers or "from-to" ranges: `[10, 20, "100-199"]`.
-    mutating func vlanList(_ key: String) -> VLANSet? {
+    public mutating func vlanList(_ key: String) -> VLANSet? {
         guard let v = value(key) else { return nil }
         guard let a = v.array else { typeError(key, expected: "an array of VLAN IDs", got: v); return nil }
         var set = VLANSet()
@@ -613,8 +589,13 @@ struct KeyReader {
         return set
     }
 
+    /// An array of tables (`[[path.key]]`), each with its own reader (call `finish()` on each).
+    public mutating func tables(_ key: String) -> [KeyReader]? {
+        tableArray(key)?.enumerated().map { i, t in KeyReader(t, path: at("\(key)[\(i)]"), issues: issues) }
+    }
+
     /// Refuses every key that was never read: a typo must not be silently ignored.
-    func finish() {
+    public func finish() {
         for key in table.keys where !known.contains(key) {
             fail(key, "unknown key\(ConfigParser.suggestion(key, known))")
         }

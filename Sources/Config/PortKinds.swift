@@ -1,0 +1,142 @@
+// PortKinds: what kinds of port a bridge can have, each with its own keys. A port is its common
+// part (name, VLAN membership, isolation) plus one `PortKind` case carrying the kind's settings.
+// Adding a kind (vhost-user, tap, host) is: one case here with its settings struct, its key
+// parser in ConfigParser.swift (`parsePortKind`), and its opener in Daemon/PortOpener.swift.
+import Frames
+
+/// One port of a bridge.
+public struct PortConfig: Sendable, Equatable {
+    /// The interface name (macvtap: created with this name, or looked up); for a port without a
+    /// link (a `vm` port), a name for logs and counters.
+    public var name: String
+    /// The key that set `name` (`name`, or `macvtap` in a `[[vms]]` entry), for messages.
+    public var nameKey = "name"
+    /// What the port is, with the keys only that kind has.
+    public var kind: PortKind
+    public var vlan: VLANMode = .unaware
+    public var isolated = false
+    public var hairpin = false
+    /// Key path of this port in the file (`bridges[0].ports[1]`).
+    public var path: String
+
+    public init(name: String, kind: PortKind = .macvtap(MacvtapPortConfig()), path: String) {
+        self.name = name; self.kind = kind; self.path = path
+    }
+
+    /// The macvtap settings, for a macvtap port.
+    public var macvtap: MacvtapPortConfig? { if case .macvtap(let m) = kind { return m } else { return nil } }
+    /// The VM socket settings, for a vm port.
+    public var vm: VMPortConfig? { if case .vm(let v) = kind { return v } else { return nil } }
+
+    /// Whether the port is a network interface (link events, namespaces, the ledger apply).
+    public var hasLink: Bool { kind.hasLink }
+    /// Network namespace the port's link lives in; nil: the daemon's own, or no link.
+    public var netns: String? { macvtap?.netns }
+    /// How the daemon creates the port's link; nil: it must exist already, or there is no link.
+    public var create: LinkCreation? { macvtap?.create }
+    /// Queues opened (one descriptor each); 1 for kinds without queues.
+    public var queues: Int { macvtap?.queues ?? 1 }
+    /// Whether frames carry a vnet header with negotiated offloads (macvtap's `offloads`).
+    public var offloads: Bool { macvtap?.offloads ?? true }
+}
+
+/// The kinds of port, as `kind = "..."` names them in a `[[bridges.ports]]` table.
+public enum PortKind: Sendable, Equatable {
+    /// `kind = "macvtap"` (the default): a macvtap interface, created by the daemon or already there.
+    case macvtap(MacvtapPortConfig)
+    /// `kind = "vm"`: a QEMU `-netdev stream|dgram` socket (no link).
+    case vm(VMPortConfig)
+    // Room for the next kinds, each a case with its own settings struct:
+    //   case vhostUser(VhostUserPortConfig)   kind = "vhost-user": a vhost-user-net backend socket
+    //   case tap(TapPortConfig)               kind = "tap": a tun/tap interface the daemon opens
+    //   case host(HostPortConfig)             kind = "host": the host's own stack on a bridge
+
+    /// The `kind` key's value.
+    public var name: String {
+        switch self {
+        case .macvtap: return "macvtap"
+        case .vm: return "vm"
+        }
+    }
+
+    /// Every kind name the parser accepts (for messages).
+    public static let names = ["macvtap", "vm"]
+
+    /// Whether a port of this kind is a network interface.
+    public var hasLink: Bool {
+        switch self {
+        case .macvtap: return true
+        case .vm: return false
+        }
+    }
+}
+
+/// A macvtap port's own keys.
+public struct MacvtapPortConfig: Sendable, Equatable {
+    /// nil: the link must already exist and is never deleted by the daemon.
+    public var create: LinkCreation?
+    /// Network namespace (name under /run/netns) the macvtap lives in; nil: the daemon's own.
+    public var netns: String?
+    /// Queues to open (one fd each). A created link gets this many TX and RX queues.
+    public var queues: Int = 1
+    /// Open with a vnet header and negotiate checksum/TSO offloads (GSO frames cross whole).
+    public var offloads = true
+    public init(create: LinkCreation? = nil, netns: String? = nil) { self.create = create; self.netns = netns }
+}
+
+/// macvlan modes, as `ip link ... type macvtap mode X` spells them.
+public enum MacvtapMode: String, Sendable, CaseIterable {
+    case `private`, vepa, bridge, passthru, source
+}
+
+/// A macvtap the daemon creates at start and deletes at stop.
+public struct LinkCreation: Sendable, Equatable {
+    /// Lower device, in the daemon's own network namespace.
+    public var parent: String
+    public var mode: MacvtapMode = .bridge
+    public var mac: MACAddress?
+    public var mtu: Int?
+    /// passthru only: do not put the lower device in promiscuous mode.
+    public var nopromisc = false
+    /// source mode only: the source MACs let through.
+    public var sourceMACs: [MACAddress] = []
+    public init(parent: String) { self.parent = parent }
+}
+
+/// How a `vm` port talks to QEMU (docs/vms.md has the matching `-netdev` lines).
+public enum VMSocketMode: String, Sendable, CaseIterable {
+    /// tapbridge listens on `path`; QEMU `-netdev stream,server=off,addr.path=PATH`.
+    case streamServer = "stream-server"
+    /// tapbridge connects to `path` (retrying); QEMU `-netdev stream,server=on,addr.path=PATH`.
+    case streamClient = "stream-client"
+    /// tapbridge binds `path` and sends to `remote-path`; QEMU `-netdev dgram,local.path=REMOTE,remote.path=PATH`.
+    case dgram
+}
+
+/// A `vm` port: a QEMU netdev socket instead of a macvtap.
+public struct VMPortConfig: Sendable, Equatable {
+    public var socket: VMSocketMode = .streamServer
+    /// The socket file tapbridge listens on / binds (stream-server, dgram) or connects to (stream-client).
+    public var path: String = ""
+    /// dgram only: QEMU's own socket (`local.path` on its side).
+    public var remotePath: String?
+    /// Owner and group of the socket file tapbridge creates: a user/group name or a numeric id.
+    public var owner: String?
+    public var group: String?
+    /// Permission bits of the socket file tapbridge creates.
+    public var socketMode: UInt32 = 0o660
+    /// Longest frame accepted from the VM (Ethernet header included, no FCS).
+    public var maxFrame: Int = 1518
+    /// The largest `max-frame` (the stream framing's 16-bit length bound).
+    public static let maxFrameLimit = 65535
+    /// The MAC the VM is assigned (its NIC's `mac=`); used for anti-spoofing.
+    public var mac: MACAddress?
+    /// Drop frames whose source MAC is not `mac` (default on when `mac` is set).
+    public var antiSpoofing = true
+    /// If set: ARP sender / IPv4 / IPv6 sources must be among these (docs/vms.md).
+    public var addresses: [String]?
+    public init() {}
+
+    /// Whether this port gets a source guard.
+    public var guards: Bool { (mac != nil && antiSpoofing) || addresses != nil }
+}

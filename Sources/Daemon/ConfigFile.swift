@@ -1,0 +1,27 @@
+// ConfigFile: the daemon's way to read a configuration file: the file read here, the text parsed
+// by the Config module with the value checks whose syntax lives in the daemon (the metrics
+// endpoint's address). Host checks follow separately (ConfigValidator).
+@_exported import Config
+import Foundation
+
+extension ValueChecks {
+    /// The checks `tapbridge run`, `config check` and reloads use.
+    public static let daemon = ValueChecks(metricsAddress: { text, allowRemote in
+        do { _ = try MetricsAddress(parsing: text, allowRemote: allowRemote); return nil } catch { return "\(error)" }
+    })
+}
+
+extension ConfigParser {
+    /// Reads and parses `path`. Throws `ConfigError` listing every problem found.
+    public static func load(path: String) throws -> DaemonConfig {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            let reason = FileManager.default.fileExists(atPath: path)
+                ? "cannot read the file (\(error.localizedDescription))" : "no such file"
+            throw ConfigError([ConfigIssue(file: path, path: "", reason: reason)])
+        }
+        return try parse(text, file: path, checks: .daemon)
+    }
+}
