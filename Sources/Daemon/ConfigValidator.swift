@@ -41,7 +41,7 @@ public enum ConfigValidator {
         }
         var nsChecked: [String: Bool] = [:]
         for (_, p) in config.allPorts {
-            if case .vm(let vm) = p.kind {
+            if let vm = p.guest {
                 for (key, path) in [("path", vm.path), ("remote-path", vm.remotePath ?? "")] where !path.isEmpty {
                     if let why = VMPortChecks.socketPathProblem(path, created: key == "path" && vm.socket != .streamClient) {
                         issues.add("\(p.path).\(key)", why)

@@ -112,6 +112,7 @@ extension Daemon {
             switch p.kind {
             case .macvtap(let m): link = try? LinkManager(namespace: m.netns.map { NetworkNamespace.named($0) }).link(named: p.name)
             case .vm(let vm): socketPath = vm.path; assignedMAC = vm.mac
+            case .vhostUser(let v): socketPath = v.guest.path; assignedMAC = v.guest.mac
             }
             let state = lostPorts.contains(p.name) ? "lost" : stat == nil ? "detached" : stat!.connected ? "up" : "down"
             return PortStatus(bridge: b.name, name: p.name, kind: stat?.kind ?? "macvtap", netns: p.netns,
