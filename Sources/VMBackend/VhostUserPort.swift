@@ -97,6 +97,7 @@ public final class VhostUserPort: Port, VhostUserQueueHost, @unchecked Sendable 
     public func queueFailed(_ index: Int, errno: Int32) -> PortFailureAction {
         // The worker stopped using the pair (a ring broke, or the kick eventfd failed). The
         // front-end resets or reconnects to run it again.
+        lock.withLock { status.connected = false }   // the engine disconnects it now
         if let failure = box.pointer.pointee.failure {
             lock.withLock { status.ringsBroken += 1; status.lastError = "\(failure)" }
             log("vhost-user port '\(name)': queue broken: \(failure); waiting for the front-end to reset it")

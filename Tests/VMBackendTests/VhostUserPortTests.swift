@@ -10,6 +10,7 @@ import Handlers
 import Testing
 import TestSupport
 import UnixSocketFiles
+import VhostUser
 @testable import VMBackend
 
 /// A private directory for socket files (mode 0700, removed by the caller).
@@ -196,5 +197,140 @@ struct VhostUserQEMUTests {
             #expect(spoofed.contains("TAPBRIDGE-GUEST: FAIL no reply from 198.18.0.1"), "\(spoofed.suffix(600))")
             #expect(guard_.counters().first!.value > 0)
         }
+    }
+}
+
+/// Two plain datagram ports beside a vhost-user port on a hub; a front-end written here.
+struct HostileRig {
+    let engine: Engine
+    let bridge: Bridge
+    let port: VhostUserPort
+    let peers: [Int32]
+    let dir: String
+    let logs = Lines()
+
+    init() throws {
+        dir = try vhostTempDir()
+        var c = EngineConfiguration(workers: 1)
+        c.buffersPerWorker = 64
+        let logs = self.logs
+        c.log = { l, s in logs.add("\(l): \(s)") }
+        engine = Engine(configuration: c)
+        bridge = engine.addBridge(name: "br", pipeline: HandlerPipeline([]))
+        port = VhostUserPort(name: "vu0", path: dir + "/vu0.sock", log: { logs.add($0) })
+        let id = try bridge.attach(port)
+        var peers: [Int32] = []
+        for name in ["a", "b"] {
+            var fds: [Int32] = [0, 0]
+            precondition(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0, &fds) == 0)
+            var tv = timeval(tv_sec: 0, tv_usec: 100_000)
+            setsockopt(fds[1], SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+            try bridge.attach(DescriptorPort(name: name, descriptor: fds[0]))
+            peers.append(fds[1])
+        }
+        self.peers = peers
+        try engine.start()
+        try port.start(engine: engine, id: id, bridge: bridge)
+    }
+
+    func stop() {
+        port.stop(); engine.stop()
+        peers.forEach { close($0) }
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    /// A frame from plain port `from` arrives at plain port `to` (within `timeout`).
+    func forwards(from: Int, to: Int, tag: UInt8) -> Bool {
+        var f = [UInt8](repeating: tag, count: 60)
+        f.replaceSubrange(0..<14, with: [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, UInt8(from + 1), 0x88, 0xb5])
+        _ = send(peers[from], f, f.count, 0)
+        var buf = [UInt8](repeating: 0, count: 2048)
+        let end = Date().addingTimeInterval(3)
+        while Date() < end {
+            let n = recv(peers[to], &buf, buf.count, 0)
+            if n == 60 && buf[20] == tag { return true }
+        }
+        return false
+    }
+}
+
+@Suite(.serialized) struct VhostUserHostileFrontendTests {
+    @Test func badMessagesEndOnlyThatConnection() throws {
+        let rig = try HostileRig()
+        defer { rig.stop() }
+        // An oversized payload size, then a message cut off mid-payload: each connection ends,
+        // the port keeps listening, the other ports keep forwarding.
+        let a = try SocketFrontend(path: rig.port.path)
+        try a.sendRaw(VhostUserEncoder.message(request: 1, flags: 1, payload: []).prefix(8) + [0xff, 0xff, 0xff, 0x7f])
+        #expect((try? a.request(.getFeatures)) == nil, "the port closed the connection")
+        let b = try SocketFrontend(path: rig.port.path)
+        try b.sendRaw(Array(VhostUserEncoder.message(request: 2, flags: 1, payload: VhostUserEncoder.u64(1)).prefix(15)))
+        shutdown(b.fd, Int32(SHUT_WR))
+        #expect(until(5) { rig.port.currentStatus.connections == 2 })
+        #expect(rig.forwards(from: 0, to: 1, tag: 1))
+        let c = try SocketFrontend(path: rig.port.path)
+        #expect(try c.negotiate() & (1 << 32) != 0, "a well-behaved front-end is served after them")
+        #expect(rig.logs.all.contains { $0.contains("payload of 2147483647 bytes") })
+        #expect(rig.logs.all.contains { $0.contains("disconnected mid-message (15 of 20 bytes)") })
+    }
+
+    @Test func brokenRingIsContainedCountedAndResettable() throws {
+        let rig = try HostileRig()
+        defer { rig.stop() }
+        let fe = try SocketFrontend(path: rig.port.path)
+        _ = try fe.negotiate()
+        let ram = GuestRAM()
+        #expect(try fe.setMemTable(ram))
+        var rx = DriverRing(ram: ram, at: ram.gpa, size: 64)
+        var tx = DriverRing(ram: ram, at: ram.gpa + 0x4000, size: 64)
+        let rxFDs = try fe.setUpRing(0, rx)
+        var txFDs = try fe.setUpRing(1, tx)
+        defer { for fd in [rxFDs.kick, rxFDs.call, txFDs.kick, txFDs.call] { close(fd) } }
+        #expect(until(5) { rig.port.currentStatus.connected })
+
+        // A frame from port a lands in the guest's receive buffer (header + frame, num_buffers 1).
+        for k in 0..<4 { rx.add([(ram.gpa + 0x20000 + UInt64(k) * 0x800, 2048, true)]) }
+        #expect(rig.forwards(from: 0, to: 1, tag: 7))
+        #expect(until(3) { rx.usedIdx >= 1 })
+        let used = rx.takeUsed()
+        #expect(used.first?.len == 72)
+        #expect(ram.host(ram.gpa + 0x20000 + 10).load(as: UInt16.self) == 1)
+        #expect(ram.host(ram.gpa + 0x20000 + 12 + 20).load(as: UInt8.self) == 7)
+
+        // The guest transmits a frame: both plain ports get it, the chain comes back used.
+        func guestSends(_ tag: UInt8) -> Bool {
+            let at = ram.gpa + 0x30000 + UInt64(tag) * 0x100
+            var f = [UInt8](repeating: 0, count: 12) + [UInt8](repeating: tag, count: 60)
+            f.replaceSubrange(12..<26, with: [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x52, 0x54, 0, 0, 0, 9, 0x88, 0xb5])
+            f.withUnsafeBytes { ram.host(at).copyMemory(from: $0.baseAddress!, byteCount: f.count) }
+            tx.add([(at, UInt32(f.count), false)])
+            kickEventFD(txFDs.kick)
+            var buf = [UInt8](repeating: 0, count: 2048)
+            let end = Date().addingTimeInterval(3)
+            while Date() < end { if recv(rig.peers[1], &buf, buf.count, 0) == 60 && buf[20] == tag { return true } }
+            return false
+        }
+        #expect(guestSends(1))
+        #expect(until(3) { tx.usedIdx == 1 })
+
+        // A descriptor loop: the ring is marked broken and counted, the port disconnects, the
+        // other ports keep forwarding.
+        tx.writeDescriptor(10, addr: ram.gpa + 0x30000, len: 60, flags: 1, next: 11)
+        tx.writeDescriptor(11, addr: ram.gpa + 0x30000, len: 60, flags: 1, next: 10)
+        tx.publish(head: 10)
+        kickEventFD(txFDs.kick)
+        #expect(until(5) { rig.port.currentStatus.ringsBroken == 1 && !rig.port.currentStatus.connected })
+        #expect(rig.port.currentStatus.lastError?.contains("descriptor chain longer than 64") == true)
+        #expect(rig.forwards(from: 0, to: 1, tag: 8))
+        #expect(rig.forwards(from: 1, to: 0, tag: 9))
+
+        // The front-end resets the ring (stop, new layout, kick): it runs again.
+        let base = try fe.request(.getVringBase, VhostUserEncoder.vringState(index: 1, num: 0))
+        #expect(base.count == 8)
+        tx = DriverRing(ram: ram, at: ram.gpa + 0x4000, size: 64)
+        close(txFDs.kick); close(txFDs.call)
+        txFDs = try fe.setUpRing(1, tx)
+        #expect(until(5) { rig.port.currentStatus.connected })
+        #expect(guestSends(2))
     }
 }

@@ -4,6 +4,7 @@
 import CVhostUserShim
 import Glibc
 import Testing
+import TestSupport
 import VirtioNet
 @testable import VhostUser
 
