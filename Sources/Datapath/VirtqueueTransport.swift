@@ -91,7 +91,7 @@ extension Worker {
         do {
             while true {
                 while taken < Worker.virtqueueBudget,
-                      let f = try pair.pointee.transmit!.nextTransmit(headerSize: hs, chain: &virtqueueChain) {
+                      let f = try pair.pointee.transmit!.nextTransmit(headerSize: hs, chain: &virtqueueChain.pointee) {
                     guestFrame(lp, pair, f, hs)
                     taken += 1
                     guard p.pointee.state == LocalPortState.active else { return }
@@ -122,7 +122,7 @@ extension Worker {
             pair.pointee.transmit!.completeTransmit(head: f.head)
             return
         }
-        if virtqueueChain.readableCount == 1 && freeGuestChain >= 0 {
+        if virtqueueChain.pointee.readableCount == 1 && freeGuestChain >= 0 {
             // Header + frame in one guest buffer: switched and written in place.
             let g = Int(freeGuestChain)
             freeGuestChain = guestChainNext[g]
@@ -186,7 +186,7 @@ extension Worker {
         do {
             let r = try pair.pointee.receive!.receive(
                 segments: iov + si * Worker.iovecsPerSlot + first, count: Int(s.pointee.iovCount) - first,
-                headerSize: Int(dp.pointee.vnetHeaderSize), mergeable: pair.pointee.mergeable, chain: &virtqueueChain)
+                headerSize: Int(dp.pointee.vnetHeaderSize), mergeable: pair.pointee.mergeable, chain: &virtqueueChain.pointee)
             switch r {
             case .delivered:
                 countWrite(dc, 0, s.pointee.frameBytes)

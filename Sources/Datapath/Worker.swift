@@ -105,7 +105,8 @@ final class Worker: @unchecked Sendable {
     // Virtqueue ports (VirtqueueTransport.swift): one chain walk at a time, guest chains whose
     // frames are being written from guest memory (buffer ids from `guestChainBase`), and the
     // ports whose used rings wait to be published at the end of the batch.
-    var virtqueueChain = DescriptorChain()
+    /// (held by pointer: an inout access to a class's stored property is checked at run time)
+    let virtqueueChain: UnsafeMutablePointer<DescriptorChain>
     let guestChains: UnsafeMutablePointer<GuestChainRef>
     let guestChainNext: UnsafeMutablePointer<Int32>
     var freeGuestChain: Int32 = 0
@@ -142,6 +143,8 @@ final class Worker: @unchecked Sendable {
         guestChainNext = .allocate(capacity: Worker.guestChainCount)
         for i in 0..<Worker.guestChainCount { guestChainNext[i] = i + 1 < Worker.guestChainCount ? Int32(i + 1) : -1 }
         virtqueuePendingList = .allocate(capacity: Worker.maxPorts)
+        virtqueueChain = .allocate(capacity: 1)
+        virtqueueChain.initialize(to: DescriptorChain())
         slotCount = max(64, configuration.transmitSlotsPerWorker)
         slots = .allocate(capacity: slotCount)
         slots.initialize(repeating: TxSlot(), count: slotCount)
@@ -173,7 +176,7 @@ final class Worker: @unchecked Sendable {
         slots.deallocate(); refcount.deallocate(); streamFree.deallocate(); streamSlab.deallocate()
         eventValue.deallocate(); stats.deallocate(); wakePending.deallocate(); vlanAllowed.deallocate()
         guestChains.deallocate(); guestChainNext.deallocate(); virtqueuePendingList.deallocate()
-        virtqueueChain.deallocate()
+        virtqueueChain.pointee.deallocate(); virtqueueChain.deallocate()
         if eventFD >= 0 { close(eventFD) }
     }
 
