@@ -108,4 +108,68 @@ struct VhostUserDaemonTests {
             #expect(got >= n / 10)
         }
     }
+
+    /// A `[[vms]]` attachment with `socket = "vhost-user"` on 2 workers: a QEMU guest pings the
+    /// namespace host behind the attachment's macvtap; then a guest changing its MAC is dropped.
+    @Test(.enabled(if: Guest.available, "qemu-system-x86_64 or the tools/build-guest guest is missing"))
+    func qemuGuestThroughAVhostUserAttachment() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 1)
+            let socket = "/tmp/\(t.tag)-vu.sock"
+            let mac = "52:54:00:ab:cd:01"
+            let d = try DaemonProcess(t, config: """
+                workers = 2
+                [[vms]]
+                name = "vm0"
+                socket = "vhost-user"
+                mac = "\(mac)"
+                parent = "\(h.veths[0])"
+                macvtap = "\(t.ifname("a0"))"
+                path = "\(socket)"
+                addresses = ["198.18.0.10"]
+                """)
+            let args = ["-chardev", "socket,id=c0,path=\(socket)"]
+            let out = try Guest.boot(netdev: "vhost-user,id=n0,chardev=c0", mac: mac,
+                                     cmdline: "tb.ip=198.18.0.10/24 tb.peer=198.18.0.1 tb.test=ping", timeout: 120,
+                                     vhostUser: true, extraArgs: args)
+            #expect(out.contains("TAPBRIDGE-GUEST: PASS ping"), "\(out.suffix(600))\n\(d.log)")
+            let spoof = try Guest.boot(netdev: "vhost-user,id=n0,chardev=c0", mac: mac,
+                                       cmdline: "tb.ip=198.18.0.10/24 tb.peer=198.18.0.1 tb.mac=52:54:00:66:66:66 tb.test=ping",
+                                       timeout: 120, vhostUser: true, extraArgs: args)
+            #expect(spoof.contains("TAPBRIDGE-GUEST: FAIL no reply"), "\(spoof.suffix(600))")
+            #expect(d.stop() == 0)
+            #expect(!FileManager.default.fileExists(atPath: socket), "the socket file is removed at stop")
+            let port = try #require(finalCounters(d.log)["vm0"], "\(d.log)")
+            #expect(port.int("rx-frames") > 0 && port.int("tx-frames") > 0 && port.int("drop-spoofed") > 0, "\(port)")
+            #expect(d.log.contains("rings running; negotiated") && d.log.contains("GUEST_TSO4"))
+        }
+    }
+
+    /// tapbridge as the client (`mode = "client"`): QEMU listens; the daemon finds it by retrying.
+    @Test(.enabled(if: Guest.available, "qemu-system-x86_64 or the tools/build-guest guest is missing"))
+    func qemuListensAndTheDaemonConnects() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 1)
+            let socket = "/tmp/\(t.tag)-qemu.sock"
+            defer { unlink(socket) }
+            let d = try DaemonProcess(t, config: """
+                [[bridges]]
+                name = "lan"
+                [[bridges.ports]]
+                name = "\(t.ifname("m0"))"
+                parent = "\(h.veths[0])"
+                mode = "passthru"
+                [[bridges.ports]]
+                name = "vm0"
+                kind = "vhost-user"
+                mode = "client"
+                path = "\(socket)"
+                """)
+            let out = try Guest.boot(netdev: "vhost-user,id=n0,chardev=c0", mac: "52:54:00:ab:cd:02",
+                                     cmdline: "tb.ip=198.18.0.10/24 tb.peer=198.18.0.1 tb.test=ping", timeout: 120,
+                                     vhostUser: true, extraArgs: ["-chardev", "socket,id=c0,path=\(socket),server=on,wait=off"])
+            #expect(out.contains("TAPBRIDGE-GUEST: PASS ping"), "\(out.suffix(600))\n\(d.log)")
+            #expect(d.stop() == 0)
+        }
+    }
 }
