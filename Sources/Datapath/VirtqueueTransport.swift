@@ -2,9 +2,10 @@
 // worker's side of a virtio-net queue pair (VhostUser.VirtioNetQueuePair, held by pointer):
 // a multishot poll on the transmit queue's kick eventfd (io_uring, like any other descriptor;
 // the eventfd is never read, so the front-end's descriptor keeps its flags), draining the
-// transmit ring in bounded passes — a frame whose header and bytes sit in one guest buffer goes
-// through the pipeline and out by writev straight from guest memory, its chain returned to the
-// guest when the last write completes (a "guest chain" buffer id); other frames are gathered
+// transmit ring in bounded passes — on a bridge without handlers a frame whose header and bytes
+// sit in one guest buffer goes out by writev straight from guest memory, its chain returned to
+// the guest when the last write completes (a "guest chain" buffer id); other frames (scattered,
+// or judged by handlers, which must judge bytes the guest can no longer change) are gathered
 // into a stream buffer and their chain returned at once — and frames for the guest copied from
 // the transmit slot's iovecs (vnet header, tag, frame) into its receive buffers (no writev: the
 // copy is the write). Used rings are published and call eventfds written once per batch
@@ -122,8 +123,10 @@ extension Worker {
             pair.pointee.transmit!.completeTransmit(head: f.head)
             return
         }
-        if virtqueueChain.pointee.readableCount == 1 && freeGuestChain >= 0 {
-            // Header + frame in one guest buffer: switched and written in place.
+        if virtqueueChain.pointee.readableCount == 1 && freeGuestChain >= 0 && !bridges[Int(p.pointee.bridge)].judges {
+            // Header + frame in one guest buffer, and no handler judges its bytes (a hub):
+            // switched and written in place. (With handlers the copy below is what they judge
+            // and what leaves: the guest cannot change a frame after its verdict.)
             let g = Int(freeGuestChain)
             freeGuestChain = guestChainNext[g]
             guestChains[g] = GuestChainRef(port: Int16(lp), generation: p.pointee.generation, head: f.head)
@@ -133,8 +136,10 @@ extension Worker {
             release(b)
             return
         }
-        // Gather: the header as decoded, then the frame's pieces.
-        guard streamFreeCount > 0 else {
+        // Gather: the header as decoded, then the frame's pieces. Out of stream buffers: send
+        // what was switched so far (its completed writes free buffers) before dropping.
+        if streamFreeCount == 0 { flushWrites() }
+        guard streamFreeCount > 0, p.pointee.state == LocalPortState.active else {
             p.pointee.counters?.countDrop(.queueFull)
             pair.pointee.transmit!.completeTransmit(head: f.head)
             return

@@ -113,6 +113,7 @@ extension Worker {
             guard i < Worker.maxBridges else { return }
             bridges[i].pipeline?.release()
             bridges[i].pipeline = Unmanaged.passRetained(pipeline)
+            bridges[i].judges = !pipeline.handlers.isEmpty
         case .addPort(let spec):
             addPort(spec)
         case .removePort(let b, let id):

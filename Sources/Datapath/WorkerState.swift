@@ -146,6 +146,10 @@ struct LocalBridge {
     var slotByID: UnsafeMutablePointer<Int16>
     /// Ports this worker can send to.
     var members = PortSet()
+    /// The pipeline has handlers (a verdict depends on the frame's bytes). A frame a guest
+    /// transmits is then copied out of guest memory before it is judged: judged in place, the
+    /// guest could rewrite it between the verdict and the write (past anti-spoofing or a filter).
+    var judges = false
 }
 
 /// A write in flight or queued: which buffer it holds, where to, and its iovecs

@@ -365,7 +365,7 @@ public final class VhostUserBackend {
         // Rings keep pointers into the old mapping: take them back first.
         let wasStarted = vrings.indices.filter { vrings[$0].started }
         for i in wasStarted { stop(i) }
-        memory?.unmap()
+        memory?.retire()
         memory = nil
         let mapping: GuestMemoryMapping
         do { mapping = try GuestMemoryMapping.map(regions, fds: fds) } catch {
@@ -390,7 +390,7 @@ public final class VhostUserBackend {
             closeFD(&vrings[i].kickFD); closeFD(&vrings[i].callFD); closeFD(&vrings[i].errFD)
             vrings[i] = Vring()
         }
-        memory?.unmap()
+        memory?.retire()
         memory = nil
         ackedFeatures = 0; ackedProtocolFeatures = 0; featuresSet = false; protocolFeaturesSet = false; hasOwner = false
     }

@@ -128,7 +128,7 @@ public final class GuestMemoryMapping: @unchecked Sendable {
     public let count: Int
     private var mapped: Bool
 
-    public var table: GuestMemoryTable { mapped ? GuestMemoryTable(regions: storage, count: count) : GuestMemoryTable() }
+    public var table: GuestMemoryTable { mapped && !retiredTable ? GuestMemoryTable(regions: storage, count: count) : GuestMemoryTable() }
     public var regions: [MappedRegion] { (0..<count).map { storage[$0] } }
 
     /// Validates `regions` against their files and maps them. Always consumes (closes) `fds`:
@@ -185,8 +185,41 @@ public final class GuestMemoryMapping: @unchecked Sendable {
         self.storage = storage; self.count = count; self.mapped = true
     }
 
+    /// Unmaps the regions after a grace period (`retireGrace`): a datapath may have handed a
+    /// write pointing into guest memory to the kernel just before its ring was stopped; unmapped
+    /// at once, that address range could be mapped again by something else before the write
+    /// reads it. The table stops translating now; the mapping goes at a later `retire` or
+    /// `reapRetired` call once its grace has passed.
+    public func retire() {
+        guard mapped else { return }
+        retiredTable = true
+        GuestMemoryMapping.graveyard.withLock { list in list.append((self, GuestMemoryMapping.now() + GuestMemoryMapping.retireGrace)) }
+        GuestMemoryMapping.reapRetired()
+    }
+
+    /// Unmaps retired mappings whose grace has passed (`force`: all of them).
+    public static func reapRetired(force: Bool = false) {
+        let now = Self.now()
+        let due = graveyard.withLock { list -> [GuestMemoryMapping] in
+            let due = list.filter { force || $0.1 <= now }.map(\.0)
+            list.removeAll { force || $0.1 <= now }
+            return due
+        }
+        for m in due { m.unmap() }
+    }
+
+    /// Seconds a retired mapping stays mapped.
+    public static let retireGrace: Double = 1
+    private var retiredTable = false
+    private static let graveyard = GraveyardLock()
+    private static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
     /// Unmaps every region. Any `GuestMemoryTable` copy becomes dangling: callers stop the rings
-    /// that use it first.
+    /// that use it first (`retire` when a datapath may still be writing from it).
     public func unmap() {
         guard mapped else { return }
         mapped = false
@@ -198,5 +231,16 @@ public final class GuestMemoryMapping: @unchecked Sendable {
     deinit {
         unmap()
         storage.deallocate()
+    }
+}
+
+/// The retired-mapping list's lock (a pthread mutex; Foundation is not used here).
+final class GraveyardLock: @unchecked Sendable {
+    private let m: UnsafeMutablePointer<pthread_mutex_t>
+    private var list: [(GuestMemoryMapping, Double)] = []
+    init() { m = .allocate(capacity: 1); pthread_mutex_init(m, nil) }
+    func withLock<R>(_ body: (inout [(GuestMemoryMapping, Double)]) -> R) -> R {
+        pthread_mutex_lock(m); defer { pthread_mutex_unlock(m) }
+        return body(&list)
     }
 }
