@@ -14,6 +14,9 @@ enum BundledHandlers {
             var c = LearningSwitchConfig()
             if let a = keys.number("aging", in: 1...1_000_000) { c.agingSeconds = a }
             if let n = keys.int("capacity", in: 1...(1 << 24)) { c.capacity = n }
+            if let n = keys.int("max-static", in: 0...(1 << 23)) {
+                if n > c.capacity / 2 { keys.fail("max-static", "\(n) is more than half of capacity (\(c.capacity)): static entries would crowd out learned ones") } else { c.maxStatic = n }
+            }
             if let entries = keys.tables("static") {
                 for var e in entries {
                     let mac = e.mac("mac", required: true)
@@ -26,6 +29,9 @@ enum BundledHandlers {
             return c
         },
         check: { c, setup, issues in
+            if c.staticEntries.count > c.staticLimit {
+                issues.add("\(setup.path).static", "\(c.staticEntries.count) static entries, more than max-static (\(c.staticLimit))")
+            }
             var seen: [String: Int] = [:]
             for (j, e) in c.staticEntries.enumerated() {
                 let at = "\(setup.path).static[\(j)]"
@@ -41,7 +47,7 @@ enum BundledHandlers {
         },
         make: { c, _ in
             LearningSwitch(configuration: .init(
-                agingTime: c.agingSeconds, capacity: c.capacity,
+                agingTime: c.agingSeconds, capacity: c.capacity, maxStatic: c.maxStatic,
                 staticEntries: c.staticEntries.map { .init(mac: $0.mac, vlan: $0.vlan, port: $0.port) }))
         },
         sweep: { sw, now in _ = sw.expire(now: now) })

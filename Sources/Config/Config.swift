@@ -99,8 +99,11 @@ public struct HandlerConfig: Sendable, Equatable {
 public struct LearningSwitchConfig: HandlerSettings, Equatable {
     /// Seconds an unrefreshed learned entry lives.
     public var agingSeconds: Double = 300
-    /// FDB bound; the oldest entry is evicted past it.
+    /// FDB bound on learned entries; the oldest entry is evicted past it.
     public var capacity: Int = 8192
+    /// Bound on static entries (the file's and those added over the control socket); nil: capacity / 8.
+    public var maxStatic: Int?
+    public var staticLimit: Int { maxStatic ?? capacity / 8 }
     public var staticEntries: [StaticFDBEntry] = []
     public init() {}
 }

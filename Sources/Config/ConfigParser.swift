@@ -24,17 +24,28 @@ public enum ConfigParser {
     /// Parses configuration text; `file` names it in messages. Throws `ConfigError` listing
     /// every problem found.
     public static func parse(_ text: String, file: String, checks: ValueChecks = .init()) throws -> DaemonConfig {
+        let (config, issues) = parseCollectingIssues(text, file: file, checks: checks)
+        guard let config, issues.isEmpty else { throw ConfigError(issues) }
+        return config
+    }
+
+    /// `parse`, returning the configuration as far as it could be read together with every
+    /// problem found, so a check can add the host's problems in the same pass. The
+    /// configuration is nil only when the text is not TOML.
+    public static func parseCollectingIssues(_ text: String, file: String, checks: ValueChecks = .init()) -> (DaemonConfig?, [ConfigIssue]) {
         let issues = IssueList(file: file)
         if let problem = TOMLPrecheck.problem(in: text) {
-            throw ConfigError([ConfigIssue(file: file, path: "", reason: problem)])
+            return (nil, [ConfigIssue(file: file, path: "", reason: problem)])
         }
         let root: TOMLTable
         do {
             root = try TOMLTable(string: text)
         } catch let e as TOMLParseError {
-            throw ConfigError([ConfigIssue(
+            return (nil, [ConfigIssue(
                 file: file, path: "",
                 reason: "line \(e.source.begin.line), column \(e.source.begin.column): \(e.description)")])
+        } catch {
+            return (nil, [ConfigIssue(file: file, path: "", reason: "\(error)")])
         }
         var config = DaemonConfig(file: file)
         var top = KeyReader(root, path: "", issues: issues)
@@ -53,7 +64,7 @@ public enum ConfigParser {
                 config.controlSocket = s
             }
             if let v = r.value("group") {
-                if let s = v.string, !s.isEmpty { config.controlGroup = s } else if let n = v.int, n >= 0 { config.controlGroup = String(n) } else {
+                if let s = v.string, !s.isEmpty { config.controlGroup = r.refusingControls(s, "group") } else if let n = v.int, n >= 0 { config.controlGroup = String(n) } else {
                     r.fail("group", "expected a group name or number, found \(KeyReader.describe(v))")
                 }
             }
@@ -87,8 +98,7 @@ public enum ConfigParser {
             issues.add("bridges", "no bridge declared (add a [[bridges]] table with [[bridges.ports]], or a [[vms]] table)")
         }
         checkCrossReferences(config, issues)
-        if !issues.list.isEmpty { throw ConfigError(issues.list) }
-        return config
+        return (config, issues.list)
     }
 
     /// The control socket of a daemon whose file says nothing else (ControlProtocol.defaultSocketPath).
@@ -478,8 +488,13 @@ public final class IssueList {
     public let file: String
     public private(set) var list: [ConfigIssue] = []
     public init(file: String) { self.file = file }
-    /// Records a problem at key path `path` (`bridges[0].filter.ports`).
-    public func add(_ path: String, _ reason: String) { list.append(ConfigIssue(file: file, path: path, reason: reason)) }
+    /// Records a problem at key path `path` (`bridges[0].filter.ports`). Control characters in a
+    /// key (or a value quoted in the reason) are shown escaped: a message must not carry them to
+    /// a terminal or a log.
+    public func add(_ path: String, _ reason: String) {
+        list.append(ConfigIssue(file: file, path: TextSafety.escaped(path, escapingBackslash: false),
+                                reason: TextSafety.escaped(reason, escapingBackslash: false)))
+    }
     public func has(path: String) -> Bool { list.contains { $0.path == path } }
     /// Throws `ConfigError` if anything was recorded.
     public func throwIfAny() throws { if !list.isEmpty { throw ConfigError(list) } }
@@ -531,6 +546,13 @@ public struct KeyReader {
     public mutating func string(_ key: String, required: Bool = false) -> String? {
         guard let v = value(key, required: required) else { return nil }
         guard let s = v.string else { typeError(key, expected: "a string", got: v); return nil }
+        return refusingControls(s, key)
+    }
+
+    /// `s`, or nil (and an issue naming `key`) if it holds a control character: no name, path,
+    /// rule or other string of the configuration has a use for one.
+    func refusingControls(_ s: String, _ key: String) -> String? {
+        if let why = TextSafety.controlProblem(s, what: "the value") { fail(key, why); return nil }
         return s
     }
 
@@ -579,7 +601,8 @@ public struct KeyReader {
         var out: [String] = []
         for i in 0..<a.count {
             guard let s = a[i].string else { fail("\(key)[\(i)]", "expected a string, found \(Self.describe(a[i]))"); continue }
-            out.append(s)
+            guard let ok = refusingControls(s, "\(key)[\(i)]") else { continue }
+            out.append(ok)
         }
         return out
     }
@@ -605,7 +628,7 @@ public struct KeyReader {
     /// A user or group: a name or a numeric id.
     public mutating func nameOrID(_ key: String) -> String? {
         guard let v = value(key) else { return nil }
-        if let s = v.string, !s.isEmpty { return s }
+        if let s = v.string, !s.isEmpty { return refusingControls(s, key) }
         if let n = v.int, n >= 0, n <= Int(UInt32.max - 1) { return String(n) }
         typeError(key, expected: "a name or a numeric id", got: v); return nil
     }

@@ -76,11 +76,15 @@ public struct PortStats: Codable, Equatable, Sendable {
     /// Drops by reason (`filtered`, `queue-full`, ...): only reasons with a count.
     public var drops: [String: UInt64]
     public var dropsTotal: UInt64
+    /// VM stream server ports: second connections refused while a VM was attached.
+    public var refusedConnections: UInt64?
     public init(bridge: String, name: String, connected: Bool, rxFrames: UInt64, rxBytes: UInt64, txFrames: UInt64,
-                txBytes: UInt64, txErrors: UInt64, rxLargeFrames: UInt64, txLargeFrames: UInt64, drops: [String: UInt64]) {
+                txBytes: UInt64, txErrors: UInt64, rxLargeFrames: UInt64, txLargeFrames: UInt64, drops: [String: UInt64],
+                refusedConnections: UInt64? = nil) {
         self.bridge = bridge; self.name = name; self.connected = connected; self.rxFrames = rxFrames; self.rxBytes = rxBytes
         self.txFrames = txFrames; self.txBytes = txBytes; self.txErrors = txErrors; self.rxLargeFrames = rxLargeFrames
         self.txLargeFrames = txLargeFrames; self.drops = drops; dropsTotal = drops.values.reduce(0, +)
+        self.refusedConnections = refusedConnections
     }
 }
 
@@ -107,7 +111,9 @@ public struct FDBEntryInfo: Codable, Equatable, Sendable {
 /// `filter list`: each filtering bridge's rules as written, with their hits.
 public struct FilterListResult: Codable, Equatable, Sendable {
     public var filters: [FilterInfo]
-    public init(filters: [FilterInfo]) { self.filters = filters }
+    /// `filter.replace`: that the new rules are runtime only (a reload may drop them).
+    public var note: String?
+    public init(filters: [FilterInfo], note: String? = nil) { self.filters = filters; self.note = note }
 }
 
 public struct FilterInfo: Codable, Equatable, Sendable {

@@ -5,6 +5,7 @@
 //            {"v":1,"id":N,"ok":false,"error":{"code":"no-such-port","message":"..."}}
 // Portable: no OS calls; the socket side is ControlServer / ControlClient.
 import Foundation
+import Frames
 
 public enum ControlProtocol {
     public static let version = 1
@@ -30,6 +31,7 @@ public struct ControlRequest: Codable, Equatable, Sendable {
     public func string(_ key: String) throws -> String? {
         guard let a = args?[key], a != .null else { return nil }
         guard let s = a.string else { throw ControlError(.badRequest, "argument '\(key)' must be a string") }
+        if let why = TextSafety.controlProblem(s, what: "argument '\(key)'") { throw ControlError(.invalidArgument, why) }
         return s
     }
 
@@ -70,6 +72,8 @@ public struct ControlErrorCode: RawRepresentable, Codable, Equatable, Hashable, 
     /// The bridge has no handler for this (no learning switch for `fdb`, no filter for `filter`).
     public static let notSupported: ControlErrorCode = "not-supported"
     public static let invalidArgument: ControlErrorCode = "invalid-argument"
+    /// A configured bound is reached (e.g. a bridge's `max-static` static FDB entries).
+    public static let limitReached: ControlErrorCode = "limit-reached"
     /// A new filter rule set did not compile; the old one stays.
     public static let filterRejected: ControlErrorCode = "filter-rejected"
     public static let failed: ControlErrorCode = "failed"

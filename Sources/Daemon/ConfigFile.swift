@@ -14,14 +14,23 @@ extension ValueChecks {
 extension ConfigParser {
     /// Reads and parses `path`. Throws `ConfigError` listing every problem found.
     public static func load(path: String) throws -> DaemonConfig {
+        let (config, issues) = loadCollectingIssues(path: path)
+        guard let config, issues.isEmpty else { throw ConfigError(issues) }
+        return config
+    }
+
+    /// `load`, returning the configuration as far as it could be read together with every
+    /// problem found, so a check can add the host's problems in the same pass (ConfigProblems).
+    /// The configuration is nil only when the file cannot be read or is not TOML.
+    public static func loadCollectingIssues(path: String) -> (DaemonConfig?, [ConfigIssue]) {
         let text: String
         do {
             text = try String(contentsOfFile: path, encoding: .utf8)
         } catch {
             let reason = FileManager.default.fileExists(atPath: path)
                 ? "cannot read the file (\(error.localizedDescription))" : "no such file"
-            throw ConfigError([ConfigIssue(file: path, path: "", reason: reason)])
+            return (nil, [ConfigIssue(file: path, path: "", reason: reason)])
         }
-        return try parse(text, file: path, checks: .daemon)
+        return parseCollectingIssues(text, file: path, checks: .daemon)
     }
 }

@@ -1,10 +1,13 @@
 // ConfigValidator: checks a parsed configuration against the running host before anything is
 // created: namespaces exist, parents exist, links to create do not exist yet, links to use do
 // exist and are macvtaps, a passthru parent carries nothing else, VM socket paths and owners
-// make sense here. Read-only. (What the file alone shows is checked by the Config module's
-// parser; this is the part that asks the OS.)
+// make sense here, the control socket's path is usable. Read-only. (What the file alone shows is
+// checked by the Config module's parser; this is the part that asks the OS or needs the port
+// kinds' devices.)
 import Config
+import Foundation
 import Frames
+import Handlers
 
 /// What the validator needs to know about the host. `SystemHost` answers from the kernel; tests
 /// may answer from a table.
@@ -16,10 +19,14 @@ public protocol HostInspector {
     func upperLinks(of parent: String) -> [String]
     /// Whether a group (name or number) exists, for `control.group`.
     func groupExists(_ nameOrNumber: String) -> Bool
+    /// For a link already there under the name of a port the daemon would create: nil when it is
+    /// exactly what the port asks for (it is then adopted at start), else the difference.
+    func adoptionDifference(_ port: PortConfig, spec: LinkCreation) -> String?
 }
 
 extension HostInspector {
     public func groupExists(_ nameOrNumber: String) -> Bool { true }
+    public func adoptionDifference(_ port: PortConfig, spec: LinkCreation) -> String? { "not compared on this host" }
 }
 
 /// The facts the validator uses about one link.
@@ -33,9 +40,45 @@ public struct HostLink: Sendable, Equatable {
 }
 
 public enum ConfigValidator {
+    /// `@anti-spoofing` rules of `f` that would judge a port with no assigned MAC, as (key path,
+    /// reason). The built-in compares a frame's source with the ingress port's assigned MAC —
+    /// a vm port's `mac`. A macvtap has none to offer: what tapbridge reads from it comes from
+    /// every host beyond its parent, never from the macvtap's own address, so checking against
+    /// that would drop everything, and checking nothing (what it did) lets spoofed frames pass
+    /// without a word. Such a rule is refused naming the ports; `filter.ports` restricted to
+    /// the guarded vm ports, or `@block-mac` / a pcap rule for the others, say what is meant.
+    /// Also used for rules replaced at run time (control socket, SIGHUP) and ports added then.
+    static func antiSpoofingProblems(_ f: FilterConfig, ports: [PortConfig]) -> [(String, String)] {
+        guard f.direction != "egress" else { return [] }
+        let indices = f.rules.indices.filter { i in
+            if let r = try? FilterRule(parsing: f.rules[i]), case .builtin(.antiSpoofing) = r.match { return true }
+            return false
+        }
+        guard !indices.isEmpty else { return [] }
+        let judged = f.ports.isEmpty ? ports : ports.filter { f.ports.contains($0.name) }
+        let unassigned = judged.filter { $0.vm?.mac == nil }
+        guard !unassigned.isEmpty else { return [] }
+        let names = unassigned.map { "'\($0.name)' (\($0.vm == nil ? "a macvtap" : "a vm port without mac"))" }.joined(separator: ", ")
+        let reason = "@anti-spoofing checks a frame's source against the port's assigned MAC, and "
+            + (unassigned.count == 1 ? "port \(names) has none " : "ports \(names) have none ")
+            + "(a macvtap's frames come from every host beyond its parent): list the guarded vm ports in filter.ports, "
+            + "or use '@block-mac MAC' or a pcap rule such as 'not ether src MAC' for the others"
+        return indices.map { ("\(f.path).rules[\($0)]", reason) }
+    }
+
     /// Throws `ConfigError` listing every problem with `config` on this host.
     public static func validate(_ config: DaemonConfig, host: HostInspector) throws {
         let issues = IssueList(file: config.file)
+        for b in config.bridges {
+            for h in b.pipeline {
+                guard let f = h.settings as? FilterConfig else { continue }
+                for (path, reason) in antiSpoofingProblems(f, ports: b.ports) { issues.add(path, reason) }
+            }
+        }
+        if let path = config.controlSocket, !path.isEmpty,
+           let why = VMPortChecks.socketPathProblem(path, created: true, directoryCreated: true) {
+            issues.add("control.socket", why)
+        }
         if let g = config.controlGroup, config.controlSocket?.isEmpty == false, !host.groupExists(g) {
             issues.add("control.group", "no group '\(g)' on this host")
         }
@@ -43,7 +86,13 @@ public enum ConfigValidator {
         for (_, p) in config.allPorts {
             if let vm = p.guest {
                 for (key, path) in [("path", vm.path), ("remote-path", vm.remotePath ?? "")] where !path.isEmpty {
-                    if let why = VMPortChecks.socketPathProblem(path, created: key == "path" && vm.socket != .streamClient) {
+                    // The state directory (/run/tapbridge) and the control socket's are made at
+                    // start, before any VM socket is bound: a socket there may wait for them.
+                    let dir = (path as NSString).deletingLastPathComponent
+                    let madeAtStart = dir == config.stateDirectory
+                        || config.controlSocket.map { !$0.isEmpty && ($0 as NSString).deletingLastPathComponent == dir } == true
+                    let created = key == "path" && vm.socket != .streamClient
+                    if let why = VMPortChecks.socketPathProblem(path, created: created, directoryCreated: created && madeAtStart) {
                         issues.add("\(p.path).\(key)", why)
                     }
                 }
@@ -68,10 +117,16 @@ public enum ConfigValidator {
                 if parent.kind == "macvtap" || parent.kind == "macvlan" {
                     issues.add(p.path + ".parent", "'\(c.parent)' is itself a \(parent.kind!); a macvtap needs a lower device such as an Ethernet or veth interface")
                 }
+                // A link already there is adopted if it is exactly what the port asks for.
+                var adoptable = false
                 if host.link(named: p.name, netns: p.netns) != nil {
-                    issues.add(p.path + "." + p.nameKey, "interface '\(p.name)' already exists\(where_); the daemon would create it\(p.nameKey == "name" ? " (remove 'parent' to use the existing link)" : "")")
+                    if let difference = host.adoptionDifference(p, spec: c) {
+                        issues.add(p.path + "." + p.nameKey, "interface '\(p.name)' already exists\(where_) and is not what the port asks for (\(difference)); delete it, or \(p.nameKey == "name" ? "remove 'parent' to use the existing link as it is" : "change the port")")
+                    } else {
+                        adoptable = true
+                    }
                 }
-                let uppers = host.upperLinks(of: c.parent)
+                let uppers = host.upperLinks(of: c.parent).filter { !(adoptable && p.netns == nil && $0 == p.name) }
                 if c.mode == .passthru, !uppers.isEmpty {
                     issues.add(p.path + ".parent", "mode 'passthru' allows one sub-interface per lower device: '\(c.parent)' already carries \(uppers.map { "'\($0)'" }.joined(separator: ", "))")
                 }

@@ -14,7 +14,9 @@ import TOMLKit
 
 extension Daemon {
     /// Opens the control socket if the configuration names one, and registers the commands.
-    func startControl() throws {
+    /// Binds the control socket (before any link is made, so a socket path `run` cannot use
+    /// fails the start with nothing to undo); commands are served once `startControl` runs.
+    func openControl() throws {
         guard let path = config.controlSocket, !path.isEmpty else { return }
         var gid: gid_t?
         if let g = config.controlGroup {
@@ -27,9 +29,16 @@ extension Daemon {
         }
         let log = logger
         server.log = { log.notice("\($0)") }
+        control = server
+        controlGroupID = gid
+    }
+
+    /// Starts serving the socket `openControl` bound (connections made meanwhile wait in its backlog).
+    func startControl() {
+        guard let server = control, let path = config.controlSocket else { return }
+        let gid = controlGroupID
         registerControlCommands(server)
         server.start()
-        control = server
         logger.info("control socket", metadata: ["path": "\(path)", "mode": "\(gid == nil ? "0600" : "0660")",
                                                  "group": "\(config.controlGroup ?? "-")"])
     }
@@ -86,12 +95,20 @@ extension Daemon {
         }
         server.register("filter.replace") { [unowned self] req, _ in
             let bridge = try req.string("bridge")
-            guard let rules = req.args?["rules"]?.array else { throw ControlError(.badRequest, "argument 'rules' is required: an array of rule strings") }
-            let texts = try rules.map { r -> String in
-                guard let s = r.string else { throw ControlError(.badRequest, "'rules' must hold strings") }
-                return s
-            }
             let policy = try req.string("default")
+            // Without 'rules' only the default policy changes (the rules stay as they are).
+            let rules = req.args?["rules"]
+            guard rules != nil || policy != nil else {
+                throw ControlError(.badRequest, "argument 'rules' (an array of rule strings) or 'default' is required")
+            }
+            let texts = try rules.map { value -> [String] in
+                guard let array = value.array else { throw ControlError(.badRequest, "'rules' must be an array of rule strings") }
+                return try array.enumerated().map { i, r -> String in
+                    guard let s = r.string else { throw ControlError(.badRequest, "'rules' must hold strings") }
+                    if let why = TextSafety.controlProblem(s, what: "rules[\(i)]") { throw ControlError(.invalidArgument, why) }
+                    return s
+                }
+            }
             if let policy, policy != "accept" && policy != "drop" {
                 throw ControlError(.invalidArgument, "'default' must be 'accept' or 'drop', not '\(policy)'")
             }
@@ -114,11 +131,14 @@ extension Daemon {
             case .vm(let vm): socketPath = vm.path; assignedMAC = vm.mac
             case .vhostUser(let v): socketPath = v.guest.path; assignedMAC = v.guest.mac
             }
-            let state = lostPorts.contains(p.name) ? "lost" : stat == nil ? "detached" : stat!.connected ? "up" : "down"
+            // Attached and connected, but a link that cannot carry frames (its parent is down) is down.
+            let carries = link.map { LinkWatcher.carriesFrames($0) } ?? true
+            let state = lostPorts.contains(p.name) ? "lost" : stat == nil ? "detached" : stat!.connected && carries ? "up" : "down"
             return PortStatus(bridge: b.name, name: p.name, kind: stat?.kind ?? "macvtap", netns: p.netns,
                               link: socketPath ?? p.create?.parent ?? link.flatMap { $0.parentName ?? $0.parentIndex.map { "#\($0)" } },
                               mac: assignedMAC?.description ?? link?.address?.description, mode: link?.mode?.rawValue ?? p.create?.mode.rawValue,
-                              state: state, operstate: link?.operState, queues: p.queues, offloads: p.offloads,
+                              state: state, operstate: link?.operState, queues: p.queues,
+                              offloads: p.vm == nil && p.offloads,   // a VM socket carries plain frames: no offloads
                               created: links.wasCreated(p.name, netns: p.netns), vlan: Self.describe(p.vlan))
         }
     }
@@ -132,7 +152,8 @@ extension Daemon {
                 for (reason, n) in p.drops where n > 0 { drops[reason.name] = n }
                 out.append(PortStats(bridge: b.name, name: p.name, connected: p.connected, rxFrames: p.rxFrames, rxBytes: p.rxBytes,
                                      txFrames: p.txFrames, txBytes: p.txBytes, txErrors: p.txErrors,
-                                     rxLargeFrames: p.rxLargeFrames, txLargeFrames: p.txLargeFrames, drops: drops))
+                                     rxLargeFrames: p.rxLargeFrames, txLargeFrames: p.txLargeFrames, drops: drops,
+                                     refusedConnections: engine?.refusedConnections(p.name).map { UInt64($0) }))
             }
         }
         if let port, out.isEmpty { throw noSuchPort(port) }
@@ -186,9 +207,14 @@ extension Daemon {
         guard let sw = engine.learningSwitch(ofBridge: b) else { throw ControlError(.notSupported, "bridge '\(b)' has no learning switch (no FDB)") }
         guard let id = engine.portID(port, inBridge: b) else { throw noSuchPort(port, bridge: b) }
         if mac.isMulticast || mac == .zero { throw ControlError(.invalidArgument, "\(mac) is not a unicast MAC; static entries are for unicast MACs") }
-        sw.addStatic(mac: mac, vlan: vlan, port: id)
+        do {
+            try sw.addStatic(mac: mac, vlan: vlan, port: id)
+        } catch {
+            throw ControlError(.limitReached, "bridge '\(b)': \(mac) vlan \(vlan) not pinned: \(error)")
+        }
+        runtimeChanges.staticEntryAdded(bridge: b, mac: mac.description, vlan: vlan, port: port)
         logger.info("static FDB entry added", metadata: ["bridge": "\(b)", "mac": "\(mac)", "vlan": "\(vlan)", "port": "\(port)"])
-        return DoneResult("\(mac) vlan \(vlan) pinned to \(port) on bridge \(b)")
+        return DoneResult("\(mac) vlan \(vlan) pinned to \(port) on bridge \(b) (\(RuntimeChanges.note))")
     }
 
     func removeEntry(bridge: String?, mac: MACAddress, vlan: UInt16) throws -> DoneResult {
@@ -199,7 +225,10 @@ extension Daemon {
                 if bridge != nil { throw ControlError(.notSupported, "bridge '\(name)' has no learning switch (no FDB)") }
                 continue
             }
-            if sw.removeEntry(mac: mac, vlan: vlan) { removedFrom.append(name) }
+            if sw.removeEntry(mac: mac, vlan: vlan) {
+                removedFrom.append(name)
+                runtimeChanges.staticEntryRemoved(bridge: name, mac: mac.description, vlan: vlan)
+            }
         }
         guard !removedFrom.isEmpty else {
             throw ControlError(.noSuchEntry, "no FDB entry for \(mac) vlan \(vlan)\(bridge.map { " on bridge '\($0)'" } ?? "")")
@@ -237,7 +266,8 @@ extension Daemon {
         do { try addPort(port, toBridge: b, file: "port add", reason: "control socket") } catch {
             throw ControlError(.failed, "\(error)")
         }
-        return DoneResult("port \(port.name) added to bridge \(b)\(port.create != nil ? " (link created)" : "")")
+        runtimeChanges.portAdded(port.name, netns: port.netns, bridge: b)
+        return DoneResult("port \(port.name) added to bridge \(b)\(port.create != nil ? " (link created)" : "") (\(RuntimeChanges.note))")
     }
 
     func removePortByControl(name: String, netns: String?) throws -> DoneResult {
@@ -246,10 +276,11 @@ extension Daemon {
         if matches.count > 1 { throw ControlError(.badRequest, "port '\(name)' exists in several namespaces: give 'netns'") }
         let created = links.wasCreated(p.name, netns: p.netns)
         removePort(p, bridge: b.name, reason: "control socket")
-        return DoneResult("port \(name) removed from bridge \(b.name)\(created ? " (link deleted)" : "")")
+        runtimeChanges.portRemoved(p.name, netns: p.netns, bridge: b.name)
+        return DoneResult("port \(name) removed from bridge \(b.name)\(created ? " (link deleted)" : "") (\(RuntimeChanges.note))")
     }
 
-    func replaceFilterByControl(bridge: String?, rules: [String], policy: String?) throws -> FilterListResult {
+    func replaceFilterByControl(bridge: String?, rules: [String]?, policy: String?) throws -> FilterListResult {
         let withFilter = config.bridges.filter { $0.filter != nil }
         let b: String
         if let bridge { b = bridge } else if withFilter.count == 1 { b = withFilter[0].name } else {
@@ -259,14 +290,17 @@ extension Daemon {
         guard var f = bc.filter, engine?.filter(ofBridge: b) != nil else {
             throw ControlError(.notSupported, "bridge '\(b)' has no filter in its pipeline (add \"filter\" to its pipeline in the file and restart)")
         }
-        f.rules = rules
+        if let rules { f.rules = rules }
         if let policy { f.defaultAction = policy }
         f.path = "filter"
         do { try replaceFilter(f, bridge: b) } catch {
             logger.error("filter rules refused, old rules stay", metadata: ["bridge": "\(b)", "error": "\(error)"])
             throw ControlError(.filterRejected, "\(error) (the old rules stay in force)")
         }
-        return try filterList(bridge: b)
+        runtimeChanges.filterReplaced(bridge: b)
+        var result = try filterList(bridge: b)
+        result.note = RuntimeChanges.note
+        return result
     }
 
     // MARK: helpers

@@ -31,6 +31,11 @@ public final class Daemon {
     public private(set) var portsReattached = 0
     /// The control socket (nil when the configuration has none), and the work it hands the loop.
     var control: ControlServer?
+    var controlGroupID: gid_t?
+    /// Changes made over the control socket that the file does not have (reported at reload).
+    var runtimeChanges = RuntimeChanges()
+    /// Refused VM connections already added to the metric, by port (VMPortCounters.swift).
+    var vmRefusedPublished: [String: Int] = [:]
     lazy var controlQueue = ControlQueue(wake: { [stopSignal] in stopSignal.wake() })
     /// systemd notifications and the metrics endpoint (DaemonService.swift).
     let service: ServiceState
@@ -49,11 +54,13 @@ public final class Daemon {
     /// Runs until a stop; throws (after cleaning up) if start-up fails.
     public func run(_ options: Options = Options()) throws {
         // Links a dead predecessor left (its ledger) do not count as existing: they are reclaimed or deleted below.
+        try LinkLedger.checkBeforeStart(stateDirectory: config.stateDirectory)
         try ConfigValidator.validate(config, host: RecoveringHost(stateDirectory: config.stateDirectory))
         logger.info("starting", metadata: ["config": "\(config.file)", "bridges": "\(config.bridges.count)",
                                            "ports": "\(config.allPorts.count)",
                                            "workers": "\(config.workers.map(String.init) ?? "auto")"])
         defer { shutdown() }
+        try openControl()
         try links.open()
         try links.recover(config)
         try links.createAll(config)
@@ -63,7 +70,7 @@ public final class Daemon {
         try startMetrics()
         monitor = try LinkWatcher(ports: config.allPorts.filter { $0.port.hasLink }.map { ($0.port.name, $0.port.netns) },
                                   logger: logger)
-        try startControl()
+        startControl()
         logger.info("running", metadata: ["ports": "\(config.allPorts.map(\.port.name).joined(separator: ","))"])
         notifyReady()
         options.onReady?(self)
@@ -95,6 +102,7 @@ public final class Daemon {
                 handle(.removed(name, netns: netns))
             }
             for event in monitor?.drain() ?? [] { handle(event) }
+            publishVMPortCounters()
             serviceTick()
             if Date() >= nextSweep {
                 engine.sweep()
@@ -129,6 +137,16 @@ public final class Daemon {
             DaemonMetrics.count("tapbridge_ports_lost_total")
             logger.warning("port lost: link deleted", metadata: ["port": "\(name)", "netns": "\(netns ?? "-")",
                                                                  "ports-lost": "\(portsLost)"])
+        case .operational(let name, let netns, let up):
+            guard let engine, engine.isConfigured(name) else { return }
+            engine.setPortUp(name, up)
+            let meta: Logger.Metadata = ["port": "\(name)", "netns": "\(netns ?? "-")"]
+            if up {
+                logger.info("port link up again: forwarding", metadata: meta)
+            } else {
+                logger.warning("port link cannot carry frames (it or its parent is down): frames to it are dropped as port-down until it is up",
+                               metadata: meta)
+            }
         case .added(let name, let netns):
             guard lostPorts.contains(name), let engine else { return }
             do {

@@ -1,8 +1,12 @@
 // DaemonLogging: one swift-log bootstrap for `run` and `demo`: one line per event on stderr,
 // "TIMESTAMP LEVEL message key=value..." or, with `log-format = "json"`, one JSON object per
-// line (for journald/ELK); the level set once at start.
+// line (for journald/ELK); the level set once at start. Whatever goes into a line is escaped:
+// a name or path carrying a newline, a terminal escape or a bidi override (they come from
+// configuration files, the control socket and VM peers) can neither split a line into a forged
+// one nor reorder what a reader sees.
 import Config
 import Foundation
+import Frames
 import Logging
 
 public enum DaemonLogging {
@@ -21,6 +25,10 @@ public enum DaemonLogging {
         l.logLevel = level
         return l
     }
+
+    /// `s` as it may appear in a log line: control characters and backslashes escaped
+    /// (TextSafety.escaped).
+    public static func escaped(_ s: String) -> String { TextSafety.escaped(s) }
 }
 
 /// A LogHandler keeping its metadata in a plain dictionary (both formats do).
@@ -44,9 +52,12 @@ struct LineLogHandler: StoredMetadataLogHandler {
     func log(event: LogEvent) {
         var all = metadata
         if let m = event.metadata { all.merge(m) { $1 } }
-        let fields = all.sorted { $0.key < $1.key }.map { "\($0.key)=\(Self.quote("\($0.value)"))" }
-        let line = ([Self.timestamp(), event.level.rawValue, "\(event.message)"] + fields).joined(separator: " ") + "\n"
-        FileHandle.standardError.write(Data(line.utf8))
+        FileHandle.standardError.write(Data(Self.line(level: event.level, message: "\(event.message)", metadata: all).utf8))
+    }
+
+    static func line(level: Logger.Level, message: String, metadata: Logger.Metadata) -> String {
+        let fields = metadata.sorted { $0.key < $1.key }.map { "\(DaemonLogging.escaped($0.key))=\(quote(DaemonLogging.escaped("\($0.value)")))" }
+        return ([timestamp(), level.rawValue, DaemonLogging.escaped(message)] + fields).joined(separator: " ") + "\n"
     }
 
     static func quote(_ s: String) -> String {
@@ -98,7 +109,7 @@ struct JSONLogHandler: StoredMetadataLogHandler {
             case "\n": out += "\\n"
             case "\r": out += "\\r"
             case "\t": out += "\\t"
-            case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
+            case _ where TextSafety.isControl(u): out += String(format: "\\u%04x", u.value)
             default: out.unicodeScalars.append(u)
             }
         }

@@ -25,6 +25,8 @@ final class EngineBinding {
     private let events = EventQueue()
     /// Re-attaches VM ports whose VM (re)connects; created with the first VM port.
     private var supervisor: VMPortSupervisor?
+    /// Stream server VM ports by name, for their refused-connection count (stats, metrics).
+    private(set) var vmServers: [String: VMStreamServerPort] = [:]
     /// VM ports attached before the engine started, for the supervisor to watch from `start`.
     private var unwatched: [(port: any Datapath.Port, id: PortID, bridge: Bridge)] = []
     /// vhost-user ports by name; each serves its socket from a thread of its own once the
@@ -78,6 +80,7 @@ final class EngineBinding {
                 throw DaemonError("\(p.path): cannot open vm port '\(p.name)': \(error)")
             }
             let id = try bridge.attach(port)
+            if let server = port as? VMStreamServerPort { vmServers[p.name] = server }
             // The supervisor may reconnect at once (a client port dials immediately), which
             // needs running workers: ports attached before start are watched from `start`.
             if engine.isRunning { vmSupervisor().watch(port, id: id, in: bridge) } else { unwatched.append((port, id, bridge)) }
@@ -189,10 +192,20 @@ final class EngineBinding {
         try attach(p, to: bridge)
     }
 
+    /// Mirrors a port link's operational state into the engine: frames for a port that is
+    /// down are dropped and counted as port-down instead of written for the kernel to drop.
+    func setPortUp(_ name: String, _ up: Bool) {
+        if let (b, id) = location(name) { engine.setPortUp(id, in: b, up) }
+    }
+
     func remove(_ name: String) {
         detach(name)
         ports[name] = nil
+        vmServers[name] = nil
     }
+
+    /// Second connections refused so far by VM port `name` (nil: not a stream server port).
+    func refusedConnections(_ name: String) -> Int? { vmServers[name]?.refusedConnections }
 
     func add(_ port: PortConfig, toBridge bridge: String) throws {
         try attach(port, to: bridge)

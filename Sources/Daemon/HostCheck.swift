@@ -32,23 +32,25 @@ public enum HostCheck {
     /// Linux capability numbers (linux/capability.h).
     static let capNetAdmin = 12, capSysAdmin = 21, capMknod = 27
 
-    /// Checks `config` (already parsed, or the parse errors in `parseError`) and the host.
-    public static func run(file: String, config: DaemonConfig?, parseError: Error?) -> HostCheckReport {
+    /// Checks `config` (parsed as far as it could be, with the file's own problems in
+    /// `parseIssues`; nil with the reason in `parseError` when it could not be read) and the
+    /// host: the file's problems and the host's are reported in one pass.
+    public static func run(file: String, config: DaemonConfig?, parseError: Error?, parseIssues: [ConfigIssue] = []) -> HostCheckReport {
         var r = HostCheckReport()
         if let config {
             let ports = config.allPorts
-            r.add(.ok, "config \(file)", "\(config.bridges.count) bridge(s), \(ports.count) port(s), "
-                  + "\(ports.filter { $0.port.create != nil }.count) link(s) to create")
+            if parseIssues.isEmpty {
+                r.add(.ok, "config \(file)", "\(config.bridges.count) bridge(s), \(ports.count) port(s), "
+                      + "\(ports.filter { $0.port.create != nil }.count) link(s) to create")
+            }
+            for i in parseIssues { r.add(.fail, "config", i.description) }
             // Links a running daemon (or a dead one) created count as its own, not as conflicts.
             let host = RecoveringHost(stateDirectory: config.stateDirectory, includeLive: true)
-            do {
-                try ConfigValidator.validate(config, host: host)
+            let hostIssues = ConfigProblems.all(config, parseIssues: parseIssues, host: host).dropFirst(parseIssues.count)
+            if hostIssues.isEmpty {
                 r.add(.ok, "config against host", "namespaces, parents and links as declared")
-            } catch let e as ConfigError {
-                for i in e.issues { r.add(.fail, "config against host", i.description) }
-            } catch {
-                r.add(.fail, "config against host", "\(error)")
             }
+            for i in hostIssues { r.add(.fail, "config against host", i.description) }
             parents(config, &r)
             stateDirectory(config, host: host, &r)
             if let m = config.metrics {
@@ -101,6 +103,9 @@ public enum HostCheck {
         } else {
             r.add(.ok, "state directory \(dir)", probe == dir ? "writable" : "will be created")
         }
+        if let why = LinkLedger.problem(directory: dir) {
+            r.add(.fail, "crash-recovery ledger", why)
+        }
         if !host.leftoverLinks.isEmpty {
             r.add(.warn, "crash recovery", "a daemon that did not stop cleanly left \(host.leftoverLinks.joined(separator: ", ")): "
                   + "reclaimed if still configured, else deleted, at start")
@@ -134,6 +139,11 @@ public enum HostCheck {
             r.add(.ok, "kernel \(name)", "built in")
         } else if deps.contains("/\(name).ko") {
             r.add(.ok, "kernel \(name)", "module available, loaded on first use")
+        } else if !FileManager.default.isReadableFile(atPath: dir) {
+            // ProtectKernelModules= (tools/tapbridge.service) hides /usr/lib/modules; the kernel
+            // still loads a module a link creation asks for.
+            r.add(.warn, "kernel \(name)", "not loaded, no kernel config readable and \(dir) not readable (ProtectKernelModules=?): "
+                  + "cannot tell; if it is a module the kernel loads it when the first macvtap is created")
         } else {
             r.add(.fail, "kernel \(name)", "not loaded, and neither the kernel config nor \(dir) shows it (\(option)): "
                   + "macvtap ports cannot be created")

@@ -67,14 +67,73 @@ public final class LinkLedger {
         }
     }
 
-    /// The ledger left in the directory, if any. A file that does not decode is reported, not
-    /// guessed at: its links are left alone.
+    /// Largest ledger read: thousands of links fit in far less; anything bigger is not ours.
+    static let maximumSize = 4 << 20
+
+    /// The ledger left in the directory, if any. A file that does not decode, is not a regular
+    /// file or is a symbolic link (never followed: O_NOFOLLOW) is reported naming the file, not
+    /// guessed at: its links are left alone and the start is refused before anything is made.
     public func read() throws -> LedgerFile? {
-        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        guard let data = try Self.readRegularFile(path) else { return nil }
         do {
             return try JSONDecoder().decode(LedgerFile.self, from: data)
         } catch {
-            throw DaemonError("ledger '\(path)' is unreadable (\(error)); move it away to start")
+            throw DaemonError("crash-recovery ledger '\(path)' is not a ledger tapbridge wrote (\(Self.decodingProblem(error))); "
+                              + "move it away to start (links it may name are left alone)")
+        }
+    }
+
+    /// Why the ledger in `directory` cannot be used, or nil (none there, or a good one). Read-only:
+    /// `run --check` and the start call it before anything is created.
+    public static func problem(directory: String) -> String? {
+        do { _ = try LinkLedger(directory: directory).read(); return nil } catch { return "\(error)" }
+    }
+
+    /// The whole of `path` if it is a regular file; nil if there is none. A symbolic link, a
+    /// non-regular file or one past `maximumSize` throws, naming the file.
+    static func readRegularFile(_ path: String) throws -> Data? {
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        if fd < 0 {
+            let e = errno
+            if e == ENOENT { return nil }
+            if e == ELOOP {
+                throw DaemonError("crash-recovery ledger '\(path)' is a symbolic link; tapbridge never follows one there: remove it to start")
+            }
+            throw DaemonError("cannot open crash-recovery ledger '\(path)': \(String(cString: strerror(e)))")
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
+            throw DaemonError("cannot stat crash-recovery ledger '\(path)': \(String(cString: strerror(errno)))")
+        }
+        guard st.st_mode & S_IFMT == S_IFREG else {
+            throw DaemonError("crash-recovery ledger '\(path)' is not a regular file: move it away to start")
+        }
+        guard st.st_size <= maximumSize else {
+            throw DaemonError("crash-recovery ledger '\(path)' is \(st.st_size) bytes, more than a ledger can be (\(maximumSize)): move it away to start")
+        }
+        var data = Data(count: Int(st.st_size))
+        var off = 0
+        while off < data.count {
+            let n = data.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + off, $0.count - off) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw DaemonError("cannot read crash-recovery ledger '\(path)': \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { break }
+            off += n
+        }
+        return data.prefix(off)
+    }
+
+    /// A short reason from a JSONDecoder error (its full description runs to many lines).
+    static func decodingProblem(_ error: Error) -> String {
+        switch error {
+        case DecodingError.dataCorrupted(let c): return "not JSON: \(c.debugDescription)"
+        case DecodingError.keyNotFound(let k, _): return "key '\(k.stringValue)' missing"
+        case DecodingError.typeMismatch(_, let c), DecodingError.valueNotFound(_, let c):
+            return "\(c.codingPath.map(\.stringValue).joined(separator: ".")): \(c.debugDescription)"
+        default: return "\(error)"
         }
     }
 
@@ -96,7 +155,9 @@ public final class LinkLedger {
     /// path holds the old or the new content, whole.
     static func writeAtomically(_ data: Data, to path: String) throws {
         let tmp = path + ".tmp.\(getpid())"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        // Never through a link someone placed at the temp name: a fresh file or nothing.
+        unlink(tmp)
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw DaemonError("cannot write '\(tmp)': \(String(cString: strerror(errno)))") }
         var ok = data.withUnsafeBytes { raw -> Bool in
             var off = 0

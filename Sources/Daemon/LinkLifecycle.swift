@@ -3,6 +3,10 @@
 // the crash-recovery ledger), so a failure half-way, a signal or a normal stop deletes exactly
 // those links — never one the daemon found already there. After a crash, `recover` reads the
 // dead daemon's ledger: links still wanted are reclaimed, the rest deleted (LinkRecovery.swift).
+// A link that is already there under a port's name — made by hand, say after the daemon's own
+// was deleted under it — is adopted when it is exactly what the port asks for (kind, mode,
+// parent, and MAC/MTU/queues/source list where the port sets them): used, never recorded as
+// created, so never deleted; one that differs is refused naming the difference.
 import Config
 import Foundation
 import Logging
@@ -29,6 +33,8 @@ public final class LinkLifecycle {
     public internal(set) var reclaimed: [String] = []
     /// Links of a dead daemon deleted at start because the configuration no longer wants them.
     public internal(set) var deletedLeftovers: [String] = []
+    /// Links found in place and used as they are (not created, so not deleted), by name.
+    public internal(set) var adopted: [String] = []
 
     init(logger: Logger, stateDirectory: String? = nil) {
         self.logger = logger
@@ -57,8 +63,21 @@ public final class LinkLifecycle {
         }
     }
 
-    /// Creates one port's macvtap and records it.
+    /// Creates one port's macvtap and records it; a link already there that is exactly what
+    /// the port asks for is adopted instead (used, not recorded, never deleted), one that
+    /// differs is refused naming the difference.
     func create(_ port: PortConfig, spec: LinkCreation, bridge: String, file: String) throws {
+        if let existing = try? LinkOps.link(name: port.name, netns: port.netns) {
+            if let difference = Self.adoptionDifference(existing, port: port, spec: spec) {
+                throw DaemonError("\(file): \(port.path).\(port.nameKey): interface '\(port.name)' already exists\(port.netns.map { " in namespace '\($0)'" } ?? "") "
+                                  + "and is not what the port asks for (\(difference)); delete it or change the port")
+            }
+            adopted.append(port.name)
+            logger.notice("link adopted: an existing link is exactly what the port asks for; used as it is and left in place at stop",
+                          metadata: ["port": "\(port.name)", "bridge": "\(bridge)", "parent": "\(spec.parent)",
+                                     "mode": "\(spec.mode.rawValue)", "netns": "\(port.netns ?? "-")", "ifindex": "\(existing.index)"])
+            return
+        }
         let info: LinkInfo
         do {
             info = try LinkOps.createMacvtap(name: port.name, spec: spec, queues: port.queues, netns: port.netns)
@@ -80,6 +99,29 @@ public final class LinkLifecycle {
         logger.info("link created", metadata: ["port": "\(port.name)", "bridge": "\(bridge)",
                                                "parent": "\(spec.parent)", "mode": "\(spec.mode.rawValue)",
                                                "netns": "\(port.netns ?? "-")", "ifindex": "\(info.index)"])
+    }
+
+    /// Why the existing link `info` is not what `port` asks for, or nil when it is (it may then
+    /// be adopted): a macvtap in the same mode on the same parent (in the daemon's namespace),
+    /// with the MAC, MTU, queue count, nopromisc and source list the port sets, if it sets them.
+    static func adoptionDifference(_ info: LinkInfo, port: PortConfig, spec: LinkCreation) -> String? {
+        guard info.kind == "macvtap" else { return "it is a \(info.kind ?? "link of unknown kind"), not a macvtap" }
+        if info.mode?.rawValue != spec.mode.rawValue {
+            return "mode \(info.mode?.rawValue ?? "unknown"), the port asks for \(spec.mode.rawValue)"
+        }
+        let parent = info.parentIndex.flatMap { LinkOps.rootLinkName(index: $0) }
+        if parent != spec.parent { return "parent \(parent.map { "'\($0)'" } ?? "unknown"), the port asks for '\(spec.parent)'" }
+        if let mac = spec.mac, info.address != mac { return "MAC \(info.address?.description ?? "none"), the port asks for \(mac)" }
+        if let mtu = spec.mtu, Int(info.mtu) != mtu { return "MTU \(info.mtu), the port asks for \(mtu)" }
+        if spec.mode == .passthru, spec.nopromisc != info.noPromisc {
+            return "nopromisc \(info.noPromisc), the port asks for \(spec.nopromisc)"
+        }
+        if spec.mode == .source, Set(spec.sourceMACs) != Set(info.sourceMACs) {
+            return "source MACs \(info.sourceMACs.map(\.description).sorted().joined(separator: ",")), the port asks for "
+                + spec.sourceMACs.map(\.description).sorted().joined(separator: ",")
+        }
+        if port.queues > 1, let q = info.txQueues, Int(q) != port.queues { return "\(q) queues, the port asks for \(port.queues)" }
+        return nil
     }
 
     /// Records a link taken over from a dead daemon as ours.

@@ -18,7 +18,7 @@ final class StateLock {
 
     init(directory: String) throws {
         path = directory + "/lock"
-        fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        fd = Glibc.open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw DaemonError("cannot open '\(path)': \(String(cString: strerror(errno)))") }
         var r: Int32
         repeat { r = flock(fd, LOCK_EX | LOCK_NB) } while r != 0 && errno == EINTR
@@ -134,6 +134,16 @@ extension LinkLifecycle {
     }
 }
 
+extension LinkLedger {
+    /// Throws the ledger's problem (a symbolic link, not a regular file, not a ledger), naming
+    /// the file: called before the configuration is checked against the host, so a bad ledger
+    /// is what the start reports, not the links it would have explained.
+    public static func checkBeforeStart(stateDirectory: String?) throws {
+        guard let dir = stateDirectory, let why = problem(directory: dir) else { return }
+        throw DaemonError(why)
+    }
+}
+
 /// The host as the validator should see it at start: links a dead daemon left (and that this
 /// start will reclaim or delete) do not count as existing.
 public struct RecoveringHost: HostInspector {
@@ -155,4 +165,5 @@ public struct RecoveringHost: HostInspector {
     public func upperLinks(of parent: String) -> [String] {
         base.upperLinks(of: parent).filter { n in !hidden.contains { $0.name == n && $0.netns == nil } }
     }
+    public func adoptionDifference(_ port: PortConfig, spec: LinkCreation) -> String? { base.adoptionDifference(port, spec: spec) }
 }

@@ -11,11 +11,24 @@ extension Daemon {
     func validateNewPorts(_ added: [(bridge: BridgeConfig, port: PortConfig)], in next: DaemonConfig) throws {
         var probe = next
         probe.controlSocket = nil
+        // The filters are checked against the new ports only for what concerns them (an
+        // @anti-spoofing rule that would judge them): the probe bridge holds just the new ports,
+        // so its filter's `ports`/mirror names would look unknown.
+        var issues: [ConfigIssue] = []
         probe.bridges = next.bridges.compactMap { b in
             let ports = added.filter { $0.bridge.name == b.name }.map(\.port)
-            return ports.isEmpty ? nil : BridgeConfig(name: b.name, pipeline: b.pipeline, ports: ports, path: b.path)
+            guard !ports.isEmpty else { return nil }
+            if let f = b.filter {
+                issues += ConfigValidator.antiSpoofingProblems(f, ports: ports).map { ConfigIssue(file: next.file, path: $0.0, reason: $0.1) }
+            }
+            return BridgeConfig(name: b.name, pipeline: b.pipeline.filter { $0.name != "filter" }, ports: ports, path: b.path)
         }
-        if !probe.bridges.isEmpty { try ConfigValidator.validate(probe, host: SystemHost()) }
+        do {
+            if !probe.bridges.isEmpty { try ConfigValidator.validate(probe, host: SystemHost()) }
+        } catch let e as ConfigError {
+            issues += e.issues
+        }
+        if !issues.isEmpty { throw ConfigError(issues) }
     }
 
     /// Creates (if configured) and attaches `p` to bridge `bridge`, then records it in `config`.

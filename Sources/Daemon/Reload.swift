@@ -25,6 +25,8 @@ extension Daemon {
         var added: [(bridge: BridgeConfig, port: PortConfig)] = []
         var removed: [(bridge: BridgeConfig, port: PortConfig)] = []
         var newAttachments: [BridgeConfig] = []
+        // Handler settings are applied only once the reload is known to go ahead (new ports valid).
+        var stageUpdates: [(stage: HandlerConfig, bridge: String)] = []
         for nb in next.bridges {
             guard let ob = config.bridges.first(where: { $0.name == nb.name }) else {
                 if nb.isVMAttachment {
@@ -43,7 +45,7 @@ extension Daemon {
             } else {
                 for (new, old) in zip(nb.pipeline, ob.pipeline) where new != old {
                     // The filter keeps the messages docs/filter.md promises; other kinds the generic ones.
-                    if let f = new.settings as? FilterConfig { applyFilter(f, bridge: nb.name) } else { reloadStage(new, bridge: nb.name) }
+                    stageUpdates.append((new, nb.name))
                 }
             }
         }
@@ -60,6 +62,15 @@ extension Daemon {
         do { try validateNewPorts(added, in: next) } catch {
             logger.error("reload refused: new ports invalid, nothing changed", metadata: ["error": "\(error)"])
             return
+        }
+
+        // Nothing an operator did over the control socket disappears without a word.
+        for change in runtimeChanges.dropped(by: next, running: config) {
+            logger.warning("reload drops a runtime change", metadata: ["change": "\(change)"])
+        }
+        for (stage, bridge) in stageUpdates {
+            // The filter keeps the messages docs/filter.md promises; other kinds the generic ones.
+            if let f = stage.settings as? FilterConfig { applyFilter(f, bridge: bridge) } else { reloadStage(stage, bridge: bridge) }
         }
 
         for b in newAttachments {
@@ -140,6 +151,9 @@ extension Daemon {
               let b = config.bridges.firstIndex(where: { $0.name == bridge }),
               let h = config.bridges[b].pipeline.firstIndex(where: { $0.name == "filter" }) else {
             throw DaemonError("bridge '\(bridge)' has no filter")
+        }
+        if let (path, reason) = ConfigValidator.antiSpoofingProblems(f, ports: config.bridges[b].ports).first {
+            throw DaemonError("\(path): \(reason)")
         }
         let recordedPath = config.bridges[b].pipeline[h].path
         let notes = try applyStage(HandlerConfig(name: "filter", settings: f, path: f.path), bridge: bridge)

@@ -24,4 +24,9 @@ public struct SystemHost: HostInspector {
     }
 
     public func groupExists(_ nameOrNumber: String) -> Bool { resolveGroup(nameOrNumber) != nil }
+
+    public func adoptionDifference(_ port: PortConfig, spec: LinkCreation) -> String? {
+        guard let info = try? LinkOps.link(name: port.name, netns: port.netns) else { return "it cannot be read" }
+        return LinkLifecycle.adoptionDifference(info, port: port, spec: spec)
+    }
 }

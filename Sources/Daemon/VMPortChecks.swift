@@ -3,25 +3,46 @@
 // when the socket is created. Read-only.
 import Config
 import Foundation
+import Glibc
 import UnixSocketFiles
 import VMBackend
 
 enum VMPortChecks {
-    /// Why `path` cannot serve as a VM socket, or nil. `created`: tapbridge creates the file
-    /// there (stream-server, dgram's own path), so something that is not a socket must not be in
-    /// the way (a stale socket is replaced safely at start).
-    static func socketPathProblem(_ path: String, created: Bool) -> String? {
+    /// Why `path` cannot serve as a socket tapbridge binds or reaches, or nil. The same checks
+    /// serve `config check`, `run --check` and `run` (before anything is created), for VM
+    /// sockets and the control socket. `created`: tapbridge creates the file there
+    /// (stream-server, dgram's own path, the control socket), so its directory must be writable
+    /// (a read-only /run under systemd's ProtectSystem=strict is caught here) and nothing but a
+    /// stale socket may be in the way — a symbolic link is never followed nor replaced.
+    /// `directoryCreated`: the directory itself is made at start if missing (the control
+    /// socket's /run/tapbridge), so its parent must be there and writable.
+    static func socketPathProblem(_ path: String, created: Bool, directoryCreated: Bool = false) -> String? {
         guard path.hasPrefix("/") else { return "must be an absolute path, not '\(path)'" }
         if path.utf8.count > 107 { return "'\(path)' is longer than a Unix socket path may be (107 bytes)" }
         let dir = (path as NSString).deletingLastPathComponent
         var isDir: ObjCBool = false
-        if !FileManager.default.fileExists(atPath: dir, isDirectory: &isDir) || !isDir.boolValue {
-            return "directory '\(dir)' does not exist"
+        if !FileManager.default.fileExists(atPath: dir, isDirectory: &isDir) {
+            let parent = (dir as NSString).deletingLastPathComponent
+            guard created, directoryCreated, FileManager.default.fileExists(atPath: parent, isDirectory: &isDir), isDir.boolValue else {
+                return "directory '\(dir)' does not exist"
+            }
+            if Glibc.access(parent, W_OK) != 0 {
+                return "directory '\(dir)' does not exist and cannot be created: '\(parent)' is not writable (\(String(cString: strerror(errno))))"
+            }
+            return nil
         }
+        guard isDir.boolValue else { return "'\(dir)' is not a directory" }
         guard created else { return nil }
+        if Glibc.access(dir, W_OK) != 0 {
+            return "directory '\(dir)' is not writable (\(String(cString: strerror(errno)))): the socket cannot be created there"
+        }
         var st = stat()
-        if lstat(path, &st) == 0 && (st.st_mode & S_IFMT) != S_IFSOCK {
-            return "'\(path)' exists and is not a socket (tapbridge replaces only stale sockets)"
+        if lstat(path, &st) == 0 {
+            switch st.st_mode & S_IFMT {
+            case S_IFSOCK: break
+            case S_IFLNK: return "'\(path)' is a symbolic link (tapbridge never follows or replaces one: remove it)"
+            default: return "'\(path)' exists and is not a socket (tapbridge replaces only stale sockets)"
+            }
         }
         return nil
     }

@@ -61,8 +61,9 @@ extension Worker {
             if c.result == 0 {
                 if p.pointee.emptyReadIsFrame {
                     // An empty datagram: dropped and counted like a runt; the port stays up.
+                    // (A multishot read ends on it; should one go on, it is still armed.)
                     p.pointee.counters?.countDrop(.malformed)
-                    armRead(lp)
+                    if c.hasMore { p.pointee.readArmed = true } else { armRead(lp) }
                 } else {
                     fail(lp, 0)
                 }

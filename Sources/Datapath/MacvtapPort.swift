@@ -17,9 +17,6 @@ public final class MacvtapPort: Port, @unchecked Sendable {
     public var name: String { device.name }
     public var kind: String { "macvtap" }
     public var framing: Framing { .datagram }
-    /// The kernel bounds what a macvtap delivers (a 64 KiB GSO super-frame and its headers):
-    /// no limit of ours beyond the engine's buffer.
-    public var maxFrameSize: Int { Int.max }
     public var isMultiQueue: Bool { true }
     /// With a vnet header a macvtap takes GSO frames and partial checksums on write.
     public var transmitOffloads: VirtioNetOffloads { vnetHeaderSize > 0 ? offloadLimit : [] }

@@ -49,7 +49,10 @@ public protocol Port: AnyObject {
     /// Longest frame (without vnet header) accepted from the port: on a length-prefixed stream a
     /// prefix above it closes the connection; a longer datagram is dropped and counted as
     /// `too-big` (so is one longer than the engine's buffer, which a socket read cuts short).
-    /// Bounded by the engine's buffer size. Default 65535 (QEMU's bound).
+    /// Bounded by the engine's buffer size, and on a stream by 65535 (QEMU's bound). Default:
+    /// no bound of the port's own (a device such as a macvtap or tap delivers GSO super-frames
+    /// of 64 KiB plus headers); a port facing an untrusted peer states its limit (VM ports:
+    /// `max-frame`).
     var maxFrameSize: Int { get }
     /// Bytes of virtio-net header before each frame on reads and writes: 0, 10 or 12.
     var vnetHeaderSize: Int { get }
@@ -85,7 +88,7 @@ extension Port {
     public func virtqueues(_ index: Int) -> UnsafeMutablePointer<VirtioNetQueuePair>? { nil }
     public var settings: PortSettings { PortSettings() }
     public var isMultiQueue: Bool { false }
-    public var maxFrameSize: Int { StreamPrefix.absoluteMaxFrame }
+    public var maxFrameSize: Int { Int.max }
     public func setReceiveOffloads(_ offloads: VirtioNetOffloads) throws {}
     public func queueFailed(_ index: Int, errno: Int32) -> PortFailureAction { .remove }
     public func descriptorsClosed() {}

@@ -22,6 +22,7 @@ extension Worker {
             ports[lp].batchIov = .allocate(capacity: Worker.streamBatch * Worker.iovecsPerSlot)
         }
         ports[lp].txMaxInflight = 1
+        ports[lp].maxFrame = min(ports[lp].maxFrame, Int32(StreamPrefix.absoluteMaxFrame))
         return true
     }
 

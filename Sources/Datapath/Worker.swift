@@ -95,6 +95,9 @@ final class Worker: @unchecked Sendable {
 
     // Handoff rings (only with several workers and a single-descriptor stream port).
     var outbound: [HandoffRing?] = []
+    /// The same rings unretained, for the per-frame `handOff` (reading `outbound` retains the
+    /// ring); `outbound` keeps them alive. One entry per worker.
+    let outboundRings: UnsafeMutablePointer<Unmanaged<HandoffRing>?>
     var inbound: [HandoffRing] = []
     var wakeFDs: [Int32] = []
     /// Per worker: a frame was handed to it this batch (one eventfd write per owner per batch).
@@ -165,6 +168,8 @@ final class Worker: @unchecked Sendable {
         }
         wakePending = .allocate(capacity: max(1, configuration.workers))
         wakePending.initialize(repeating: false, count: max(1, configuration.workers))
+        outboundRings = .allocate(capacity: max(1, configuration.workers))
+        outboundRings.initialize(repeating: nil, count: max(1, configuration.workers))
         context = HandlerContext(now: 0, worker: index)
         eventFD = tb_eventfd()
     }
@@ -177,6 +182,7 @@ final class Worker: @unchecked Sendable {
         eventValue.deallocate(); stats.deallocate(); wakePending.deallocate(); vlanAllowed.deallocate()
         guestChains.deallocate(); guestChainNext.deallocate(); virtqueuePendingList.deallocate()
         virtqueueChain.pointee.deallocate(); virtqueueChain.deallocate()
+        outboundRings.deallocate()
         if eventFD >= 0 { close(eventFD) }
     }
 

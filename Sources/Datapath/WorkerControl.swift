@@ -14,8 +14,8 @@ extension Worker {
     func handOff(_ frame: Frame, to d: Int, asIs: Bool) {
         let dp = ports + d
         let owner = Int(dp.pointee.owner)
-        guard owner < outbound.count, let ring = outbound[owner],
-              ring.push(frame, bridge: dp.pointee.bridge, port: dp.pointee.id, asIs: asIs) else {
+        guard owner < cfg.workers, let ring = outboundRings[owner],
+              ring._withUnsafeGuaranteedRef({ $0.push(frame, bridge: dp.pointee.bridge, port: dp.pointee.id, asIs: asIs) }) else {
             dp.pointee.counters?.countDrop(.queueFull)
             return
         }
@@ -139,6 +139,9 @@ extension Worker {
             ports[lp].state = LocalPortState.down
         case .setHandoff(let out, let inb, let fds):
             outbound = out
+            for i in 0..<max(1, cfg.workers) {
+                outboundRings[i] = i < out.count ? out[i].map { Unmanaged.passUnretained($0) } : nil
+            }
             inbound = inb.compactMap { $0 }
             wakeFDs = fds
             for i in 0..<min(cfg.workers, fds.count) { wakePending[i] = false }

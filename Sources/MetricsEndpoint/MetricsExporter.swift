@@ -30,10 +30,13 @@ public enum DaemonMetrics {
     }
 
     /// Counts a daemon event (`tapbridge_reloads_total`...); a no-op before `bootstrap`.
-    public static func count(_ label: String, _ dimensions: [(String, String)] = []) {
+    public static func count(_ label: String, _ dimensions: [(String, String)] = [], by amount: Int64 = 1) {
         guard registry != nil else { return }
-        CoreMetrics.Counter(label: label, dimensions: dimensions).increment()
+        CoreMetrics.Counter(label: label, dimensions: dimensions).increment(by: amount)
     }
+
+    /// True once `bootstrap` ran (a daemon with a metrics endpoint).
+    public static var isBootstrapped: Bool { lock.withLock { registry != nil } }
 }
 
 /// A handler's counters as read on the control thread.

@@ -24,7 +24,7 @@ public final class BufferRing {
         guard let mem, mem != UnsafeMutableRawPointer(bitPattern: -1) else { throw RingError("mmap \(slabSize) bytes of buffers", errno: tb_errno()) }
         base = mem
         var err: Int32 = 0
-        guard let br = tb_buf_ring_setup(&ring.raw, UInt32(count), group, &err) else {
+        guard let br = tb_buf_ring_setup(ring.raw, UInt32(count), group, &err) else {
             munmap(mem, slabSize)
             throw RingError("register provided-buffer ring (group \(group), \(count) buffers)", errno: -err)
         }
@@ -35,7 +35,7 @@ public final class BufferRing {
     }
 
     deinit {
-        tb_buf_ring_free(&owner.raw, ring, UInt32(count), group)
+        tb_buf_ring_free(owner.raw, ring, UInt32(count), group)
         munmap(base, slabSize)
     }
 

@@ -35,7 +35,10 @@ public struct Completion {
 }
 
 public final class Ring {
-    public var raw = io_uring()
+    /// The liburing ring, at a fixed address: the hot path passes it to liburing's inline
+    /// helpers as a plain pointer (an `inout` to a class property would cost a dynamic
+    /// exclusivity check per SQE and per completion batch).
+    public let raw: UnsafeMutablePointer<io_uring>
     public let features: RingFeatures
     public let sqEntries: UInt32
     private var cqeBatch: UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>
@@ -47,6 +50,8 @@ public final class Ring {
     /// submitter.
     public init(entries: UInt32 = 1024, completionEntries: UInt32 = 8192, disabled: Bool = false) throws {
         sqEntries = entries
+        raw = .allocate(capacity: 1)
+        raw.initialize(to: io_uring())
         cqeBatch = .allocate(capacity: cqeBatchSize)
         let attempts: [(UInt32, String)] = [
             (IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL, "single-issuer+defer-taskrun"),
@@ -59,16 +64,17 @@ public final class Ring {
             var p = io_uring_params()
             p.flags = flags | IORING_SETUP_CQSIZE | (disabled ? IORING_SETUP_R_DISABLED : 0)
             p.cq_entries = completionEntries
-            let r = io_uring_queue_init_params(entries, &raw, &p)
+            let r = io_uring_queue_init_params(entries, raw, &p)
             if r == 0 { mode = name; break }
             lastError = -r
         }
         guard !mode.isEmpty else {
             cqeBatch.deallocate()
+            raw.deallocate()
             throw RingError("setup", errno: lastError)
         }
         var multishot = false, bufRings = false, writev = true
-        if let probe = io_uring_get_probe_ring(&raw) {
+        if let probe = io_uring_get_probe_ring(raw) {
             multishot = io_uring_opcode_supported(probe, Int32(tb_IORING_OP_READ_MULTISHOT())) != 0
             writev = io_uring_opcode_supported(probe, Int32(IORING_OP_WRITEV.rawValue)) != 0
             // Provided-buffer rings came with kernel 5.19, together with IORING_OP_SOCKET (45).
@@ -82,7 +88,7 @@ public final class Ring {
 
     /// Enables a ring created `disabled`; the calling thread becomes its submitter.
     public func enable() throws {
-        let r = tb_enable_rings(&raw)
+        let r = tb_enable_rings(raw)
         if r < 0 { throw RingError("enable", errno: -r) }
         registerRingDescriptor()
     }
@@ -90,11 +96,12 @@ public final class Ring {
     /// Registers the ring's fd with the calling task (saves an fd lookup per io_uring_enter).
     /// Per task: only the thread that submits may do it.
     private func registerRingDescriptor() {
-        _ = io_uring_register_ring_fd(&raw)   // an optimisation only; fine if refused
+        _ = io_uring_register_ring_fd(raw)   // an optimisation only; fine if refused
     }
 
     deinit {
-        io_uring_queue_exit(&raw)
+        io_uring_queue_exit(raw)
+        raw.deallocate()
         cqeBatch.deallocate()
     }
 
@@ -102,28 +109,28 @@ public final class Ring {
     /// refuses the submission.
     @inlinable
     public func sqe() -> UnsafeMutablePointer<io_uring_sqe>? {
-        if let s = io_uring_get_sqe(&raw) { return s }
+        if let s = io_uring_get_sqe(raw) { return s }
         _ = submit()
-        return io_uring_get_sqe(&raw)
+        return io_uring_get_sqe(raw)
     }
 
     /// The io_uring file descriptor.
-    public var descriptor: Int32 { raw.ring_fd }
+    public var descriptor: Int32 { raw.pointee.ring_fd }
 
     /// SQEs prepared but not yet submitted.
-    @inlinable public var pendingSubmissions: UInt32 { io_uring_sq_ready(&raw) }
+    @inlinable public var pendingSubmissions: UInt32 { io_uring_sq_ready(raw) }
 
     /// Submits queued SQEs without waiting.
     @discardableResult
     public func submit() -> Int32 {
-        io_uring_submit(&raw)
+        io_uring_submit(raw)
     }
 
     /// Submits queued SQEs and waits for at least `waitFor` completions (one io_uring_enter).
     /// Returns the number submitted or -errno (-EINTR/-ETIME are normal).
     @discardableResult
     public func submitAndWait(_ waitFor: UInt32 = 1) -> Int32 {
-        io_uring_submit_and_wait(&raw, waitFor)
+        io_uring_submit_and_wait(raw, waitFor)
     }
 
     /// Calls `body` for each ready completion (up to `limit`, at most 256 per call) and marks
@@ -131,17 +138,17 @@ public final class Ring {
     @inlinable
     @discardableResult
     public func forEachCompletion(limit: Int = 256, _ body: (Completion) -> Void) -> Int {
-        let n = Int(io_uring_peek_batch_cqe(&raw, cqeBatchPointer, UInt32(Swift.min(limit, cqeBatchCapacity))))
+        let n = Int(io_uring_peek_batch_cqe(raw, cqeBatchPointer, UInt32(Swift.min(limit, cqeBatchCapacity))))
         for i in 0..<n {
             let c = cqeBatchPointer[i]!.pointee
             body(Completion(result: c.res, flags: c.flags, userData: c.user_data))
         }
-        if n > 0 { io_uring_cq_advance(&raw, UInt32(n)) }
+        if n > 0 { io_uring_cq_advance(raw, UInt32(n)) }
         return n
     }
 
     /// The completion queue's tail: a mark for `takeCompletions(postedSince:replacingWith:_:)`.
-    @inlinable public var completionMark: UInt32 { tb_cq_tail(&raw) }
+    @inlinable public var completionMark: UInt32 { tb_cq_tail(raw) }
 
     /// Hands `body` the completions posted since `mark` that are still unconsumed, ahead of the
     /// older ones before them, e.g. the writes a `submit()` just completed inline, which would
@@ -152,13 +159,13 @@ public final class Ring {
     @discardableResult
     public func takeCompletions(postedSince mark: UInt32, replacingWith replacement: UInt64,
                                 _ body: (Completion) -> Bool) -> Int {
-        let tail = tb_cq_tail(&raw)
-        let head = tb_cq_head(&raw)
+        let tail = tb_cq_tail(raw)
+        let head = tb_cq_head(raw)
         // Positions wrap: start at whichever of mark and head is later in ring order.
         var pos = (mark &- head) <= (tail &- head) ? mark : head
         var taken = 0
         while pos != tail {
-            let e = tb_cq_entry(&raw, pos)!
+            let e = tb_cq_entry(raw, pos)!
             if e.pointee.user_data != replacement,
                body(Completion(result: e.pointee.res, flags: e.pointee.flags, userData: e.pointee.user_data)) {
                 e.pointee.user_data = replacement
@@ -176,14 +183,14 @@ public final class Ring {
 
     /// Registers a sparse table of `count` fixed-file slots.
     public func registerFileTable(count: Int) throws {
-        let r = io_uring_register_files_sparse(&raw, UInt32(count))
+        let r = io_uring_register_files_sparse(raw, UInt32(count))
         if r < 0 { throw RingError("register sparse file table (\(count))", errno: -r) }
     }
 
     /// Puts `fd` (or -1 to clear) into fixed-file slot `slot`.
     public func setFile(_ fd: Int32, at slot: Int) throws {
         var f = fd
-        let r = io_uring_register_files_update(&raw, UInt32(slot), &f, 1)
+        let r = io_uring_register_files_update(raw, UInt32(slot), &f, 1)
         if r < 0 { throw RingError("update fixed file \(slot)", errno: -r) }
     }
 }

@@ -30,18 +30,16 @@ struct ConfigCheck: ParsableCommand {
 
     func run() throws {
         var report = Report(ok: true, file: file, bridges: 0, ports: 0, issues: [])
-        do {
-            let cfg = try ConfigParser.load(path: file)
+        // The file's problems and the host's in one pass (a missing parent next to a typo).
+        let (parsed, parseIssues) = ConfigParser.loadCollectingIssues(path: file)
+        var issues = parseIssues
+        if let cfg = parsed {
             report.bridges = cfg.bridges.count
             report.ports = cfg.allPorts.count
-            try ConfigValidator.validate(cfg, host: SystemHost())
-        } catch let e as ConfigError {
-            report.ok = false
-            report.issues = e.issues.map { .init(path: $0.path, reason: $0.reason) }
-        } catch {
-            report.ok = false
-            report.issues = [.init(path: "", reason: "\(error)")]
+            issues = ConfigProblems.all(cfg, parseIssues: parseIssues, host: SystemHost())
         }
+        report.ok = issues.isEmpty
+        report.issues = issues.map { .init(path: $0.path, reason: $0.reason) }
         if json {
             printJSON(report)
         } else if report.ok {

@@ -12,11 +12,11 @@ struct FilterCommand: ParsableCommand {
 
             Examples:
               tapbridge filter list
-              tapbridge filter list br0 --json
-              tapbridge filter replace br0 --rule "deny tcp dst port 22" --rule "allow ip"
+              tapbridge filter list lan --json
+              tapbridge filter replace lan --rule "deny tcp dst port 22" --rule "allow ip"
               # rules.txt: one rule per line, # comments
-              tapbridge filter replace br0 --rules-file rules.txt --default drop
-              echo "deny icmp" | tapbridge filter replace br0 --rules-file -
+              tapbridge filter replace lan --rules-file rules.txt --default drop
+              echo "deny icmp" | tapbridge filter replace lan --rules-file -
             """,
         subcommands: [FilterList.self, FilterReplace.self])
 }
@@ -30,7 +30,7 @@ struct FilterList: ParsableCommand {
     func run() throws {
         let r = try control.call("filter.list", bridge.map { ["bridge": .string($0)] } ?? [:], as: FilterListResult.self)
         if json { printJSON(r); return }
-        print(Self.render(r))
+        print(r.filters.isEmpty ? "no filter: no bridge has \"filter\" in its pipeline" : Self.render(r))
     }
 
     static func render(_ r: FilterListResult) -> String {
@@ -54,7 +54,9 @@ struct FilterReplace: ParsableCommand {
     @OptionGroup var control: ControlOptions
 
     func validate() throws {
-        if rules.isEmpty && rulesFile == nil { throw ValidationError("give the new rules with --rule TEXT (repeatable) or --rules-file FILE") }
+        if rules.isEmpty && rulesFile == nil && policy == nil {
+            throw ValidationError("give the new rules with --rule TEXT (repeatable) or --rules-file FILE, or only a new --default")
+        }
         if !rules.isEmpty && rulesFile != nil { throw ValidationError("--rule and --rules-file: use one of them") }
         if let policy, policy != "accept" && policy != "drop" { throw ValidationError("--default must be accept or drop") }
     }
@@ -76,10 +78,14 @@ struct FilterReplace: ParsableCommand {
                     .trimmingCharacters(in: .whitespaces)
             }.filter { !$0.isEmpty }
         }
-        var args: [String: JSONValue] = ["rules": .array(texts.map { .string($0) })]
+        // --default alone changes only the policy: the rules are not sent, so they stay.
+        var args: [String: JSONValue] = rules.isEmpty && rulesFile == nil ? [:] : ["rules": .array(texts.map { .string($0) })]
         if let bridge { args["bridge"] = .string(bridge) }
         if let policy { args["default"] = .string(policy) }
         let r = try control.call("filter.replace", args, as: FilterListResult.self)
-        if json { printJSON(r) } else { print(FilterList.render(r)) }
+        if json { printJSON(r) } else {
+            print(FilterList.render(r))
+            if let note = r.note { printError("note: \(note)") }
+        }
     }
 }

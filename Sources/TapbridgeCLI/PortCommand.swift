@@ -17,6 +17,8 @@ struct PortCommand: ParsableCommand {
               # attach an existing macvtap that lives in namespace vm1
               tapbridge port add mvt4 netns vm1
               tapbridge port add mvt5 parent eth1 vlan access pvid 10 offloads false
+              # a QEMU VM socket port (tapbridge listens; QEMU -netdev stream,server=off,addr.path=...)
+              tapbridge port add vm0 kind vm path /run/tapbridge/vm0.sock mac 52:54:00:12:34:56
               # detach it (and delete the link if the daemon created it)
               tapbridge port del mvt3
             """,
@@ -28,14 +30,17 @@ struct PortAdd: ParsableCommand {
         commandName: "add", abstract: "Attach a port (and create its macvtap when `parent` is given).")
     @Argument(help: "The macvtap's name.") var name: String
     @Argument(parsing: .allUnrecognized,
-              help: "KEY VALUE pairs: parent DEV, mode MODE, mac MAC, mtu N, netns NS, queues N, offloads true|false, vlan unaware|access|trunk, pvid N, allowed 10,20,100-199, native N, isolated true|false, hairpin true|false, nopromisc true|false, source-macs MAC,MAC")
+              help: "KEY VALUE pairs: parent DEV, mode MODE, mac MAC, mtu N, netns NS, queues N, offloads true|false, vlan unaware|access|trunk, pvid N, allowed 10,20,100-199, native N, isolated true|false, hairpin true|false, nopromisc true|false, source-macs MAC,MAC; a VM port: kind vm, socket stream-server|stream-client|dgram, path P, remote-path P, owner U, group G, socket-mode 0660, max-frame N, anti-spoofing true|false, addresses IP,IP")
     var words: [String] = []
     @Option(help: "Bridge (default: the daemon's only bridge).") var bridge: String?
     @OptionGroup var control: ControlOptions
 
-    static let intKeys: Set<String> = ["mtu", "queues", "pvid", "native"]
-    static let boolKeys: Set<String> = ["offloads", "isolated", "hairpin", "nopromisc"]
-    static let stringKeys: Set<String> = ["parent", "mode", "mac", "netns", "vlan"]
+    static let intKeys: Set<String> = ["mtu", "queues", "pvid", "native", "max-frame"]
+    static let boolKeys: Set<String> = ["offloads", "isolated", "hairpin", "nopromisc", "anti-spoofing"]
+    /// Every key of a port table that takes a string (the VM keys too: the control API has
+    /// always accepted VM ports; `kind` was missing here).
+    static let stringKeys: Set<String> = ["parent", "mode", "mac", "netns", "vlan", "kind", "socket", "path", "remote-path",
+                                          "owner", "group", "socket-mode"]
 
     /// The words as a port table with TOML-typed values.
     static func table(name: String, words: [String]) throws -> [String: JSONValue] {
@@ -55,6 +60,8 @@ struct PortAdd: ParsableCommand {
                 default: throw ValidationError("\(key): '\(value)' is not true or false") }
             } else if stringKeys.contains(key) {
                 t[key] = .string(value)
+            } else if key == "addresses" {
+                t[key] = .array(value.split(separator: ",").map { .string(String($0)) })
             } else if key == "source-macs" {
                 t[key] = .array(value.split(separator: ",").map { .string(String($0)) })
             } else if key == "allowed" {

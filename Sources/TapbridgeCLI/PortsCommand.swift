@@ -7,7 +7,7 @@ struct PortsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ports", abstract: "List a running daemon's ports: bridge, kind, link, MAC, state, queues.",
         discussion: """
-            STATE is up (attached, forwarding), down (attached, link down), lost (the link vanished; re-attached when it comes back).
+            STATE is up (attached, forwarding), down (attached, but not connected or the link or its parent is down: see OPER; frames for it count as port-down drops), lost (the link vanished; re-attached when it comes back).
             CREATED says whether the daemon made the link (and deletes it at stop or `port del`).
 
             Examples:
@@ -25,7 +25,7 @@ struct PortsCommand: ParsableCommand {
                           right: [8])
         for p in r.ports {
             t.add([p.bridge, p.name, p.kind, p.link ?? "-", p.mac ?? "-", p.mode ?? "-", p.state, p.operstate ?? "-",
-                   String(p.queues), p.offloads ? "on" : "off", p.vlan, p.netns ?? "-", p.created ? "yes" : "no"])
+                   String(p.queues), p.kind != "macvtap" ? "-" : p.offloads ? "on" : "off", p.vlan, p.netns ?? "-", p.created ? "yes" : "no"])
         }
         print(t.render())
     }
@@ -58,6 +58,7 @@ struct StatsCommand: ParsableCommand {
                 ("rx frames > 1514 B", "\(p.rxLargeFrames)"), ("tx frames > 1514 B", "\(p.txLargeFrames)"),
                 ("drops", "\(p.dropsTotal)"),
             ] + p.drops.sorted { $0.key < $1.key }.map { ("  \($0.key)", "\($0.value)") }
+              + (p.refusedConnections.map { [("refused connections", "\($0)")] } ?? [])
             let w = rows.map(\.0.count).max() ?? 0
             for (k, v) in rows { print(k.padding(toLength: w, withPad: " ", startingAt: 0) + "  " + v) }
             return

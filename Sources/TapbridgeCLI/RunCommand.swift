@@ -2,6 +2,7 @@
 import ArgumentParser
 import Daemon
 import Foundation
+import Frames
 import Logging
 
 struct RunCommand: ParsableCommand {
@@ -56,14 +57,23 @@ struct RunCommand: ParsableCommand {
             }
         }
         if let stateDir, !stateDir.hasPrefix("/") { throw ValidationError("--state-dir must be an absolute path") }
+        // The same rule as for the file's paths: no control characters (they would reach the log).
+        for (option, value) in [("--config", config), ("--state-dir", stateDir), ("--control", control)] {
+            if let value, let why = TextSafety.controlProblem(value, what: option) { throw ValidationError(why) }
+        }
     }
 
     func run() throws {
         if check { runCheck() }
         var cfg: DaemonConfig
         do {
-            cfg = try loadConfig()
-            try ConfigValidator.validate(cfg, host: RecoveringHost(stateDirectory: cfg.stateDirectory))
+            let (parsed, parseIssues) = loadConfigCollectingIssues()
+            guard let parsed else { throw ConfigError(parseIssues) }
+            cfg = parsed
+            try LinkLedger.checkBeforeStart(stateDirectory: cfg.stateDirectory)
+            // The file's problems and the host's, all in one report.
+            let issues = ConfigProblems.all(cfg, parseIssues: parseIssues, host: RecoveringHost(stateDirectory: cfg.stateDirectory))
+            if !issues.isEmpty { throw ConfigError(issues) }
         } catch {
             printError("\(error)")
             printError("tapbridge: configuration refused; nothing was created")
@@ -82,7 +92,15 @@ struct RunCommand: ParsableCommand {
 
     /// The file with the command line's overrides applied.
     func loadConfig() throws -> DaemonConfig {
-        var cfg = try ConfigParser.load(path: config)
+        let (cfg, issues) = loadConfigCollectingIssues()
+        guard let cfg, issues.isEmpty else { throw ConfigError(issues) }
+        return cfg
+    }
+
+    /// The file as far as it could be read, with the overrides applied, and its problems.
+    func loadConfigCollectingIssues() -> (DaemonConfig?, [ConfigIssue]) {
+        let (parsed, issues) = ConfigParser.loadCollectingIssues(path: config)
+        guard var cfg = parsed else { return (nil, issues) }
         if let logLevel { cfg.logLevel = Logger.Level(rawValue: logLevel)! }
         if let logFormat { cfg.logFormat = LogFormat(rawValue: logFormat)! }
         if let workers { cfg.workers = workers }
@@ -90,15 +108,13 @@ struct RunCommand: ParsableCommand {
         if metricsAllowRemote { cfg.metricsAllowRemote = true }
         if let stateDir { cfg.stateDirectory = stateDir }
         if let control { cfg.controlSocket = control }
-        return cfg
+        return (cfg, issues)
     }
 
     /// `--check`: the report on stdout, exit 0 if nothing failed.
     func runCheck() -> Never {
-        var cfg: DaemonConfig?
-        var parseError: Error?
-        do { cfg = try loadConfig() } catch { parseError = error }
-        let report = HostCheck.run(file: config, config: cfg, parseError: parseError)
+        let (cfg, issues) = loadConfigCollectingIssues()
+        let report = HostCheck.run(file: config, config: cfg, parseError: cfg == nil ? ConfigError(issues) : nil, parseIssues: issues)
         print(report.text)
         let fails = report.lines.filter { $0.status == .fail }.count
         print(report.passed ? "\(config): ok (nothing was changed)" : "\(config): \(fails) check(s) failed (nothing was changed)")

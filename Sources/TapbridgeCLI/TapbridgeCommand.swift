@@ -29,11 +29,30 @@ public struct TapbridgeCommand: ParsableCommand {
                       FDBCommand.self, PortCommand.self, FilterCommand.self, CaptureCommand.self, ConfigCommand.self]
     )
 
+    /// `tapbridge link --netns NS SUBCOMMAND ...` (or `-n NS`), the order `ip -n NS link ...` users
+    /// type first, is read as `tapbridge link SUBCOMMAND --netns NS ...`: every link subcommand
+    /// takes `--netns`, the `link` group itself has no options of its own.
+    static func hoistingLinkNamespace(_ args: [String]) -> [String] {
+        guard args.first == "link", args.count >= 3 else { return args }
+        var rest = Array(args.dropFirst())
+        var moved: [String] = []
+        if rest[0] == "--netns" || rest[0] == "-n", rest.count >= 3 {
+            moved = ["--netns", rest[1]]
+            rest.removeFirst(2)
+        } else if rest[0].hasPrefix("--netns=") {
+            moved = [rest[0]]
+            rest.removeFirst()
+        } else {
+            return args
+        }
+        return ["link", rest[0]] + moved + rest.dropFirst()
+    }
+
     /// Exit status: 0 success, 1 operational error (message on stderr), 2 usage error.
     /// ArgumentParser's own usage status is 64 (EX_USAGE); we keep iproute2's convention.
     public static func main() {
         do {
-            var command = try parseAsRoot()
+            var command = try parseAsRoot(hoistingLinkNamespace(Array(CommandLine.arguments.dropFirst())))
             try command.run()
         } catch {
             let code = exitCode(for: error)

@@ -64,7 +64,10 @@ public final class VMStreamServerPort: VMPortBase, Port, @unchecked Sendable {
     public let listenFD: Int32
     public var kind: String { "vm-stream" }
     public var framing: Framing { .lengthPrefixed }
-    public private(set) var refusedConnections = 0
+    /// Second connections refused while a VM was attached (supervisor thread writes, the
+    /// daemon's stats and metrics read: under `lock`).
+    public var refusedConnections: Int { lock.withLock { refused } }
+    private var refused = 0
 
     public init(name: String, path: String, access: SocketFileAccess = SocketFileAccess(),
                 settings: PortSettings = PortSettings(), limits: FrameLimits = FrameLimits(),
@@ -88,7 +91,8 @@ public final class VMStreamServerPort: VMPortBase, Port, @unchecked Sendable {
         if peerGone() { return true }
         // A live VM is attached: refuse the newcomer.
         if let extra = try? UnixSocketFile.accept(listenFD, path: path) {
-            close(extra); refusedConnections += 1
+            close(extra)
+            lock.withLock { refused += 1 }
             log("vm port \(name): refused a second connection on \(path) (a VM is already attached)")
         }
         return false
@@ -138,6 +142,9 @@ public final class VMDatagramPort: VMPortBase, Port, @unchecked Sendable {
     public var kind: String { "vm-dgram" }
     public var framing: Framing { .datagram }
     var remoteInode: ino_t = 0
+    /// Our socket, bound at `localPath`, whose connect to a restarted QEMU was refused for now
+    /// (EPERM: see `openQueue`); the next attempt connects it again without rebinding.
+    private var pendingFD: Int32 = -1
 
     public init(name: String, localPath: String, remotePath: String, access: SocketFileAccess = SocketFileAccess(),
                 settings: PortSettings = PortSettings(), limits: FrameLimits = FrameLimits(),
@@ -145,7 +152,10 @@ public final class VMDatagramPort: VMPortBase, Port, @unchecked Sendable {
         self.localPath = localPath; self.remotePath = remotePath; self.access = access
         super.init(name: name, settings: settings, limits: limits, log: log)
     }
-    deinit { var st = stat(); if lstat(localPath, &st) == 0 && (st.st_mode & S_IFMT) == S_IFSOCK { unlink(localPath) } }
+    deinit {
+        if pendingFD >= 0 { close(pendingFD) }
+        var st = stat(); if lstat(localPath, &st) == 0 && (st.st_mode & S_IFMT) == S_IFSOCK { unlink(localPath) }
+    }
 
     private func remoteSocketInode() -> ino_t? {
         var st = stat()
@@ -155,11 +165,22 @@ public final class VMDatagramPort: VMPortBase, Port, @unchecked Sendable {
 
     public func openQueue(_ index: Int) throws -> Int32? {
         guard let ino = remoteSocketInode() else { return handedOut(nil) }
-        // A fresh socket each time: the engine closes the old one on disconnect.
-        let fd = try UnixSocketFile.bindDatagram(at: localPath, access: access)
+        // A fresh socket each time (the engine closes the old one on disconnect), unless the
+        // last one is still waiting for its connect.
+        let fd: Int32
+        if pendingFD >= 0 { fd = pendingFD; pendingFD = -1 } else { fd = try UnixSocketFile.bindDatagram(at: localPath, access: access) }
         let r: Int32
         do { r = try UnixAddress.with(remotePath) { sa, len in connect(fd, sa, len) } } catch { close(fd); throw error }
-        if r != 0 { let e = errno; close(fd); throw UnixSocketError("connect to", remotePath, errno: e) }
+        if r != 0 {
+            let e = errno
+            // A restarted QEMU connects its new socket to our path while our previous socket
+            // still holds it; the kernel refuses our connect (EPERM) until QEMU's socket finds
+            // that peer gone (its next send). Not a failure: keep this socket bound, so QEMU's
+            // sends reach it, and connect it again on the supervisor's next pass.
+            if e == EPERM { pendingFD = fd; return handedOut(nil) }
+            close(fd)
+            throw UnixSocketError("connect to", remotePath, errno: e)
+        }
         remoteInode = ino
         return handedOut(fd)
     }

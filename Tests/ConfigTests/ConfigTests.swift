@@ -225,13 +225,13 @@ func example(_ name: String) throws -> DaemonConfig {
         #expect(web.isVMAttachment && web.pipeline.isEmpty && web.path == "vms[0]")
         #expect(web.ports.map(\.name) == ["web", "mvweb"])
         let vm = try #require(web.ports[0].vm)
-        #expect(vm.socket == .streamServer && vm.path == "/run/tapbridge-web.sock" && vm.group == "kvm" && vm.socketMode == 0o660)
+        #expect(vm.socket == .streamServer && vm.path == "/run/tapbridge/web.sock" && vm.group == "kvm" && vm.socketMode == 0o660)
         #expect(vm.mac == MACAddress("52:54:00:12:34:56") && vm.antiSpoofing && vm.addresses == ["198.18.0.10", "2001:db8::10"])
         let tap = try #require(web.ports[1].create)
         #expect(tap.parent == "eth0" && tap.mode == .bridge && tap.mac == vm.mac && !web.ports[1].offloads)
         #expect(Set(web.sourceGuards.keys) == ["web"])
         let db = try #require(c.bridges.first { $0.name == "vm-db" })
-        #expect(db.ports[0].vm?.socket == .dgram && db.ports[0].vm?.remotePath == "/run/qemu-db.sock" && db.ports[1].name == "mvdb0")
+        #expect(db.ports[0].vm?.socket == .dgram && db.ports[0].vm?.remotePath == "/run/qemu/db.sock" && db.ports[1].name == "mvdb0")
         let lab = try #require(c.bridges.first { $0.name == "lab" })
         #expect(lab.ports[0].vm?.socket == .streamClient && lab.learningSwitch != nil && Set(lab.sourceGuards.keys) == ["lab-vm"])
     }
@@ -281,6 +281,49 @@ func example(_ name: String) throws -> DaemonConfig {
         #expect(out.contains("t.toml: bridges[0].ports[0].parent: not used by a vm port (kind = 'vm'); it is a macvtap setting"))
         #expect(out.contains("t.toml: bridges[0].ports[0].anti-spoofing: needs 'mac' (the MAC the VM is assigned)"))
         #expect(out.contains("t.toml: bridges[0].ports[1].kind: unknown port kind 'vmm' (one of: macvtap, vm, vhost-user) (did you mean 'vm'?)"))
+    }
+
+    /// Issue 12 #3: static entries have a configurable bound (`max-static`).
+    @Test func staticEntriesAreBoundedByMaxStatic() throws {
+        let text = """
+            [[bridges]]
+            name = "a"
+            [bridges.learning-switch]
+            max-static = 1
+            static = [{ mac = "52:54:00:00:00:05", port = "x" }, { mac = "52:54:00:00:00:06", port = "x" }]
+            [[bridges.ports]]
+            name = "x"
+            parent = "eth0"
+            """
+        #expect(issues(text) == ["t.toml: bridges[0].learning-switch.static: 2 static entries, more than max-static (1)"])
+        let ok = try ConfigParser.parse(text.replacingOccurrences(of: "max-static = 1", with: "max-static = 2"), file: "t.toml")
+        #expect(ok.bridges[0].learningSwitch?.maxStatic == 2)
+        #expect(try ConfigParser.parse("[[bridges]]\n[[bridges.ports]]\nname = \"x\"\n", file: "t.toml").bridges[0].learningSwitch?.staticLimit == 1024)
+        #expect(issues(text.replacingOccurrences(of: "max-static = 1", with: "capacity = 100\nmax-static = 51")).contains(
+            "t.toml: bridges[0].learning-switch.max-static: 51 is more than half of capacity (100): static entries would crowd out learned ones"))
+    }
+
+    /// Issue 12 #9: names and paths with control characters (a newline, a bidi override) are
+    /// refused naming the key; a key made of them is shown escaped.
+    @Test func controlCharactersAreRefused() {
+        let out = issues(#"""
+            [[bridges]]
+            name = "lan\u202E"
+            [[bridges.ports]]
+            name = "mv\u0007a"
+            parent = "eth0"
+            [[bridges.ports]]
+            name = "vm0"
+            kind = "vm"
+            path = "/run/tapbridge/vm\n.sock"
+            mac = "52:54:00:00:00:01"
+            "bad\u001bkey" = 1
+            """#)
+        #expect(out.contains("t.toml: bridges[0].name: the value contains a control character (U+202E at offset 3); names and paths may not"), "\(out)")
+        #expect(out.contains("t.toml: bridges[0].ports[0].name: the value contains a control character (U+0007 at offset 2); names and paths may not"), "\(out)")
+        #expect(out.contains("t.toml: bridges[0].ports[1].path: the value contains a control character (U+000A at offset 17); names and paths may not"), "\(out)")
+        #expect(out.contains { $0.hasPrefix(#"t.toml: bridges[0].ports[1].bad\x1bkey: unknown key"#) }, "\(out)")
+        #expect(!out.joined().unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x202E }, "\(out)")
     }
 
     @Test func noBridges() {

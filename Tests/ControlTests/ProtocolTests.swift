@@ -1,6 +1,7 @@
 // ProtocolTests: the v1 wire format without sockets: request decoding (every malformed case
 // is an error response), line splitting with a size bound, JSONValue round trips.
 import Foundation
+import Frames
 import Testing
 @testable import Control
 
@@ -27,6 +28,22 @@ import Testing
         guard case .failure(let f) = decode(line) else { Issue.record("accepted: \(line)"); return }
         #expect(f.code == code && f.id == id, "\(line): \(f)")
         #expect(f.response.ok == false && f.response.v == 1)
+    }
+
+    /// Issue 12 #9: a string argument carrying a control character (C0, DEL, C1, a bidi
+    /// control) is refused naming the argument; text is shown with them escaped.
+    @Test func controlCharactersInArgumentsAreRefused() throws {
+        for (json, shown) in [(#""a\nb""#, "U+000A at offset 1"), (#""\u202Eevil""#, "U+202E at offset 0"),
+                              (#""x\u007f""#, "U+007F at offset 1"), (#""x\u0085""#, "U+0085 at offset 1"),
+                              (#""\u2067y""#, "U+2067 at offset 0")] {
+            let r = try decode(#"{"v":1,"id":1,"cmd":"stats","args":{"port":"# + json + "}}").get()
+            #expect(throws: ControlError(.invalidArgument, "argument 'port' contains a control character (\(shown)); names and paths may not")) {
+                try r.string("port")
+            }
+        }
+        #expect(try decode(#"{"v":1,"id":1,"cmd":"stats","args":{"port":"mvt-ä0"}}"#).get().string("port") == "mvt-ä0")
+        #expect(TextSafety.escaped("a\nb\u{1b}[2J\u{202E}c\\") == #"a\nb\x1b[2J\u{202E}c\\"#)
+        #expect(TextSafety.escaped("plain päth/x.sock") == "plain päth/x.sock")
     }
 
     @Test func responsesAreOneLineWithSortedKeys() throws {

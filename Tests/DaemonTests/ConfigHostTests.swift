@@ -58,7 +58,16 @@ func issues(_ text: String, host: HostInspector = FakeHost()) -> [String] {
             var portable = c
             for i in portable.bridges.indices { portable.bridges[i].ports.removeAll { !$0.hasLink } }
             try ConfigValidator.validate(portable, host: host)
+            // Issue 12 #14: every socket tapbridge creates is in the directory the systemd unit
+            // leaves writable (ProtectSystem=strict: /run/tapbridge), so the example runs under it.
+            for (_, p) in c.allPorts {
+                guard let vm = p.vm, vm.socket != .streamClient else { continue }
+                #expect(vm.path.hasPrefix(DaemonConfig.defaultStateDirectory + "/"), "\(f): \(p.name): \(vm.path)")
+            }
         }
+        let unit = try String(contentsOf: Self.examples.deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("tools/tapbridge.service"), encoding: .utf8)
+        #expect(unit.contains("RuntimeDirectory=tapbridge\n") && unit.contains("ProtectSystem=strict\n"))
     }
 
     @Test func vmHostChecks() throws {
@@ -106,6 +115,60 @@ func issues(_ text: String, host: HostInspector = FakeHost()) -> [String] {
         ])
     }
 
+    /// Issue 12 #12: `@anti-spoofing` judging a macvtap (or a vm port without `mac`) was a
+    /// silent no-op; it is refused naming the port, and fine when `ports` lists guarded vm ports.
+    @Test func antiSpoofingNeedsAssignedMACs() {
+        let text = """
+            [[bridges]]
+            [bridges.filter]
+            rules = ["count arp", "deny @anti-spoofing"]
+            PORTS
+            [[bridges.ports]]
+            name = "mva"
+            parent = "eth0"
+            [[bridges.ports]]
+            name = "vm0"
+            kind = "vm"
+            path = "/tmp/tbt-vm0.sock"
+            mac = "52:54:00:00:00:01"
+            [[bridges.ports]]
+            name = "vm1"
+            kind = "vm"
+            path = "/tmp/tbt-vm1.sock"
+            """
+        let all = issues(text.replacingOccurrences(of: "PORTS", with: ""))
+        #expect(all == ["t.toml: bridges[0].filter.rules[1]: @anti-spoofing checks a frame's source against the port's assigned MAC, and ports 'mva' (a macvtap), 'vm1' (a vm port without mac) have none (a macvtap's frames come from every host beyond its parent): list the guarded vm ports in filter.ports, or use '@block-mac MAC' or a pcap rule such as 'not ether src MAC' for the others"], "\(all)")
+        #expect(issues(text.replacingOccurrences(of: "PORTS", with: "ports = [\"vm0\"]")) == [])
+        #expect(issues(text.replacingOccurrences(of: "PORTS", with: "direction = \"egress\"\nports = [\"vm0\"]")) == [])
+        #expect(issues(text.replacingOccurrences(of: "PORTS", with: "ports = [\"mva\", \"vm0\"]")).first?.contains("port 'mva' (a macvtap) has none") == true)
+    }
+
+    /// Issue 12 #13: the file's own problems and the host's are reported in one pass; a host
+    /// problem of a port the file already got wrong is not added.
+    @Test func fileAndHostProblemsInOnePass() throws {
+        let (config, parseIssues) = ConfigParser.parseCollectingIssues("""
+            [[bridges]]
+            [[bridges.ports]]
+            name = "mva"
+            parent = "eth0"
+            mdoe = "bridge"
+            [[bridges.ports]]
+            name = "mvb"
+            parent = "eth9"
+            [[bridges.ports]]
+            name = "mvc"
+            parent = "eth8"
+            mode = "bridged"
+            """, file: "t.toml")
+        let all = ConfigProblems.all(try #require(config), parseIssues: parseIssues, host: FakeHost()).map(\.description)
+        #expect(all == [
+            "t.toml: bridges[0].ports[0].mdoe: unknown key (did you mean 'mode'?)",
+            "t.toml: bridges[0].ports[2].mode: unknown mode 'bridged' (one of: private, vepa, bridge, passthru, source)",
+            "t.toml: bridges[0].ports[1].parent: interface 'eth9' does not exist",
+        ], "\(all)")
+    }
+
+
     @Test func existingLinkChecks() {
         var host = FakeHost()
         host.links[""]!["mva"] = "macvtap"
@@ -132,7 +195,7 @@ func issues(_ text: String, host: HostInspector = FakeHost()) -> [String] {
             netns = "g"
             """, host: host)
         #expect(out == [
-            "t.toml: bridges[0].ports[0].name: interface 'mva' already exists; the daemon would create it (remove 'parent' to use the existing link)",
+            "t.toml: bridges[0].ports[0].name: interface 'mva' already exists and is not what the port asks for (not compared on this host); delete it, or remove 'parent' to use the existing link as it is",
             "t.toml: bridges[0].ports[1].name: interface 'vx' is not a macvtap (it is a veth)",
             "t.toml: bridges[0].ports[2].parent: mode 'passthru' allows one sub-interface per lower device: 'eth1' already carries 'mvq'",
             "t.toml: bridges[0].ports[4].name: interface 'mvh' does not exist in namespace 'g' (set 'parent' to have the daemon create it)",

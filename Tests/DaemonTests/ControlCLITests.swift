@@ -1,6 +1,7 @@
 // ControlCLITests: every control subcommand of the built `tapbridge` binary against a running
 // daemon in namespaces, JSON output parsed and compared with the traffic the test sent.
 import Foundation
+import Frames
 import Testing
 import TestSupport
 @testable import Daemon
@@ -95,6 +96,112 @@ func cliJSON(_ d: DaemonProcess, _ args: [String]) throws -> [String: Any] {
             #expect(bad.status == 1 && bad.stderr.contains("not a unicast MAC"), "\(bad)")
             let noBridge = try cli(d, ["fdb", "nosuch"], check: false)
             #expect(noBridge.status == 1 && noBridge.stderr.contains("no bridge 'nosuch'"), "\(noBridge)")
+            #expect(d.stop() == 0)
+        }
+    }
+
+    /// Issue 12 #3: `fdb add` past the bridge's `max-static` is refused naming the bridge and
+    /// the limit (20,000 requests used to be all answered ok and overfill the table).
+    @Test
+    func fdbAddIsRefusedPastMaxStatic() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 2)
+            let d = try DaemonProcess(t, config: """
+                [[bridges]]
+                name = "br0"
+                [bridges.learning-switch]
+                max-static = 3
+                static = [{ mac = "02:00:00:00:01:00", port = "\(h.macvtaps[0])" }]
+
+                """ + h.portTables())
+            for i in 1...2 { try cli(d, ["fdb", "add", "02:00:00:00:01:0\(i)", h.macvtaps[1]]) }
+            let refused = try cli(d, ["fdb", "add", "02:00:00:00:01:09", h.macvtaps[1]], check: false)
+            #expect(refused.status == 1, "\(refused)")
+            #expect(refused.stderr.contains("bridge 'br0'") && refused.stderr.contains("limit (3, key max-static)"), "\(refused)")
+            // Re-pinning an existing entry and replacing a deleted one are fine.
+            try cli(d, ["fdb", "add", "02:00:00:00:01:01", h.macvtaps[0]])
+            try cli(d, ["fdb", "del", "02:00:00:00:01:02"])
+            try cli(d, ["fdb", "add", "02:00:00:00:01:09", h.macvtaps[1]])
+            let entries = try #require(try cliJSON(d, ["fdb"])["entries"] as? [[String: Any]])
+            #expect(entries.filter { $0["static"] as? Bool == true }.count == 3, "\(entries)")
+            // Learning still works.
+            #expect(h.ping(0, h.addresses[1], count: 2))
+            #expect(d.stop() == 0)
+        }
+    }
+
+    /// Issue 12 #9: control characters in names over the control socket are refused naming the
+    /// argument or key, and never reach the log raw.
+    @Test func controlCharactersInNamesAreRefused() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 1)
+            let d = try DaemonProcess(t, config: "[[bridges]]\nname = \"br0\"\n" + h.portTables())
+            let fdb = try cli(d, ["fdb", "add", "02:00:00:00:00:07", "mv\u{202E}x"], check: false)
+            #expect(fdb.status == 1 && fdb.stderr.contains("argument 'port' contains a control character (U+202E at offset 2)"), "\(fdb)")
+            let add = try cli(d, ["port", "add", "mv\nx", "parent", h.veths[0], "--bridge", "br0"], check: false)
+            #expect(add.status == 1 && add.stderr.contains("name: the value contains a control character (U+000A at offset 2)"), "\(add)")
+            #expect(d.stop() == 0)
+            #expect(!d.log.unicodeScalars.contains { TextSafety.isControl($0) && $0 != "\n" }, "\(d.log)")
+            // Command-line paths follow the same rule.
+            let run = try run([tapbridgeExecutable(), "run", "--config", "/tmp/x\u{202E}.toml", "--check"], check: false)
+            #expect(run.status == 2 && run.stderr.contains("--config contains a control character (U+202E at offset 6)"), "\(run)")
+        }
+    }
+
+    /// Issue 12 #15: changes made over the control socket are runtime only, the replies say so,
+    /// and a SIGHUP reload names, one log line each, every one it drops.
+    @Test
+    func reloadNamesTheRuntimeChangesItDrops() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 3)
+            let tables = h.portTables().components(separatedBy: "[[bridges.ports]]").filter { !$0.isEmpty }
+            let file = "[[bridges]]\nname = \"br0\"\npipeline = [\"filter\", \"learning-switch\"]\n[bridges.filter]\nrules = [\"count arp\"]\n"
+                + tables.prefix(2).map { "[[bridges.ports]]" + $0 }.joined()
+            let d = try DaemonProcess(t, config: file)
+            t.track(link: h.macvtaps[2])
+            let added = try cli(d, ["port", "add", h.macvtaps[2], "parent", h.veths[2], "mode", "passthru", "--bridge", "br0"])
+            #expect(added.stdout.contains("runtime only"), "\(added)")
+            let pinned = try cli(d, ["fdb", "add", "02:00:00:00:00:77", h.macvtaps[2]])
+            #expect(pinned.stdout.contains("runtime only"), "\(pinned)")
+            let removed = try cli(d, ["port", "del", h.macvtaps[1]])
+            #expect(removed.stdout.contains("runtime only"), "\(removed)")
+            let replaced = try cli(d, ["filter", "replace", "br0", "--rule", "count icmp", "--rule", "count udp"])
+            #expect(replaced.stderr.contains("note: runtime only"), "\(replaced)")
+
+            kill(d.process.processIdentifier, SIGHUP)
+            try d.waitFor("info reloaded")
+            let drops = d.log.split(separator: "\n").filter { $0.contains("reload drops a runtime change") }
+            #expect(drops.count == 4, "\(drops)")
+            for text in ["port '\(h.macvtaps[2])' added to bridge br0 over the control socket is removed (the file does not declare it)",
+                         "port '\(h.macvtaps[1])' removed from bridge br0 over the control socket is added again (the file declares it)",
+                         "filter rules of bridge br0 replaced over the control socket (2 rule(s), default accept) give way to the file's (1 rule(s), default accept)",
+                         "static FDB entry 02:00:00:00:00:77 vlan 0 on bridge br0 pinned over the control socket goes with its port \(h.macvtaps[2])"] {
+                #expect(drops.contains { $0.contains(text) }, "missing '\(text)' in \(drops)")
+            }
+            // The file is in force again; a second reload has nothing left to drop.
+            #expect(try #require(try cliJSON(d, ["ports"])["ports"] as? [[String: Any]]).map { $0["name"] as? String ?? "" } == Array(h.macvtaps.prefix(2)))
+            kill(d.process.processIdentifier, SIGHUP)
+            let deadline = Date().addingTimeInterval(20)
+            while d.log.components(separatedBy: "info reloaded").count < 3 && Date() < deadline { usleep(50_000) }
+            #expect(d.log.split(separator: "\n").filter { $0.contains("reload drops a runtime change") }.count == 4, "\(d.log)")
+            #expect(d.stop() == 0)
+        }
+    }
+
+    /// A port added at run time to a bridge whose filter names its ports (`ports`, a mirror) is
+    /// not refused because the check saw only the new port ("'X' is not a port of bridge").
+    @Test
+    func portAddToABridgeWhoseFilterNamesPorts() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 3)
+            let tables = h.portTables().components(separatedBy: "[[bridges.ports]]").filter { !$0.isEmpty }
+            let d = try DaemonProcess(t, config: "[[bridges]]\nname = \"br0\"\npipeline = [\"filter\", \"learning-switch\"]\n"
+                + "[bridges.filter]\nports = [\"\(h.macvtaps[0])\"]\nrules = [\"mirror \(h.macvtaps[1]) arp\"]\n"
+                + tables.prefix(2).map { "[[bridges.ports]]" + $0 }.joined())
+            t.track(link: h.macvtaps[2])
+            let added = try cli(d, ["port", "add", h.macvtaps[2], "parent", h.veths[2], "mode", "passthru"], check: false)
+            #expect(added.status == 0 && added.stdout.contains("added to bridge br0"), "\(added)")
+            #expect(h.ping(0, h.addresses[2], count: 2), "\(d.log)")
             #expect(d.stop() == 0)
         }
     }
@@ -205,6 +312,11 @@ func cliJSON(_ d: DaemonProcess, _ args: [String]) throws -> [String: Any] {
             let bad = try cli(d, ["filter", "replace", "br0", "--rule", "allow icmp", "--rule", "deny tcp prot 22"], check: false)
             #expect(bad.status == 1 && bad.stderr.contains("rules[1]") && bad.stderr.contains("syntax error")
                     && bad.stderr.contains("old rules stay"), "\(bad)")
+            #expect(try filters()["generation"] as? Int == gen0)
+            // Issue 12 #12: @anti-spoofing over macvtap ports (no assigned MAC) is refused naming them.
+            let spoof = try cli(d, ["filter", "replace", "br0", "--rule", "deny @anti-spoofing"], check: false)
+            #expect(spoof.status == 1 && spoof.stderr.contains("rules[0]: @anti-spoofing checks a frame's source")
+                    && spoof.stderr.contains("ports '\(h.macvtaps[0])' (a macvtap), '\(h.macvtaps[1])' (a macvtap) have none"), "\(spoof)")
             #expect(try filters()["generation"] as? Int == gen0)
             #expect(!h.ping(0, h.addresses[1], count: 1))
             // A good set from a file (with a comment) replaces it live.

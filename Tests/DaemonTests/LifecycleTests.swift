@@ -31,6 +31,157 @@ import TestSupport
         }
     }
 
+    /// Issue 12 #8 and #14: a control socket path `run` cannot bind (a symbolic link to a
+    /// regular file) and a VM socket in a read-only directory are refused by `config check`,
+    /// `run --check` and `run` alike, before anything is created.
+    @Test func unusableSocketPathsAreRefusedEverywhereFirst() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 1)
+            let base = FileManager.default.temporaryDirectory.path + "/\(t.tag)-sockets"
+            let target = base + "/regular-file", control = base + "/control.sock"
+            t.onCleanup { try? FileManager.default.removeItem(atPath: base) }
+            try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+            _ = FileManager.default.createFile(atPath: target, contents: Data("keep me".utf8))
+            #expect(symlink(target, control) == 0)
+            let config = "[control]\nsocket = \"\(control)\"\n[[bridges]]\n" + h.portTables()
+            let reason = "control.socket: '\(control)' is a symbolic link (tapbridge never follows or replaces one: remove it)"
+
+            let path = base + "/t.toml"
+            try config.write(toFile: path, atomically: true, encoding: .utf8)
+            let check = try run([tapbridgeExecutable(), "config", "check", path], check: false)
+            #expect(check.status == 1 && check.stdout.contains("\(path): \(reason)"), "\(check)")
+            let hostCheck = try DaemonProcess(t, config: config, arguments: ["--control", control, "--check"], waitReady: false)
+            #expect(hostCheck.waitExit() == 1)
+            #expect(hostCheck.log.contains(reason), "\(hostCheck.log)")
+            let d = try DaemonProcess(t, config: config, arguments: ["--control", control], waitReady: false)
+            #expect(d.waitExit() == 1)
+            #expect(d.log.contains(reason) && d.log.contains("nothing was created"), "\(d.log)")
+            #expect(linkDetails(h.macvtaps[0]) == nil)
+            #expect(try String(contentsOfFile: target, encoding: .utf8) == "keep me")
+
+            // A VM socket whose directory is read-only (as /run is under ProtectSystem=strict).
+            let ro = base + "/ro"
+            try FileManager.default.createDirectory(atPath: ro, withIntermediateDirectories: true)
+            try run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tbt-ro", ro])
+            t.onCleanup { _ = try? run(["umount", ro], check: false) }
+            let vm = "[[bridges.ports]]\nname = \"\(t.tag)vm\"\nkind = \"vm\"\npath = \"\(ro)/vm.sock\"\nmac = \"52:54:00:00:00:42\"\n"
+            let vmConfig = "[[bridges]]\nname = \"br0\"\n" + h.portTables() + vm
+            try vmConfig.write(toFile: path, atomically: true, encoding: .utf8)
+            let vmCheck = try run([tapbridgeExecutable(), "config", "check", path], check: false)
+            #expect(vmCheck.status == 1 && vmCheck.stdout.contains("directory '\(ro)' is not writable (Read-only file system)"), "\(vmCheck)")
+            let vmHostCheck = try DaemonProcess(t, config: vmConfig, arguments: ["--check"], waitReady: false)
+            #expect(vmHostCheck.waitExit() == 1)
+            #expect(vmHostCheck.log.contains("is not writable (Read-only file system)"), "\(vmHostCheck.log)")
+            let vmRun = try DaemonProcess(t, config: vmConfig, waitReady: false)
+            #expect(vmRun.waitExit() == 1)
+            #expect(vmRun.log.contains("is not writable (Read-only file system)") && vmRun.log.contains("nothing was created"), "\(vmRun.log)")
+            #expect(linkDetails(h.macvtaps[0]) == nil)
+        }
+    }
+
+    /// Issue 12 #13: `config check`, `run --check` and `run` report a typo and a missing parent
+    /// together (the parent used to be reported only once the typo was fixed).
+    @Test func typoAndMissingParentInOnePass() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 1)
+            let missing = t.ifname("nope")
+            let config = "[[bridges]]\n" + h.portTables().replacingOccurrences(of: "mode =", with: "mdoe =")
+                + "[[bridges.ports]]\nname = \"\(t.ifname("m9"))\"\nparent = \"\(missing)\"\n"
+            let typo = "bridges[0].ports[0].mdoe: unknown key (did you mean 'mode'?)"
+            let parent = "bridges[0].ports[1].parent: interface '\(missing)' does not exist"
+            let path = FileManager.default.temporaryDirectory.path + "/\(t.tag)-one-pass.toml"
+            try config.write(toFile: path, atomically: true, encoding: .utf8)
+            t.onCleanup { unlink(path) }
+            let check = try run([tapbridgeExecutable(), "config", "check", path], check: false)
+            #expect(check.status == 1 && check.stdout.contains(typo) && check.stdout.contains(parent), "\(check)")
+            let hostCheck = try DaemonProcess(t, config: config, arguments: ["--check"], waitReady: false)
+            #expect(hostCheck.waitExit() == 1)
+            #expect(hostCheck.log.contains("FAIL  config: ") && hostCheck.log.contains(typo)
+                    && hostCheck.log.contains("FAIL  config against host: ") && hostCheck.log.contains(parent), "\(hostCheck.log)")
+            let d = try DaemonProcess(t, config: config, waitReady: false)
+            #expect(d.waitExit() == 1)
+            #expect(d.log.contains(typo) && d.log.contains(parent) && d.log.contains("nothing was created"), "\(d.log)")
+            #expect(linkDetails(h.macvtaps[0]) == nil)
+        }
+    }
+
+    /// Issue 12 #6: a link re-created by hand (after the daemon's own was deleted under it) no
+    /// longer blocks every later start: one that is exactly what the port asks for is adopted,
+    /// said in the log and left in place at stop; one that differs is refused naming the
+    /// difference, by config check and run alike, before anything is created.
+    @Test func handMadeLinkIsAdoptedOrRefusedNamingTheDifference() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 2)
+            let config = "[[bridges]]\n" + h.portTables()
+            let d1 = try DaemonProcess(t, config: config)
+            // The daemon's link deleted under it and made again by hand: re-attached.
+            try run(["ip", "link", "del", h.macvtaps[0]])
+            try d1.waitFor("port lost")
+            try run(["ip", "link", "add", "link", h.veths[0], "name", h.macvtaps[0], "type", "macvtap", "mode", "passthru"])
+            t.track(link: h.macvtaps[0])
+            try run(["ip", "link", "set", h.macvtaps[0], "up"])
+            try d1.waitFor("port re-attached")
+            #expect(d1.stop() == 0)
+            let handMade = try ifindex(h.macvtaps[0])
+
+            // The next start (same file) adopts it and forwards; the stop leaves it.
+            let d2 = try DaemonProcess(t, config: config)
+            #expect(d2.log.contains("link adopted: an existing link is exactly what the port asks for"), "\(d2.log)")
+            #expect(h.ping(0, h.addresses[1]), "\(d2.log)")
+            #expect(d2.stop() == 0)
+            #expect(try ifindex(h.macvtaps[0]) == handMade, "an adopted link was deleted")
+            #expect(linkDetails(h.macvtaps[1]) == nil)
+
+            // A hand-made link that differs (bridge mode, the port asks passthru): refused, named.
+            try run(["ip", "link", "del", h.macvtaps[0]])
+            try run(["ip", "link", "add", "link", h.veths[0], "name", h.macvtaps[0], "type", "macvtap", "mode", "bridge"])
+            let reason = "bridges[0].ports[0].name: interface '\(h.macvtaps[0])' already exists and is not what the port asks for (mode bridge, the port asks for passthru)"
+            let path = FileManager.default.temporaryDirectory.path + "/\(t.tag)-adopt.toml"
+            try config.write(toFile: path, atomically: true, encoding: .utf8)
+            t.onCleanup { unlink(path) }
+            let check = try run([tapbridgeExecutable(), "config", "check", path], check: false)
+            #expect(check.status == 1 && check.stdout.contains(reason), "\(check)")
+            let d3 = try DaemonProcess(t, config: config, waitReady: false)
+            #expect(d3.waitExit() == 1)
+            #expect(d3.log.contains(reason) && d3.log.contains("nothing was created"), "\(d3.log)")
+            #expect(linkDetails(h.macvtaps[1]) == nil)
+        }
+    }
+
+    /// Issue 12 #11: while a macvtap's parent is down the port shows down (not up) and frames
+    /// for it are counted as port-down drops instead of written for the kernel to drop.
+    @Test func portWithParentDownShowsDownAndCountsDrops() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 2)
+            let d = try DaemonProcess(t, config: "[[bridges]]\nname = \"br0\"\n" + h.portTables())
+            #expect(h.ping(0, h.addresses[1], count: 1), "\(d.log)")
+            func port1() throws -> [String: Any] {
+                try #require((try cliJSON(d, ["ports"])["ports"] as? [[String: Any]])?.first { $0["name"] as? String == h.macvtaps[1] })
+            }
+            func stats1() throws -> [String: Any] {
+                try #require((try cliJSON(d, ["stats", h.macvtaps[1]])["ports"] as? [[String: Any]])?.first)
+            }
+            #expect(try port1()["state"] as? String == "up")
+            // Host 1's side of its veth goes down: the macvtap's parent loses its carrier.
+            try run(["ip", "-n", h.namespaces[1], "link", "set", "eth0", "down"])
+            try d.waitFor("port link cannot carry frames")
+            let p = try port1()
+            #expect(p["state"] as? String == "down" && p["operstate"] as? String == "LOWERLAYERDOWN", "\(p)")
+            let before = try stats1()
+            #expect(!h.ping(0, h.addresses[1], count: 2))
+            let after = try stats1()
+            #expect(after["txFrames"] as? Int == before["txFrames"] as? Int, "\(before) -> \(after)")
+            let drops = (after["drops"] as? [String: Int])?["port-down"] ?? 0
+            #expect(drops > ((before["drops"] as? [String: Int])?["port-down"] ?? 0), "\(after)")
+            // Back up: forwarding again.
+            try run(["ip", "-n", h.namespaces[1], "link", "set", "eth0", "up"])
+            try d.waitFor("port link up again")
+            #expect(try port1()["state"] as? String == "up")
+            #expect(h.ping(0, h.addresses[1], count: 2), "\(d.log)")
+            #expect(d.stop() == 0)
+        }
+    }
+
     @Test func typoIsRefused() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 1)

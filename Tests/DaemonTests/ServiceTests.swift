@@ -4,6 +4,7 @@
 // reclaims or deletes exactly its own links, `run --check` on good and bad configs/hosts, the
 // JSON log format, and the systemd unit's capability set.
 import Foundation
+import Frames
 import Glibc
 import Testing
 import MetricsEndpoint
@@ -246,9 +247,50 @@ import TestSupport
             try "{ truncated".write(toFile: state + "/links.json", atomically: false, encoding: .utf8)
             let d = try DaemonProcess(t, config: "[[bridges]]\n" + h.portTables(), arguments: ["--state-dir", state], waitReady: false)
             #expect(d.waitExit() == 1)
-            #expect(d.log.contains("is unreadable"), "\(d.log)")
+            #expect(d.log.contains("crash-recovery ledger '\(state)/links.json' is not a ledger tapbridge wrote"), "\(d.log)")
             #expect(try String(contentsOfFile: state + "/links.json", encoding: .utf8) == "{ truncated")
             #expect(linkDetails(h.macvtaps[0]) == nil)
+        }
+    }
+
+    /// Issue 12 #7: a garbage ledger next to the links it would have explained is reported as
+    /// the ledger's problem (not 'already exists'), a symlinked ledger is never followed, and
+    /// `run --check` says so too. Nothing is created, and the files are left as they were.
+    @Test func garbageOrSymlinkedLedgerIsNamed() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 1)
+            let state = FileManager.default.temporaryDirectory.path + "/\(t.tag)-state"
+            let elsewhere = FileManager.default.temporaryDirectory.path + "/\(t.tag)-elsewhere.json"
+            t.onCleanup { try? FileManager.default.removeItem(atPath: state); unlink(elsewhere) }
+            try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
+            // The left-over link a SIGKILLed daemon made, and its ledger overwritten with garbage.
+            try run(["ip", "link", "add", "link", h.veths[0], "name", h.macvtaps[0], "type", "macvtap", "mode", "passthru"])
+            t.track(link: h.macvtaps[0])
+            let ledger = state + "/links.json"
+            try Data([0x00, 0xff, 0x7b, 0x0a]).write(to: URL(fileURLWithPath: ledger))
+            let config = "[[bridges]]\n" + h.portTables()
+            let d = try DaemonProcess(t, config: config, arguments: ["--state-dir", state], waitReady: false)
+            #expect(d.waitExit() == 1)
+            #expect(d.log.contains("crash-recovery ledger '\(ledger)' is not a ledger tapbridge wrote"), "\(d.log)")
+            #expect(!d.log.contains("already exists"), "\(d.log)")
+            let check = try DaemonProcess(t, config: config, arguments: ["--state-dir", state, "--check"], waitReady: false)
+            #expect(check.waitExit() == 1)
+            #expect(check.log.contains("FAIL  crash-recovery ledger: crash-recovery ledger '\(ledger)' is not a ledger"), "\(check.log)")
+
+            // A symbolic link to a well-formed ledger elsewhere: never followed.
+            let other = LinkLedger(directory: (elsewhere as NSString).deletingLastPathComponent)
+            try JSONEncoder().encode(LedgerFile(pid: 1, bootID: other.bootID, run: "x", links: [])).write(to: URL(fileURLWithPath: elsewhere))
+            unlink(ledger)
+            #expect(symlink(elsewhere, ledger) == 0)
+            let s = try DaemonProcess(t, config: config, arguments: ["--state-dir", state], waitReady: false)
+            #expect(s.waitExit() == 1)
+            #expect(s.log.contains("crash-recovery ledger '\(ledger)' is a symbolic link; tapbridge never follows one there"), "\(s.log)")
+            let check2 = try DaemonProcess(t, config: config, arguments: ["--state-dir", state, "--check"], waitReady: false)
+            #expect(check2.waitExit() == 1)
+            #expect(check2.log.contains("FAIL  crash-recovery ledger: crash-recovery ledger '\(ledger)' is a symbolic link"), "\(check2.log)")
+            var st = stat()
+            #expect(lstat(ledger, &st) == 0 && st.st_mode & S_IFMT == S_IFLNK, "the link was replaced")
+            #expect(throws: DaemonError.self) { try LinkLedger(directory: state).read() }
         }
     }
 
@@ -402,6 +444,19 @@ import TestSupport
         let cpu = MetricsExporter.workerCPUSeconds()[63]
         measured.signal()
         #expect((cpu ?? 0) >= 0.05, "busy seconds \(String(describing: cpu))")
+    }
+
+    /// Issue 12 #9: nothing printed into a text log line can split it or reorder it.
+    @Test func textLogLinesEscapeControlCharacters() throws {
+        let line = LineLogHandler.line(level: .warning, message: "port lost\n2026-01-01T00:00:00.000Z info forged",
+                                       metadata: ["path": "/run/x\n.sock", "name": "vm\u{202E}gpj", "esc": "\u{1b}[31m", "k\u{7f}": "back\\slash"])
+        #expect(line.filter { $0 == "\n" }.count == 1 && line.hasSuffix("\n"), "\(line)")
+        #expect(line.contains(#"warning port lost\n2026-01-01T00:00:00.000Z info forged"#), "\(line)")
+        #expect(line.contains(#"path=/run/x\n.sock"#) && line.contains(#"name=vm\u{202E}gpj"#) && line.contains(#"esc=\x1b[31m"#), "\(line)")
+        #expect(line.contains(#"k\x7f=back\\slash"#), "\(line)")
+        #expect(!line.unicodeScalars.dropLast().contains { TextSafety.isControl($0) }, "\(line)")
+        let j = JSONLogHandler.line(level: .info, message: "x\u{202E}y\u{85}", label: "tapbridge", metadata: [:])
+        #expect(j.contains(#""message":"x\u202ey\u0085""#), "\(j)")
     }
 
     @Test func jsonLogLinesEscape() throws {

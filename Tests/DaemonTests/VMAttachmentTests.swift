@@ -199,6 +199,38 @@ func ipv6Frame(srcMAC: [UInt8], source: [UInt8]) -> [UInt8] {
         }
     }
 
+    /// Issue 12 #11: second connections refused while a VM is attached are counted in
+    /// `tapbridge stats` and the metrics endpoint (they were only logged).
+    @Test func refusedSecondConnectionsAreCounted() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 1)
+            let (toml, socket) = Self.attachment(t, h)
+            let d = try DaemonProcess(t, config: "metrics = \"127.0.0.1:0\"\n" + toml)
+            let port = try #require(metricsPort(d.log), "no metrics address in the log:\n\(d.log)")
+            let vm = try FakeVM(path: socket, mac: Self.vmMAC, ip: "198.18.0.10")
+            #expect(vm.resolve("198.18.0.1") != nil, "\(d.log)")
+            for _ in 0..<2 {
+                let intruder = try FakeVM(path: socket, mac: "52:54:00:66:66:66", ip: "198.18.0.66")
+                // The daemon closes it: a read sees end of file.
+                var b: UInt8 = 0
+                var pfd = pollfd(fd: intruder.fd, events: Int16(POLLIN), revents: 0)
+                #expect(poll(&pfd, 1, 5000) == 1 && read(intruder.fd, &b, 1) == 0, "the second connection was not closed")
+            }
+            let stats = try #require((try cliJSON(d, ["stats", "vm0"])["ports"] as? [[String: Any]])?.first)
+            #expect(stats["refusedConnections"] as? Int == 2, "\(stats)")
+            #expect(try cli(d, ["stats", "vm0"]).stdout.contains("refused connections"))
+            var value: Double?
+            for _ in 0..<50 {
+                value = try parseMetrics(httpGet(port: port, path: "/metrics").body).value("tapbridge_vm_refused_connections_total", ["port": "vm0"])
+                if value == 2 { break }
+                usleep(100_000)
+            }
+            #expect(value == 2)
+            #expect(vm.ping("198.18.0.1", targetMAC: bytes(mac: h.macs[0]), id: 1), "the attached VM lost its port:\n\(d.log)")
+            #expect(d.stop() == 0)
+        }
+    }
+
     @Test func vmAttachmentAddedAndRemovedBySIGHUP() throws {
         try withTopology { t in
             let h = try Hosts(t, count: 1)

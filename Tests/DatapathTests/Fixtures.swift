@@ -93,7 +93,13 @@ func ping(_ from: Host, _ to: Host, count: Int = 3) throws -> Bool {
 func iperfRun(_ t: Topology, from client: Host, to server: Host, port: Int, seconds: Int, _ options: [String]) throws -> CommandResult {
     let srv = try BackgroundCommand(["ip", "netns", "exec", server.namespace, "iperf3", "-s", "-1", "-p", "\(port)"], cleanup: t)
     defer { srv.stop() }
-    usleep(300_000)
+    // Start the client once the server listens (a fixed pause lost the race on a busy machine).
+    let listening = Date().addingTimeInterval(5)
+    while Date() < listening {
+        let ss = try run(["ip", "netns", "exec", server.namespace, "ss", "-Hltn", "sport", "=", ":\(port)"], check: false, timeout: 5)
+        if !ss.stdout.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { break }
+        usleep(20_000)
+    }
     return try run(["ip", "netns", "exec", client.namespace, "iperf3", "-c", server.address, "-p", "\(port)",
                     "-t", "\(seconds)", "--connect-timeout", "3000"] + options, check: false, timeout: Double(seconds) + 20)
 }

@@ -11,6 +11,13 @@
 // claim two slots; lookups take the first, the other ages out. The entry count is kept with
 // relaxed atomics and may be off by the number of racing writers, never unbounded: inserting
 // past `capacity` always evicts first. Work per frame is bounded by `window`.
+//
+// Static entries have their own bound (`staticCapacity`) and their own count, kept by the
+// control thread (the only writer of static entries). Learned entries are bounded by
+// `capacity` whatever the static ones number, so however many static entries the control
+// socket asks for, learning keeps its room and the table never holds more than
+// `capacity + staticCapacity` (at most half of `capacity` in the configuration: the slots,
+// twice `capacity`, then stay at most three-quarters full).
 import Atomics
 import Frames
 
@@ -31,20 +38,29 @@ final class ForwardingDatabase: @unchecked Sendable {
     static let validValue: UInt64 = 1 << 17
     static let staticFlag: UInt64 = 1 << 16
 
+    /// Most learned entries.
     let capacity: Int
+    /// Most static entries (counted apart: static entries never take learned entries' room).
+    let staticCapacity: Int
     let agingMilliseconds: UInt32
     private let mask: Int
     private let keys: UnsafeMutablePointer<UnsafeAtomic<UInt64>.Storage>
     private let values: UnsafeMutablePointer<UnsafeAtomic<UInt64>.Storage>
     private let slots: Int
+    /// Learned entries (workers and control thread).
     private let countStorage = UnsafeAtomic<Int>.create(0)
+    /// Static entries: written by the control thread only.
+    private let staticCountStorage = UnsafeAtomic<Int>.create(0)
 
-    init(capacity: Int, agingSeconds: Double) {
+    init(capacity: Int, staticCapacity: Int = 0, agingSeconds: Double) {
         precondition(capacity > 0, "FDB capacity must be positive")
+        precondition(staticCapacity >= 0, "FDB static capacity must not be negative")
         self.capacity = capacity
+        self.staticCapacity = staticCapacity
         agingMilliseconds = UInt32(clamping: Int((agingSeconds * 1000).rounded()))
         var n = ForwardingDatabase.window
-        while n < capacity * 2 { n <<= 1 }
+        let total = capacity + staticCapacity
+        while n < max(capacity * 2, total + total / 3) { n <<= 1 }
         slots = n
         mask = n - 1
         keys = .allocate(capacity: n)
@@ -57,9 +73,13 @@ final class ForwardingDatabase: @unchecked Sendable {
         keys.deallocate()
         values.deallocate()
         countStorage.destroy()
+        staticCountStorage.destroy()
     }
 
-    var count: Int { max(0, countStorage.load(ordering: .relaxed)) }
+    /// Entries of both kinds.
+    var count: Int { learnedCount + staticCount }
+    var learnedCount: Int { max(0, countStorage.load(ordering: .relaxed)) }
+    var staticCount: Int { max(0, staticCountStorage.load(ordering: .relaxed)) }
 
     @inline(__always) static func key(_ mac: MACAddress, vlan: UInt16) -> UInt64 {
         validKey | UInt64(vlan & 0x0FFF) << 48 | mac.rawValue
@@ -147,7 +167,7 @@ final class ForwardingDatabase: @unchecked Sendable {
             i = (i + 1) & mask
         }
         let newValue = Self.value(port: port, nowMs: nowMs, isStatic: false)
-        if empty >= 0 && count < capacity {
+        if empty >= 0 && learnedCount < capacity {
             if casKey(empty, 0, k) {
                 storeValue(empty, newValue)
                 countStorage.wrappingIncrement(ordering: .relaxed)
@@ -162,19 +182,27 @@ final class ForwardingDatabase: @unchecked Sendable {
         return oldestAge > agingMilliseconds ? .learned : .evicted
     }
 
-    /// Pins `mac` in `vlan` to `port`: never aged, never moved by learning.
-    func setStatic(_ mac: MACAddress, vlan: UInt16, port: PortID) {
+    enum StaticOutcome: Equatable { case installed, limitReached, windowFull }
+
+    /// Pins `mac` in `vlan` to `port`: never aged, never moved by learning. Refused past
+    /// `staticCapacity` static entries (replacing an existing entry for the same key is not
+    /// an addition), or when every slot of the key's window already holds a static entry.
+    /// Control thread only.
+    @discardableResult
+    func setStatic(_ mac: MACAddress, vlan: UInt16, port: PortID) -> StaticOutcome {
         let k = Self.key(mac, vlan: vlan)
         remove(mac, vlan: vlan)
+        guard staticCount < staticCapacity else { return .limitReached }
         var i = home(k)
         var oldest = -1, oldestAge: UInt32 = 0
         let nowMs: UInt32 = 0
+        let staticValue = Self.value(port: port, nowMs: nowMs, isStatic: true)
         for _ in 0..<Self.window {
             let key = loadKey(i)
             if key == 0, casKey(i, 0, k) {
-                storeValue(i, Self.value(port: port, nowMs: nowMs, isStatic: true))
-                countStorage.wrappingIncrement(ordering: .relaxed)
-                return
+                storeValue(i, staticValue)
+                staticCountStorage.wrappingIncrement(ordering: .relaxed)
+                return .installed
             }
             let v = loadValue(i)
             if key != 0 && v & Self.staticFlag == 0 {
@@ -183,11 +211,17 @@ final class ForwardingDatabase: @unchecked Sendable {
             }
             i = (i + 1) & mask
         }
-        // Window full of learned entries: a static entry outranks the oldest of them.
+        // Window full: a static entry outranks the oldest learned entry in it.
         if oldest >= 0 {
             let victim = loadKey(oldest)
-            if casKey(oldest, victim, k) { storeValue(oldest, Self.value(port: port, nowMs: nowMs, isStatic: true)) }
+            if victim != 0, casKey(oldest, victim, k) {
+                storeValue(oldest, staticValue)
+                countStorage.wrappingDecrement(ordering: .relaxed)
+                staticCountStorage.wrappingIncrement(ordering: .relaxed)
+                return .installed
+            }
         }
+        return .windowFull
     }
 
     /// Removes `mac` in `vlan` (learned or static).
@@ -197,9 +231,12 @@ final class ForwardingDatabase: @unchecked Sendable {
         var i = home(k)
         var removed = false
         for _ in 0..<Self.window {
-            if loadKey(i) == k, casKey(i, k, 0) {
-                countStorage.wrappingDecrement(ordering: .relaxed)
-                removed = true
+            if loadKey(i) == k {
+                let wasStatic = loadValue(i) & Self.staticFlag != 0
+                if casKey(i, k, 0) {
+                    (wasStatic ? staticCountStorage : countStorage).wrappingDecrement(ordering: .relaxed)
+                    removed = true
+                }
             }
             i = (i + 1) & mask
         }
@@ -214,7 +251,7 @@ final class ForwardingDatabase: @unchecked Sendable {
             guard k != 0 else { continue }
             let v = loadValue(i)
             if v & Self.validValue != 0 && predicate(v) && casKey(i, k, 0) {
-                countStorage.wrappingDecrement(ordering: .relaxed)
+                (v & Self.staticFlag != 0 ? staticCountStorage : countStorage).wrappingDecrement(ordering: .relaxed)
                 n += 1
             }
         }

@@ -13,12 +13,32 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
     public struct Configuration: Sendable, Equatable {
         /// Seconds an unrefreshed learned entry lives (Linux bridge default: 300).
         public var agingTime: Double = 300
-        /// Most entries the FDB holds; past it the oldest learned entry near the new one is evicted.
+        /// Most learned entries the FDB holds; past it the oldest learned entry near the new one is evicted.
         public var capacity: Int = 8192
+        /// Most static entries (the configuration's and those added at run time together),
+        /// counted apart from learned ones so they never take learning's room. nil: an eighth
+        /// of `capacity`. The configuration allows at most half of `capacity`.
+        public var maxStatic: Int?
         /// Static entries by port name, installed whenever that port is attached.
         public var staticEntries: [StaticEntry] = []
-        public init(agingTime: Double = 300, capacity: Int = 8192, staticEntries: [StaticEntry] = []) {
-            self.agingTime = agingTime; self.capacity = capacity; self.staticEntries = staticEntries
+        public init(agingTime: Double = 300, capacity: Int = 8192, maxStatic: Int? = nil, staticEntries: [StaticEntry] = []) {
+            self.agingTime = agingTime; self.capacity = capacity; self.maxStatic = maxStatic; self.staticEntries = staticEntries
+        }
+        /// The static entry bound in force.
+        public var staticLimit: Int { max(0, maxStatic ?? capacity / 8) }
+    }
+
+    /// Why `addStatic` refused an entry.
+    public enum StaticEntryRefusal: Error, Equatable, CustomStringConvertible {
+        /// `maxStatic` static entries are already pinned.
+        case limitReached(limit: Int)
+        /// Every slot near this MAC's place in the table holds a static entry.
+        case noRoomNearMAC
+        public var description: String {
+            switch self {
+            case .limitReached(let limit): "the static entry limit (\(limit), key max-static) is reached"
+            case .noRoomNearMAC: "no room for it: the FDB slots near this MAC all hold static entries"
+            }
         }
     }
 
@@ -38,7 +58,8 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
 
     public init(configuration: Configuration = .init()) {
         self.configuration = configuration
-        fdb = ForwardingDatabase(capacity: configuration.capacity, agingSeconds: configuration.agingTime)
+        fdb = ForwardingDatabase(capacity: configuration.capacity, staticCapacity: configuration.staticLimit,
+                                 agingSeconds: configuration.agingTime)
         ports = SnapshotPublisher(SwitchPorts(.empty))
     }
 
@@ -122,10 +143,25 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
 
     private var extraStatic: [UInt64: (mac: MACAddress, vlan: UInt16, port: PortID)] = [:]
 
-    /// Pins `mac` (in `vlan`) to `port` until removed; survives port changes.
-    public func addStatic(mac: MACAddress, vlan: UInt16 = 0, port: PortID) {
-        extraStatic[ForwardingDatabase.key(mac, vlan: vlan)] = (mac, vlan, port)
-        fdb.setStatic(mac, vlan: vlan, port: port)
+    /// Pins `mac` (in `vlan`) to `port` until removed; survives port changes. Refused past
+    /// `maxStatic` distinct static entries (the configuration's count too), so the table's
+    /// bound holds whatever the control socket asks. Control thread only.
+    public func addStatic(mac: MACAddress, vlan: UInt16 = 0, port: PortID) throws(StaticEntryRefusal) {
+        let key = ForwardingDatabase.key(mac, vlan: vlan)
+        let configured = Set(configuration.staticEntries.map { ForwardingDatabase.key($0.mac, vlan: $0.vlan) })
+        if extraStatic[key] == nil && !configured.contains(key) {
+            let pinned = configured.count + extraStatic.keys.filter { !configured.contains($0) }.count
+            guard pinned < configuration.staticLimit else { throw .limitReached(limit: configuration.staticLimit) }
+        }
+        switch fdb.setStatic(mac, vlan: vlan, port: port) {
+        case .installed: extraStatic[key] = (mac, vlan, port)
+        case .limitReached:
+            extraStatic[key] = nil
+            throw .limitReached(limit: configuration.staticLimit)
+        case .windowFull:
+            extraStatic[key] = nil
+            throw .noRoomNearMAC
+        }
     }
 
     /// Removes an entry (static or learned). Returns whether one was there.
