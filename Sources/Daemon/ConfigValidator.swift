@@ -56,9 +56,9 @@ public enum ConfigValidator {
         }
         guard !indices.isEmpty else { return [] }
         let judged = f.ports.isEmpty ? ports : ports.filter { f.ports.contains($0.name) }
-        let unassigned = judged.filter { $0.vm?.mac == nil }
+        let unassigned = judged.filter { $0.guest?.mac == nil }
         guard !unassigned.isEmpty else { return [] }
-        let names = unassigned.map { "'\($0.name)' (\($0.vm == nil ? "a macvtap" : "a vm port without mac"))" }.joined(separator: ", ")
+        let names = unassigned.map { "'\($0.name)' (\($0.guest == nil ? "a macvtap" : "a \($0.kind.name) port without mac"))" }.joined(separator: ", ")
         let reason = "@anti-spoofing checks a frame's source against the port's assigned MAC, and "
             + (unassigned.count == 1 ? "port \(names) has none " : "ports \(names) have none ")
             + "(a macvtap's frames come from every host beyond its parent): list the guarded vm ports in filter.ports, "

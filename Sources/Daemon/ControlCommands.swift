@@ -138,7 +138,7 @@ extension Daemon {
                               link: socketPath ?? p.create?.parent ?? link.flatMap { $0.parentName ?? $0.parentIndex.map { "#\($0)" } },
                               mac: assignedMAC?.description ?? link?.address?.description, mode: link?.mode?.rawValue ?? p.create?.mode.rawValue,
                               state: state, operstate: link?.operState, queues: p.queues,
-                              offloads: p.vm == nil && p.offloads,   // a VM socket carries plain frames: no offloads
+                              offloads: p.vm == nil && p.offloads,   // a VM socket carries plain frames: no offloads (a vhost-user port: its `offloads`)
                               created: links.wasCreated(p.name, netns: p.netns), vlan: Self.describe(p.vlan))
         }
     }

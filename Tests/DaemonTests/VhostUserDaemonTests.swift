@@ -172,4 +172,36 @@ struct VhostUserDaemonTests {
             #expect(d.stop() == 0)
         }
     }
+
+    /// `tapbridge port add` a vhost-user port at run time: it shows in `ports`, a QEMU guest
+    /// pings through it, `port del` removes it and its socket file.
+    @Test(.enabled(if: Guest.available, "qemu-system-x86_64 or the tools/build-guest guest is missing"))
+    func vhostUserPortAddedAndRemovedAtRunTime() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 1)
+            let socket = "/tmp/\(t.tag)-rt.sock"
+            let d = try DaemonProcess(t, config: """
+                [[bridges]]
+                name = "lan"
+                [[bridges.ports]]
+                name = "\(t.ifname("m0"))"
+                parent = "\(h.veths[0])"
+                mode = "passthru"
+                """)
+            let added = try cli(d, ["port", "add", "vu0", "kind", "vhost-user", "path", socket, "mac", "52:54:00:ab:cd:03", "--bridge", "lan"], check: false)
+            #expect(added.succeeded, "\(added)\n\(d.log)")
+            let ports = try #require(try cliJSON(d, ["ports"])["ports"] as? [[String: Any]])
+            let vu = try #require(ports.first { $0["name"] as? String == "vu0" }, "\(ports)")
+            #expect(vu["kind"] as? String == "vhost-user" && vu["link"] as? String == socket, "\(vu)")
+            #expect(FileManager.default.fileExists(atPath: socket))
+            let out = try Guest.boot(netdev: "vhost-user,id=n0,chardev=c0", mac: "52:54:00:ab:cd:03",
+                                     cmdline: "tb.ip=198.18.0.10/24 tb.peer=198.18.0.1 tb.test=ping", timeout: 120,
+                                     vhostUser: true, extraArgs: ["-chardev", "socket,id=c0,path=\(socket)"])
+            #expect(out.contains("TAPBRIDGE-GUEST: PASS ping"), "\(out.suffix(600))\n\(d.log)")
+            let removed = try cli(d, ["port", "del", "vu0"], check: false)
+            #expect(removed.succeeded, "\(removed)")
+            #expect(!FileManager.default.fileExists(atPath: socket), "the socket file goes with the port")
+            #expect(d.stop() == 0)
+        }
+    }
 }
