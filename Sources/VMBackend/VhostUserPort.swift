@@ -163,6 +163,9 @@ public final class VhostUserPort: Port, VhostUserQueueHost, @unchecked Sendable 
         var backoff = ReconnectBackoff(initialMilliseconds: 100, maximumMilliseconds: 2000)
         var waitingLogged = false
         while !isStopping {
+            // Guest memory of connections that ended is unmapped once its grace has passed
+            // (this loop wakes at least every second while no front-end is connected).
+            GuestMemoryMapping.reapRetired()
             var fd: Int32 = -1
             do {
                 switch mode {
