@@ -103,7 +103,7 @@ let package = Package(
             dependencies: ["Frames", "VirtioNet", "Netlink", "Tap", "Ring", "Datapath", "Handlers", "Capture", "VMBackend", "VhostUser"]),
         .target(
             name: "Control",
-            dependencies: ["UnixSocketFiles", .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["Frames", "UnixSocketFiles", .product(name: "SystemPackage", package: "swift-system")]),
         .target(
             name: "MetricsEndpoint",
             dependencies: ["Datapath", "Frames",

@@ -65,7 +65,10 @@ public struct BridgeConfig: Sendable {
     /// Anti-spoofing policies of this bridge's VM ports, by port name (empty: no source guard).
     public var sourceGuards: [String: VMPortConfig] {
         var out: [String: VMPortConfig] = [:]
-        for p in ports { if let vm = p.guest, vm.guards { out[p.name] = vm } }
+        for p in ports {
+            if let vm = p.guest, vm.guards { out[p.name] = vm }   // vm and vhost-user ports
+            if case .tap(let tap) = p.kind, tap.guards { out[p.name] = tap.guardSettings }
+        }
         return out
     }
 

@@ -182,6 +182,12 @@ public enum ConfigParser {
                 r.fail(key, "not used by a vm port (kind = 'vm'); it is a macvtap setting")
             }
             return .vm(vm)
+        case "tap":
+            if !name.isEmpty, let why = invalidInterfaceName(name) { r.fail("name", why) }
+            return .tap(parseTapKeys(&r, name: name))
+        case "host":
+            if !name.isEmpty, let why = invalidInterfaceName(name) { r.fail("name", why) }
+            return .host(parseHostKeys(&r))
         case "vhost-user":
             if !name.isEmpty, let why = invalidVMName(name) { r.fail("name", why) }
             let v = parseVhostUserKeys(&r, requireMAC: false)
@@ -246,6 +252,65 @@ public enum ConfigParser {
             }
         }
         return p
+    }
+
+    /// The keys of a tap port (also the VM of a `[[vms]]` entry with `tap`): who may attach,
+    /// the VMM's queue count, the macvtap tapbridge reads, and the VM's MAC and addresses.
+    static func parseTapKeys(_ r: inout KeyReader, name: String, macvtapKey: String = "macvtap") -> TapPortConfig {
+        let defaultMacvtap = "mt" + name
+        var t = TapPortConfig(macvtap: r.string(macvtapKey) ?? defaultMacvtap)
+        if !name.isEmpty, let why = invalidInterfaceName(t.macvtap) {
+            r.fail(macvtapKey, r.table[macvtapKey] == nil ? "default name: \(why); set '\(macvtapKey)'" : why)
+        }
+        if t.macvtap == name { r.fail(macvtapKey, "must differ from the tap's name '\(name)'") }
+        t.user = r.nameOrID("user")
+        t.group = r.nameOrID("group")
+        if let q = r.int("queues", in: 1...16) { t.queues = q }
+        t.mtu = r.int("mtu", in: 68...65535)
+        if let o = r.bool("offloads") { t.offloads = o }
+        t.mac = r.mac("mac")
+        if let a = r.bool("anti-spoofing") {
+            t.antiSpoofing = a
+            if a && t.mac == nil { r.fail("anti-spoofing", "needs 'mac' (the MAC the VM is assigned)") }
+        }
+        if let list = r.stringArray("addresses") {
+            if list.isEmpty { r.fail("addresses", "empty: leave the key out to skip the ARP/IP source checks") }
+            var parsed = SourceAddresses()
+            for (i, a) in list.enumerated() { if let why = parsed.add(a) { r.fail("addresses[\(i)]", why) } }
+            t.addresses = list
+        }
+        return t
+    }
+
+    /// The keys of a host port: its addresses (with prefix length), MTU and MAC.
+    static func parseHostKeys(_ r: inout KeyReader) -> HostPortConfig {
+        var h = HostPortConfig()
+        if let list = r.stringArray("addresses") {
+            for (i, a) in list.enumerated() {
+                if let why = invalidInterfaceAddress(a) { r.fail("addresses[\(i)]", why) }
+            }
+            h.addresses = list
+        }
+        h.mtu = r.int("mtu", in: 68...65535)
+        h.mac = r.mac("mac")
+        if let mac = h.mac, mac.isMulticast || mac == .zero { r.fail("mac", "must be a unicast, non-zero MAC") }
+        return h
+    }
+
+    /// Why `text` is no "ADDRESS/PREFIX" interface address, or nil.
+    static func invalidInterfaceAddress(_ text: String) -> String? {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2 else { return "'\(text)' is not ADDRESS/PREFIX (e.g. 198.18.0.254/24)" }
+        var v4 = in_addr(), v6 = in6_addr()
+        let host = String(parts[0])
+        let maxPrefix: Int
+        if inet_pton(AF_INET, host, &v4) == 1 { maxPrefix = 32 } else if inet_pton(AF_INET6, host, &v6) == 1 { maxPrefix = 128 } else {
+            return "'\(host)' is not an IPv4 or IPv6 address"
+        }
+        guard let p = Int(parts[1]), p >= 0, p <= maxPrefix, parts[1].allSatisfy(\.isNumber) else {
+            return "prefix length '\(parts[1])' is not 0–\(maxPrefix)"
+        }
+        return nil
     }
 
     /// VLAN membership keys (any port kind).
@@ -365,17 +430,31 @@ public enum ConfigParser {
         var r = KeyReader(t, path: path, issues: issues)
         let name = r.string("name", required: true) ?? ""
         if !name.isEmpty, let why = invalidVMName(name) { r.fail("name", why) }
-        // socket = "vhost-user": the VM's port is a vhost-user back-end (mode server|client).
-        let vhost = r.table["socket"]?.string == "vhost-user"
-        let kind: PortKind
-        if vhost {
+        let tapName = r.string("tap")
+        var vmPort: PortConfig
+        var vmMAC: MACAddress?
+        if let tapName {
+            // The VM attaches to a tap by name: a tap port instead of a socket.
+            if let why = invalidInterfaceName(tapName) { r.fail("tap", why) }
+            for key in ["socket", "path", "remote-path", "owner", "socket-mode", "max-frame"] where r.table[key] != nil {
+                r.fail(key, "not used with 'tap' (the VM attaches to the tap, not to a socket)")
+            }
+            let t = parseTapKeys(&r, name: tapName, macvtapKey: "tap-macvtap")
+            if t.mac == nil { r.fail("mac", "required") }
+            vmMAC = t.mac
+            vmPort = PortConfig(name: tapName, kind: .tap(t), path: path)
+            vmPort.nameKey = "tap"
+        } else if r.table["socket"]?.string == "vhost-user" {
+            // socket = "vhost-user": the VM's port is a vhost-user back-end (mode server|client).
             _ = r.string("socket")
-            kind = .vhostUser(parseVhostUserKeys(&r, requireMAC: true))
+            let v = parseVhostUserKeys(&r, requireMAC: true)
+            vmMAC = v.guest.mac
+            vmPort = PortConfig(name: name, kind: .vhostUser(v), path: path)
         } else {
-            kind = .vm(parseVMKeys(&r, requireMAC: true))
+            let vm = parseVMKeys(&r, requireMAC: true)
+            vmMAC = vm.mac
+            vmPort = PortConfig(name: name, kind: .vm(vm), path: path)
         }
-        let vm = PortConfig(name: name, kind: kind, path: path).guest ?? VMPortConfig()
-        var vmPort = PortConfig(name: name, kind: kind, path: path)
         if let i = r.bool("isolated") { vmPort.isolated = i }
 
         let macvtapName = r.string("macvtap") ?? "mv" + name
@@ -386,15 +465,15 @@ public enum ConfigParser {
             r.fail("macvtap", r.table["macvtap"] == nil ? "default name: \(why); set 'macvtap'" : why)
         }
         // Frames from a socket VM carry no vnet header: the macvtap gets none either (the kernel
-        // segments GSO traffic from the LAN before it reaches the queue). A vhost-user guest
-        // takes the virtio-net header: GSO frames cross whole (its `offloads` covers both).
-        if case .vhostUser(let v) = kind { macvtap.offloads = v.offloads } else { macvtap.offloads = r.bool("offloads") ?? false }
+        // segments GSO traffic from the LAN before it reaches the queue). A tap VM has one; a
+        // vhost-user guest takes the virtio-net header: GSO frames cross whole (its `offloads`).
+        macvtap.offloads = vmPort.tap?.offloads ?? vmPort.vhostUser?.offloads ?? r.bool("offloads") ?? false
         if let parent = r.string("parent", required: true) {
             if let why = parent.isEmpty ? "must not be empty" : invalidInterfaceName(parent) { r.fail("parent", why) }
             var c = LinkCreation(parent: parent)
             c.mode = .bridge
-            c.mac = vm.mac
-            c.mtu = r.int("mtu", in: 68...65535)
+            c.mac = vmMAC
+            c.mtu = vmPort.tap?.mtu ?? r.int("mtu", in: 68...65535)
             macvtap.create = c
         }
         tap.kind = .macvtap(macvtap)
@@ -417,7 +496,17 @@ public enum ConfigParser {
             if let first = bridgeNames[b.name] {
                 issues.add(b.path + ".name", "bridge '\(b.name)' already declared at \(first)")
             } else { bridgeNames[b.name] = b.path }
+            let hostPorts = b.ports.filter { $0.host != nil }
+            if hostPorts.count > 1 {
+                issues.add(hostPorts[1].path + ".kind", "at most one host port per bridge ('\(hostPorts[0].name)' is one already)")
+            }
             for p in b.ports where !p.name.isEmpty {
+                if let t = p.tap {
+                    let key = "/" + t.macvtap
+                    let k = p.nameKey == "tap" ? "tap-macvtap" : "macvtap"
+                    if let first = portNames[key] { issues.add(p.path + "." + k, "interface '\(t.macvtap)' already declared at \(first)") }
+                    else { portNames[key] = p.path + "." + k }
+                }
                 let key = (p.netns ?? "") + "/" + p.name
                 if let first = portNames[key] {
                     issues.add(p.path + "." + p.nameKey, "port '\(p.name)' already declared at \(first)")

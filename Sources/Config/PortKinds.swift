@@ -27,10 +27,14 @@ public struct PortConfig: Sendable, Equatable {
     public var macvtap: MacvtapPortConfig? { if case .macvtap(let m) = kind { return m } else { return nil } }
     /// The VM socket settings, for a vm port.
     public var vm: VMPortConfig? { if case .vm(let v) = kind { return v } else { return nil } }
+    /// The tap settings, for a tap port (a VMM's tap).
+    public var tap: TapPortConfig? { if case .tap(let t) = kind { return t } else { return nil } }
+    /// The host interface settings, for a host port.
+    public var host: HostPortConfig? { if case .host(let h) = kind { return h } else { return nil } }
     /// The vhost-user settings, for a vhost-user port.
     public var vhostUser: VhostUserPortConfig? { if case .vhostUser(let v) = kind { return v } else { return nil } }
     /// What a vm and a vhost-user port share (socket file, owner/group/mode, the VM's MAC,
-    /// anti-spoofing, addresses); nil for a macvtap.
+    /// anti-spoofing, addresses); nil for other kinds.
     public var guest: VMPortConfig? { vm ?? vhostUser?.guest }
 
     /// Whether the port is a network interface (link events, namespaces, the ledger apply).
@@ -51,29 +55,32 @@ public enum PortKind: Sendable, Equatable {
     case macvtap(MacvtapPortConfig)
     /// `kind = "vm"`: a QEMU `-netdev stream|dgram` socket (no link).
     case vm(VMPortConfig)
+    /// `kind = "tap"`: a persistent tap a VMM attaches to by name, read through a passthru macvtap on it.
+    case tap(TapPortConfig)
+    /// `kind = "host"`: the host's own stack on the bridge, through a tap tapbridge reads.
+    case host(HostPortConfig)
     /// `kind = "vhost-user"`: a vhost-user-net back-end socket (QEMU `-netdev vhost-user`,
     /// cloud-hypervisor, crosvm, DPDK virtio-user); no link.
     case vhostUser(VhostUserPortConfig)
-    // Room for the next kinds, each a case with its own settings struct:
-    //   case tap(TapPortConfig)               kind = "tap": a tun/tap interface the daemon opens
-    //   case host(HostPortConfig)             kind = "host": the host's own stack on a bridge
 
     /// The `kind` key's value.
     public var name: String {
         switch self {
         case .macvtap: return "macvtap"
         case .vm: return "vm"
+        case .tap: return "tap"
+        case .host: return "host"
         case .vhostUser: return "vhost-user"
         }
     }
 
     /// Every kind name the parser accepts (for messages).
-    public static let names = ["macvtap", "vm", "vhost-user"]
+    public static let names = ["macvtap", "vm", "tap", "host", "vhost-user"]
 
     /// Whether a port of this kind is a network interface.
     public var hasLink: Bool {
         switch self {
-        case .macvtap: return true
+        case .macvtap, .tap, .host: return true
         case .vm, .vhostUser: return false
         }
     }
@@ -90,6 +97,44 @@ public struct MacvtapPortConfig: Sendable, Equatable {
     /// Open with a vnet header and negotiate checksum/TSO offloads (GSO frames cross whole).
     public var offloads = true
     public init(create: LinkCreation? = nil, netns: String? = nil) { self.create = create; self.netns = netns }
+}
+
+/// A tap port's own keys (docs/config.md "Tap ports").
+public struct TapPortConfig: Sendable, Equatable {
+    /// Who may attach the VMM's queues (TUNSETOWNER / TUNSETGROUP): a name or a numeric id.
+    public var user: String?
+    public var group: String?
+    /// Queues the VMM opens; more than 1 makes a multi-queue tap (the VMM must ask for the same).
+    public var queues: Int = 1
+    /// The passthru macvtap on the tap that tapbridge reads.
+    public var macvtap: String
+    /// MTU of the tap and its macvtap; nil: 1500.
+    public var mtu: Int?
+    /// Virtio-net header and offloads on the macvtap (the VMM's TSO frames cross whole).
+    public var offloads = true
+    /// The VM's MAC, anti-spoofing and addresses (a source guard, as for vm ports).
+    public var mac: MACAddress?
+    public var antiSpoofing = true
+    public var addresses: [String]?
+    public init(macvtap: String) { self.macvtap = macvtap }
+
+    /// Whether this port gets a source guard.
+    public var guards: Bool { (mac != nil && antiSpoofing) || addresses != nil }
+    /// The source guard's settings, in the form vm ports give them.
+    public var guardSettings: VMPortConfig {
+        var v = VMPortConfig()
+        v.mac = mac; v.antiSpoofing = antiSpoofing; v.addresses = addresses
+        return v
+    }
+}
+
+/// A host port's own keys (docs/config.md "Host ports").
+public struct HostPortConfig: Sendable, Equatable {
+    /// "ADDRESS/PREFIX" strings (checked by the parser).
+    public var addresses: [String] = []
+    public var mtu: Int?
+    public var mac: MACAddress?
+    public init() {}
 }
 
 /// macvlan modes, as `ip link ... type macvtap mode X` spells them.

@@ -100,6 +100,25 @@ public enum ConfigValidator {
                 if let g = vm.group, VMPortChecks.groupID(g) == nil { issues.add(p.path + ".group", "no group '\(g)' on this host") }
                 continue
             }
+            switch p.kind {
+            case .tap(let t):
+                // The daemon creates the tap and its macvtap: neither may exist.
+                for (key, n) in [(p.nameKey, p.name), (p.nameKey == "tap" ? "tap-macvtap" : "macvtap", t.macvtap)] {
+                    if let l = host.link(named: n, netns: nil) {
+                        issues.add("\(p.path).\(key)", "interface '\(n)' already exists\(l.kind.map { $0.isEmpty ? "" : " (a \($0))" } ?? ""); the daemon creates it")
+                    }
+                }
+                if let u = t.user, VMPortChecks.userID(u) == nil { issues.add(p.path + ".user", "no user '\(u)' on this host") }
+                if let g = t.group, VMPortChecks.groupID(g) == nil { issues.add(p.path + ".group", "no group '\(g)' on this host") }
+                continue
+            case .host:
+                if let l = host.link(named: p.name, netns: nil) {
+                    issues.add(p.path + ".name", "interface '\(p.name)' already exists\(l.kind.map { $0.isEmpty ? "" : " (a \($0))" } ?? ""); the daemon creates the host port")
+                }
+                continue
+            case .macvtap, .vm, .vhostUser:
+                break
+            }
             if let ns = p.netns {
                 let ok = nsChecked[ns] ?? host.namespaceExists(ns)
                 if nsChecked[ns] == nil, !ok {

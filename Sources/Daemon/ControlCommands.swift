@@ -130,6 +130,11 @@ extension Daemon {
             case .macvtap(let m): link = try? LinkManager(namespace: m.netns.map { NetworkNamespace.named($0) }).link(named: p.name)
             case .vm(let vm): socketPath = vm.path; assignedMAC = vm.mac
             case .vhostUser(let v): socketPath = v.guest.path; assignedMAC = v.guest.mac
+            case .tap(let t):
+                // The tap the VMM attaches to; its "link" is the macvtap tapbridge reads.
+                link = try? LinkManager().link(named: p.name)
+                socketPath = t.macvtap; assignedMAC = t.mac
+            case .host: link = try? LinkManager().link(named: p.name)
             }
             // Attached and connected, but a link that cannot carry frames (its parent is down) is down.
             let carries = link.map { LinkWatcher.carriesFrames($0) } ?? true
@@ -139,7 +144,7 @@ extension Daemon {
                               mac: assignedMAC?.description ?? link?.address?.description, mode: link?.mode?.rawValue ?? p.create?.mode.rawValue,
                               state: state, operstate: link?.operState, queues: p.queues,
                               offloads: p.vm == nil && p.offloads,   // a VM socket carries plain frames: no offloads (a vhost-user port: its `offloads`)
-                              created: links.wasCreated(p.name, netns: p.netns), vlan: Self.describe(p.vlan))
+                              created: p.host != nil || links.wasCreated(p.name, netns: p.netns), vlan: Self.describe(p.vlan))
         }
     }
 
@@ -263,18 +268,26 @@ extension Daemon {
         do { try validateNewPorts([(probe.bridges[bi], port)], in: probe) } catch {
             throw ControlError(.invalidArgument, "\(error)")
         }
+        // A port that wants anti-spoofing never runs unguarded: its policy goes in first, and a
+        // bridge started without a source guard cannot get one while running.
+        if (port.vm?.guards ?? false) || (port.tap?.guards ?? false) {
+            guard engine?.hasSourceGuard(b) != false else {
+                throw ControlError(.invalidArgument, "bridge '\(b)' runs without a source guard: a port with anti-spoofing ('mac' or 'addresses') needs a restart with it in the file")
+            }
+            engine?.updateSourceGuard(probe.bridges[bi])
+        }
         do { try addPort(port, toBridge: b, file: "port add", reason: "control socket") } catch {
             throw ControlError(.failed, "\(error)")
         }
         runtimeChanges.portAdded(port.name, netns: port.netns, bridge: b)
-        return DoneResult("port \(port.name) added to bridge \(b)\(port.create != nil ? " (link created)" : "") (\(RuntimeChanges.note))")
+        return DoneResult("port \(port.name) added to bridge \(b)\(port.create != nil || port.tap != nil || port.host != nil ? " (link created)" : "") (\(RuntimeChanges.note))")
     }
 
     func removePortByControl(name: String, netns: String?) throws -> DoneResult {
         let matches = config.allPorts.filter { $0.port.name == name && (netns == nil || $0.port.netns == netns) }
         guard let (b, p) = matches.first else { throw noSuchPort(name) }
         if matches.count > 1 { throw ControlError(.badRequest, "port '\(name)' exists in several namespaces: give 'netns'") }
-        let created = links.wasCreated(p.name, netns: p.netns)
+        let created = p.host != nil || links.wasCreated(p.name, netns: p.netns)
         removePort(p, bridge: b.name, reason: "control socket")
         runtimeChanges.portRemoved(p.name, netns: p.netns, bridge: b.name)
         return DoneResult("port \(name) removed from bridge \(b.name)\(created ? " (link deleted)" : "") (\(RuntimeChanges.note))")

@@ -25,6 +25,8 @@ final class EngineBinding {
     private let events = EventQueue()
     /// Re-attaches VM ports whose VM (re)connects; created with the first VM port.
     private var supervisor: VMPortSupervisor?
+    /// Host ports by name: each holds its tap, which the kernel deletes when it is released.
+    private var hostPorts: [String: TapPort] = [:]
     /// Stream server VM ports by name, for their refused-connection count (stats, metrics).
     private(set) var vmServers: [String: VMStreamServerPort] = [:]
     /// VM ports attached before the engine started, for the supervisor to watch from `start`.
@@ -109,6 +111,44 @@ final class EngineBinding {
                 throw DaemonError("\(p.path): cannot open macvtap '\(p.name)': \(error)")
             }
             try bridge.attach(port)   // the engine logs the attachment
+        case .tap(let t):
+            let port: TapAttachmentPort
+            do {
+                let settings = PortSettings(vlan: p.vlan, isolated: p.isolated, hairpin: p.hairpin, assignedMAC: t.mac)
+                port = try TapLinks.openVMTap(name: p.name, macvtap: t.macvtap, settings: settings)
+                if !t.offloads { try port.setReceiveOffloads([]) }
+            } catch {
+                throw DaemonError("\(p.path): cannot open tap '\(p.name)': \(error)")
+            }
+            try bridge.attach(port)
+        case .host(let h):
+            // Made here, not by LinkLifecycle: the port object holds the tap (not persistent).
+            if let old = hostPorts.removeValue(forKey: p.name) { old.release() }
+            let settings = PortSettings(vlan: p.vlan, isolated: p.isolated, hairpin: p.hairpin)
+            let port: TapPort
+            do {
+                port = try TapLinks.createHostPort(name: p.name, addresses: h.addresses, mtu: h.mtu, mac: h.mac, settings: settings)
+            } catch {
+                throw DaemonError("\(p.path): cannot create host port '\(p.name)': \(error)")
+            }
+            do { try bridge.attach(port) } catch { port.release(); throw error }
+            hostPorts[p.name] = port
+            logger.info("host port created", metadata: ["port": "\(p.name)", "bridge": "\(bridgeName)",
+                                                        "addresses": "\(h.addresses.joined(separator: ","))"])
+        }
+    }
+
+    /// Deletes host port `name`'s interface (after its queues are detached or the engine stopped).
+    /// The kernel deletes the tap once its last file is released; io_uring drops the files of a
+    /// closed ring or detached slot a moment later, asynchronously, so wait for that (bounded).
+    private func releaseHostPort(_ name: String) {
+        guard let port = hostPorts.removeValue(forKey: name) else { return }
+        port.release()
+        if TapLinks.waitGone(name, timeout: 3) {
+            logger.info("host port deleted", metadata: ["port": "\(name)"])
+        } else {
+            logger.warning("host port still there 3 s after release (a descriptor of it is still open somewhere)",
+                           metadata: ["port": "\(name)"])
         }
     }
 
@@ -133,6 +173,7 @@ final class EngineBinding {
         supervisor = nil
         for v in vhostUserPorts.values { v.port.stop() }
         engine.stop()
+        for name in hostPorts.keys.sorted() { releaseHostPort(name) }
     }
 
     /// Handler names per bridge, in pipeline order ("" for a hub).
@@ -200,6 +241,7 @@ final class EngineBinding {
 
     func remove(_ name: String) {
         detach(name)
+        releaseHostPort(name)
         ports[name] = nil
         vmServers[name] = nil
     }

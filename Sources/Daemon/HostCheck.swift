@@ -6,6 +6,7 @@ import Config
 import Foundation
 import Glibc
 import Netlink
+import Tap
 import Ring
 import CTapbridgeShim
 
@@ -41,7 +42,7 @@ public enum HostCheck {
             let ports = config.allPorts
             if parseIssues.isEmpty {
                 r.add(.ok, "config \(file)", "\(config.bridges.count) bridge(s), \(ports.count) port(s), "
-                      + "\(ports.filter { $0.port.create != nil }.count) link(s) to create")
+                      + "\(ports.filter { $0.port.create != nil || $0.port.tap != nil || $0.port.host != nil }.count) link(s) to create")
             }
             for i in parseIssues { r.add(.fail, "config", i.description) }
             // Links a running daemon (or a dead one) created count as its own, not as conflicts.
@@ -66,10 +67,22 @@ public enum HostCheck {
         }
         kernelModule("macvlan", &r)
         kernelModule("macvtap", &r)
+        if config?.allPorts.contains(where: { $0.port.tap != nil || $0.port.host != nil }) ?? false { tunDevice(&r) }
         ioUring(&r)
         capabilities(needsNamespaces: config?.allPorts.contains { $0.port.netns != nil } ?? false, &r)
         deviceNode(&r)
         return r
+    }
+
+    /// Tap and host ports need /dev/net/tun (read-only probe: opened and closed, no TUNSETIFF).
+    static func tunDevice(_ r: inout HostCheckReport) {
+        let fd = open(TunDevice.controlPath, O_RDWR | O_CLOEXEC)
+        if fd >= 0 {
+            close(fd)
+            r.add(.ok, "tun device", "\(TunDevice.controlPath) opens (tap and host ports)")
+        } else {
+            r.add(.fail, "tun device", "cannot open \(TunDevice.controlPath): \(String(cString: strerror(errno))); tap and host ports cannot be made")
+        }
     }
 
     static func parents(_ config: DaemonConfig, _ r: inout HostCheckReport) {

@@ -23,6 +23,8 @@ public struct CreatedLink: Sendable, Equatable {
 public final class LinkLifecycle {
     let logger: Logger
     public private(set) var created: [CreatedLink] = []
+    /// Tap ports' macvtaps by tap name (they are deleted with their tap).
+    var tapMacvtaps: [String: String] = [:]
     /// nil: no state directory (the demo, library use): nothing survives a crash.
     let ledger: LinkLedger?
     var lock: StateLock?
@@ -53,6 +55,13 @@ public final class LinkLifecycle {
     /// those reclaimed from a dead daemon. On failure deletes what it created so far and throws.
     func createAll(_ config: DaemonConfig) throws {
         for (bridge, port) in config.allPorts {
+            if port.tap != nil {
+                do { try createTap(port, bridge: bridge.name, file: config.file) } catch {
+                    deleteAll()
+                    throw error
+                }
+                continue
+            }
             guard let spec = port.create, !wasCreated(port.name, netns: port.netns) else { continue }
             do {
                 try create(port, spec: spec, bridge: bridge.name, file: config.file)
@@ -101,6 +110,56 @@ public final class LinkLifecycle {
                                                "netns": "\(port.netns ?? "-")", "ifindex": "\(info.index)"])
     }
 
+    /// Creates a tap port's tap (persistent, for a VMM) and the passthru macvtap tapbridge reads
+    /// on it, and records both (the macvtap so that after a crash the validator and recovery see
+    /// it as ours). A tap reclaimed from a dead daemon is kept (a VMM may still be attached); its
+    /// macvtap is made again if it is missing.
+    func createTap(_ port: PortConfig, bridge: String, file: String) throws {
+        guard let t = port.tap else { return }
+        if wasCreated(port.name, netns: nil) {
+            if (try? LinkOps.link(name: t.macvtap, netns: nil)) ?? nil == nil {
+                forget(t.macvtap, netns: nil)
+                do {
+                    try TapLinks.addMacvtap(tap: port.name, macvtap: t.macvtap, mtu: t.mtu)
+                    if let m = try LinkOps.link(name: t.macvtap, netns: nil) { record(macvtap: m, tap: port.name) }
+                } catch {
+                    throw DaemonError("\(file): \(port.path): \(error)")
+                }
+            }
+            return
+        }
+        let made: (tap: LinkInfo, macvtap: LinkInfo)
+        do {
+            made = try TapLinks.createVMTap(name: port.name, macvtap: t.macvtap, multiQueue: t.queues > 1,
+                                            user: t.user, group: t.group, mtu: t.mtu)
+        } catch {
+            throw DaemonError("\(file): \(port.path): \(error)")
+        }
+        let record = ledger.map { l in
+            LedgerLink(name: port.name, netns: nil, ifindex: made.tap.index, mac: made.tap.address?.description,
+                       kind: made.tap.kind ?? "tun", parent: "", parentIndex: nil,
+                       mode: t.queues > 1 ? "tap-multi-queue" : "tap", createdBy: l.run,
+                       createdAt: ISO8601DateFormatter().string(from: Date()))
+        }
+        created.append(CreatedLink(name: port.name, netns: nil, record: record))
+        self.record(macvtap: made.macvtap, tap: port.name)
+        logger.info("tap created", metadata: ["port": "\(port.name)", "bridge": "\(bridge)", "macvtap": "\(t.macvtap)",
+                                              "queues": "\(t.queues)", "user": "\(t.user ?? "-")", "group": "\(t.group ?? "-")",
+                                              "ifindex": "\(made.tap.index)"])
+    }
+
+    /// Records the macvtap on tap `tap` (deleted with the tap; listed so a crash's leftover is known).
+    private func record(macvtap m: LinkInfo, tap: String) {
+        let record = ledger.map { l in
+            LedgerLink(name: m.name, netns: nil, ifindex: m.index, mac: m.address?.description, kind: m.kind ?? "macvtap",
+                       parent: tap, parentIndex: m.parentIndex, mode: "passthru", createdBy: l.run,
+                       createdAt: ISO8601DateFormatter().string(from: Date()))
+        }
+        created.append(CreatedLink(name: m.name, netns: nil, record: record))
+        tapMacvtaps[tap] = m.name
+        persist()
+    }
+
     /// Why the existing link `info` is not what `port` asks for, or nil when it is (it may then
     /// be adopted): a macvtap in the same mode on the same parent (in the daemon's namespace),
     /// with the MAC, MTU, queue count, nopromisc and source list the port sets, if it sets them.
@@ -128,6 +187,7 @@ public final class LinkLifecycle {
     func adopt(_ record: LedgerLink) {
         created.append(CreatedLink(name: record.name, netns: record.netns, record: record))
         reclaimed.append(record.name)
+        if record.netns == nil, record.kind == "macvtap", record.mode == "passthru" { tapMacvtaps[record.parent] = record.name }
     }
 
     /// Keeps a left-over link in the ledger without using it (its deletion failed; next start retries).
@@ -140,6 +200,8 @@ public final class LinkLifecycle {
         guard let i = created.firstIndex(where: { $0.name == name && $0.netns == netns }) else { return }
         let l = created.remove(at: i)
         deleteLink(l)
+        // A tap's macvtap went with it.
+        if netns == nil, let m = tapMacvtaps.removeValue(forKey: name) { created.removeAll { $0.name == m && $0.netns == nil } }
         persist()
     }
 

@@ -68,8 +68,19 @@ extension LinkLifecycle {
 
     /// Whether `config` still declares the link `record` describes, created the same way.
     static func wanted(_ record: LedgerLink, info: LinkInfo, by config: DaemonConfig) -> Bool {
-        guard let port = config.allPorts.map(\.port).first(where: { $0.name == record.name && $0.netns == record.netns }),
-              let spec = port.create else { return false }
+        // The passthru macvtap on a wanted tap port's tap.
+        if record.netns == nil, record.kind == "macvtap", record.mode == "passthru",
+           let owner = config.allPorts.map(\.port).first(where: { $0.tap?.macvtap == record.name }) {
+            return record.parent == owner.name && info.parentName == owner.name && info.mode == .passthru
+        }
+        guard let port = config.allPorts.map(\.port).first(where: { $0.name == record.name && $0.netns == record.netns }) else { return false }
+        if let t = port.tap {
+            // A VMM's tap: kept when made with the same queue mode, owner and group (a VMM may
+            // still be attached to it).
+            return record.kind == "tun" && info.kind == "tun" && record.mode == (t.queues > 1 ? "tap-multi-queue" : "tap")
+                && TapLinks.matches(name: record.name, multiQueue: t.queues > 1, user: t.user, group: t.group)
+        }
+        guard let spec = port.create else { return false }
         guard spec.parent == record.parent, spec.mode.rawValue == record.mode, info.mode?.rawValue == record.mode else { return false }
         // The parent must still be the same device (a parent re-created under its name is not).
         if let pi = record.parentIndex, info.parentIndex != pi || LinkOps.rootLinkName(index: pi) != spec.parent { return false }

@@ -37,6 +37,8 @@ extension Daemon {
         do {
             if let spec = p.create {
                 try links.create(p, spec: spec, bridge: bridge, file: file)
+            } else if p.tap != nil {
+                try links.createTap(p, bridge: bridge, file: file)
             }
             try engine?.add(p, toBridge: bridge)
         } catch {

@@ -280,7 +280,7 @@ func example(_ name: String) throws -> DaemonConfig {
         #expect(out.contains("t.toml: vms[2].owner: not used with socket = 'stream-client' (QEMU creates that socket file)"))
         #expect(out.contains("t.toml: bridges[0].ports[0].parent: not used by a vm port (kind = 'vm'); it is a macvtap setting"))
         #expect(out.contains("t.toml: bridges[0].ports[0].anti-spoofing: needs 'mac' (the MAC the VM is assigned)"))
-        #expect(out.contains("t.toml: bridges[0].ports[1].kind: unknown port kind 'vmm' (one of: macvtap, vm, vhost-user) (did you mean 'vm'?)"))
+        #expect(out.contains("t.toml: bridges[0].ports[1].kind: unknown port kind 'vmm' (one of: macvtap, vm, tap, host, vhost-user) (did you mean 'vm'?)"))
     }
 
     /// Issue 12 #3: static entries have a configurable bound (`max-static`).
@@ -432,6 +432,79 @@ func example(_ name: String) throws -> DaemonConfig {
         #expect(out.contains("t.toml: bridges[0].ports[1].owner: not used with mode = 'client' (the VMM creates that socket file)"))
         #expect(out.contains("t.toml: bridges[0].ports[1].anti-spoofing: needs 'mac' (the MAC the VM is assigned)"))
         #expect(out.contains("t.toml: bridges[0].ports[2].path: socket '/run/b.sock' already used at bridges[0].ports[1].path"))
+    }
+
+    @Test func tapAndHostPorts() throws {
+        let c = try ConfigParser.parse("""
+            [[bridges]]
+            [[bridges.ports]]
+            name = "fc0"
+            kind = "tap"
+            user = "firecracker"
+            group = 107
+            queues = 2
+            mac = "52:54:00:00:00:08"
+            addresses = ["198.18.0.8"]
+            pvid = 10
+            [[bridges.ports]]
+            name = "tbhost0"
+            kind = "host"
+            addresses = ["198.18.0.254/24", "2001:db8::fe/64"]
+            mtu = 9000
+            [[vms]]
+            name = "ch"
+            tap = "chtap"
+            mac = "52:54:00:00:00:09"
+            parent = "eth0"
+            """, file: "t.toml")
+        let ports = c.bridges[0].ports
+        let tap = try #require(ports[0].tap), host = try #require(ports[1].host)
+        #expect(tap.user == "firecracker" && tap.group == "107" && tap.queues == 2 && tap.macvtap == "mtfc0" && tap.offloads)
+        #expect(ports[0].vlan == .access(pvid: 10) && ports[0].hasLink && ports[0].create == nil)
+        #expect(host.addresses == ["198.18.0.254/24", "2001:db8::fe/64"] && host.mtu == 9000 && ports[1].hasLink)
+        #expect(Set(c.bridges[0].sourceGuards.keys) == ["fc0"])
+        let vm = try #require(c.bridges.first { $0.name == "vm-ch" })
+        let vmTap = try #require(vm.ports[0].tap)
+        #expect(vm.ports[0].name == "chtap" && vmTap.mac == MACAddress("52:54:00:00:00:09") && vmTap.macvtap == "mtchtap")
+        #expect(vm.ports[1].create?.mac == MACAddress("52:54:00:00:00:09") && vm.ports[1].offloads, "the LAN macvtap carries GSO to a tap VM")
+        #expect(Set(vm.sourceGuards.keys) == ["chtap"])
+    }
+
+    @Test func tapAndHostMistakes() {
+        let out = issues("""
+            [[bridges]]
+            [[bridges.ports]]
+            name = "fc0"
+            kind = "tap"
+            queues = 17
+            anti-spoofing = true
+            path = "/tmp/x.sock"
+            [[bridges.ports]]
+            name = "h0"
+            kind = "host"
+            addresses = ["198.18.0.254", "198.18.0.1/33", "banana/8"]
+            [[bridges.ports]]
+            name = "h1"
+            kind = "host"
+            [[bridges.ports]]
+            name = "a-long-tap-name"
+            kind = "tap"
+            [[vms]]
+            name = "v"
+            tap = "vtap"
+            mac = "52:54:00:00:00:0a"
+            parent = "eth0"
+            path = "/tmp/v.sock"
+            """)
+        #expect(out.contains { $0.hasPrefix("t.toml: bridges[0].ports[0].queues:") }, "\(out)")
+        #expect(out.contains("t.toml: bridges[0].ports[0].anti-spoofing: needs 'mac' (the MAC the VM is assigned)"), "\(out)")
+        #expect(out.contains { $0.hasPrefix("t.toml: bridges[0].ports[0].path:") }, "an unknown key for a tap port: \(out)")
+        #expect(out.contains("t.toml: bridges[0].ports[1].addresses[0]: '198.18.0.254' is not ADDRESS/PREFIX (e.g. 198.18.0.254/24)"), "\(out)")
+        #expect(out.contains("t.toml: bridges[0].ports[1].addresses[1]: prefix length '33' is not 0–32"), "\(out)")
+        #expect(out.contains("t.toml: bridges[0].ports[1].addresses[2]: 'banana' is not an IPv4 or IPv6 address"), "\(out)")
+        #expect(out.contains("t.toml: bridges[0].ports[2].kind: at most one host port per bridge ('h0' is one already)"), "\(out)")
+        #expect(out.contains("t.toml: bridges[0].ports[3].macvtap: default name: interface name 'mta-long-tap-name' is longer than 15 characters; set 'macvtap'"), "\(out)")
+        #expect(out.contains("t.toml: vms[0].path: not used with 'tap' (the VM attaches to the tap, not to a socket)"), "\(out)")
     }
 
     @Test func portKindsCarryTheirOwnKeys() throws {

@@ -56,7 +56,15 @@ func issues(_ text: String, host: HostInspector = FakeHost()) -> [String] {
             #expect(!c.bridges.isEmpty, "\(f)")
             // Host checks that do not depend on users, groups or /run being there.
             var portable = c
-            for i in portable.bridges.indices { portable.bridges[i].ports.removeAll { !$0.hasLink } }
+            for i in portable.bridges.indices {
+                portable.bridges[i].ports.removeAll { !$0.hasLink }
+                for j in portable.bridges[i].ports.indices {
+                    if case .tap(var tap) = portable.bridges[i].ports[j].kind {
+                        tap.user = nil; tap.group = nil   // the example's VMM user and group
+                        portable.bridges[i].ports[j].kind = .tap(tap)
+                    }
+                }
+            }
             try ConfigValidator.validate(portable, host: host)
             // Issue 12 #14: every socket tapbridge creates is in the directory the systemd unit
             // leaves writable (ProtectSystem=strict: /run/tapbridge), so the example runs under it.

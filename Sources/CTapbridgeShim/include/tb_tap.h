@@ -70,3 +70,37 @@ static inline int tb_tun_set_sndbuf(int fd, int bytes) {
 static inline int tb_tun_get_features(int fd, unsigned int *features) {
     return ioctl(fd, TUNGETFEATURES, features) < 0 ? -errno : 0;
 }
+
+// Tun/tap interfaces made through /dev/net/tun (tap ports and host ports: Tap/TunDevice.swift).
+static inline unsigned long tb_TUNSETPERSIST(void) { return TUNSETPERSIST; }
+static inline unsigned long tb_TUNSETOWNER(void) { return TUNSETOWNER; }
+static inline unsigned long tb_TUNSETGROUP(void) { return TUNSETGROUP; }
+
+/// TUNSETIFF with a name: creates tap `name` (or attaches one more queue to it). A name that does
+/// not fit IFNAMSIZ is -ENAMETOOLONG, never cut short.
+static inline int tb_tun_attach(int fd, const char *name, int flags) {
+    struct ifreq ifr; memset(&ifr, 0, sizeof ifr);
+    if (strlen(name) >= IFNAMSIZ) return -ENAMETOOLONG;
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    ifr.ifr_flags = (short)flags;
+    return ioctl(fd, TUNSETIFF, &ifr) < 0 ? -errno : 0;
+}
+/// TUNGETIFF: the name and IFF_* flags of the interface `fd` is attached to.
+static inline int tb_tun_get_name(int fd, char name[IFNAMSIZ], int *flags) {
+    struct ifreq ifr; memset(&ifr, 0, sizeof ifr);
+    if (ioctl(fd, TUNGETIFF, &ifr) < 0) return -errno;
+    memcpy(name, ifr.ifr_name, IFNAMSIZ); name[IFNAMSIZ - 1] = 0;
+    *flags = (unsigned short)ifr.ifr_flags;
+    return 0;
+}
+static inline int tb_tun_set_persist(int fd, int on) {
+    return ioctl(fd, TUNSETPERSIST, (unsigned long)on) < 0 ? -errno : 0;
+}
+/// TUNSETOWNER / TUNSETGROUP: who besides CAP_NET_ADMIN may attach queues ((uid_t)-1: anyone).
+static inline int tb_tun_set_owner(int fd, uid_t uid) {
+    return ioctl(fd, TUNSETOWNER, (unsigned long)uid) < 0 ? -errno : 0;
+}
+static inline int tb_tun_set_group(int fd, gid_t gid) {
+    return ioctl(fd, TUNSETGROUP, (unsigned long)gid) < 0 ? -errno : 0;
+}
+static inline int tb_ifnamsiz(void) { return IFNAMSIZ; }
