@@ -270,7 +270,7 @@ extension Daemon {
         }
         // A port that wants anti-spoofing never runs unguarded: its policy goes in first, and a
         // bridge started without a source guard cannot get one while running.
-        if (port.vm?.guards ?? false) || (port.tap?.guards ?? false) {
+        if (port.guest?.guards ?? false) || (port.tap?.guards ?? false) {   // vm, vhost-user, tap
             guard engine?.hasSourceGuard(b) != false else {
                 throw ControlError(.invalidArgument, "bridge '\(b)' runs without a source guard: a port with anti-spoofing ('mac' or 'addresses') needs a restart with it in the file")
             }

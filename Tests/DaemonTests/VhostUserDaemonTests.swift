@@ -188,7 +188,7 @@ struct VhostUserDaemonTests {
                 parent = "\(h.veths[0])"
                 mode = "passthru"
                 """)
-            let added = try cli(d, ["port", "add", "vu0", "kind", "vhost-user", "path", socket, "mac", "52:54:00:ab:cd:03", "--bridge", "lan"], check: false)
+            let added = try cli(d, ["port", "add", "vu0", "kind", "vhost-user", "path", socket, "--bridge", "lan"], check: false)
             #expect(added.succeeded, "\(added)\n\(d.log)")
             let ports = try #require(try cliJSON(d, ["ports"])["ports"] as? [[String: Any]])
             let vu = try #require(ports.first { $0["name"] as? String == "vu0" }, "\(ports)")
