@@ -20,6 +20,9 @@
 //   Capture              pcapng/pcap writers (rotation), capture rings and taps the workers fill
 //   UnixSocketFiles      socket files made safely: mode 0660/0600, stale ones replaced, symlinks never followed
 //   VMBackend            QEMU stream/dgram socket ports
+//   CVhostUserShim       eventfd/memfd, SCM_RIGHTS walking, guest-memory barriers for VhostUser
+//   VhostUser            vhost-user back-end: messages, connection, guest memory, split rings,
+//                        the protocol state machine, virtio-net receive/transmit
 //   Tapbridge            the embedder's library product: re-exports engine, links, handlers, capture, VMs
 //   Control              control socket: JSON-lines protocol v1, server (SO_PEERCRED), client
 //                        (needs UnixSocketFiles only: no datapath, no liburing)
@@ -84,7 +87,7 @@ let package = Package(
             dependencies: ["CLiburing", "CTapbridgeShim"]),
         .target(
             name: "Datapath",
-            dependencies: ["Frames", "VirtioNet", "Ring", "Tap", "Capture", "PacketFilter", "SystemCalls"]),
+            dependencies: ["Frames", "VirtioNet", "VhostUser", "Ring", "Tap", "Capture", "PacketFilter", "SystemCalls"]),
         .target(name: "PacketFilter", dependencies: ["CLibpcap"]),
         .target(
             name: "Handlers",
@@ -95,10 +98,12 @@ let package = Package(
         .target(name: "UnixSocketFiles", dependencies: ["SystemCalls"]),
         .target(
             name: "VMBackend",
-            dependencies: ["Frames", "VirtioNet", "Datapath", "UnixSocketFiles", "SystemCalls"]),
+            dependencies: ["Frames", "VirtioNet", "Datapath", "VhostUser", "UnixSocketFiles", "SystemCalls"]),
+        .target(name: "CVhostUserShim"),
+        .target(name: "VhostUser", dependencies: ["VirtioNet", "CVhostUserShim"]),
         .target(
             name: "Tapbridge",
-            dependencies: ["Frames", "VirtioNet", "Netlink", "Tap", "Ring", "Datapath", "Handlers", "Capture", "VMBackend"]),
+            dependencies: ["Frames", "VirtioNet", "Netlink", "Tap", "Ring", "Datapath", "Handlers", "Capture", "VMBackend", "VhostUser"]),
         .target(
             name: "Control",
             dependencies: ["Frames", "UnixSocketFiles", "SystemCalls", .product(name: "SystemPackage", package: "swift-system")]),
@@ -123,18 +128,19 @@ let package = Package(
         .executableTarget(name: "tapbridge", dependencies: ["TapbridgeCLI"]),
 
         // Test helpers: namespaces, veth pairs and commands with guaranteed clean-up.
-        .target(name: "TestSupport", dependencies: ["SystemCalls"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["SystemCalls", "VhostUser", "CVhostUserShim"], path: "Tests/TestSupport"),
         .testTarget(name: "FramesTests", dependencies: ["Frames"]),
         .testTarget(name: "SystemCallsTests", dependencies: ["SystemCalls"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "DatapathTests", dependencies: ["Datapath", "VirtioNet", "Tap", "Handlers", "Netlink", "Ring", "TestSupport"]),
         .testTarget(name: "HandlersTests", dependencies: ["Handlers", "TapbridgeTesting"]),
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "Datapath", "PacketFilter", "TestSupport"]),
-        .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "Handlers", "UnixSocketFiles", "SystemCalls", "TestSupport"]),
+        .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "Handlers", "UnixSocketFiles", "SystemCalls", "VhostUser", "TestSupport"]),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "Frames"]),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Config", "Control", "MetricsEndpoint", "TestSupport"]),
         .testTarget(name: "MetricsEndpointTests", dependencies: ["MetricsEndpoint"]),
         .testTarget(name: "ControlTests", dependencies: ["Control", "TestSupport", .product(name: "SystemPackage", package: "swift-system")]),
+        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "CVhostUserShim", "VirtioNet", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )
@@ -152,6 +158,9 @@ if Context.environment["TAPBRIDGE_FUZZ"] != nil {
         ("FuzzHandlers", ["Frames", "Handlers"]),
         ("FuzzFilterRule", ["Frames", "Handlers"]),
         ("FuzzSegmentation", ["Frames", "Datapath"]),
+        ("FuzzVhostUserMessage", ["VhostUser"]),
+        ("FuzzVhostUserMemoryTable", ["VhostUser"]),
+        ("FuzzVirtqueueChains", ["VhostUser"]),
     ]
     package.targets.append(.target(name: "FuzzSupport", path: "Fuzz/Support"))
     for t in fuzzTargets {
