@@ -4,6 +4,8 @@
 // Module map (one job each; see docs/architecture.md):
 //   CLiburing, CLibmnl   system libraries (liburing-dev, libmnl-dev)
 //   CTapbridgeShim       C macros and opcodes Swift cannot import (ioctl numbers, IOSQE_*, READ_MULTISHOT)
+//   SystemCalls          the one place for descriptor syscalls: EINTR retried, EAGAIN a value, typed
+//                        errno (SyscallError), OwnedDescriptor (~Copyable, closed exactly once)
 //   VirtioNet            the virtio-net header and offload set every port kind shares (pure Swift)
 //   Frames               the handler seam: Frame, Verdict, FrameHandler, PortID/PortSet, MACAddress (pure Swift)
 //   TapbridgeHandlers    the handler author's product: Frames alone, no C system library (docs/handlers.md)
@@ -18,6 +20,9 @@
 //   Capture              pcapng/pcap writers (rotation), capture rings and taps the workers fill
 //   UnixSocketFiles      socket files made safely: mode 0660/0600, stale ones replaced, symlinks never followed
 //   VMBackend            QEMU stream/dgram socket ports
+//   CVhostUserShim       eventfd/memfd, SCM_RIGHTS walking, guest-memory barriers for VhostUser
+//   VhostUser            vhost-user back-end: messages, connection, guest memory, split rings,
+//                        the protocol state machine, virtio-net receive/transmit
 //   Tapbridge            the embedder's library product: re-exports engine, links, handlers, capture, VMs
 //   Control              control socket: JSON-lines protocol v1, server (SO_PEERCRED), client
 //                        (needs UnixSocketFiles only: no datapath, no liburing)
@@ -66,42 +71,45 @@ let package = Package(
             providers: [.apt(["libpcap-dev"])]),
         .target(name: "CTapbridgeShim", dependencies: ["CLiburing", "CLibmnl"]),
 
+        .target(name: "SystemCalls"),
         .target(name: "VirtioNet"),
         .target(name: "Frames", dependencies: ["VirtioNet"]),
         .target(name: "TapbridgeHandlers", dependencies: ["Frames"]),
         .target(name: "TapbridgeTesting", dependencies: ["Frames"]),
         .target(
             name: "Netlink",
-            dependencies: ["CLibmnl", "CTapbridgeShim", "Frames"]),
+            dependencies: ["CLibmnl", "CTapbridgeShim", "Frames", "SystemCalls"]),
         .target(
             name: "Tap",
-            dependencies: ["CTapbridgeShim", "VirtioNet"]),
+            dependencies: ["CTapbridgeShim", "VirtioNet", "SystemCalls"]),
         .target(
             name: "Ring",
             dependencies: ["CLiburing", "CTapbridgeShim"]),
         .target(
             name: "Datapath",
-            dependencies: ["Frames", "VirtioNet", "Ring", "Tap", "Capture", "PacketFilter"]),
+            dependencies: ["Frames", "VirtioNet", "VhostUser", "Ring", "Tap", "Capture", "PacketFilter", "SystemCalls"]),
         .target(name: "PacketFilter", dependencies: ["CLibpcap"]),
         .target(
             name: "Handlers",
             dependencies: ["Frames", "PacketFilter", .product(name: "Atomics", package: "swift-atomics")]),
         .target(
             name: "Capture",
-            dependencies: ["PacketFilter"]),
-        .target(name: "UnixSocketFiles"),
+            dependencies: ["PacketFilter", "SystemCalls"]),
+        .target(name: "UnixSocketFiles", dependencies: ["SystemCalls"]),
         .target(
             name: "VMBackend",
-            dependencies: ["Frames", "VirtioNet", "Datapath", "UnixSocketFiles"]),
+            dependencies: ["Frames", "VirtioNet", "Datapath", "VhostUser", "UnixSocketFiles", "SystemCalls"]),
+        .target(name: "CVhostUserShim"),
+        .target(name: "VhostUser", dependencies: ["VirtioNet", "CVhostUserShim"]),
         .target(
             name: "Tapbridge",
-            dependencies: ["Frames", "VirtioNet", "Netlink", "Tap", "Ring", "Datapath", "Handlers", "Capture", "VMBackend"]),
+            dependencies: ["Frames", "VirtioNet", "Netlink", "Tap", "Ring", "Datapath", "Handlers", "Capture", "VMBackend", "VhostUser"]),
         .target(
             name: "Control",
-            dependencies: ["Frames", "UnixSocketFiles", .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["Frames", "UnixSocketFiles", "SystemCalls", .product(name: "SystemPackage", package: "swift-system")]),
         .target(
             name: "MetricsEndpoint",
-            dependencies: ["Datapath", "Frames",
+            dependencies: ["Datapath", "Frames", "SystemCalls",
                            .product(name: "Metrics", package: "swift-metrics"),
                            .product(name: "Prometheus", package: "swift-prometheus")]),
         .target(
@@ -111,26 +119,52 @@ let package = Package(
                            .product(name: "TOMLKit", package: "TOMLKit")]),
         .target(
             name: "Daemon",
-            dependencies: ["Tapbridge", "Control", "Config", "MetricsEndpoint",
+            dependencies: ["Tapbridge", "Control", "Config", "MetricsEndpoint", "SystemCalls",
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "TOMLKit", package: "TOMLKit")]),
         .target(
             name: "TapbridgeCLI",
-            dependencies: ["Config", "Daemon", "Control", "Capture", "Netlink", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Config", "Daemon", "Control", "Capture", "Netlink", "SystemCalls", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(name: "tapbridge", dependencies: ["TapbridgeCLI"]),
 
         // Test helpers: namespaces, veth pairs and commands with guaranteed clean-up.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["SystemCalls", "VhostUser", "CVhostUserShim"], path: "Tests/TestSupport"),
         .testTarget(name: "FramesTests", dependencies: ["Frames"]),
+        .testTarget(name: "SystemCallsTests", dependencies: ["SystemCalls"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "DatapathTests", dependencies: ["Datapath", "VirtioNet", "Tap", "Handlers", "Netlink", "Ring", "TestSupport"]),
         .testTarget(name: "HandlersTests", dependencies: ["Handlers", "TapbridgeTesting"]),
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "Datapath", "PacketFilter", "TestSupport"]),
-        .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "Handlers", "UnixSocketFiles", "TestSupport"]),
+        .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "Handlers", "UnixSocketFiles", "SystemCalls", "VhostUser", "TestSupport"]),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "Frames"]),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Config", "Control", "MetricsEndpoint", "TestSupport"]),
         .testTarget(name: "MetricsEndpointTests", dependencies: ["MetricsEndpoint"]),
         .testTarget(name: "ControlTests", dependencies: ["Control", "TestSupport", .product(name: "SystemPackage", package: "swift-system")]),
+        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "CVhostUserShim", "VirtioNet", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )
+
+// Fuzz targets (Fuzz/Targets/<name>/<name>.swift, one libFuzzer entry point each) exist only
+// when TAPBRIDGE_FUZZ is set, so ordinary builds never see them. tools/fuzz sets it and builds
+// them with `--sanitize=fuzzer --sanitize=address` into .build-fuzz (docs/hardening.md).
+if Context.environment["TAPBRIDGE_FUZZ"] != nil {
+    let fuzzTargets: [(name: String, dependencies: [Target.Dependency])] = [
+        ("FuzzStreamPrefix", ["Datapath"]),
+        ("FuzzControlLine", ["Control"]),
+        ("FuzzNetlinkReply", ["Netlink", "CLibmnl"]),
+        ("FuzzPcapngReader", ["Capture"]),
+        ("FuzzConfig", ["Daemon"]),
+        ("FuzzHandlers", ["Frames", "Handlers"]),
+        ("FuzzFilterRule", ["Frames", "Handlers"]),
+        ("FuzzSegmentation", ["Frames", "Datapath"]),
+        ("FuzzVhostUserMessage", ["VhostUser"]),
+        ("FuzzVhostUserMemoryTable", ["VhostUser"]),
+        ("FuzzVirtqueueChains", ["VhostUser"]),
+    ]
+    package.targets.append(.target(name: "FuzzSupport", path: "Fuzz/Support"))
+    for t in fuzzTargets {
+        package.targets.append(.executableTarget(name: t.name, dependencies: t.dependencies + ["FuzzSupport"],
+                                                 path: "Fuzz/Targets/\(t.name)"))
+    }
+}

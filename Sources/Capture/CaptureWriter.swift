@@ -4,6 +4,7 @@
 // FILE0..FILE{W-1} zero-padded to W's digits, reused in turn). Runs on the capture thread only.
 #if canImport(Glibc)
 import Glibc
+import SystemCalls
 #endif
 
 public struct CaptureError: Error, CustomStringConvertible {
@@ -34,8 +35,10 @@ public final class CaptureWriter {
     let destination: CaptureDestination
     private let buffer: UnsafeMutableRawPointer
     private var fill = 0
+    /// Where bytes go: the caller's descriptor (borrowed, never closed here) or `ownedFile`'s.
     private var fd: Int32 = -1
-    private var ownsFD = false
+    /// The capture file this writer opened, closed at rotation, finish or deinit.
+    private var ownedFile: OwnedDescriptor?
     private var fileIndex = 0
     private var fileBytes = 0
     /// Files opened so far (for tests and the summary).
@@ -69,8 +72,7 @@ public final class CaptureWriter {
     }
 
     deinit {
-        if ownsFD && fd >= 0 { _ = Glibc.close(fd) }
-        buffer.deallocate()
+        buffer.deallocate()   // (ownedFile closes itself)
     }
 
     /// tcpdump's MakeFilename: FILE for the first of unbounded rotation, else FILE + index,
@@ -85,10 +87,12 @@ public final class CaptureWriter {
     private func openFile() throws {
         guard case .file(let path, let rotate, let maxFiles) = destination else { return }
         let name = rotate == nil ? path : CaptureWriter.fileName(path, index: fileIndex, maxFiles: maxFiles)
-        let d = open(name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard d >= 0 else { throw CaptureError("capture file \(name)", errno: errno) }
-        fd = d
-        ownsFD = true
+        let file: OwnedDescriptor
+        do { file = try Syscall.open(name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode: 0o644) } catch {
+            throw CaptureError("capture file \(name)", errno: error.errno)
+        }
+        fd = file.rawValue
+        ownedFile = consume file
         filesOpened.append(name)
         fill = encoder.encodeHeader(into: buffer)
         fileBytes = fill
@@ -99,7 +103,7 @@ public final class CaptureWriter {
                       originalLength: Int, data: UnsafeRawBufferPointer) throws {
         if case .file(_, let rotate?, let maxFiles) = destination, fileBytes > rotate {
             try flush()
-            _ = Glibc.close(fd); fd = -1; ownsFD = false
+            ownedFile = nil; fd = -1
             fileIndex += 1
             if let w = maxFiles, fileIndex >= w { fileIndex = 0 }
             try openFile()
@@ -125,22 +129,25 @@ public final class CaptureWriter {
         fileBytes += n
     }
 
-    /// Writes out what is buffered. EINTR retried; EAGAIN waited for with poll.
+    /// Writes out what is buffered. EAGAIN waited for with poll (EINTR is retried by SystemCalls).
     public func flush() throws {
         var off = 0
         while off < fill {
-            let n = Glibc.write(fd, buffer + off, fill - off)
-            if n > 0 { off += n; continue }
-            let e = n < 0 ? errno : EIO
-            if e == EINTR { continue }
-            if e == EAGAIN || e == EWOULDBLOCK {
-                if shouldGiveUp() { fill = 0; throw CaptureError("capture output", errno: ETIMEDOUT) }
-                var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-                _ = poll(&p, 1, 100)
-                continue
+            let written: IOResult<Int>
+            do { written = try Syscall.write(fd, buffer + off, fill - off) } catch {
+                fill = 0
+                throw CaptureError(fileDescription, errno: error.errno)
             }
-            fill = 0
-            throw CaptureError(fileDescription, errno: e)
+            switch written {
+            case .processed(let n) where n > 0:
+                off += n
+            case .processed:
+                fill = 0
+                throw CaptureError(fileDescription, errno: EIO)
+            case .wouldBlock:
+                if shouldGiveUp() { fill = 0; throw CaptureError("capture output", errno: ETIMEDOUT) }
+                _ = try? Syscall.poll(fd, events: Int16(POLLOUT), timeout: 100)
+            }
         }
         fill = 0
     }
@@ -148,8 +155,8 @@ public final class CaptureWriter {
     /// Flushes and closes files this writer opened (a caller's descriptor stays open).
     public func finish() throws {
         defer {
-            if ownsFD && fd >= 0 { _ = Glibc.close(fd) }
-            fd = -1; ownsFD = false
+            ownedFile = nil
+            fd = -1
         }
         try flush()
     }

@@ -66,7 +66,7 @@ public struct BridgeConfig: Sendable {
     public var sourceGuards: [String: VMPortConfig] {
         var out: [String: VMPortConfig] = [:]
         for p in ports {
-            if case .vm(let vm) = p.kind, vm.guards { out[p.name] = vm }
+            if let vm = p.guest, vm.guards { out[p.name] = vm }   // vm and vhost-user ports
             if case .tap(let tap) = p.kind, tap.guards { out[p.name] = tap.guardSettings }
         }
         return out

@@ -34,8 +34,8 @@ public enum ConfigParser {
     /// configuration is nil only when the text is not TOML.
     public static func parseCollectingIssues(_ text: String, file: String, checks: ValueChecks = .init()) -> (DaemonConfig?, [ConfigIssue]) {
         let issues = IssueList(file: file)
-        if let problem = TOMLPrecheck.problem(in: text) {
-            return (nil, [ConfigIssue(file: file, path: "", reason: problem)])
+        if let p = TOMLPreflight.problem(in: text) {
+            return (nil, [ConfigIssue(file: file, path: "", reason: "line \(p.line), column \(p.column): \(p.reason)")])
         }
         let root: TOMLTable
         do {
@@ -188,7 +188,13 @@ public enum ConfigParser {
         case "host":
             if !name.isEmpty, let why = invalidInterfaceName(name) { r.fail("name", why) }
             return .host(parseHostKeys(&r))
-        // case "vhost-user": return .vhostUser(parseVhostUserKeys(&r))
+        case "vhost-user":
+            if !name.isEmpty, let why = invalidVMName(name) { r.fail("name", why) }
+            let v = parseVhostUserKeys(&r, requireMAC: false)
+            for key in macvtapOnlyKeys where key != "queues" && key != "offloads" && key != "mode" && r.value(key) != nil {
+                r.fail(key, "not used by a vhost-user port (kind = 'vhost-user'); it is a macvtap setting")
+            }
+            return .vhostUser(v)
         default:
             if kind != "macvtap" {
                 r.fail("kind", "unknown port kind '\(kind)' (one of: \(PortKind.names.joined(separator: ", ")))\(suggestion(kind, PortKind.names))")
@@ -378,6 +384,45 @@ public enum ConfigParser {
         return vm
     }
 
+    /// The keys of a vhost-user port: the socket (path, mode, owner/group/socket-mode), queue
+    /// pairs, offloads, and the guest's identity (mac, anti-spoofing, addresses) as a vm port has.
+    static func parseVhostUserKeys(_ r: inout KeyReader, requireMAC: Bool) -> VhostUserPortConfig {
+        var v = VhostUserPortConfig()
+        if let m = r.string("mode") {
+            if let mode = VhostUserMode(rawValue: m) { v.mode = mode } else {
+                let all = VhostUserMode.allCases.map(\.rawValue)
+                r.fail("mode", "unknown vhost-user mode '\(m)' (one of: \(all.joined(separator: ", ")))\(suggestion(m, all))")
+            }
+        }
+        if let q = r.int("queues", in: 1...1) { v.queues = q }
+        if let o = r.bool("offloads") { v.offloads = o }
+        var g = VMPortConfig()
+        g.socket = v.mode == .client ? .streamClient : .streamServer
+        g.path = r.string("path", required: true) ?? ""
+        g.owner = r.nameOrID("owner")
+        g.group = r.nameOrID("group")
+        if let m = r.fileMode("socket-mode") { g.socketMode = m }
+        if v.mode == .client {
+            for key in ["owner", "group", "socket-mode"] where r.table[key] != nil {
+                r.fail(key, "not used with mode = 'client' (the VMM creates that socket file)")
+            }
+        }
+        g.maxFrame = VMPortConfig.maxFrameLimit
+        g.mac = r.mac("mac", required: requireMAC)
+        if let a = r.bool("anti-spoofing") {
+            g.antiSpoofing = a
+            if a && g.mac == nil && !requireMAC { r.fail("anti-spoofing", "needs 'mac' (the MAC the VM is assigned)") }
+        }
+        if let list = r.stringArray("addresses") {
+            if list.isEmpty { r.fail("addresses", "empty: leave the key out to skip the ARP/IP source checks") }
+            var parsed = SourceAddresses()
+            for (i, a) in list.enumerated() { if let why = parsed.add(a) { r.fail("addresses[\(i)]", why) } }
+            g.addresses = list
+        }
+        v.guest = g
+        return v
+    }
+
     /// A `[[vms]]` entry: the VM's socket port and a bridge-mode macvtap with the VM's MAC on
     /// `parent`, alone in a bridge named `vm-NAME` (no switch: two ports), anti-spoofing on.
     static func parseVMAttachment(_ t: TOMLTable, index: Int, issues: IssueList) -> BridgeConfig {
@@ -399,6 +444,12 @@ public enum ConfigParser {
             vmMAC = t.mac
             vmPort = PortConfig(name: tapName, kind: .tap(t), path: path)
             vmPort.nameKey = "tap"
+        } else if r.table["socket"]?.string == "vhost-user" {
+            // socket = "vhost-user": the VM's port is a vhost-user back-end (mode server|client).
+            _ = r.string("socket")
+            let v = parseVhostUserKeys(&r, requireMAC: true)
+            vmMAC = v.guest.mac
+            vmPort = PortConfig(name: name, kind: .vhostUser(v), path: path)
         } else {
             let vm = parseVMKeys(&r, requireMAC: true)
             vmMAC = vm.mac
@@ -414,8 +465,9 @@ public enum ConfigParser {
             r.fail("macvtap", r.table["macvtap"] == nil ? "default name: \(why); set 'macvtap'" : why)
         }
         // Frames from a socket VM carry no vnet header: the macvtap gets none either (the kernel
-        // segments GSO traffic from the LAN before it reaches the queue). A tap VM has one.
-        macvtap.offloads = vmPort.tap?.offloads ?? r.bool("offloads") ?? false
+        // segments GSO traffic from the LAN before it reaches the queue). A tap VM has one; a
+        // vhost-user guest takes the virtio-net header: GSO frames cross whole (its `offloads`).
+        macvtap.offloads = vmPort.tap?.offloads ?? vmPort.vhostUser?.offloads ?? r.bool("offloads") ?? false
         if let parent = r.string("parent", required: true) {
             if let why = parent.isEmpty ? "must not be empty" : invalidInterfaceName(parent) { r.fail("parent", why) }
             var c = LinkCreation(parent: parent)
@@ -459,7 +511,7 @@ public enum ConfigParser {
                 if let first = portNames[key] {
                     issues.add(p.path + "." + p.nameKey, "port '\(p.name)' already declared at \(first)")
                 } else { portNames[key] = p.path }
-                if case .vm(let vm) = p.kind {
+                if let vm = p.guest {
                     for (k, file) in [("path", vm.path), ("remote-path", vm.remotePath ?? "")] where !file.isEmpty {
                         if let first = sockets[file] { issues.add("\(p.path).\(k)", "socket '\(file)' already used at \(first)") }
                         else { sockets[file] = "\(p.path).\(k)" }

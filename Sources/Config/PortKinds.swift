@@ -31,6 +31,11 @@ public struct PortConfig: Sendable, Equatable {
     public var tap: TapPortConfig? { if case .tap(let t) = kind { return t } else { return nil } }
     /// The host interface settings, for a host port.
     public var host: HostPortConfig? { if case .host(let h) = kind { return h } else { return nil } }
+    /// The vhost-user settings, for a vhost-user port.
+    public var vhostUser: VhostUserPortConfig? { if case .vhostUser(let v) = kind { return v } else { return nil } }
+    /// What a vm and a vhost-user port share (socket file, owner/group/mode, the VM's MAC,
+    /// anti-spoofing, addresses); nil for other kinds.
+    public var guest: VMPortConfig? { vm ?? vhostUser?.guest }
 
     /// Whether the port is a network interface (link events, namespaces, the ledger apply).
     public var hasLink: Bool { kind.hasLink }
@@ -38,10 +43,10 @@ public struct PortConfig: Sendable, Equatable {
     public var netns: String? { macvtap?.netns }
     /// How the daemon creates the port's link; nil: it must exist already, or there is no link.
     public var create: LinkCreation? { macvtap?.create }
-    /// Queues opened (one descriptor each); 1 for kinds without queues.
-    public var queues: Int { macvtap?.queues ?? 1 }
-    /// Whether frames carry a vnet header with negotiated offloads (macvtap's `offloads`).
-    public var offloads: Bool { macvtap?.offloads ?? true }
+    /// Queues opened (one descriptor each; a vhost-user port's queue pairs); 1 for kinds without queues.
+    public var queues: Int { macvtap?.queues ?? vhostUser?.queues ?? 1 }
+    /// Whether frames carry a vnet header with negotiated offloads (macvtap's and vhost-user's `offloads`).
+    public var offloads: Bool { macvtap?.offloads ?? vhostUser?.offloads ?? true }
 }
 
 /// The kinds of port, as `kind = "..."` names them in a `[[bridges.ports]]` table.
@@ -54,8 +59,9 @@ public enum PortKind: Sendable, Equatable {
     case tap(TapPortConfig)
     /// `kind = "host"`: the host's own stack on the bridge, through a tap tapbridge reads.
     case host(HostPortConfig)
-    // Room for the next kinds, each a case with its own settings struct:
-    //   case vhostUser(VhostUserPortConfig)   kind = "vhost-user": a vhost-user-net backend socket
+    /// `kind = "vhost-user"`: a vhost-user-net back-end socket (QEMU `-netdev vhost-user`,
+    /// cloud-hypervisor, crosvm, DPDK virtio-user); no link.
+    case vhostUser(VhostUserPortConfig)
 
     /// The `kind` key's value.
     public var name: String {
@@ -64,17 +70,18 @@ public enum PortKind: Sendable, Equatable {
         case .vm: return "vm"
         case .tap: return "tap"
         case .host: return "host"
+        case .vhostUser: return "vhost-user"
         }
     }
 
     /// Every kind name the parser accepts (for messages).
-    public static let names = ["macvtap", "vm", "tap", "host"]
+    public static let names = ["macvtap", "vm", "tap", "host", "vhost-user"]
 
     /// Whether a port of this kind is a network interface.
     public var hasLink: Bool {
         switch self {
         case .macvtap, .tap, .host: return true
-        case .vm: return false
+        case .vm, .vhostUser: return false
         }
     }
 }
@@ -185,4 +192,25 @@ public struct VMPortConfig: Sendable, Equatable {
 
     /// Whether this port gets a source guard.
     public var guards: Bool { (mac != nil && antiSpoofing) || addresses != nil }
+}
+
+/// Who opens a vhost-user connection.
+public enum VhostUserMode: String, Sendable, CaseIterable {
+    /// tapbridge listens on `path` (QEMU `-chardev socket,path=PATH` without server=on).
+    case server
+    /// tapbridge connects to `path`, retrying (QEMU `-chardev socket,path=PATH,server=on,wait=off`).
+    case client
+}
+
+/// A `vhost-user` port (docs/vms.md has the matching VMM lines).
+public struct VhostUserPortConfig: Sendable, Equatable {
+    public var mode: VhostUserMode = .server
+    /// Queue pairs offered (GET_QUEUE_NUM). 1 for now.
+    public var queues = 1
+    /// Offer checksum and TSO offloads to the guest (both ways); off: plain frames only.
+    public var offloads = true
+    /// The keys it shares with a vm port: path, owner, group, socket-mode, mac, anti-spoofing,
+    /// addresses (`socket` mirrors `mode`: stream-server or stream-client).
+    public var guest = VMPortConfig()
+    public init() {}
 }

@@ -2,6 +2,7 @@
 // response line. A streaming command keeps reading raw bytes from `fileDescriptor` afterwards.
 import Foundation
 import Glibc
+import SystemCalls
 import SystemPackage
 import UnixSocketFiles
 
@@ -28,7 +29,8 @@ public enum ControlClientError: Error, Equatable, CustomStringConvertible {
 
 public final class ControlClient {
     public let path: String
-    private let fd: Int32
+    private let socket: OwnedDescriptor
+    private var fd: Int32 { socket.rawValue }
     private var lines = LineBuffer(limit: 256 << 20)
     private var nextID = 1
 
@@ -42,10 +44,10 @@ public final class ControlClient {
     public init(path: String, timeout: Double = 30) throws {
         self.path = path
         do {
-            let fd = try UnixSocketFile.connectStream(to: path)
+            let socket = try UnixSocketFile.connectStream(to: path)
             // Blocking from here on, with a timeout so a wedged daemon cannot hang the CLI forever.
-            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
-            self.fd = fd
+            try? Syscall.setNonblocking(socket.rawValue, false)
+            self.socket = socket
         } catch let e as UnixSocketError {
             switch e.errno {
             case ENOENT, ECONNREFUSED, ENOTDIR: throw ControlClientError.noDaemon(path: path)
@@ -56,8 +58,6 @@ public final class ControlClient {
         SocketIO.setTimeout(fd, option: SO_RCVTIMEO, seconds: timeout)
         SocketIO.setTimeout(fd, option: SO_SNDTIMEO, seconds: timeout)
     }
-
-    deinit { close(fd) }
 
     /// The connected descriptor (for streaming commands, after their first response). Owned by the client.
     public var fileDescriptor: FileDescriptor { FileDescriptor(rawValue: fd) }

@@ -11,6 +11,7 @@
 // state hand their work to the daemon's control loop.
 import Foundation
 import Glibc
+import SystemCalls
 import SystemPackage
 import UnixSocketFiles
 
@@ -53,10 +54,14 @@ public final class ControlServer: @unchecked Sendable {
     /// Called with one line per notable event (refused peer, bad request...), for the daemon's log.
     public var log: (String) -> Void = { _ in }
 
-    private let listenFD: Int32
-    private let wakePipe: (read: Int32, write: Int32)
+    // Owned here, closed by stop() (nil afterwards). The accept thread borrows their numbers
+    // only while it runs, and stop() waits for it before closing.
+    private var listenSocket: OwnedDescriptor?
+    private var wakeReadEnd: OwnedDescriptor?
+    private var wakeWriteEnd: OwnedDescriptor?
     private let lock = NSLock()
     private var handlers: [String: ControlHandler] = [:]
+    /// Open connections by descriptor number; each belongs to its connection thread.
     private var connections: Set<Int32> = []
     private var stopping = false
     private var acceptThread: Thread?
@@ -73,25 +78,23 @@ public final class ControlServer: @unchecked Sendable {
             if mkdir(dir, 0o755) != 0 && errno != EEXIST { throw ControlSocketError("create directory", dir, errno: errno) }
         }
         let access = SocketFileAccess(mode: configuration.group == nil ? 0o600 : 0o660, owner: nil, group: configuration.group)
+        let listener: OwnedDescriptor
         do {
-            let fd = try UnixSocketFile.listenStream(at: configuration.path, access: access, backlog: 64)
-            listenFD = fd
+            listener = try UnixSocketFile.listenStream(at: configuration.path, access: access, backlog: 64)
         } catch let e as UnixSocketError {
             // The shared socket helper's error, named for this socket; a live listener is most
             // likely another daemon.
             throw ControlSocketError(e.operation, "control socket '\(configuration.path)'", errno: e.errno,
                                      detail: e.errno == EADDRINUSE ? "another process (a running tapbridge?) is listening on it" : e.detail)
         }
-        var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else {
-            let e = errno; close(listenFD); unlink(configuration.path)
-            throw ControlSocketError("create the wake pipe of", "control socket", errno: e)
+        let wake: PipeEnds
+        do { wake = try Syscall.pipe(nonblocking: true) } catch {
+            unlink(configuration.path)   // (the listener closes as it goes out of scope)
+            throw ControlSocketError("create the wake pipe of", "control socket", errno: error.errno)
         }
-        for fd in fds {
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-        }
-        wakePipe = (fds[0], fds[1])
+        listenSocket = consume listener
+        wakeReadEnd = .some(wake.readEnd)
+        wakeWriteEnd = .some(wake.writeEnd)
     }
 
     /// Adds (or replaces) the handler of `cmd`. Safe while running.
@@ -119,11 +122,11 @@ public final class ControlServer: @unchecked Sendable {
         }
         guard first else { return }
         var b: UInt8 = 1
-        _ = write(wakePipe.write, &b, 1)
+        if let wakeFD = wakeWriteEnd?.rawValue { _ = try? Syscall.write(wakeFD, &b, 1) }
         if acceptThread != nil { acceptDone.wait() }
         // Under the lock: a connection thread leaves the set before it closes its descriptor,
         // so every number here is still that connection's (never a reused descriptor).
-        lock.withLock { for fd in connections { shutdown(fd, Int32(SHUT_RDWR)) } }
+        lock.withLock { for fd in connections { try? Syscall.shutdown(fd, Int32(SHUT_RDWR)) } }
         let deadline = Date().addingTimeInterval(timeout)
         allDone.lock()
         while lock.withLock({ !connections.isEmpty }) && Date() < deadline { _ = allDone.wait(until: min(deadline, Date().addingTimeInterval(0.1))) }
@@ -131,8 +134,9 @@ public final class ControlServer: @unchecked Sendable {
         // Only our own socket: it is still a socket we bound (a replacement by someone else is left alone).
         var st = stat()
         if lstat(configuration.path, &st) == 0, (st.st_mode & S_IFMT) == S_IFSOCK { unlink(configuration.path) }
-        close(listenFD)
-        close(wakePipe.read); close(wakePipe.write)
+        listenSocket = nil
+        wakeReadEnd = nil
+        wakeWriteEnd = nil
     }
 
     public var isStopping: Bool { lock.withLock { stopping } }
@@ -141,36 +145,36 @@ public final class ControlServer: @unchecked Sendable {
     // MARK: accepting
 
     private func acceptLoop() {
+        guard let listenFD = listenSocket?.rawValue, let wakeFD = wakeReadEnd?.rawValue else { return }
         var fds = [pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: wakePipe.read, events: Int16(POLLIN), revents: 0)]
+                   pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
         while !isStopping {
-            let r = poll(&fds, 2, 1000)
-            if r < 0 && errno != EINTR { usleep(10_000); continue }
+            do { _ = try Syscall.poll(&fds, 2, timeout: 1000) } catch { usleep(10_000); continue }
             if fds[1].revents != 0 || isStopping { return }
             guard fds[0].revents & Int16(POLLIN) != 0 else { continue }
-            // (accept4 is not imported; a fork between accept and FD_CLOEXEC is not a concern here)
-            let fd = accept(listenFD, nil, nil)
-            if fd < 0 {
+            let accepted: OwnedDescriptor?
+            do { accepted = try Syscall.accept(listenFD) } catch {
                 // EMFILE/ENFILE/ENOMEM: the connection stays queued; back off instead of spinning on it.
-                if errno != EAGAIN && errno != EINTR && errno != ECONNABORTED { usleep(100_000) }
+                if error.errno != ECONNABORTED { usleep(100_000) }
                 continue
             }
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
-            admit(fd)
+            guard let connection = accepted else { continue }   // EAGAIN: someone else's, or gone
+            try? Syscall.setNonblocking(connection.rawValue, false)
+            admit(connection)
         }
     }
 
     /// Peer check and connection bound, then a thread for the connection.
-    private func admit(_ fd: Int32) {
+    private func admit(_ connection: consuming OwnedDescriptor) {
+        let fd = connection.rawValue
         SocketIO.setTimeout(fd, option: SO_SNDTIMEO, seconds: 10)
         let peer: PeerCredentials
         do { peer = try PeerCredentials.of(socket: fd) } catch {
-            refuse(fd, .failed, "\(error)"); return
+            refuse(connection, .failed, "\(error)"); return
         }
         guard peer.isAllowed(group: configuration.group) else {
             log("control connection refused: uid \(peer.uid) gid \(peer.gid) pid \(peer.pid) is not root\(configuration.group.map { " and not in group \($0)" } ?? "")")
-            refuse(fd, .permissionDenied, "permission denied: uid \(peer.uid) is not root"
+            refuse(connection, .permissionDenied, "permission denied: uid \(peer.uid) is not root"
                    + (configuration.group.map { " and not in the control group (gid \($0))" } ?? " (the control socket has no group configured: control.group)"))
             return
         }
@@ -180,23 +184,27 @@ public final class ControlServer: @unchecked Sendable {
             return true
         }
         guard admitted else {
-            refuse(fd, .busy, "too many control connections (at most \(configuration.maxConnections)); try again"); return
+            refuse(connection, .busy, "too many control connections (at most \(configuration.maxConnections)); try again"); return
         }
+        // The thread owns the connection from here: the number crosses into it raw (a Thread's
+        // closure cannot capture a noncopyable value) and is owned again on its first line.
+        let raw = connection.release()
         let t = Thread { [self] in
-            serve(fd, peer: peer)
-            lock.withLock { _ = connections.remove(fd) }
-            close(fd)
+            let connection = OwnedDescriptor(taking: raw)
+            serve(connection.rawValue, peer: peer)
+            // Out of the set before the close, so stop() never shuts down a reused number.
+            lock.withLock { _ = connections.remove(raw) }
+            _ = consume connection
             allDone.lock(); allDone.broadcast(); allDone.unlock()
         }
         t.name = "control-conn"
         t.start()
     }
 
-    private func refuse(_ fd: Int32, _ code: ControlErrorCode, _ message: String) {
+    private func refuse(_ connection: consuming OwnedDescriptor, _ code: ControlErrorCode, _ message: String) {
         if let line = try? ControlLine.encode(ControlResponse.failure(id: 0, code, message)) {
-            try? SocketIO.writeAll(fd, line, subject: "control connection")
+            try? SocketIO.writeAll(connection.rawValue, line, subject: "control connection")
         }
-        close(fd)
     }
 
     // MARK: one connection

@@ -10,6 +10,7 @@ import Foundation
 import Frames
 import Handlers
 import PacketFilter
+import SystemCalls
 import Logging
 
 extension Daemon {
@@ -82,13 +83,12 @@ extension Daemon {
         // means stop. Bytes it sends anyway are read and ignored.
         var scratch = [UInt8](repeating: 0, count: 256)
         while !session.isFinished && !conn.isStopping() {
-            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let r = poll(&p, 1, 200)
-            if r < 0 && errno != EINTR { break }
-            guard r > 0 else { continue }
-            if p.revents & Int16(POLLERR | POLLNVAL) != 0 { break }
-            let n = recv(fd, &scratch, scratch.count, Int32(MSG_DONTWAIT))
-            if n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR) { break }
+            guard let revents = try? Syscall.poll(fd, events: Int16(POLLIN), timeout: 200) else { break }
+            guard revents != 0 else { continue }
+            if revents & Int16(POLLERR | POLLNVAL) != 0 { break }
+            // EINTR retried inside; EAGAIN (nothing after all) is a value; end of file or an error ends it.
+            guard let r = try? Syscall.receive(fd, &scratch, scratch.count, flags: Int32(MSG_DONTWAIT)) else { break }
+            if case .processed(0) = r { break }
         }
         let s = session.stop()
         logger.info("capture ended", metadata: ["ports": "\(session.interfaces.joined(separator: ","))",

@@ -56,9 +56,9 @@ public enum ConfigValidator {
         }
         guard !indices.isEmpty else { return [] }
         let judged = f.ports.isEmpty ? ports : ports.filter { f.ports.contains($0.name) }
-        let unassigned = judged.filter { $0.vm?.mac == nil }
+        let unassigned = judged.filter { $0.guest?.mac == nil }
         guard !unassigned.isEmpty else { return [] }
-        let names = unassigned.map { "'\($0.name)' (\($0.vm == nil ? "a macvtap" : "a vm port without mac"))" }.joined(separator: ", ")
+        let names = unassigned.map { "'\($0.name)' (\($0.guest == nil ? "a macvtap" : "a \($0.kind.name) port without mac"))" }.joined(separator: ", ")
         let reason = "@anti-spoofing checks a frame's source against the port's assigned MAC, and "
             + (unassigned.count == 1 ? "port \(names) has none " : "ports \(names) have none ")
             + "(a macvtap's frames come from every host beyond its parent): list the guarded vm ports in filter.ports, "
@@ -84,7 +84,7 @@ public enum ConfigValidator {
         }
         var nsChecked: [String: Bool] = [:]
         for (_, p) in config.allPorts {
-            if case .vm(let vm) = p.kind {
+            if let vm = p.guest {
                 for (key, path) in [("path", vm.path), ("remote-path", vm.remotePath ?? "")] where !path.isEmpty {
                     // The state directory (/run/tapbridge) and the control socket's are made at
                     // start, before any VM socket is bound: a socket there may wait for them.
@@ -116,7 +116,7 @@ public enum ConfigValidator {
                     issues.add(p.path + ".name", "interface '\(p.name)' already exists\(l.kind.map { $0.isEmpty ? "" : " (a \($0))" } ?? ""); the daemon creates the host port")
                 }
                 continue
-            case .macvtap, .vm:
+            case .macvtap, .vm, .vhostUser:
                 break
             }
             if let ns = p.netns {

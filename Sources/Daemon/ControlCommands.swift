@@ -129,6 +129,7 @@ extension Daemon {
             switch p.kind {
             case .macvtap(let m): link = try? LinkManager(namespace: m.netns.map { NetworkNamespace.named($0) }).link(named: p.name)
             case .vm(let vm): socketPath = vm.path; assignedMAC = vm.mac
+            case .vhostUser(let v): socketPath = v.guest.path; assignedMAC = v.guest.mac
             case .tap(let t):
                 // The tap the VMM attaches to; its "link" is the macvtap tapbridge reads.
                 link = try? LinkManager().link(named: p.name)
@@ -142,7 +143,7 @@ extension Daemon {
                               link: socketPath ?? p.create?.parent ?? link.flatMap { $0.parentName ?? $0.parentIndex.map { "#\($0)" } },
                               mac: assignedMAC?.description ?? link?.address?.description, mode: link?.mode?.rawValue ?? p.create?.mode.rawValue,
                               state: state, operstate: link?.operState, queues: p.queues,
-                              offloads: p.vm == nil && p.offloads,   // a VM socket carries plain frames: no offloads
+                              offloads: p.vm == nil && p.offloads,   // a VM socket carries plain frames: no offloads (a vhost-user port: its `offloads`)
                               created: p.host != nil || links.wasCreated(p.name, netns: p.netns), vlan: Self.describe(p.vlan))
         }
     }
@@ -269,7 +270,7 @@ extension Daemon {
         }
         // A port that wants anti-spoofing never runs unguarded: its policy goes in first, and a
         // bridge started without a source guard cannot get one while running.
-        if (port.vm?.guards ?? false) || (port.tap?.guards ?? false) {
+        if (port.guest?.guards ?? false) || (port.tap?.guards ?? false) {   // vm, vhost-user, tap
             guard engine?.hasSourceGuard(b) != false else {
                 throw ControlError(.invalidArgument, "bridge '\(b)' runs without a source guard: a port with anti-spoofing ('mac' or 'addresses') needs a restart with it in the file")
             }

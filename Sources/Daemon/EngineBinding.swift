@@ -31,6 +31,9 @@ final class EngineBinding {
     private(set) var vmServers: [String: VMStreamServerPort] = [:]
     /// VM ports attached before the engine started, for the supervisor to watch from `start`.
     private var unwatched: [(port: any Datapath.Port, id: PortID, bridge: Bridge)] = []
+    /// vhost-user ports by name; each serves its socket from a thread of its own once the
+    /// engine runs (`start`), and stops when detached or at `stop`.
+    private var vhostUserPorts: [String: (port: VhostUserPort, id: PortID, bridge: Bridge)] = [:]
 
     private func vmSupervisor() -> VMPortSupervisor {
         if let supervisor { return supervisor }
@@ -83,6 +86,23 @@ final class EngineBinding {
             // The supervisor may reconnect at once (a client port dials immediately), which
             // needs running workers: ports attached before start are watched from `start`.
             if engine.isRunning { vmSupervisor().watch(port, id: id, in: bridge) } else { unwatched.append((port, id, bridge)) }
+        case .vhostUser:
+            let log = logger, name = p.name
+            let port: VhostUserPort
+            do {
+                port = try PortOpener.vhostUser(p, log: { log.notice("\($0)", metadata: ["port": "\(name)"]) })
+            } catch {
+                throw DaemonError("\(p.path): cannot open vhost-user port '\(p.name)': \(error)")
+            }
+            let id = try bridge.attach(port)
+            vhostUserPorts[p.name] = (port, id, bridge)
+            if engine.isRunning {
+                do { try port.start(engine: engine, id: id, bridge: bridge) } catch {
+                    bridge.detach(id)
+                    vhostUserPorts[p.name] = nil
+                    throw DaemonError("\(p.path): cannot serve vhost-user socket '\(port.path)': \(error)")
+                }
+            }
         case .macvtap:
             let port: MacvtapPort
             do {
@@ -136,6 +156,11 @@ final class EngineBinding {
         try engine.start()
         for u in unwatched { vmSupervisor().watch(u.port, id: u.id, in: u.bridge) }
         unwatched = []
+        for (name, v) in vhostUserPorts.sorted(by: { $0.key < $1.key }) {
+            do { try v.port.start(engine: engine, id: v.id, bridge: v.bridge) } catch {
+                throw DaemonError("vhost-user port '\(name)': cannot serve socket '\(v.port.path)': \(error)")
+            }
+        }
         for (name, b) in bridges.sorted(by: { $0.key < $1.key }) {
             logger.info("bridge up", metadata: ["bridge": "\(name)", "ports": "\(b.portTable.ports.count)",
                                                 "handlers": "\(handlers[name]!.map(\.name).joined(separator: ","))",
@@ -146,6 +171,7 @@ final class EngineBinding {
     func stop() {
         supervisor?.stop()
         supervisor = nil
+        for v in vhostUserPorts.values { v.port.stop() }
         engine.stop()
         for name in hostPorts.keys.sorted() { releaseHostPort(name) }
     }
@@ -196,6 +222,7 @@ final class EngineBinding {
     func detach(_ name: String) {
         if let (b, id) = location(name) {
             supervisor?.unwatch(id)
+            if let v = vhostUserPorts.removeValue(forKey: name) { v.port.stop() }
             b.detach(id)
         }
     }

@@ -6,6 +6,7 @@ import Config
 import Foundation
 import Glibc
 import Netlink
+import SystemCalls
 import Tap
 import Ring
 import CTapbridgeShim
@@ -234,11 +235,9 @@ public enum HostCheck {
         guard mknod(path, S_IFCHR | 0o600, tb_makedev(1, 3)) == 0 else {
             r.add(.fail, "device node", "mknod in /tmp failed: \(String(cString: strerror(errno))) (needs CAP_MKNOD, no PrivateDevices=)"); return
         }
-        let fd = open(path, O_RDWR | O_CLOEXEC)
-        guard fd >= 0 else {
-            r.add(.fail, "device node", "a node made in /tmp cannot be opened: \(String(cString: strerror(errno))) (is /tmp mounted nodev?)"); return
+        do { _ = try Syscall.open(path, O_RDWR | O_CLOEXEC) } catch {   // (opened, then closed at once)
+            r.add(.fail, "device node", "a node made in /tmp cannot be opened: \(error.reason) (is /tmp mounted nodev?)"); return
         }
-        close(fd)
         r.add(.ok, "device node", "character devices can be made and opened in /tmp")
     }
 }

@@ -6,6 +6,7 @@
 // ledger carries the boot it belongs to: ifindexes mean nothing after a reboot.
 import Foundation
 import Glibc
+import SystemCalls
 
 /// One link as the daemon created it.
 public struct LedgerLink: Codable, Sendable, Equatable {
@@ -92,16 +93,15 @@ public final class LinkLedger {
     /// The whole of `path` if it is a regular file; nil if there is none. A symbolic link, a
     /// non-regular file or one past `maximumSize` throws, naming the file.
     static func readRegularFile(_ path: String) throws -> Data? {
-        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
-        if fd < 0 {
-            let e = errno
-            if e == ENOENT { return nil }
-            if e == ELOOP {
+        let file: OwnedDescriptor   // closed when this returns
+        do { file = try Syscall.open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC) } catch {
+            if error.errno == ENOENT { return nil }
+            if error.errno == ELOOP {
                 throw DaemonError("crash-recovery ledger '\(path)' is a symbolic link; tapbridge never follows one there: remove it to start")
             }
-            throw DaemonError("cannot open crash-recovery ledger '\(path)': \(String(cString: strerror(e)))")
+            throw DaemonError("cannot open crash-recovery ledger '\(path)': \(error.reason)")
         }
-        defer { close(fd) }
+        let fd = file.rawValue
         var st = stat()
         guard fstat(fd, &st) == 0 else {
             throw DaemonError("cannot stat crash-recovery ledger '\(path)': \(String(cString: strerror(errno)))")
@@ -115,10 +115,14 @@ public final class LinkLedger {
         var data = Data(count: Int(st.st_size))
         var off = 0
         while off < data.count {
-            let n = data.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + off, $0.count - off) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw DaemonError("cannot read crash-recovery ledger '\(path)': \(String(cString: strerror(errno)))")
+            let r = data.withUnsafeMutableBytes { p in Result { () throws(SyscallError) in try Syscall.read(fd, p.baseAddress! + off, p.count - off) } }
+            let n: Int
+            switch r {
+            case .success(.processed(let count)): n = count
+            case .success(.wouldBlock):
+                throw DaemonError("cannot read crash-recovery ledger '\(path)': \(String(cString: strerror(EAGAIN)))")
+            case .failure(let e):
+                throw DaemonError("cannot read crash-recovery ledger '\(path)': \(e.reason)")
             }
             if n == 0 { break }
             off += n
@@ -157,22 +161,28 @@ public final class LinkLedger {
         let tmp = path + ".tmp.\(getpid())"
         // Never through a link someone placed at the temp name: a fresh file or nothing.
         unlink(tmp)
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw DaemonError("cannot write '\(tmp)': \(String(cString: strerror(errno)))") }
+        let file: OwnedDescriptor
+        do { file = try Syscall.open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode: 0o644) } catch {
+            throw DaemonError("cannot write '\(tmp)': \(error.reason)")
+        }
+        let fd = file.rawValue
+        var err: Int32 = 0
         var ok = data.withUnsafeBytes { raw -> Bool in
             var off = 0
             while off < raw.count {
-                let n = Glibc.write(fd, raw.baseAddress! + off, raw.count - off)
-                if n < 0 { if errno == EINTR { continue }; return false }
-                off += n
+                switch Result(catching: { () throws(SyscallError) in try Syscall.write(fd, raw.baseAddress! + off, raw.count - off) }) {
+                case .success(.processed(let n)): off += n
+                case .success(.wouldBlock): err = EAGAIN; return false
+                case .failure(let e): err = e.errno; return false
+                }
             }
             return true
         }
-        let err = errno
         if ok { ok = fsync(fd) == 0 }
-        close(fd)
+        let syncErr = errno
+        try? file.close()
         guard ok, rename(tmp, path) == 0 else {
-            let e = ok ? errno : err
+            let e = ok ? errno : (err != 0 ? err : syncErr)
             unlink(tmp)
             throw DaemonError("cannot write '\(path)': \(String(cString: strerror(e)))")
         }
@@ -180,8 +190,8 @@ public final class LinkLedger {
     }
 
     static func syncDirectory(_ dir: String) {
-        let d = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if d >= 0 { fsync(d); close(d) }
+        guard let d = try? Syscall.open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) else { return }
+        fsync(d.rawValue)   // (closed as it goes)
     }
 
     /// Whether `pid` is a live process (the owner of a ledger still running).

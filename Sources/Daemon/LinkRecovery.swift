@@ -9,22 +9,23 @@ import Foundation
 import Glibc
 import Logging
 import Netlink
+import SystemCalls
 
 /// An exclusive flock on `<state dir>/lock`, held for the daemon's life. The kernel drops it
 /// when the process dies however it dies, so "lock free" means "the ledger's owner is gone".
 final class StateLock {
-    let fd: Int32
+    /// Held open for the daemon's life; closing it (when the lock goes) releases the flock.
+    private let file: OwnedDescriptor
+    var fd: Int32 { file.rawValue }
     let path: String
 
     init(directory: String) throws {
         path = directory + "/lock"
-        fd = Glibc.open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw DaemonError("cannot open '\(path)': \(String(cString: strerror(errno)))") }
-        var r: Int32
-        repeat { r = flock(fd, LOCK_EX | LOCK_NB) } while r != 0 && errno == EINTR
-        if r != 0 {
-            let e = errno
-            Glibc.close(fd)
+        do { file = try Syscall.open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, mode: 0o644) } catch {
+            throw DaemonError("cannot open '\(path)': \(error.reason)")
+        }
+        do { _ = try Syscall.retryingInterrupts("flock") { flock(fd, LOCK_EX | LOCK_NB) } } catch {
+            let e = error.errno
             if e == EWOULDBLOCK {
                 let owner = (try? LinkLedger(directory: directory).read())?.map { " (pid \($0.pid))" } ?? ""
                 throw DaemonError("state directory '\(directory)' is in use by another tapbridge daemon\(owner); "
@@ -36,14 +37,10 @@ final class StateLock {
 
     /// True if a live process holds the lock of `directory` (read-only probe for --check).
     static func isHeld(directory: String) -> Bool {
-        let fd = Glibc.open(directory + "/lock", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return false }
-        defer { Glibc.close(fd) }
-        if flock(fd, LOCK_EX | LOCK_NB) == 0 { flock(fd, LOCK_UN); return false }
+        guard let file = try? Syscall.open(directory + "/lock", O_RDONLY | O_CLOEXEC) else { return false }
+        if flock(file.rawValue, LOCK_EX | LOCK_NB) == 0 { flock(file.rawValue, LOCK_UN); return false }
         return errno == EWOULDBLOCK
     }
-
-    deinit { Glibc.close(fd) }   // closing releases the flock
 }
 
 extension LinkLifecycle {

@@ -2,11 +2,13 @@
 // its opener here and its case in EngineBinding.attach). A macvtap: the link and its character device
 // number are read over rtnetlink/sysfs in the namespace the port lives in (the Netlink module);
 // the device itself is then opened by number, from the daemon's own namespace. A vm port: the
-// VMBackend port for its socket mode (a stream-server port creates its socket file now).
+// VMBackend port for its socket mode (a stream-server port creates its socket file now). A
+// vhost-user port: VMBackend's VhostUserPort (its socket is made when it starts serving).
 import Config
 import Datapath
 import Netlink
 import Tap
+import UnixSocketFiles
 import VMBackend
 
 enum PortOpener {
@@ -40,5 +42,14 @@ enum PortOpener {
             return VMDatagramPort(name: p.name, localPath: vm.path, remotePath: vm.remotePath ?? "",
                                   access: try VMPortChecks.access(vm), settings: settings, limits: limits, log: log)
         }
+    }
+
+    /// The vhost-user port for `p` (a `.vhostUser` port); it serves once `start`ed.
+    static func vhostUser(_ p: PortConfig, log: @escaping @Sendable (String) -> Void) throws -> VhostUserPort {
+        guard case .vhostUser(let v) = p.kind else { throw DaemonError("'\(p.name)' is not a vhost-user port") }
+        let settings = PortSettings(vlan: p.vlan, isolated: p.isolated, hairpin: p.hairpin, assignedMAC: v.guest.mac)
+        let access = v.mode == .server ? try VMPortChecks.access(v.guest) : SocketFileAccess()
+        return VhostUserPort(name: p.name, path: v.guest.path, mode: v.mode == .server ? .server : .client, access: access,
+                             settings: settings, offloads: v.offloads ? .all : [], log: log)
     }
 }

@@ -91,7 +91,7 @@ extension Daemon {
         for (b, p) in added {
             // A VM port that wants anti-spoofing never runs unguarded: a bridge built without a
             // source guard cannot get one while running.
-            if (p.vm?.guards ?? false) || (p.tap?.guards ?? false), engine?.hasSourceGuard(b.name) == false {
+            if (p.guest?.guards ?? false) || (p.tap?.guards ?? false), engine?.hasSourceGuard(b.name) == false {
                 logger.error("reload: cannot add VM port with anti-spoofing to a bridge started without VM guards (restart needed)",
                              metadata: ["port": "\(p.name)", "bridge": "\(b.name)"])
                 continue

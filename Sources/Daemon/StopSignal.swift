@@ -3,6 +3,7 @@
 // poll(). Signal handlers only write one byte: everything else happens on the control thread.
 // Bytes: 0/1 stop, 2 reload (SIGHUP), 3 wake-up only (control commands queued).
 import Glibc
+import SystemCalls
 
 /// The write end of the self-pipe, for the async-signal-safe handler.
 nonisolated(unsafe) private var stopPipeWriteFD: Int32 = -1
@@ -16,20 +17,19 @@ private func onStopSignal(_ sig: Int32) {
 }
 
 public final class StopSignal: @unchecked Sendable {
-    let readFD: Int32
-    let writeFD: Int32
+    // The self-pipe, nonblocking, closed when this goes (after deinit has reset the handlers).
+    private let readEnd: OwnedDescriptor
+    private let writeEnd: OwnedDescriptor
+    var readFD: Int32 { readEnd.rawValue }
+    var writeFD: Int32 { writeEnd.rawValue }
 
     /// Creates the pipe and installs the SIGINT/SIGTERM handlers (one instance per process).
     public init() throws {
-        var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else {
-            throw DaemonError("cannot create the stop pipe: \(String(cString: strerror(errno)))")
+        let ends: PipeEnds
+        do { ends = try Syscall.pipe(nonblocking: true) } catch {
+            throw DaemonError("cannot create the stop pipe: \(error.reason)")
         }
-        readFD = fds[0]; writeFD = fds[1]
-        for fd in fds {
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-        }
+        readEnd = ends.readEnd; writeEnd = ends.writeEnd
         stopPipeWriteFD = writeFD
         lastSignal = 0
         var sa = sigaction()
@@ -53,14 +53,14 @@ public final class StopSignal: @unchecked Sendable {
     /// Asks the control loop to stop (from any thread).
     public func request() {
         var b: UInt8 = 0
-        _ = write(writeFD, &b, 1)
+        _ = try? Syscall.write(writeFD, &b, 1)
     }
 
     /// Wakes the control loop early without a stop or reload (work is queued for it: control
     /// commands). `wait` then returns `.timeout`.
     public func wake() {
         var b: UInt8 = 3
-        _ = write(writeFD, &b, 1)
+        _ = try? Syscall.write(writeFD, &b, 1)
     }
 
     public enum Wake { case timeout, stop, reload }
@@ -68,12 +68,10 @@ public final class StopSignal: @unchecked Sendable {
     /// Waits up to `seconds` for a stop or reload request. A stop wins over a pending reload.
     public func wait(seconds: Double) -> Wake {
         if stopped { return .stop }
-        var p = pollfd(fd: readFD, events: Int16(POLLIN), revents: 0)
         let ms = Int32(max(0, min(seconds, 3600)) * 1000)
-        guard poll(&p, 1, ms) > 0, p.revents & Int16(POLLIN) != 0 else { return .timeout }
+        guard let revents = try? Syscall.poll(readFD, events: Int16(POLLIN), timeout: ms), revents & Int16(POLLIN) != 0 else { return .timeout }
         var buf = [UInt8](repeating: 0, count: 64)
-        let n = read(readFD, &buf, buf.count)
-        guard n > 0 else { return .timeout }
+        guard case .processed(let n)? = try? Syscall.read(readFD, &buf, buf.count), n > 0 else { return .timeout }
         if buf[0..<n].contains(where: { $0 != 2 && $0 != 3 }) { stopped = true; return .stop }
         return buf[0..<n].contains(2) ? .reload : .timeout
     }
@@ -100,8 +98,7 @@ public final class StopSignal: @unchecked Sendable {
         signal(SIGINT, SIG_DFL)
         signal(SIGTERM, SIG_DFL)
         signal(SIGHUP, SIG_DFL)
-        stopPipeWriteFD = -1
-        close(readFD); close(writeFD)
+        stopPipeWriteFD = -1   // (then the pipe's ends close with their owners)
     }
 }
 

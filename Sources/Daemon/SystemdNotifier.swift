@@ -6,9 +6,11 @@
 import Foundation
 import Frames
 import Glibc
+import SystemCalls
 
 public final class SystemdNotifier {
-    private let fd: Int32
+    private let socket: OwnedDescriptor
+    private var fd: Int32 { socket.rawValue }
     private var address: sockaddr_un
     private let addressLength: socklen_t
     /// The socket as given ("/run/systemd/notify", "@abstract"), for logs.
@@ -36,8 +38,9 @@ public final class SystemdNotifier {
         addressLength = socklen_t(offset + path.count + (path.first == 0 ? 0 : 1))
         address = sa
         socketName = name
-        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw DaemonError("NOTIFY_SOCKET '\(name)': socket: \(String(cString: strerror(errno)))") }
+        do { socket = try Syscall.socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)) } catch {
+            throw DaemonError("NOTIFY_SOCKET '\(name)': socket: \(error.reason)")
+        }
         // Only for us: $WATCHDOG_PID, when set, names the process the manager watches.
         if let usec = environment["WATCHDOG_USEC"].flatMap(UInt64.init), usec > 0,
            environment["WATCHDOG_PID"].flatMap(Int32.init).map({ $0 == getpid() }) ?? true {
@@ -47,8 +50,6 @@ public final class SystemdNotifier {
         }
     }
 
-    deinit { close(fd) }
-
     /// Sends one notification (`["READY=1", "STATUS=..."]`). Errors are returned, not thrown:
     /// a manager that went away must not stop the daemon.
     @discardableResult
@@ -56,16 +57,16 @@ public final class SystemdNotifier {
         // A newline inside a value would start a new field: flatten it.
         let text = fields.map { $0.replacingOccurrences(of: "\n", with: " ") }.joined(separator: "\n")
         let bytes = Array(text.utf8)
-        while true {
-            let n = withUnsafePointer(to: &address) { p in
-                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
-                    sendto(fd, bytes, bytes.count, Int32(MSG_NOSIGNAL), sa, addressLength)
+        let fd = self.fd, length = addressLength
+        let sent = withUnsafePointer(to: &address) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                Result { () throws(SyscallError) in
+                    try Syscall.retryingInterrupts("sendto") { sendto(fd, bytes, bytes.count, Int32(MSG_NOSIGNAL), sa, length) }
                 }
             }
-            if n >= 0 { return 0 }
-            if errno == EINTR { continue }
-            return errno
         }
+        if case .failure(let e) = sent { return e.errno }
+        return 0
     }
 
     public func ready(status: String) { send(["READY=1", "STATUS=\(status)"]) }

@@ -10,6 +10,7 @@ import Foundation
 import Frames
 import PacketFilter
 import Synchronization
+import SystemCalls
 import VirtioNet
 import CTapbridgeShim
 
@@ -204,14 +205,14 @@ public final class Engine: @unchecked Sendable {
                 fds.append(fd)
             }
         } catch {
-            fds.forEach { _ = close($0) }
+            fds.forEach { try? Syscall.close($0) }
             r.port.descriptorsClosed()
             throw error
         }
         if !r.port.isMultiQueue { r.owner = Int(r.id.rawValue) % workers.count }
         r.fds = fds
         r.connected = fds.count == n
-        if !r.connected && !fds.isEmpty { fds.forEach { _ = close($0) }; r.fds = [] }
+        if !r.connected && !fds.isEmpty { fds.forEach { try? Syscall.close($0) }; r.fds = [] }
         r.bridge.renegotiateOffloads(log: log)
         r.bridge.publishPorts()
         if !r.port.isMultiQueue && PortTransport(r.port.framing).needsSingleWriter { setUpHandoffs() }
@@ -226,7 +227,8 @@ public final class Engine: @unchecked Sendable {
                               transmitOffloads: r.port.transmitOffloads, vlan: r.port.settings.vlan,
                               adminUp: r.adminUp, counters: r.counters[worker],
                               writable: r.port.isMultiQueue || r.owner == worker || !PortTransport(r.port.framing).needsSingleWriter,
-                              owner: r.owner)
+                              owner: r.owner,
+                              virtqueues: r.connected ? r.port.virtqueues(r.port.isMultiQueue ? worker : 0) : nil)
     }
 
     /// Creates the worker-to-worker rings (once) that carry frames to single-descriptor
@@ -266,7 +268,7 @@ public final class Engine: @unchecked Sendable {
     }
 
     private func closeDescriptors(_ r: PortRecord) {
-        for fd in r.fds { _ = close(fd) }
+        for fd in r.fds { try? Syscall.close(fd) }
         r.fds = []
         r.connected = false
         r.port.descriptorsClosed()
@@ -287,6 +289,16 @@ public final class Engine: @unchecked Sendable {
             emit(.portReconnected(bridge: bridge.name, port: id, name: r.port.name))
             log(.info, "bridge \(bridge.name): port '\(r.port.name)' reconnected")
         }
+    }
+
+    /// Takes a port's descriptors away while keeping the port (frames for it are dropped as
+    /// `portDown` until `reconnect`). When this returns no worker uses what `openQueue` gave
+    /// (a vhost-user port then owns its rings again).
+    public func disconnect(_ id: PortID, in bridge: Bridge) {
+        control.lock(); defer { unlockAndEmit() }
+        guard let r = bridge.records[Int(id.rawValue)], r.connected else { return }
+        disconnect(r)
+        log(.info, "bridge \(bridge.name): port '\(r.port.name)' disconnected")
     }
 
     private func disconnect(_ r: PortRecord) {

@@ -2,6 +2,7 @@
 // VM sockets, taps, AF_PACKET). A port only opens descriptors and describes them; the engine
 // does all reading, writing, framing and offload handling, so a new kind of port is small.
 import Frames
+import VhostUser
 import VirtioNet
 
 /// How frames are delimited on a port's descriptor.
@@ -12,6 +13,10 @@ public enum Framing: Sendable, Equatable {
     /// A byte stream of 4-byte big-endian length + frame (QEMU `-netdev stream`). Writes to the
     /// port are serialised and short writes continued; end of file is a disconnect.
     case lengthPrefixed
+    /// virtio-net queues in a guest's memory (vhost-user): the descriptor the engine polls is
+    /// the transmit queue's kick eventfd, frames are read from and written into the rings of
+    /// `Port.virtqueues(_:)` (Datapath's VirtqueueTransport.swift).
+    case virtqueue
 }
 
 /// How a port behaves in its bridge (the handler-visible part of `PortInfo`).
@@ -71,11 +76,16 @@ public protocol Port: AnyObject {
     /// (`EngineConfiguration.healthCheckInterval`) for failures that no read reports: a deleted
     /// macvtap's queue just stops delivering, and writes to it vanish.
     func checkAlive() -> Int32
+    /// Virtqueue ports (`framing == .virtqueue`): the queue pair served through queue `index`.
+    func virtqueues(_ index: Int) -> UnsafeMutablePointer<VirtioNetQueuePair>?
     /// The engine has closed every descriptor it got from `openQueue` (detach, disconnect, stop).
     func descriptorsClosed()
 }
 
 extension Port {
+    /// Virtqueue ports: the queue pair behind queue `index` (a stable address, valid from
+    /// `openQueue(index)` until the engine has disconnected or detached the port).
+    public func virtqueues(_ index: Int) -> UnsafeMutablePointer<VirtioNetQueuePair>? { nil }
     public var settings: PortSettings { PortSettings() }
     public var isMultiQueue: Bool { false }
     public var maxFrameSize: Int { Int.max }

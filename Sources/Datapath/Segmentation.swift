@@ -12,73 +12,27 @@ extension Worker {
     /// Cuts the TCP/IPv4 or TCP/IPv6 super-frame into `gsoSize` segments for port `d`.
     /// False when the frame is not something we can segment (the caller counts `offload`).
     func segmentTCP(_ frame: Frame, to d: Int, buffer: Int32) -> Bool {
-        let vnet = frame.vnet
-        let kind = vnet.gsoType & 0x7F
-        guard kind == VirtioNetHeader.gsoTCPv4 || kind == VirtioNetHeader.gsoTCPv6, vnet.needsChecksum,
+        guard let plan = TCPSegmentPlan(frame, maxHeaders: Worker.scratchPerSlot - Worker.segmentHeaderOffset),
               let base = frame.bytes.baseAddress else { return false }
-        let len = frame.length
-        let l4 = Int(vnet.checksumStart)
-        let l3 = frame.etherType == EtherType.vlan ? 18 : 14
-        guard l4 + 20 <= len, l3 < l4 else { return false }
-        let tcpHeader = Int(base.load(fromByteOffset: l4 + 12, as: UInt8.self) >> 4) * 4
-        let headers = l4 + tcpHeader
-        let mss = Int(vnet.gsoSize)
-        let ipv4 = kind == VirtioNetHeader.gsoTCPv4
-        guard tcpHeader >= 20, headers < len, mss > 0,
-              headers <= Worker.scratchPerSlot - Worker.segmentHeaderOffset else { return false }
-        if ipv4 {
-            guard Int(base.load(fromByteOffset: l3, as: UInt8.self) & 0x0F) * 4 == l4 - l3 else { return false }
-        } else {
-            guard l4 - l3 == 40 else { return false }   // extension headers: not handled
-        }
-
         let dp = ports + d
-        let payload = len - headers
-        let count = (payload + mss - 1) / mss
+        let count = plan.count
         guard dp.pointee.txQueued + dp.pointee.txInflight + Int32(count) <= depth, count <= freeSlotCount() else {
             dp.pointee.counters?.countDrop(.queueFull)
             return true
         }
-
-        // Pseudo-header part that does not change between segments: addresses and protocol.
-        let addressSum = ipv4 ? onesComplementSum(base + l3 + 12, 8) : onesComplementSum(base + l3 + 8, 32)
-        let seq0 = UInt32(bigEndian: base.loadUnaligned(fromByteOffset: l4 + 4, as: UInt32.self))
-        let id0 = ipv4 ? UInt16(bigEndian: base.loadUnaligned(fromByteOffset: l3 + 4, as: UInt16.self)) : 0
-        let flags0 = base.load(fromByteOffset: l4 + 13, as: UInt8.self)
         let hs = Int(dp.pointee.vnetHeaderSize)
 
         for i in 0..<count {
-            let off = headers + i * mss
-            let chunk = min(mss, len - off)
             let si = freeSlot
             let s = slots + Int(si)
             freeSlot = s.pointee.next
             let sc = scratch + Int(si) * Worker.scratchPerSlot
             let h = sc + Worker.segmentHeaderOffset
-            h.copyMemory(from: UnsafeRawPointer(base), byteCount: headers)
-            let tcpLength = tcpHeader + chunk
-            if ipv4 {
-                h.storeBytes(of: UInt16(l4 - l3 + tcpLength).bigEndian, toByteOffset: l3 + 2, as: UInt16.self)
-                h.storeBytes(of: (id0 &+ UInt16(truncatingIfNeeded: i)).bigEndian, toByteOffset: l3 + 4, as: UInt16.self)
-                h.storeBytes(of: UInt16(0), toByteOffset: l3 + 10, as: UInt16.self)
-                let ipSum = foldedChecksum(onesComplementSum(h + l3, l4 - l3))
-                h.storeBytes(of: ipSum.bigEndian, toByteOffset: l3 + 10, as: UInt16.self)
-            } else {
-                h.storeBytes(of: UInt16(tcpLength).bigEndian, toByteOffset: l3 + 4, as: UInt16.self)
-            }
-            h.storeBytes(of: (seq0 &+ UInt32(truncatingIfNeeded: i * mss)).bigEndian, toByteOffset: l4 + 4, as: UInt32.self)
-            var flags = flags0
-            if i < count - 1 { flags &= ~0x09 }   // FIN and PSH only on the last segment
-            if i > 0 { flags &= ~0x80 }           // CWR only on the first
-            h.storeBytes(of: flags, toByteOffset: l4 + 13, as: UInt8.self)
-            h.storeBytes(of: UInt16(0), toByteOffset: l4 + 16, as: UInt16.self)
-            let sum = addressSum &+ 6 &+ UInt64(tcpLength)
-                &+ onesComplementSum(h + l4, tcpHeader) &+ onesComplementSum(base + off, chunk)
-            h.storeBytes(of: foldedChecksum(sum).bigEndian, toByteOffset: l4 + 16, as: UInt16.self)
+            let (off, chunk) = plan.writeHeaders(segment: i, of: UnsafeRawBufferPointer(frame.bytes), to: h)
 
             let v = iov + Int(si) * Worker.iovecsPerSlot
             var n = 0
-            let frameLen = headers + chunk
+            let frameLen = plan.headers + chunk
             let prefix = storeFramingPrefix(dp.pointee.transport, payload: frameLen + hs, scratch: sc, into: v)
             if prefix > 0 { n = 1 }
             if hs > 0 {
@@ -87,7 +41,7 @@ extension Worker {
                 plain.store(to: sc + 4, size: hs)
                 v[n] = iovec(iov_base: sc + 4, iov_len: hs); n += 1
             }
-            v[n] = iovec(iov_base: h, iov_len: headers); n += 1
+            v[n] = iovec(iov_base: h, iov_len: plan.headers); n += 1
             v[n] = iovec(iov_base: base + off, iov_len: chunk); n += 1
             refcount[Int(buffer)] += 1
             s.pointee = TxSlot(buffer: buffer, port: Int16(d), generation: dp.pointee.generation, iovFirst: 0,

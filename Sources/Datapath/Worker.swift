@@ -9,6 +9,7 @@
 //   WorkerControl.swift      commands (add/remove/disconnect port, capture, VLAN), failures, handoff rings
 //   DatagramTransport.swift  one read/write = one frame (macvtap, tap, datagram sockets)
 //   StreamTransport.swift    4-byte length-prefixed byte stream (QEMU -netdev stream)
+//   VirtqueueTransport.swift virtio-net queues in guest memory (vhost-user)
 //   Segmentation.swift       software TSO for ports without it
 // A port's transport (`PortTransport`, WorkerState.swift) picks its way through receive and
 // transmit by a `switch` in a few places; a new transport is one file plus one case there.
@@ -27,6 +28,7 @@ import Foundation
 import Frames
 import Ring
 import Synchronization
+import VhostUser
 import VirtioNet
 import CTapbridgeShim
 
@@ -103,6 +105,17 @@ final class Worker: @unchecked Sendable {
     let wakePending: UnsafeMutablePointer<Bool>
     var anyWakePending = false
 
+    // Virtqueue ports (VirtqueueTransport.swift): one chain walk at a time, guest chains whose
+    // frames are being written from guest memory (buffer ids from `guestChainBase`), and the
+    // ports whose used rings wait to be published at the end of the batch.
+    /// (held by pointer: an inout access to a class's stored property is checked at run time)
+    let virtqueueChain: UnsafeMutablePointer<DescriptorChain>
+    let guestChains: UnsafeMutablePointer<GuestChainRef>
+    let guestChainNext: UnsafeMutablePointer<Int32>
+    var freeGuestChain: Int32 = 0
+    let virtqueuePendingList: UnsafeMutablePointer<Int16>
+    var virtqueuePendingCount = 0
+
     init(index: Int, engine: Engine, configuration: EngineConfiguration) throws {
         self.index = index; self.engine = engine; cfg = configuration
         bufferSize = configuration.bufferSize
@@ -126,8 +139,15 @@ final class Worker: @unchecked Sendable {
         streamFree = .allocate(capacity: streamCount)
         for i in 0..<streamCount { streamFree[i] = Int32(ringCount + i) }
         streamFreeCount = streamCount
-        refcount = .allocate(capacity: ringCount + streamCount)
-        refcount.initialize(repeating: 0, count: ringCount + streamCount)
+        refcount = .allocate(capacity: ringCount + streamCount + Worker.guestChainCount)
+        refcount.initialize(repeating: 0, count: ringCount + streamCount + Worker.guestChainCount)
+        guestChains = .allocate(capacity: Worker.guestChainCount)
+        guestChains.initialize(repeating: GuestChainRef(), count: Worker.guestChainCount)
+        guestChainNext = .allocate(capacity: Worker.guestChainCount)
+        for i in 0..<Worker.guestChainCount { guestChainNext[i] = i + 1 < Worker.guestChainCount ? Int32(i + 1) : -1 }
+        virtqueuePendingList = .allocate(capacity: Worker.maxPorts)
+        virtqueueChain = .allocate(capacity: 1)
+        virtqueueChain.initialize(to: DescriptorChain())
         slotCount = max(64, configuration.transmitSlotsPerWorker)
         slots = .allocate(capacity: slotCount)
         slots.initialize(repeating: TxSlot(), count: slotCount)
@@ -160,6 +180,8 @@ final class Worker: @unchecked Sendable {
         bridges.deallocate(); ports.deallocate(); scratch.deallocate(); iov.deallocate()
         slots.deallocate(); refcount.deallocate(); streamFree.deallocate(); streamSlab.deallocate()
         eventValue.deallocate(); stats.deallocate(); wakePending.deallocate(); vlanAllowed.deallocate()
+        guestChains.deallocate(); guestChainNext.deallocate(); virtqueuePendingList.deallocate()
+        virtqueueChain.pointee.deallocate(); virtqueueChain.deallocate()
         outboundRings.deallocate()
         if eventFD >= 0 { close(eventFD) }
     }
@@ -270,6 +292,7 @@ final class Worker: @unchecked Sendable {
             buffers.publish()
             if starvedCount > 0 { rearmStarved() }
             if anyWakePending { wakeOwners() }
+            if virtqueuePendingCount > 0 { flushVirtqueues() }
             if controlPending { processCommands() }
         }
     }
@@ -311,6 +334,7 @@ final class Worker: @unchecked Sendable {
         case OpKind.read: handleDatagramRead(c, ud)
         case OpKind.write: handleWrite(c, Int(ud.index))
         case OpKind.streamRead: handleStreamRead(c, ud)
+        case OpKind.kick: handleKick(c, ud)
         case OpKind.control:
             controlPending = true
             armControlRead()

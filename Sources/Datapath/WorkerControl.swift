@@ -78,6 +78,7 @@ extension Worker {
     /// slot, frees queued writes. In-flight writes finish later and are ignored (generation).
     func detachDescriptor(_ lp: Int) {
         let p = ports + lp
+        if p.pointee.transport == .virtqueue { tearDownVirtqueuePort(lp) }
         if p.pointee.fd >= 0 {
             cancelAll(lp)
             try? ring.setFile(-1, at: lp)
@@ -91,6 +92,7 @@ extension Worker {
         switch p.pointee.transport {
         case .datagram: break
         case .lengthPrefixedStream: streamDetached(lp)
+        case .virtqueue: break   // torn down above, before the generation moved on
         }
     }
 
@@ -111,6 +113,7 @@ extension Worker {
             guard i < Worker.maxBridges else { return }
             bridges[i].pipeline?.release()
             bridges[i].pipeline = Unmanaged.passRetained(pipeline)
+            bridges[i].judges = !pipeline.handlers.isEmpty
         case .addPort(let spec):
             addPort(spec)
         case .removePort(let b, let id):
@@ -124,6 +127,7 @@ extension Worker {
             switch ports[lp].transport {
             case .datagram: break
             case .lengthPrefixedStream: tearDownStreamPort(lp)
+            case .virtqueue: tearDownVirtqueuePort(lp)
             }
             setVLAN(.unaware, slot: lp)
             lb.pointee.slotByID[Int(id.rawValue)] = -1
@@ -196,6 +200,7 @@ extension Worker {
         switch spec.transport {
         case .datagram: blockingReads = setUpDatagramPort(lp, descriptor: spec.fd)
         case .lengthPrefixedStream: blockingReads = setUpStreamPort(lp)
+        case .virtqueue: blockingReads = setUpVirtqueuePort(lp, spec.virtqueues)
         }
         setVLAN(spec.vlan, slot: lp)
         p.pointee.state = LocalPortState.down

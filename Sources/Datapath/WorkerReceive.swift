@@ -27,6 +27,7 @@ extension Worker {
         switch p.pointee.transport {
         case .datagram: kind = prepareDatagramRead(sqe, lp)
         case .lengthPrefixedStream: kind = prepareStreamRead(sqe, lp)
+        case .virtqueue: kind = prepareVirtqueueKick(sqe, lp)
         }
         sqe.useFixedFile()
         sqe.setUserData(UserData(kind: kind, port: UInt16(lp), generation: p.pointee.generation))

@@ -3,6 +3,7 @@
 import Capture
 import Foundation
 import Frames
+import VhostUser
 import VirtioNet
 
 /// What the control thread tells a worker about one port.
@@ -25,6 +26,8 @@ struct WorkerPortSpec {
     /// frames go to `owner` through a handoff ring).
     var writable: Bool
     var owner: Int
+    /// Virtqueue ports: the queue pair (nil for other transports).
+    var virtqueues: UnsafeMutablePointer<VirtioNetQueuePair>? = nil
 }
 
 /// How a worker moves frames through a port's descriptor. Each case has its own file that owns
@@ -38,9 +41,10 @@ enum PortTransport: UInt8 {
     case datagram
     /// 4-byte big-endian length + frame on a byte stream (QEMU `-netdev stream`).
     case lengthPrefixedStream
-    // A vhost-user port's `case virtqueue` goes here: frames in guest memory reached through
-    // descriptor chains, a kick eventfd read like a datagram completion, a call eventfd written
-    // after used-ring updates (VirtqueueTransport.swift).
+    /// virtio-net queues in guest memory (vhost-user): a multishot poll on the transmit kick
+    /// eventfd, frames taken from descriptor chains and written into receive buffers, used
+    /// rings published and call eventfds written once per batch (VirtqueueTransport.swift).
+    case virtqueue
 
     /// The transport the worker uses for a port with public framing `framing`.
     @inline(__always)
@@ -48,6 +52,7 @@ enum PortTransport: UInt8 {
         switch framing {
         case .datagram: self = .datagram
         case .lengthPrefixed: self = .lengthPrefixedStream
+        case .virtqueue: self = .virtqueue
         }
     }
 
@@ -57,6 +62,7 @@ enum PortTransport: UInt8 {
         switch self {
         case .datagram: return false
         case .lengthPrefixedStream: return true
+        case .virtqueue: return true   // the rings have one user: the owning worker
         }
     }
 }
@@ -78,6 +84,8 @@ enum OpKind {
     static let read: UInt8 = 1, write: UInt8 = 2, control: UInt8 = 3, cancel: UInt8 = 4, streamRead: UInt8 = 5
     /// A completion already handled out of order (`Worker.takeWriteCompletions`); skipped.
     static let taken: UInt8 = 6
+    /// The transmit kick eventfd of a virtqueue port became readable (multishot poll).
+    static let kick: UInt8 = 7
 }
 
 enum LocalPortState {
@@ -119,6 +127,10 @@ struct LocalPort {
     /// trip per frame).
     var batchIov: UnsafeMutablePointer<iovec>? = nil
     var maxFrame: Int32 = 0
+    /// Virtqueue ports only: the queue pair in guest memory (owned by the port, held here
+    /// between addPort and detach), and whether its used rings have entries to publish.
+    var virtqueues: UnsafeMutablePointer<VirtioNetQueuePair>? = nil
+    var virtqueuePending = false
     /// Capture: CaptureDirection bits (0: not captured; the only thing the hot path reads when
     /// no capture runs), the pcapng interface index, and the session's tap for this worker
     /// (unretained: the session keeps it alive until every worker has dropped it).
@@ -134,6 +146,10 @@ struct LocalBridge {
     var slotByID: UnsafeMutablePointer<Int16>
     /// Ports this worker can send to.
     var members = PortSet()
+    /// The pipeline has handlers (a verdict depends on the frame's bytes). A frame a guest
+    /// transmits is then copied out of guest memory before it is judged: judged in place, the
+    /// guest could rewrite it between the verdict and the write (past anti-spoofing or a filter).
+    var judges = false
 }
 
 /// A write in flight or queued: which buffer it holds, where to, and its iovecs

@@ -139,6 +139,10 @@ extension Worker {
     func submit(_ si: Int) {
         let s = slots + si
         let d = Int(s.pointee.port)
+        if ports[d].transport == .virtqueue {
+            writeToGuest(si)   // a copy into the guest's receive buffers: done now
+            return
+        }
         guard let sqe = ring.sqe() else {
             ports[d].counters?.add(PortCounter.txErrors, 1)
             finishSlot(si)
@@ -148,6 +152,7 @@ extension Worker {
         switch ports[d].transport {
         case .datagram: prepareDatagramWrite(sqe, si)
         case .lengthPrefixedStream: prepareStreamWrite(sqe, si)
+        case .virtqueue: break   // handled above
         }
         sqe.useFixedFile()
         sqe.setUserData(UserData(kind: OpKind.write, index: UInt32(si)))
@@ -172,6 +177,7 @@ extension Worker {
         switch transport {
         case .datagram: return 0
         case .lengthPrefixedStream: return storeStreamPrefix(payload: payload, scratch: sc, into: v)
+        case .virtqueue: return 0
         }
     }
 
@@ -190,6 +196,7 @@ extension Worker {
         switch dp.pointee.transport {
         case .datagram: completeDatagramWrite(si, d, res)
         case .lengthPrefixedStream: completeStreamWrite(si, d, res)
+        case .virtqueue: finishSlot(si)   // never submitted as a write
         }
     }
 
@@ -244,7 +251,9 @@ extension Worker {
         let i = Int(b)
         refcount[i] -= 1
         if refcount[i] == 0 {
-            if i < ringCount { buffers.give(UInt16(i)); buffersOut -= 1 } else { streamFree[streamFreeCount] = b; streamFreeCount += 1 }
+            if i < ringCount { buffers.give(UInt16(i)); buffersOut -= 1 }
+            else if i < guestChainBase { streamFree[streamFreeCount] = b; streamFreeCount += 1 }
+            else { completeGuestChain(i - guestChainBase) }
         }
     }
 

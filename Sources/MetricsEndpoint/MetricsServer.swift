@@ -10,6 +10,7 @@
 // Why not an HTTP library: see docs/architecture.md ("The metrics endpoint").
 import Foundation
 import Glibc
+import SystemCalls
 
 /// A socket-level failure of the endpoint, naming the address.
 public struct MetricsServerError: Error, CustomStringConvertible, Equatable {
@@ -50,8 +51,9 @@ public final class MetricsServer: @unchecked Sendable {
     public let address: String
     public let port: UInt16
     public let limits: Limits
-    private let listenFD: Int32
-    private let wakeRead: Int32, wakeWrite: Int32
+    // Owned by the server, closed when it goes (after its thread has stopped).
+    private let listenSocket: OwnedDescriptor
+    private let wakeRead: OwnedDescriptor, wakeWrite: OwnedDescriptor
     private let render: (Statistics) -> String
     private var thread: Thread?
     private let done = DispatchSemaphore(value: 0)
@@ -76,17 +78,21 @@ public final class MetricsServer: @unchecked Sendable {
         } else {
             throw MetricsServerError("metrics \(name): '\(host)' is not an IP address")
         }
-        let fd = socket(isIPv6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        guard fd >= 0 else { throw MetricsServerError("metrics \(name): socket: \(String(cString: strerror(errno)))") }
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        let bound = isIPv6
-            ? withUnsafePointer(to: &sa6) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
-            : withUnsafePointer(to: &sa4) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard bound == 0, listen(fd, 64) == 0 else {
-            let e = errno
-            Glibc.close(fd)
-            throw MetricsServerError("metrics \(name): cannot listen: \(String(cString: strerror(e)))")
+        let listener: OwnedDescriptor
+        do {
+            listener = try Syscall.socket(isIPv6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue))
+        } catch { throw MetricsServerError("metrics \(name): socket: \(error.reason)") }
+        let fd = listener.rawValue
+        try? Syscall.setSocketOption(fd, SOL_SOCKET, SO_REUSEADDR, Int32(1))
+        do {
+            if isIPv6 {
+                try withUnsafePointer(to: &sa6) { p throws(SyscallError) in try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { q throws(SyscallError) in try Syscall.bind(fd, q, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+            } else {
+                try withUnsafePointer(to: &sa4) { p throws(SyscallError) in try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { q throws(SyscallError) in try Syscall.bind(fd, q, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            }
+            try Syscall.listen(fd, backlog: 64)
+        } catch {
+            throw MetricsServerError("metrics \(name): cannot listen: \(error.reason)")
         }
         var got = sockaddr_storage()
         var gotLen = socklen_t(MemoryLayout<sockaddr_storage>.size)
@@ -97,20 +103,14 @@ public final class MetricsServer: @unchecked Sendable {
                 isIPv6 ? raw.load(as: sockaddr_in6.self).sin6_port : raw.load(as: sockaddr_in.self).sin_port
             })
         }
-        var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else {
-            let e = errno
-            Glibc.close(fd)
-            throw MetricsServerError("metrics \(name): wake pipe: \(String(cString: strerror(e)))")
+        let wake: PipeEnds
+        do { wake = try Syscall.pipe(nonblocking: true) } catch {
+            throw MetricsServerError("metrics \(name): wake pipe: \(error.reason)")
         }
-        for f in fds {
-            _ = fcntl(f, F_SETFD, FD_CLOEXEC)
-            _ = fcntl(f, F_SETFL, fcntl(f, F_GETFL) | O_NONBLOCK)
-        }
-        wakeRead = fds[0]; wakeWrite = fds[1]
+        wakeRead = wake.readEnd; wakeWrite = wake.writeEnd
         self.port = actual
         address = isIPv6 ? "[\(host)]:\(actual)" : "\(host):\(actual)"
-        listenFD = fd
+        listenSocket = consume listener
     }
 
     public var statistics: Statistics { lock.withLock { stats } }
@@ -130,31 +130,32 @@ public final class MetricsServer: @unchecked Sendable {
         let first: Bool = lock.withLock { defer { stopRequested = true }; return !stopRequested }
         guard thread != nil, first else { return }
         var b: UInt8 = 1
-        _ = write(wakeWrite, &b, 1)
+        _ = try? Syscall.write(wakeWrite.rawValue, &b, 1)
         _ = done.wait(timeout: .now() + 10)
         thread = nil
     }
 
     deinit {
         if thread != nil { stop() }
-        Glibc.close(listenFD)
-        Glibc.close(wakeRead)
-        Glibc.close(wakeWrite)
+        // (the listening socket and the wake pipe close with their owners, after this)
     }
 
     // MARK: the loop
 
     private enum Phase { case reading, writing, draining }
 
-    /// One accepted connection. `deadline`: monotonic nanoseconds by which it is done.
-    private struct Connection {
-        let fd: Int32
+    /// One accepted connection, owning its socket (closed when the connection is dropped from
+    /// the loop's list). `deadline`: monotonic nanoseconds by which it is done.
+    private final class Connection {
+        let socket: OwnedDescriptor
+        var fd: Int32 { socket.rawValue }
         var deadline: UInt64
         var phase = Phase.reading
         var input: [UInt8] = []
         var output: [UInt8] = []
         var written = 0
         var drained = 0
+        init(_ socket: consuming OwnedDescriptor, deadline: UInt64) { self.socket = socket; self.deadline = deadline }
     }
 
     private static func now() -> UInt64 {
@@ -169,11 +170,11 @@ public final class MetricsServer: @unchecked Sendable {
         var connections: [Connection] = []
         var pfds: [pollfd] = []
         var scratch = [UInt8](repeating: 0, count: 4096)
-        defer { for c in connections { Glibc.close(c.fd) } }
+        defer { connections.removeAll() }   // closes them
         while true {
             pfds.removeAll(keepingCapacity: true)
-            pfds.append(pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0))
-            pfds.append(pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0))
+            pfds.append(pollfd(fd: wakeRead.rawValue, events: Int16(POLLIN), revents: 0))
+            pfds.append(pollfd(fd: listenSocket.rawValue, events: Int16(POLLIN), revents: 0))
             var earliest = UInt64.max
             for c in connections {
                 pfds.append(pollfd(fd: c.fd, events: Int16(c.phase == .writing ? POLLOUT : POLLIN), revents: 0))
@@ -184,8 +185,8 @@ public final class MetricsServer: @unchecked Sendable {
                 let t = Self.now()
                 timeout = earliest <= t ? 0 : Int32(min((earliest - t + 999_999) / 1_000_000, 60_000))
             }
-            let n = poll(&pfds, nfds_t(pfds.count), timeout)
-            if n < 0 && errno != EINTR { usleep(10_000); continue }
+            let n: Int
+            do { n = try Syscall.poll(&pfds, pfds.count, timeout: timeout) } catch { usleep(10_000); continue }
             if pfds[0].revents != 0 { return }   // stop()
 
             // Connections first (their slots may free up for the newcomers below).
@@ -193,94 +194,92 @@ public final class MetricsServer: @unchecked Sendable {
             var i = 0
             var kept: [Connection] = []
             kept.reserveCapacity(connections.count)
-            for var c in connections {
+            for c in connections {
                 let revents = n > 0 ? pfds[2 + i].revents : 0
                 i += 1
                 var open = true
-                if revents != 0 { open = progress(&c, &scratch) }
+                if revents != 0 { open = progress(c, &scratch) }
                 if open && t >= c.deadline {
                     if c.phase != .draining { count { $0.timedOut += 1 } }
                     open = false
                 }
-                if open { kept.append(c) } else { Glibc.close(c.fd) }
+                if open { kept.append(c) }   // (a dropped connection closes its socket)
             }
             connections = kept
 
             if n > 0 && pfds[1].revents != 0 {
                 while true {
-                    let fd = accept(listenFD, nil, nil)
-                    if fd < 0 {
-                        if errno == EINTR || errno == ECONNABORTED { continue }
-                        if errno == EMFILE || errno == ENFILE { usleep(10_000) }
-                        break   // EAGAIN: none left
+                    let accepted: OwnedDescriptor?
+                    do { accepted = try Syscall.accept(listenSocket.rawValue) } catch {
+                        if error.errno == ECONNABORTED { continue }
+                        if error.errno == EMFILE || error.errno == ENFILE { usleep(10_000) }
+                        break
                     }
-                    _ = fcntl(fd, F_SETFD, FD_CLOEXEC)   // (accept4 is not in Swift's Glibc module)
-                    _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+                    guard let connection = accepted else { break }   // EAGAIN: none left
+                    try? Syscall.setNonblocking(connection.rawValue)
                     if connections.count >= limits.maxConnections {
-                        refuseBusy(fd)
+                        refuseBusy(connection)
                         continue
                     }
                     count { $0.accepted += 1 }
-                    connections.append(Connection(fd: fd, deadline: Self.now() + UInt64(limits.requestDeadline * 1e9)))
+                    connections.append(Connection(connection, deadline: Self.now() + UInt64(limits.requestDeadline * 1e9)))
                 }
             }
         }
     }
 
     /// Every slot is taken: a short 503 if the socket takes it at once, then close.
-    private func refuseBusy(_ fd: Int32) {
+    private func refuseBusy(_ connection: consuming OwnedDescriptor) {
         count { $0.refusedBusy += 1 }
         let body = "busy: too many metrics connections\n"
         let text = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
             + "Content-Length: \(body.utf8.count)\r\nRetry-After: 1\r\nConnection: close\r\n\r\n" + body
         var bytes = Array(text.utf8)
-        _ = send(fd, &bytes, bytes.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
-        Glibc.close(fd)
+        _ = try? Syscall.send(connection.rawValue, &bytes, bytes.count, flags: Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
     }
 
     /// Moves one connection on as far as its socket allows; false when it is finished.
-    private func progress(_ c: inout Connection, _ scratch: inout [UInt8]) -> Bool {
+    private func progress(_ c: Connection, _ scratch: inout [UInt8]) -> Bool {
         switch c.phase {
         case .reading:
             while true {
-                let n = read(c.fd, &scratch, scratch.count)
-                if n < 0 && errno == EINTR { continue }
-                if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { return true }
-                if n <= 0 { return false }   // closed or failed before a whole request: nothing to answer
+                guard let r = try? Syscall.read(c.fd, &scratch, scratch.count) else { return false }
+                guard case .processed(let n) = r else { return true }
+                if n == 0 { return false }   // closed or failed before a whole request: nothing to answer
                 let from = max(0, c.input.count - 3)
                 c.input += scratch[0..<n]
                 if c.input.count > limits.maxRequest {
-                    respond(&c, status: "431 Request Header Fields Too Large", body: "request too large\n")
-                    return progress(&c, &scratch)
+                    respond(c, status: "431 Request Header Fields Too Large", body: "request too large\n")
+                    return progress(c, &scratch)
                 }
                 if Self.headerEnd(c.input, from: from) {
-                    answer(&c)
-                    return progress(&c, &scratch)
+                    answer(c)
+                    return progress(c, &scratch)
                 }
             }
         case .writing:
             while c.written < c.output.count {
-                let n = c.output.withUnsafeBytes { send(c.fd, $0.baseAddress! + c.written, $0.count - c.written, Int32(MSG_NOSIGNAL)) }
-                if n < 0 && errno == EINTR { continue }
-                if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { return true }
-                if n <= 0 { return false }
+                let written = c.written
+                guard let r = try? c.output.withUnsafeBytes({ p in
+                    try Syscall.send(c.fd, p.baseAddress! + written, p.count - written, flags: Int32(MSG_NOSIGNAL)) }) else { return false }
+                guard case .processed(let n) = r else { return true }
+                if n == 0 { return false }
                 c.written += n
             }
             // Closing with unread input makes the kernel send a reset, which can destroy the
             // response before the client reads it (an oversized request's 431): stop writing,
             // read and drop what is left (bounded: 64 KiB, 1 s), then close.
             count { $0.answered += 1 }
-            shutdown(c.fd, Int32(SHUT_WR))
+            try? Syscall.shutdown(c.fd, Int32(SHUT_WR))
             c.phase = .draining
             c.deadline = min(c.deadline, Self.now() + 1_000_000_000)
             c.output = []
-            return progress(&c, &scratch)
+            return progress(c, &scratch)
         case .draining:
             while c.drained < 65536 {
-                let n = read(c.fd, &scratch, scratch.count)
-                if n < 0 && errno == EINTR { continue }
-                if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { return true }
-                if n <= 0 { return false }
+                guard let r = try? Syscall.read(c.fd, &scratch, scratch.count) else { return false }
+                guard case .processed(let n) = r else { return true }
+                if n == 0 { return false }
                 c.drained += n
             }
             return false
@@ -288,26 +287,26 @@ public final class MetricsServer: @unchecked Sendable {
     }
 
     /// The request is complete: decide the response.
-    private func answer(_ c: inout Connection) {
+    private func answer(_ c: Connection) {
         // (bytes, not Characters: "\r\n" is one Character in Swift)
         let firstLine = c.input.prefix { $0 != UInt8(ascii: "\r") && $0 != UInt8(ascii: "\n") }
         let line = String(decoding: firstLine, as: UTF8.self).split(separator: " ", omittingEmptySubsequences: false)
         guard line.count == 3, line[2].hasPrefix("HTTP/1.") else {
-            return respond(&c, status: "400 Bad Request", body: "bad request\n")
+            return respond(c, status: "400 Bad Request", body: "bad request\n")
         }
         let method = line[0], target = line[1]
         let path = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
         guard path == "/metrics" else {
-            return respond(&c, status: "404 Not Found", body: "not found: only /metrics is served\n")
+            return respond(c, status: "404 Not Found", body: "not found: only /metrics is served\n")
         }
         guard method == "GET" || method == "HEAD" else {
-            return respond(&c, status: "405 Method Not Allowed", body: "only GET\n", extra: "Allow: GET, HEAD\r\n")
+            return respond(c, status: "405 Method Not Allowed", body: "only GET\n", extra: "Allow: GET, HEAD\r\n")
         }
-        respond(&c, status: "200 OK", body: render(statistics), contentType: "text/plain; version=0.0.4; charset=utf-8",
+        respond(c, status: "200 OK", body: render(statistics), contentType: "text/plain; version=0.0.4; charset=utf-8",
                 headOnly: method == "HEAD")
     }
 
-    private func respond(_ c: inout Connection, status: String, body: String, contentType: String = "text/plain; charset=utf-8",
+    private func respond(_ c: Connection, status: String, body: String, contentType: String = "text/plain; charset=utf-8",
                          extra: String = "", headOnly: Bool = false) {
         let bytes = Array(body.utf8)
         var out = Array(("HTTP/1.1 \(status)\r\nContent-Type: \(contentType)\r\nContent-Length: \(bytes.count)\r\n"

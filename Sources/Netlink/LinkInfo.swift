@@ -42,11 +42,13 @@ public struct LinkInfo: Sendable, Equatable {
 
     init(message: UnsafePointer<nlmsghdr>) {
         let payload = UnsafeRawPointer(message) + MemoryLayout<nlmsghdr>.size
-        let ifi = payload.loadUnaligned(as: ifinfomsg.self)
+        let total = Int(message.pointee.nlmsg_len) - MemoryLayout<nlmsghdr>.size
+        // A message too short for its ifinfomsg reads as zeros, never past its end.
+        var ifi = ifinfomsg()
+        withUnsafeMutableBytes(of: &ifi) { $0.copyMemory(from: UnsafeRawBufferPointer(start: payload, count: max(0, min(total, $0.count)))) }
         index = ifi.ifi_index
         flags = ifi.ifi_flags
         let attrStart = (MemoryLayout<ifinfomsg>.size + 3) & ~3
-        let total = Int(message.pointee.nlmsg_len) - MemoryLayout<nlmsghdr>.size
         let attrs = total > attrStart
             ? NetlinkAttribute.parse(UnsafeRawBufferPointer(start: payload + attrStart, count: total - attrStart)) : []
         name = attrs.first(IFLA_IFNAME)?.string ?? ""

@@ -2,6 +2,7 @@
 // caller's network namespace or in a named one. Every failure is a NetlinkError naming the link.
 #if canImport(Glibc)
 import Glibc
+import SystemCalls
 #endif
 import CLibmnl
 import CTapbridgeShim
@@ -98,9 +99,9 @@ public final class LinkManager {
         guard let parent = try link(named: spec.parent) else {
             throw failure(ENODEV, "parent '\(spec.parent)' not found")
         }
-        var nsFD: Int32 = -1
-        if let ns = spec.namespace { nsFD = try ns.open() }
-        defer { if nsFD >= 0 { close(nsFD) } }
+        var namespaceFile: OwnedDescriptor?   // closed when this returns
+        if let ns = spec.namespace { namespaceFile = try ns.open() }
+        let nsFD = namespaceFile?.rawValue ?? -1
         // Where the link will live; without a name, what is there before tells the new one apart.
         let home = try spec.namespace.map { try LinkManager(namespace: $0) } ?? self
         let before = spec.name == nil ? Set(try home.links().map(\.index)) : []
@@ -188,9 +189,9 @@ public final class LinkManager {
             throw NetlinkError.invalid(.change, interface: name, "invalid MAC '\(a)': must be a unicast, non-zero address")
         }
         guard let link = try link(named: name) else { throw NetlinkError(.change, interface: name, errno: ENODEV) }
-        var nsFD: Int32 = -1
-        if let t = target { nsFD = try t.open() }
-        defer { if nsFD >= 0 { close(nsFD) } }
+        var namespaceFile: OwnedDescriptor?   // closed when this returns
+        if let t = target { namespaceFile = try t.open() }
+        let nsFD = namespaceFile?.rawValue ?? -1
         do {
             try socket.request(type: nlType(RTM_NEWLINK), flags: Int32(NLM_F_ACK), build: { nlh in
                 Self.putInfoHeader(nlh, index: link.index, up: up)

@@ -2,6 +2,7 @@
 // links that appear, vanish, or go up and down under it.
 #if canImport(Glibc)
 import Glibc
+import SystemCalls
 #endif
 import CLibmnl
 import Foundation
@@ -55,17 +56,15 @@ public final class LinkMonitor {
     /// The next event; nil if `timeout` seconds pass without one (nil timeout: wait forever).
     public func next(timeout: Double? = nil) throws -> LinkEvent? {
         while pending.isEmpty {
-            var pfd = pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0)
             let ms = timeout.map { Int32(max(0, $0 * 1000)) } ?? -1
-            let r = poll(&pfd, 1, ms)
-            if r < 0 {
-                if errno == EINTR { continue }
-                throw NetlinkError(.monitor, interface: "", kind: "links", errno: errno)
+            let ready: Int16
+            do { ready = try Syscall.poll(socket.fd, events: Int16(POLLIN), timeout: ms) } catch {
+                throw NetlinkError(.monitor, interface: "", kind: "links", errno: error.errno)
             }
-            if r == 0 { return nil }
-            let n = mnl_socket_recvfrom(socket.handle, socket.buffer, socket.bufferSize)
+            if ready == 0 { return nil }
+            let n = Syscall.uninterrupted { mnl_socket_recvfrom(socket.handle, socket.buffer, socket.bufferSize) }
             if n < 0 {
-                if errno == EINTR || errno == EAGAIN { continue }
+                if errno == EAGAIN { continue }
                 if errno == ENOBUFS { pending.append(.overflow); break }
                 throw NetlinkError(.monitor, interface: "", kind: "links", errno: errno)
             }
@@ -75,30 +74,26 @@ public final class LinkMonitor {
     }
 
     private func decode(_ buf: UnsafeRawBufferPointer) {
-        var offset = 0
-        while offset + MemoryLayout<nlmsghdr>.size <= buf.count {
-            let msg = (buf.baseAddress! + offset).assumingMemoryBound(to: nlmsghdr.self)
-            let len = Int(msg.pointee.nlmsg_len)
-            guard len >= MemoryLayout<nlmsghdr>.size, offset + len <= buf.count else { return }
-            offset += (len + 3) & ~3
+        NetlinkMessages.forEach(in: buf) { msg in
             let type = msg.pointee.nlmsg_type
-            guard type == nlType(RTM_NEWLINK) || type == nlType(RTM_DELLINK) else { continue }
+            guard type == nlType(RTM_NEWLINK) || type == nlType(RTM_DELLINK) else { return true }
             let link = LinkInfo(message: msg)
             if type == nlType(RTM_DELLINK) {
                 known[link.index] = nil
                 pending.append(.removed(link))
-                continue
+                return true
             }
             guard let before = known[link.index] else {
                 known[link.index] = link.flags
                 pending.append(.added(link))
-                continue
+                return true
             }
             known[link.index] = link.flags
             let up = UInt32(IFF_UP.rawValue)
             if before & up == 0 && link.flags & up != 0 { pending.append(.up(link)) }
             else if before & up != 0 && link.flags & up == 0 { pending.append(.down(link)) }
             else { pending.append(.changed(link)) }
+            return true
         }
     }
 }

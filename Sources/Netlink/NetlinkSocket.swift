@@ -2,6 +2,7 @@
 // numbers, multi-part dumps, acks, and the kernel's extended-ack error text.
 #if canImport(Glibc)
 import Glibc
+import SystemCalls
 #endif
 import CLibmnl
 import CTapbridgeShim
@@ -72,34 +73,30 @@ final class NetlinkSocket {
         nlh.pointee.nlmsg_seq = seq
         build(nlh)
         let len = Int(nlh.pointee.nlmsg_len)
-        var sent: Int
-        repeat { sent = mnl_socket_sendto(handle, nlh, len) } while sent < 0 && errno == EINTR
+        let sent = Syscall.uninterrupted { mnl_socket_sendto(handle, nlh, len) }
         guard sent >= 0 else { throw KernelError(errno: errno, message: nil) }
 
         let isDump = flags & Int32(NLM_F_DUMP) == Int32(NLM_F_DUMP)
         while true {
-            var n: Int
-            repeat { n = mnl_socket_recvfrom(handle, buffer, bufferSize) } while n < 0 && errno == EINTR
+            let n = Syscall.uninterrupted { mnl_socket_recvfrom(handle, buffer, bufferSize) }
             guard n >= 0 else { throw KernelError(errno: errno, message: nil) }
-            var offset = 0
-            while offset + MemoryLayout<nlmsghdr>.size <= n {
-                let msg = (buffer + offset).assumingMemoryBound(to: nlmsghdr.self)
-                let mlen = Int(msg.pointee.nlmsg_len)
-                guard mlen >= MemoryLayout<nlmsghdr>.size, offset + mlen <= n else { break }
-                offset += (mlen + 3) & ~3
-                guard msg.pointee.nlmsg_seq == seq, msg.pointee.nlmsg_pid == portID else { continue }
+            var finished = false
+            try NetlinkMessages.forEach(in: UnsafeRawBufferPointer(start: buffer, count: n)) { msg in
+                guard msg.pointee.nlmsg_seq == seq, msg.pointee.nlmsg_pid == portID else { return true }
                 switch Int32(msg.pointee.nlmsg_type) {
                 case NLMSG_ERROR:
                     let err = Self.decodeError(msg)
-                    if err.errno == 0 { return }
+                    if err.errno == 0 { finished = true; return false }
                     throw err
                 case NLMSG_DONE:
-                    return
+                    finished = true
                 default:
-                    try onReply(UnsafePointer(msg))
-                    if !isDump && flags & Int32(NLM_F_ACK) == 0 { return }
+                    try onReply(msg)
+                    finished = !isDump && flags & Int32(NLM_F_ACK) == 0
                 }
+                return !finished
             }
+            if finished { return }
         }
     }
 
@@ -109,6 +106,9 @@ final class NetlinkSocket {
         let total = Int(msg.pointee.nlmsg_len) - MemoryLayout<nlmsghdr>.size
         guard total >= MemoryLayout<nlmsgerr>.size else { return KernelError(errno: EPROTO, message: "short error reply") }
         let code = payload.loadUnaligned(as: Int32.self)
+        // The kernel sends 0 (an ack) or a negated errno; anything else (a positive code, or
+        // Int32.min, whose negation traps) is not a reply we understand.
+        guard code <= 0, code != Int32.min else { return KernelError(errno: EPROTO, message: "error reply with code \(code)") }
         var message: String?
         if msg.pointee.nlmsg_flags & UInt16(NLM_F_ACK_TLVS) != 0 {
             var tlvOffset = MemoryLayout<nlmsgerr>.size

@@ -3,6 +3,7 @@
 // short-lived thread of its own; the rest of the process never changes namespace.
 #if canImport(Glibc)
 import Glibc
+import SystemCalls
 #endif
 import Foundation
 import CTapbridgeShim
@@ -23,8 +24,8 @@ public enum NetworkNamespace: Equatable, Sendable, CustomStringConvertible {
         }
     }
 
-    /// Opens the namespace file; the caller closes the returned descriptor.
-    public func open() throws -> Int32 {
+    /// Opens the namespace file (close-on-exec), owned by the caller.
+    public func open() throws -> OwnedDescriptor {
         let path: String
         switch self {
         case .named(let n):
@@ -34,23 +35,21 @@ public enum NetworkNamespace: Equatable, Sendable, CustomStringConvertible {
             path = "/run/netns/\(n)"
         case .pid(let p): path = "/proc/\(p)/ns/net"
         case .fd(let f):
-            let d = dup(f)
-            guard d >= 0 else { throw NetlinkError(.enterNamespace, interface: "", errno: errno, detail: "fd \(f)") }
-            return d
+            do { return try Syscall.duplicate(f) } catch {
+                throw NetlinkError(.enterNamespace, interface: "", errno: error.errno, detail: "fd \(f)")
+            }
         }
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            let e = errno
+        do { return try Syscall.open(path, O_RDONLY | O_CLOEXEC) } catch {
+            let e = error.errno
             throw NetlinkError(.enterNamespace, interface: "", errno: e,
                                detail: e == ENOENT ? "network namespace '\(self)' does not exist (\(path))" : path)
         }
-        return fd
     }
 
     /// Runs `body` on a fresh thread that has entered this namespace, and returns its result.
     public func run<T>(_ body: @escaping () throws -> T) throws -> T {
-        let fd = try open()
-        defer { close(fd) }
+        let namespaceFile = try open()   // closed when run returns, after the thread is done with it
+        let fd = namespaceFile.rawValue
         let outcome = ThreadOutcome<T>()
         let done = DispatchSemaphore(value: 0)
         let thread = Thread { [self] in

@@ -219,4 +219,8 @@ extension UnsafeMutablePointer where Pointee == io_uring_sqe {
         io_uring_prep_cancel_fd(self, slot, UInt32(IORING_ASYNC_CANCEL_ALL | IORING_ASYNC_CANCEL_FD_FIXED))
     }
     @inlinable public func prepareNop() { io_uring_prep_nop(self) }
+    /// A multishot POLLIN: one completion per wake-up of `fd` (an eventfd write), until cancelled.
+    @inlinable public func preparePollMultishot(fd: Int32) {
+        io_uring_prep_poll_multishot(self, fd, 0x001 /* POLLIN */)
+    }
 }

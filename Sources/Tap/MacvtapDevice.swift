@@ -5,6 +5,7 @@
 import Glibc
 #endif
 import CTapbridgeShim
+import SystemCalls
 import VirtioNet
 
 /// A macvtap interface in the caller's network namespace.
@@ -49,22 +50,17 @@ public struct MacvtapDevice: Sendable, CustomStringConvertible {
     /// kernel takes; the result is in `MacvtapQueue.offloads`).
     public func openQueue(vnetHeaderSize: Int = 12, offloads: VirtioNetOffloads = .all,
                           sendBuffer: Int32? = Int32.max) throws -> MacvtapQueue {
-        let fd = try openPrivateNode()
-        do {
-            let q = MacvtapQueue(fd: fd, interface: name)
-            try q.configure(vnetHeaderSize: vnetHeaderSize)
-            if let sendBuffer { try q.setSendBuffer(sendBuffer) }
-            if vnetHeaderSize > 0 { try q.setOffloads(offloads) } else { try q.setOffloads([]) }
-            return q
-        } catch {
-            _ = close(fd)
-            throw error
-        }
+        // (on a failure below, the queue goes away and closes its descriptor)
+        let q = MacvtapQueue(descriptor: try openPrivateNode(), interface: name)
+        try q.configure(vnetHeaderSize: vnetHeaderSize)
+        if let sendBuffer { try q.setSendBuffer(sendBuffer) }
+        if vnetHeaderSize > 0 { try q.setOffloads(offloads) } else { try q.setOffloads([]) }
+        return q
     }
 
     /// mknod a private node in a fresh 0700 directory, open it, remove both: no stale or
     /// foreign /dev/tapN can be opened by mistake, and nothing is left behind.
-    private func openPrivateNode() throws -> Int32 {
+    private func openPrivateNode() throws -> OwnedDescriptor {
         var template = Array("/tmp/tapbridge-node.XXXXXX".utf8CString)
         guard let dirPtr = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
             throw TapError(interface: name, operation: "mkdtemp for a private device node", errno: errno)
@@ -75,23 +71,23 @@ public struct MacvtapDevice: Sendable, CustomStringConvertible {
         if mknod(path, S_IFCHR | 0o600, tb_makedev(major, minor)) != 0 {
             throw TapError(interface: name, operation: "mknod \(major):\(minor)", errno: errno)
         }
-        let fd = retryingEINTR { open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC) }
-        if fd < 0 {
-            throw TapError(interface: name, operation: "open char device \(major):\(minor)", errno: -fd)
+        do { return try Syscall.open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC) } catch {
+            throw TapError(interface: name, operation: "open char device \(major):\(minor)", errno: error.errno)
         }
-        return fd
     }
 }
 
 /// One queue (one open file) of a macvtap. Owns its fd until `close()` or `takeDescriptor()`.
 public final class MacvtapQueue: @unchecked Sendable {
-    public private(set) var fd: Int32
+    /// nil once closed or handed over (closes itself when the queue goes).
+    private var descriptor: OwnedDescriptor?
+    /// The descriptor number, -1 once closed or handed over.
+    public var fd: Int32 { descriptor?.rawValue ?? -1 }
     public let interface: String
     public private(set) var vnetHeaderSize = 0
     public private(set) var offloads: VirtioNetOffloads = []
 
-    init(fd: Int32, interface: String) { self.fd = fd; self.interface = interface }
-    deinit { close() }
+    init(descriptor: consuming OwnedDescriptor, interface: String) { self.descriptor = .some(descriptor); self.interface = interface }
 
     /// Sets IFF_TAP|IFF_NO_PI (+IFF_VNET_HDR) explicitly and the vnet header size.
     func configure(vnetHeaderSize: Int) throws {
@@ -155,12 +151,11 @@ public final class MacvtapQueue: @unchecked Sendable {
 
     /// Hands the fd over to the caller (the engine closes it); this object no longer owns it.
     public func takeDescriptor() -> Int32 {
-        let f = fd; fd = -1; return f
+        guard let d = descriptor.take() else { return -1 }
+        return d.release()
     }
 
-    public func close() {
-        if fd >= 0 { _ = Glibc.close(fd); fd = -1 }
-    }
+    public func close() { descriptor = nil }
 
     private func check(_ r: Int32, _ op: String) throws {
         if r < 0 { throw TapError(interface: interface, operation: op, errno: -r) }
@@ -177,12 +172,10 @@ func flagNames(_ f: Int32) -> String {
 }
 
 func readSysfs(_ path: String) -> String? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { _ = close(fd) }
+    guard let file = try? Syscall.open(path, O_RDONLY | O_CLOEXEC) else { return nil }
     var buf = [UInt8](repeating: 0, count: 256)
-    let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-    guard n > 0 else { return nil }
+    guard case .processed(let n)? = try? buf.withUnsafeMutableBytes({ p in try Syscall.read(file.rawValue, p.baseAddress!, p.count) }),
+          n > 0 else { return nil }
     var s = String(decoding: buf[0..<n], as: UTF8.self)
     while s.last == "\n" || s.last == " " { s.removeLast() }
     return s

@@ -1,6 +1,7 @@
 // TapError: a failed operation on a macvtap device, naming the interface, the operation and errno.
 #if canImport(Glibc)
 import Glibc
+import SystemCalls
 #endif
 
 public struct TapError: Error, CustomStringConvertible, Equatable {
@@ -20,13 +21,10 @@ public struct TapError: Error, CustomStringConvertible, Equatable {
     }
 }
 
-/// Retries `body` while it fails with EINTR; returns its result (>= 0) or -errno.
+/// Retries `body` while it fails with EINTR (the loop is SystemCalls'); returns its result (>= 0)
+/// or -errno, the convention of the tb_tun_* shims.
 @inline(__always)
 func retryingEINTR(_ body: () -> Int32) -> Int32 {
-    while true {
-        let r = body()
-        if r >= 0 { return r }
-        let e = errno
-        if e != EINTR { return -e }
-    }
+    let r = Syscall.uninterrupted(body)
+    return r >= 0 ? r : -errno
 }

@@ -10,3 +10,4 @@
 @_exported import Capture
 @_exported import PacketFilter
 @_exported import VMBackend
+@_exported import VhostUser

@@ -7,6 +7,7 @@ import ArgumentParser
 import Capture
 import Control
 import Foundation
+import SystemCalls
 
 /// The control socket while a capture runs, for the signal handler (async-signal-safe use only).
 nonisolated(unsafe) private var captureSocket: Int32 = -1
@@ -100,9 +101,9 @@ struct CaptureCommand: ParsableCommand {
             try pending.withUnsafeBytes { try consume($0) }
             var buf = [UInt8](repeating: 0, count: 1 << 16)
             while outputError == nil {
-                let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { break }
+                // (EINTR is retried inside; a timeout, an error or the end of the stream ends the capture)
+                guard case .processed(let n)? = try? buf.withUnsafeMutableBytes({ p in try Syscall.receive(fd, p.baseAddress!, p.count) }),
+                      n > 0 else { break }
                 try buf.withUnsafeBytes { try consume(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
                 do { try writer.flush() } catch { outputError = error }
                 if captured >= limit { shutdown(fd, Int32(SHUT_WR)) }   // the daemon stops too; read its counts

@@ -3,8 +3,10 @@
 // created with the mode (and owner/group) asked for, a stale socket replaced only when nobody
 // listens on it, a symlink never followed or removed, a non-socket never replaced. Thin
 // wrappers over socket/bind/listen/accept/connect; errors carry errno and the path at fault.
-// Depends on nothing but Glibc, so the control protocol can use it without the datapath.
+// Depends on nothing but Glibc and SystemCalls (whose wrappers retry EINTR and own descriptors:
+// a failure half-way closes what was opened), so the control protocol can use it without the datapath.
 import Glibc
+import SystemCalls
 
 /// A socket-file operation that failed: what was attempted, on which path, and why.
 public struct UnixSocketError: Error, CustomStringConvertible, Equatable {
@@ -50,9 +52,9 @@ public enum UnixAddress {
 private let sockNonblock = Int32(SOCK_NONBLOCK.rawValue)
 private let sockCloexec = Int32(SOCK_CLOEXEC.rawValue)
 
-/// The one place here that retries a call interrupted by a signal.
-private func retryingEINTR(_ f: () -> Int32) -> Int32 {
-    while true { let r = f(); if r >= 0 || errno != EINTR { return r } }
+/// Runs one SystemCalls wrapper; its failure becomes this module's error, naming `operation` and `path`.
+private func attempt<R: ~Copyable>(_ operation: String, _ path: String, _ body: () throws(SyscallError) -> R) throws(UnixSocketError) -> R {
+    do { return try body() } catch { throw UnixSocketError(operation, path, errno: error.errno) }
 }
 
 public enum UnixSocketFile {
@@ -67,14 +69,16 @@ public enum UnixSocketFile {
         guard (st.st_mode & S_IFMT) == S_IFSOCK else {
             throw UnixSocketError("replace", path, errno: EEXIST, detail: "a file that is not a socket is in the way (left untouched)")
         }
-        let probe = socket(AF_UNIX, type | sockCloexec, 0)
-        guard probe >= 0 else { throw UnixSocketError("probe", path, errno: errno) }
-        defer { close(probe) }
-        let r = try UnixAddress.with(path) { sa, len in retryingEINTR { connect(probe, sa, len) } }
-        if r == 0 || errno == EAGAIN {
+        let probe = try attempt("probe", path) { () throws(SyscallError) in try Syscall.socket(AF_UNIX, type | sockCloexec) }
+        let outcome = try UnixAddress.with(path) { sa, len in Result { () throws(SyscallError) in try Syscall.connect(probe.rawValue, sa, len) } }
+        switch outcome {
+        case .success:   // connected, or a listener with a full backlog (EAGAIN)
             throw UnixSocketError("replace", path, errno: EADDRINUSE, detail: "a live process is listening on it")
+        case .failure(let e) where e.errno == ECONNREFUSED:
+            break
+        case .failure(let e):
+            throw UnixSocketError("probe", path, errno: e.errno)
         }
-        guard errno == ECONNREFUSED else { throw UnixSocketError("probe", path, errno: errno) }
         if unlink(path) != 0 && errno != ENOENT { throw UnixSocketError("remove stale", path, errno: errno) }
     }
 
@@ -87,55 +91,58 @@ public enum UnixSocketFile {
     }
 
     /// A nonblocking socket of `type` bound at `path` (stale file replaced safely) with the requested access.
-    private static func bindSocket(at path: String, type: Int32, access: SocketFileAccess) throws -> Int32 {
+    private static func bindSocket(at path: String, type: Int32, access: SocketFileAccess) throws -> OwnedDescriptor {
         try removeStaleSocket(at: path, type: type)
-        let fd = socket(AF_UNIX, type | sockNonblock | sockCloexec, 0)
-        guard fd >= 0 else { throw UnixSocketError("create", path, errno: errno) }
-        do {
-            let r = try UnixAddress.with(path) { sa, len in bind(fd, sa, len) }
-            if r != 0 { throw UnixSocketError("bind", path, errno: errno) }
-            try applyAccess(path, access)
-            return fd
-        } catch { close(fd); throw error }
-    }
-
-    /// A nonblocking listening Unix stream socket at `path`.
-    public static func listenStream(at path: String, access: SocketFileAccess = SocketFileAccess(), backlog: Int32 = 4) throws -> Int32 {
-        let fd = try bindSocket(at: path, type: Int32(SOCK_STREAM.rawValue), access: access)
-        if listen(fd, backlog) != 0 { let e = errno; close(fd); unlink(path); throw UnixSocketError("listen on", path, errno: e) }
+        let fd = try attempt("create", path) { () throws(SyscallError) in try Syscall.socket(AF_UNIX, type | sockNonblock | sockCloexec) }
+        let bound = try UnixAddress.with(path) { sa, len in Result { () throws(SyscallError) in try Syscall.bind(fd.rawValue, sa, len) } }
+        if case .failure(let e) = bound { throw UnixSocketError("bind", path, errno: e.errno) }
+        try applyAccess(path, access)
         return fd
     }
 
-    /// Accepts one pending connection, nonblocking; nil when none is pending.
-    public static func accept(_ listener: Int32, path: String) throws -> Int32? {
-        let fd = retryingEINTR { Glibc.accept(listener, nil, nil) }
-        if fd >= 0 {
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-            do { try setNonblocking(fd, path: path) } catch { close(fd); throw error }
-            return fd
+    /// A nonblocking listening Unix stream socket at `path`.
+    public static func listenStream(at path: String, access: SocketFileAccess = SocketFileAccess(), backlog: Int32 = 4) throws -> OwnedDescriptor {
+        let fd = try bindSocket(at: path, type: Int32(SOCK_STREAM.rawValue), access: access)
+        do { try Syscall.listen(fd.rawValue, backlog: backlog) } catch {
+            unlink(path)
+            throw UnixSocketError("listen on", path, errno: error.errno)
         }
-        if errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED { return nil }
-        throw UnixSocketError("accept on", path, errno: errno)
+        return fd
     }
 
-    /// Connects to a listening stream socket at `path`. The returned fd is nonblocking.
-    public static func connectStream(to path: String) throws -> Int32 {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | sockCloexec, 0)
-        guard fd >= 0 else { throw UnixSocketError("create", path, errno: errno) }
-        let r: Int32
-        do { r = try UnixAddress.with(path) { sa, len in retryingEINTR { connect(fd, sa, len) } } } catch { close(fd); throw error }
-        if r != 0 { let e = errno; close(fd); throw UnixSocketError("connect to", path, errno: e) }
-        do { try setNonblocking(fd, path: path) } catch { close(fd); throw error }
+    /// Accepts one pending connection, nonblocking, close-on-exec; nil when none is pending
+    /// (or the one pending was aborted by its peer).
+    public static func accept(_ listener: Int32, path: String) throws -> OwnedDescriptor? {
+        let connection: OwnedDescriptor?
+        do { connection = try Syscall.accept(listener) } catch {
+            if error.errno == ECONNABORTED { return nil }
+            throw UnixSocketError("accept on", path, errno: error.errno)
+        }
+        guard let connection else { return nil }
+        try attempt("set O_NONBLOCK on", path) { () throws(SyscallError) in try Syscall.setNonblocking(connection.rawValue) }
+        return connection
+    }
+
+    /// Connects to a listening stream socket at `path`. The returned descriptor is nonblocking.
+    public static func connectStream(to path: String) throws -> OwnedDescriptor {
+        let fd = try attempt("create", path) { () throws(SyscallError) in try Syscall.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | sockCloexec) }
+        let outcome = try UnixAddress.with(path) { sa, len in Result { () throws(SyscallError) in try Syscall.connect(fd.rawValue, sa, len) } }
+        switch outcome {
+        case .success(.processed): break
+        // A blocking connect does not report EINPROGRESS; EAGAIN is a listener whose backlog is full.
+        case .success(.wouldBlock): throw UnixSocketError("connect to", path, errno: EAGAIN)
+        case .failure(let e): throw UnixSocketError("connect to", path, errno: e.errno)
+        }
+        try attempt("set O_NONBLOCK on", path) { () throws(SyscallError) in try Syscall.setNonblocking(fd.rawValue) }
         return fd
     }
 
     /// A nonblocking datagram socket bound at `path` (stale file replaced safely).
-    public static func bindDatagram(at path: String, access: SocketFileAccess = SocketFileAccess()) throws -> Int32 {
+    public static func bindDatagram(at path: String, access: SocketFileAccess = SocketFileAccess()) throws -> OwnedDescriptor {
         try bindSocket(at: path, type: Int32(SOCK_DGRAM.rawValue), access: access)
     }
 
     public static func setNonblocking(_ fd: Int32, path: String) throws {
-        let flags = fcntl(fd, F_GETFL)
-        if flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 { throw UnixSocketError("set O_NONBLOCK on", path, errno: errno) }
+        try attempt("set O_NONBLOCK on", path) { () throws(SyscallError) in try Syscall.setNonblocking(fd) }
     }
 }

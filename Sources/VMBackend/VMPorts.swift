@@ -6,6 +6,7 @@
 import Datapath
 import Frames
 import Glibc
+import SystemCalls
 import UnixSocketFiles
 import VirtioNet
 
@@ -19,37 +20,40 @@ let pollRDHUP: Int16 = 0x2000  // POLLRDHUP is not imported from glibc's headers
 /// the supervisor thread raced with that close: in between, the number could already belong to
 /// something else (another port's socket, an io_uring), so the probe judged the wrong file —
 /// a VM that had gone looked alive and its replacement was refused. A dup refers to the same
-/// connection, is ours alone, and is closed only under `lock`, so the probe never sees a reused
-/// number.
+/// connection, is ours alone (an OwnedDescriptor: closed exactly once), and is replaced or
+/// dropped only under `lock`, so the probe never sees a reused number.
 public class VMPortBase: @unchecked Sendable {
     public let name: String
     public let settings: PortSettings
     public let limits: FrameLimits
     let lock = NSLockLite()
-    /// Our duplicate of the engine's descriptor (-1 when disconnected).
-    var probeFD: Int32 = -1
+    /// Our duplicate of the engine's descriptor (nil when disconnected). Under `lock`.
+    var probe: OwnedDescriptor?
     let log: (String) -> Void
     init(name: String, settings: PortSettings, limits: FrameLimits, log: @escaping (String) -> Void) {
         self.name = name; self.settings = settings; self.limits = limits; self.log = log
     }
-    deinit { if probeFD >= 0 { close(probeFD) } }
-    public var isConnected: Bool { lock.withLock { probeFD >= 0 } }
+    public var isConnected: Bool { lock.withLock { probe?.rawValue != nil } }
     public var maxFrameSize: Int { limits.maxFrame }
-    func handedOut(_ fd: Int32?) -> Int32? {
-        lock.withLock {
-            if probeFD >= 0 { close(probeFD); probeFD = -1 }
-            if let fd { probeFD = fcntl(fd, F_DUPFD_CLOEXEC, 0) }
+    /// Hands `connection` to the engine (which owns and closes the raw number from here on),
+    /// keeping a duplicate for the probe; nil: no connection, no probe.
+    func handedOut(_ connection: consuming OwnedDescriptor?) -> Int32? {
+        guard let connection else {
+            lock.withLock { probe = nil }
+            return nil
         }
-        return fd
+        var duplicate = try? connection.duplicate()   // (a failed dup reads as disconnected, as before)
+        lock.withLock { probe = duplicate.take() }
+        return connection.release()
     }
-    public func descriptorsClosed() { lock.withLock { if probeFD >= 0 { close(probeFD); probeFD = -1 } } }
+    public func descriptorsClosed() { lock.withLock { probe = nil } }
     /// True when the attached connection's peer hung up (or there is none). Holds the lock
     /// while polling so the duplicate cannot be closed underneath.
     func peerGone() -> Bool {
         lock.withLock {
-            if probeFD < 0 { return true }
-            var cur = pollfd(fd: probeFD, events: pollRDHUP, revents: 0)
-            return poll(&cur, 1, 0) > 0 && (cur.revents & (pollRDHUP | Int16(POLLHUP) | Int16(POLLERR) | Int16(POLLNVAL))) != 0
+            guard let fd = probe?.rawValue else { return true }
+            let revents = (try? Syscall.poll(fd, events: pollRDHUP, timeout: 0)) ?? 0
+            return (revents & (pollRDHUP | Int16(POLLHUP) | Int16(POLLERR) | Int16(POLLNVAL))) != 0
         }
     }
     public func queueFailed(_ index: Int, errno: Int32) -> PortFailureAction { .disconnect }
@@ -61,11 +65,12 @@ public class VMPortBase: @unchecked Sendable {
 /// A second connection while a live VM is attached is refused (closed, logged, counted).
 public final class VMStreamServerPort: VMPortBase, Port, @unchecked Sendable {
     public let path: String
-    public let listenFD: Int32
+    private let listenSocket: OwnedDescriptor
+    public var listenFD: Int32 { listenSocket.rawValue }
     public var kind: String { "vm-stream" }
     public var framing: Framing { .lengthPrefixed }
-    /// Second connections refused while a VM was attached (supervisor thread writes, the
-    /// daemon's stats and metrics read: under `lock`).
+    /// Second connections refused while a VM was attached. Counted by the supervisor thread,
+    /// read by any (stats), so under `lock` (ThreadSanitizer caught the plain counter).
     public var refusedConnections: Int { lock.withLock { refused } }
     private var refused = 0
 
@@ -73,11 +78,11 @@ public final class VMStreamServerPort: VMPortBase, Port, @unchecked Sendable {
                 settings: PortSettings = PortSettings(), limits: FrameLimits = FrameLimits(),
                 log: @escaping (String) -> Void = { _ in }) throws {
         self.path = path
-        listenFD = try UnixSocketFile.listenStream(at: path, access: access)
+        listenSocket = try UnixSocketFile.listenStream(at: path, access: access)
         super.init(name: name, settings: settings, limits: limits, log: log)
     }
     deinit {
-        close(listenFD)
+        // (the listening socket closes with its owner, right after)
         var st = stat()
         if lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFSOCK { unlink(path) }
     }
@@ -86,12 +91,11 @@ public final class VMStreamServerPort: VMPortBase, Port, @unchecked Sendable {
 
     /// Supervisor hook: true when a pending connection should replace a gone (or absent) one.
     func wantsReconnect() -> Bool {
-        var pfd = pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0)
-        guard poll(&pfd, 1, 0) > 0 else { return false }
+        guard let ready = try? Syscall.poll(listenFD, events: Int16(POLLIN), timeout: 0), ready != 0 else { return false }
         if peerGone() { return true }
         // A live VM is attached: refuse the newcomer.
         if let extra = try? UnixSocketFile.accept(listenFD, path: path) {
-            close(extra)
+            _ = consume extra   // closed
             lock.withLock { refused += 1 }
             log("vm port \(name): refused a second connection on \(path) (a VM is already attached)")
         }
@@ -129,7 +133,11 @@ public final class VMStreamFDPort: VMPortBase, Port, @unchecked Sendable {
         given = descriptor
         super.init(name: name, settings: settings, limits: limits, log: log)
     }
-    public func openQueue(_ index: Int) throws -> Int32? { defer { given = nil }; return handedOut(given) }
+    public func openQueue(_ index: Int) throws -> Int32? {
+        guard let fd = given else { return handedOut(nil) }
+        given = nil
+        return handedOut(OwnedDescriptor(taking: fd))
+    }
     public override func queueFailed(_ index: Int, errno: Int32) -> PortFailureAction { .remove }
 }
 
@@ -144,7 +152,7 @@ public final class VMDatagramPort: VMPortBase, Port, @unchecked Sendable {
     var remoteInode: ino_t = 0
     /// Our socket, bound at `localPath`, whose connect to a restarted QEMU was refused for now
     /// (EPERM: see `openQueue`); the next attempt connects it again without rebinding.
-    private var pendingFD: Int32 = -1
+    private var pendingSocket: OwnedDescriptor?
 
     public init(name: String, localPath: String, remotePath: String, access: SocketFileAccess = SocketFileAccess(),
                 settings: PortSettings = PortSettings(), limits: FrameLimits = FrameLimits(),
@@ -153,7 +161,7 @@ public final class VMDatagramPort: VMPortBase, Port, @unchecked Sendable {
         super.init(name: name, settings: settings, limits: limits, log: log)
     }
     deinit {
-        if pendingFD >= 0 { close(pendingFD) }
+        // (a pending socket closes with its owner, right after)
         var st = stat(); if lstat(localPath, &st) == 0 && (st.st_mode & S_IFMT) == S_IFSOCK { unlink(localPath) }
     }
 
@@ -167,22 +175,23 @@ public final class VMDatagramPort: VMPortBase, Port, @unchecked Sendable {
         guard let ino = remoteSocketInode() else { return handedOut(nil) }
         // A fresh socket each time (the engine closes the old one on disconnect), unless the
         // last one is still waiting for its connect.
-        let fd: Int32
-        if pendingFD >= 0 { fd = pendingFD; pendingFD = -1 } else { fd = try UnixSocketFile.bindDatagram(at: localPath, access: access) }
-        let r: Int32
-        do { r = try UnixAddress.with(remotePath) { sa, len in connect(fd, sa, len) } } catch { close(fd); throw error }
-        if r != 0 {
-            let e = errno
+        let socket: OwnedDescriptor
+        if let pending = pendingSocket.take() { socket = pending } else { socket = try UnixSocketFile.bindDatagram(at: localPath, access: access) }
+        let fd = socket.rawValue
+        switch try UnixAddress.with(remotePath, { sa, len in Result { () throws(SyscallError) in try Syscall.connect(fd, sa, len) } }) {
+        case .success(.processed): break
+        case .success(.wouldBlock): throw UnixSocketError("connect to", remotePath, errno: EAGAIN)
+        case .failure(let e) where e.errno == EPERM:
             // A restarted QEMU connects its new socket to our path while our previous socket
             // still holds it; the kernel refuses our connect (EPERM) until QEMU's socket finds
             // that peer gone (its next send). Not a failure: keep this socket bound, so QEMU's
             // sends reach it, and connect it again on the supervisor's next pass.
-            if e == EPERM { pendingFD = fd; return handedOut(nil) }
-            close(fd)
-            throw UnixSocketError("connect to", remotePath, errno: e)
+            pendingSocket = consume socket
+            return handedOut(nil)
+        case .failure(let e): throw UnixSocketError("connect to", remotePath, errno: e.errno)
         }
         remoteInode = ino
-        return handedOut(fd)
+        return handedOut(socket)
     }
     /// QEMU appeared, or was restarted (it binds a new socket file: new inode).
     func wantsReconnect() -> Bool {

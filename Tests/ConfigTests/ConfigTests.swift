@@ -280,7 +280,7 @@ func example(_ name: String) throws -> DaemonConfig {
         #expect(out.contains("t.toml: vms[2].owner: not used with socket = 'stream-client' (QEMU creates that socket file)"))
         #expect(out.contains("t.toml: bridges[0].ports[0].parent: not used by a vm port (kind = 'vm'); it is a macvtap setting"))
         #expect(out.contains("t.toml: bridges[0].ports[0].anti-spoofing: needs 'mac' (the MAC the VM is assigned)"))
-        #expect(out.contains("t.toml: bridges[0].ports[1].kind: unknown port kind 'vmm' (one of: macvtap, vm, tap, host) (did you mean 'vm'?)"))
+        #expect(out.contains("t.toml: bridges[0].ports[1].kind: unknown port kind 'vmm' (one of: macvtap, vm, tap, host, vhost-user) (did you mean 'vm'?)"))
     }
 
     /// Issue 12 #3: static entries have a configurable bound (`max-static`).
@@ -369,6 +369,71 @@ func example(_ name: String) throws -> DaemonConfig {
 }
 
 @Suite struct PortKindsAndRegistry {
+    @Test func vhostUserPortsAndAttachments() throws {
+        let c = try ConfigParser.parse("""
+            [[bridges]]
+            name = "lan"
+            [[bridges.ports]]
+            name = "mva"
+            [[bridges.ports]]
+            name = "guest"
+            kind = "vhost-user"
+            path = "/run/g.sock"
+            group = "kvm"
+            mac = "52:54:00:00:00:07"
+            [[bridges.ports]]
+            name = "pmd"
+            kind = "vhost-user"
+            mode = "client"
+            path = "/run/pmd.sock"
+            offloads = false
+            [[vms]]
+            name = "ch"
+            socket = "vhost-user"
+            path = "/run/ch.sock"
+            mac = "52:54:00:00:00:08"
+            parent = "eth0"
+            """, file: "t.toml")
+        let ports = c.bridges[0].ports
+        let g = try #require(ports[1].vhostUser), p = try #require(ports[2].vhostUser)
+        #expect(ports[1].kind.name == "vhost-user" && !ports[1].hasLink && ports[1].queues == 1 && ports[1].offloads)
+        #expect(g.mode == .server && g.guest.path == "/run/g.sock" && g.guest.group == "kvm" && g.guest.socket == .streamServer)
+        #expect(g.guest.mac == MACAddress("52:54:00:00:00:07") && g.guest.antiSpoofing)
+        #expect(p.mode == .client && p.guest.socket == .streamClient && !p.offloads && !ports[2].offloads)
+        #expect(Set(c.bridges[0].sourceGuards.keys) == ["guest"])
+        let ch = try #require(c.bridges.first { $0.name == "vm-ch" })
+        #expect(ch.ports[0].vhostUser?.guest.path == "/run/ch.sock" && ch.ports[1].offloads && ch.ports[1].create?.mac == MACAddress("52:54:00:00:00:08"))
+        #expect(Set(ch.sourceGuards.keys) == ["ch"])
+
+        let out = issues("""
+            [[bridges]]
+            [[bridges.ports]]
+            name = "a"
+            kind = "vhost-user"
+            mode = "listen"
+            queues = 4
+            netns = "x"
+            [[bridges.ports]]
+            name = "b"
+            kind = "vhost-user"
+            mode = "client"
+            path = "/run/b.sock"
+            owner = "root"
+            anti-spoofing = true
+            [[bridges.ports]]
+            name = "c"
+            kind = "vhost-user"
+            path = "/run/b.sock"
+            """)
+        #expect(out.contains("t.toml: bridges[0].ports[0].path: required key is missing"), "\(out)")
+        #expect(out.contains("t.toml: bridges[0].ports[0].mode: unknown vhost-user mode 'listen' (one of: server, client)"))
+        #expect(out.contains { $0.hasPrefix("t.toml: bridges[0].ports[0].queues:") })
+        #expect(out.contains("t.toml: bridges[0].ports[0].netns: not used by a vhost-user port (kind = 'vhost-user'); it is a macvtap setting"))
+        #expect(out.contains("t.toml: bridges[0].ports[1].owner: not used with mode = 'client' (the VMM creates that socket file)"))
+        #expect(out.contains("t.toml: bridges[0].ports[1].anti-spoofing: needs 'mac' (the MAC the VM is assigned)"))
+        #expect(out.contains("t.toml: bridges[0].ports[2].path: socket '/run/b.sock' already used at bridges[0].ports[1].path"))
+    }
+
     @Test func tapAndHostPorts() throws {
         let c = try ConfigParser.parse("""
             [[bridges]]

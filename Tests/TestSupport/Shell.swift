@@ -1,5 +1,6 @@
 // Shell: runs the independent oracle tools (ip, ping, tcpdump, iperf3...) and returns their output.
 import Foundation
+import SystemCalls
 
 public struct CommandResult: Sendable {
     public var status: Int32
@@ -53,22 +54,19 @@ public func run(_ argv: [String], check: Bool = true, timeout: Double = 60, inpu
     return r
 }
 
-/// Reads `fd` to its end. Unlike FileHandle.readDataToEndOfFile it survives EINTR and a
-/// descriptor that became non-blocking (EAGAIN: wait for data), instead of trapping.
+/// Reads `fd` to its end. Unlike FileHandle.readDataToEndOfFile it survives EINTR (retried by
+/// SystemCalls) and a descriptor that became non-blocking (EAGAIN: wait for data), instead of trapping.
 func readToEnd(_ fd: Int32) -> Data {
     var data = Data()
     var buf = [UInt8](repeating: 0, count: 65536)
     while true {
-        let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if n > 0 { data.append(contentsOf: buf[0..<n]); continue }
-        if n == 0 { return data }
-        if errno == EINTR { continue }
-        if errno == EAGAIN {
-            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            _ = poll(&p, 1, 100)
-            continue
+        let r = buf.withUnsafeMutableBytes { p in Result { () throws(SyscallError) in try Syscall.read(fd, p.baseAddress!, p.count) } }
+        switch r {
+        case .success(.processed(let n)) where n > 0: data.append(contentsOf: buf[0..<n])
+        case .success(.processed): return data   // end of file
+        case .success(.wouldBlock): _ = try? Syscall.poll(fd, events: Int16(POLLIN), timeout: 100)
+        case .failure: return data
         }
-        return data
     }
 }
 

@@ -4,6 +4,7 @@
 // control socket share.
 import Datapath
 import Glibc
+import SystemCalls
 import Testing
 import UnixSocketFiles
 @testable import VMBackend
@@ -124,17 +125,24 @@ struct PrefixDecoding {
 @Suite struct SocketFileTests {
     @Test func listeningSocketModeAndRefusesNothingLive() throws {
         let path = tempPath("srv")
-        let fd = try UnixSocketFile.listenStream(at: path)
-        defer { close(fd); unlink(path) }
+        let listener = try UnixSocketFile.listenStream(at: path)
+        defer { unlink(path) }
         var st = stat(); #expect(lstat(path, &st) == 0); #expect(st.st_mode & 0o777 == 0o660)
         let c = try UnixSocketFile.connectStream(to: path)
-        var accepted: Int32? = nil
-        for _ in 0..<100 where accepted == nil { accepted = try UnixSocketFile.accept(fd, path: path); if accepted == nil { usleep(5000) } }
-        #expect(accepted != nil)
-        #expect(fcntl(c, F_GETFL) & O_NONBLOCK != 0)
-        #expect(fcntl(accepted ?? -1, F_GETFL) & O_NONBLOCK != 0)
-        close(c); if let a = accepted { close(a) }
-        #expect(try UnixSocketFile.accept(fd, path: path) == nil)
+        var accepted: OwnedDescriptor? = nil
+        for _ in 0..<100 where accepted?.rawValue == nil {
+            accepted = try UnixSocketFile.accept(listener.rawValue, path: path)
+            if accepted?.rawValue == nil { usleep(5000) }
+        }
+        let acceptedFD = accepted?.rawValue ?? -1
+        #expect(acceptedFD >= 0)
+        #expect(fcntl(c.rawValue, F_GETFL) & O_NONBLOCK != 0)
+        #expect(fcntl(acceptedFD, F_GETFL) & O_NONBLOCK != 0)
+        #expect(fcntl(acceptedFD, F_GETFD) & FD_CLOEXEC != 0)
+        _ = consume c
+        accepted = nil
+        let none = try UnixSocketFile.accept(listener.rawValue, path: path)?.rawValue
+        #expect(none == nil)
     }
 
     @Test func staleSocketReplacedSafely() throws {
@@ -144,7 +152,7 @@ struct PrefixDecoding {
         _ = try UnixAddress.with(path) { bind(fd, $0, $1) }
         close(fd)
         let live = try UnixSocketFile.listenStream(at: path)
-        defer { close(live); unlink(path) }
+        defer { unlink(path) }
         // a live listener is not stolen
         #expect(throws: UnixSocketError.self) { _ = try UnixSocketFile.listenStream(at: path) }
         #expect(throws: UnixSocketError.self) { _ = try UnixSocketFile.bindDatagram(at: path) }
@@ -162,18 +170,20 @@ struct PrefixDecoding {
         let long = "/tmp/" + String(repeating: "x", count: 120)
         #expect(throws: UnixSocketError.self) { _ = try UnixSocketFile.listenStream(at: long) }
         unlink(file); unlink(link)
+        _ = live
     }
 
     @Test func ownerAndGroupApplied() throws {
         let path = tempPath("own")
-        let fd = try UnixSocketFile.listenStream(at: path, access: SocketFileAccess(mode: 0o660, owner: 65534, group: 65534))
-        defer { close(fd); unlink(path) }
+        let listener = try UnixSocketFile.listenStream(at: path, access: SocketFileAccess(mode: 0o660, owner: 65534, group: 65534))
+        defer { unlink(path) }
         var st = stat(); #expect(lstat(path, &st) == 0)
         #expect(st.st_uid == 65534 && st.st_gid == 65534 && st.st_mode & 0o777 == 0o660)
         let dpath = tempPath("dgram")
-        let d = try UnixSocketFile.bindDatagram(at: dpath, access: SocketFileAccess(mode: 0o600))
-        defer { close(d); unlink(dpath) }
+        let datagram = try UnixSocketFile.bindDatagram(at: dpath, access: SocketFileAccess(mode: 0o600))
+        defer { unlink(dpath) }
         #expect(lstat(dpath, &st) == 0 && (st.st_mode & S_IFMT) == S_IFSOCK && st.st_mode & 0o777 == 0o600)
+        _ = listener; _ = datagram
     }
 
     @Test func backoffDoublesToMaximumAndResets() {

@@ -4,6 +4,7 @@
 import Datapath
 import Foundation
 import Frames
+import SystemCalls
 import Testing
 import UnixSocketFiles
 @testable import VMBackend
@@ -44,19 +45,19 @@ import UnixSocketFiles
         let c1 = try UnixSocketFile.connectStream(to: path)
         #expect(waitUntil { port.isConnected }, "the supervisor attaches the first VM")
         let c2 = try UnixSocketFile.connectStream(to: path)
-        #expect(sawEOF(c2), "a second connection is closed")
+        #expect(sawEOF(c2.rawValue), "a second connection is closed")
         #expect(port.refusedConnections == 1)
         #expect(lock.withLock { logs.contains { $0.contains("refused a second connection") } })
-        close(c2)
+        _ = consume c2
 
-        writeAll(c1, prefixLength(0) + ethFrame(60))   // hostile: zero length
-        #expect(sawEOF(c1), "the engine closes a peer sending a zero length prefix")
+        writeAll(c1.rawValue, prefixLength(0) + ethFrame(60))   // hostile: zero length
+        #expect(sawEOF(c1.rawValue), "the engine closes a peer sending a zero length prefix")
         #expect(waitUntil { !port.isConnected })
-        close(c1)
+        _ = consume c1
 
         let c3 = try UnixSocketFile.connectStream(to: path)
-        defer { close(c3) }
         #expect(waitUntil { port.isConnected }, "a new VM is attached again without restarting anything")
+        _ = consume c3
     }
 
     /// One decoder's rules in the engine: a runt is dropped and counted and the connection
@@ -67,14 +68,13 @@ import UnixSocketFiles
         let (engine, supervisor, id) = try running(port)
         defer { supervisor.stop(); engine.stop() }
         let c1 = try UnixSocketFile.connectStream(to: path)
-        defer { close(c1) }
         #expect(waitUntil { port.isConnected })
-        writeAll(c1, prefixed([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]) + prefixed(ethFrame(60)))
+        writeAll(c1.rawValue, prefixed([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]) + prefixed(ethFrame(60)))
         #expect(waitUntil { engine.snapshot().bridge("br")?.port(id)?.rxFrames == 1 }, "the frame after the runt arrives")
         let s = try #require(engine.snapshot().bridge("br")?.port(id))
         #expect(s.drops(.malformed) == 1 && s.connected, "\(s)")
-        writeAll(c1, prefixLength(601) + ethFrame(601))
-        #expect(sawEOF(c1), "a prefix above max-frame (600) closes the connection")
+        writeAll(c1.rawValue, prefixLength(601) + ethFrame(601))
+        #expect(sawEOF(c1.rawValue), "a prefix above max-frame (600) closes the connection")
     }
 
     /// The supervisor's liveness probe must judge the VM's connection, not whatever now has the
@@ -87,15 +87,15 @@ import UnixSocketFiles
         let fd = try #require(try port.openQueue(0))
         // The VM goes away; the engine closes its descriptor, and before it reports
         // descriptorsClosed the number is taken by a live, unrelated socket.
-        close(c1)
-        close(fd)
+        _ = consume c1
+        close(fd)   // (the engine's close of the number it was handed)
         let (x, y) = streamPair()
         defer { close(x); close(y) }
         let c2 = try UnixSocketFile.connectStream(to: path)
-        defer { close(c2) }
         usleep(20_000)
         #expect(port.wantsReconnect(), "the new VM replaces the gone one (x=\(x), old fd=\(fd))")
         #expect(port.refusedConnections == 0)
         port.descriptorsClosed()
+        _ = c2
     }
 }

@@ -123,18 +123,24 @@ final class TokenBucket: @unchecked Sendable {
         case .packetsPerSecond(let r): ratePerSecond = r; perPacket = true
         case .bitsPerSecond(let r): ratePerSecond = r; perPacket = false
         }
-        // One second's worth, at least one full-size frame.
-        burst = UInt64(max(ratePerSecond, perPacket ? 1 : 65536 * 8) * 1_000_000)
+        // One second's worth, at least one full-size frame; at most a quarter of UInt64's range
+        // (so `tokens + refill` cannot wrap) whatever rate the text asked for.
+        burst = UInt64(min(max(ratePerSecond, perPacket ? 1 : 65536 * 8) * 1_000_000, TokenBucket.maximumBurst))
         tokens.store(burst, ordering: .relaxed)
     }
     deinit { tokens.destroy(); lastRefill.destroy() }
+
+    static let maximumBurst = Double(UInt64.max / 4)
 
     /// Takes the frame's cost if available.
     @inline(__always)
     func take(bytes: Int, now: UInt64) -> Bool {
         let last = lastRefill.load(ordering: .relaxed)
         if now > last, lastRefill.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged {
-            let add = last == 0 ? burst : UInt64(Double(now - last) * ratePerSecond / 1000)  // ns -> millionths
+            // ns -> millionths of a token, capped at the burst before it becomes an integer: a
+            // long idle period at a high rate (100gbit after 3 minutes) overflowed UInt64 and trapped.
+            let refill = Double(now - last) * ratePerSecond / 1000
+            let add = last == 0 || !(refill < Double(burst)) ? burst : UInt64(refill)
             var t = tokens.load(ordering: .relaxed)
             while true {
                 let n = min(burst, t &+ add)

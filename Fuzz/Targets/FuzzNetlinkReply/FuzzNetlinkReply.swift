@@ -1,0 +1,34 @@
+// FuzzNetlinkReply: one rtnetlink datagram as NetlinkSocket.request and LinkMonitor receive it,
+// in a buffer of exactly the received size (so AddressSanitizer sees any read past it): the
+// message walk, LinkInfo decoding of RTM_NEWLINK/RTM_DELLINK (attributes, nested link info,
+// macvlan data, source MAC lists) and the error/extended-ack decoding of NLMSG_ERROR.
+// Input: the datagram.
+import CLibmnl
+import FuzzSupport
+@testable import Netlink
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzNetlinkReply(_ data: UnsafeRawPointer, _ count: Int) -> CInt {
+    // The receive buffer is 8-byte aligned, as NetlinkSocket's is.
+    let buffer = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: 8)
+    defer { buffer.deallocate() }
+    buffer.copyMemory(from: data, byteCount: count)
+    NetlinkMessages.forEach(in: UnsafeRawBufferPointer(start: buffer, count: count)) { msg in
+        let length = Int(msg.pointee.nlmsg_len)
+        fuzzCheck(length >= MemoryLayout<nlmsghdr>.size, "message of \(length) bytes handed out")
+        fuzzCheck(UnsafeRawPointer(msg) + length <= UnsafeRawPointer(buffer) + count, "message past the datagram")
+        switch Int32(msg.pointee.nlmsg_type) {
+        case NLMSG_ERROR:
+            let e = NetlinkSocket.decodeError(msg)
+            fuzzCheck(e.errno >= 0, "negative errno \(e.errno)")
+        case NLMSG_DONE:
+            break
+        default:
+            let link = LinkInfo(message: msg)
+            _ = link.isUp; _ = link.isMacvlanFamily
+            fuzzCheck(link.sourceMACs.count <= length / 10, "more source MACs than the message holds")
+        }
+        return true
+    }
+    return 0
+}

@@ -1,0 +1,251 @@
+// VirtqueueTransport: vhost-user ports, whose frames live in the guest's memory. Owns the
+// worker's side of a virtio-net queue pair (VhostUser.VirtioNetQueuePair, held by pointer):
+// a multishot poll on the transmit queue's kick eventfd (io_uring, like any other descriptor;
+// the eventfd is never read, so the front-end's descriptor keeps its flags), draining the
+// transmit ring in bounded passes — on a bridge without handlers a frame whose header and bytes
+// sit in one guest buffer goes out by writev straight from guest memory, its chain returned to
+// the guest when the last write completes (a "guest chain" buffer id); other frames (scattered,
+// or judged by handlers, which must judge bytes the guest can no longer change) are gathered
+// into a stream buffer and their chain returned at once — and frames for the guest copied from
+// the transmit slot's iovecs (vnet header, tag, frame) into its receive buffers (no writev: the
+// copy is the write). Used rings are published and call eventfds written once per batch
+// (`flushVirtqueues`), honouring EVENT_IDX / NO_INTERRUPT. A ring the guest broke stops the
+// port (`fail`, EPROTO) with the reason in the pair for the port to report; nothing crashes.
+#if canImport(Glibc)
+import Glibc
+#endif
+import Frames
+import CLiburing
+import Ring
+import VhostUser
+import VirtioNet
+
+/// A transmitted guest chain whose frame is being written out of guest memory.
+struct GuestChainRef {
+    var port: Int16 = -1
+    var generation: UInt8 = 0
+    var head: UInt16 = 0
+}
+
+extension Worker {
+    /// Transmit chains taken per kick before other work gets a turn (the port kicks itself
+    /// to continue).
+    static let virtqueueBudget = 256
+    /// Guest chains out being written at once per worker (beyond: the copy path).
+    static let guestChainCount = 1024
+
+    /// First buffer id of the guest-chain range (after ring and stream buffers).
+    @inline(__always) var guestChainBase: Int { ringCount + streamCount }
+
+    func setUpVirtqueuePort(_ lp: Int, _ pair: UnsafeMutablePointer<VirtioNetQueuePair>?) -> Bool {
+        ports[lp].virtqueues = pair
+        // Writes are synchronous copies: never queued behind one in flight.
+        ports[lp].txMaxInflight = Int32.max
+        return false
+    }
+
+    /// The pair leaves this worker (disconnect, removal): chains still being written from guest
+    /// memory are returned now (their writes finish from memory the guest owns again, so what
+    /// leaves may be torn — never memory outside the guest), and the used ring is published.
+    func tearDownVirtqueuePort(_ lp: Int) {
+        let p = ports + lp
+        guard let pair = p.pointee.virtqueues else { return }
+        if pair.pointee.transmit != nil {
+            for i in 0..<Worker.guestChainCount where guestChains[i].port == Int16(lp) && guestChains[i].generation == p.pointee.generation {
+                pair.pointee.transmit!.completeTransmit(head: guestChains[i].head)
+                guestChains[i].port = -1
+            }
+        }
+        publishVirtqueues(lp)
+        p.pointee.virtqueues = nil
+        p.pointee.virtqueuePending = false
+    }
+
+    /// A multishot poll on the kick eventfd. Returns the op kind.
+    @inline(__always)
+    func prepareVirtqueueKick(_ sqe: UnsafeMutablePointer<io_uring_sqe>, _ lp: Int) -> UInt8 {
+        sqe.preparePollMultishot(fd: Int32(lp))
+        return OpKind.kick
+    }
+
+    /// The guest kicked its transmit queue (or we did, to continue a long drain).
+    func handleKick(_ c: Completion, _ ud: UserData) {
+        let lp = Int(ud.port)
+        let p = ports + lp
+        guard p.pointee.generation == ud.generation, p.pointee.state == LocalPortState.active else { return }
+        if !c.hasMore { p.pointee.readArmed = false }
+        if c.result < 0 {
+            let e = -c.result
+            if e != ECANCELED { fail(lp, e) }
+            return
+        }
+        drainTransmit(lp)
+        if !p.pointee.readArmed && p.pointee.state == LocalPortState.active { armRead(lp) }
+    }
+
+    /// Takes up to `virtqueueBudget` frames from the guest's transmit ring.
+    func drainTransmit(_ lp: Int) {
+        let p = ports + lp
+        guard let pair = p.pointee.virtqueues, pair.pointee.transmit != nil else { return }
+        let hs = Int(p.pointee.vnetHeaderSize)
+        var taken = 0
+        do {
+            while true {
+                while taken < Worker.virtqueueBudget,
+                      let f = try pair.pointee.transmit!.nextTransmit(headerSize: hs, chain: &virtqueueChain.pointee) {
+                    guestFrame(lp, pair, f, hs)
+                    taken += 1
+                    guard p.pointee.state == LocalPortState.active else { return }
+                }
+                if taken >= Worker.virtqueueBudget {
+                    // More may wait: kick ourselves so the poll fires again after other work.
+                    var one: UInt64 = 1
+                    _ = write(p.pointee.fd, &one, 8)
+                    break
+                }
+                // Ask for kicks again; if frames arrived meanwhile, keep going.
+                if try !pair.pointee.transmit!.enableKicks() { break }
+            }
+        } catch {
+            virtqueueBroken(lp, error)
+            return
+        }
+        if taken > 0 { markVirtqueuePending(lp) }
+    }
+
+    /// One frame the guest transmitted: through the pipeline from guest memory when its header
+    /// and bytes are contiguous, else gathered into a stream buffer.
+    @inline(__always)
+    func guestFrame(_ lp: Int, _ pair: UnsafeMutablePointer<VirtioNetQueuePair>, _ f: VirtioNetTransmitFrame, _ hs: Int) {
+        let p = ports + lp
+        if f.length < Frame.minimumLength || f.length > Int(p.pointee.maxFrame) {
+            p.pointee.counters?.countDrop(f.length < Frame.minimumLength ? .malformed : .tooBig)
+            pair.pointee.transmit!.completeTransmit(head: f.head)
+            return
+        }
+        if virtqueueChain.pointee.readableCount == 1 && freeGuestChain >= 0 && !bridges[Int(p.pointee.bridge)].judges {
+            // Header + frame in one guest buffer, and no handler judges its bytes (a hub):
+            // switched and written in place. (With handlers the copy below is what they judge
+            // and what leaves: the guest cannot change a frame after its verdict.)
+            let g = Int(freeGuestChain)
+            freeGuestChain = guestChainNext[g]
+            guestChains[g] = GuestChainRef(port: Int16(lp), generation: p.pointee.generation, head: f.head)
+            let b = Int32(guestChainBase + g)
+            refcount[Int(b)] = 1
+            deliver(lp, f.iovecs[0].iov_base! - hs, hs + f.length, b)
+            release(b)
+            return
+        }
+        // Gather: the header as decoded, then the frame's pieces. Out of stream buffers: send
+        // what was switched so far (its completed writes free buffers) before dropping.
+        if streamFreeCount == 0 { flushWrites() }
+        guard streamFreeCount > 0, p.pointee.state == LocalPortState.active else {
+            p.pointee.counters?.countDrop(.queueFull)
+            pair.pointee.transmit!.completeTransmit(head: f.head)
+            return
+        }
+        streamFreeCount -= 1
+        let b = streamFree[streamFreeCount]
+        let addr = streamSlab + (Int(b) - ringCount) * bufferSize
+        refcount[Int(b)] = 1
+        f.header.store(to: addr, size: hs)
+        var at = hs
+        for i in 0..<f.iovecCount {
+            let v = f.iovecs[i]
+            (addr + at).copyMemory(from: v.iov_base!, byteCount: v.iov_len)
+            at += v.iov_len
+        }
+        pair.pointee.transmit!.completeTransmit(head: f.head)
+        deliver(lp, addr, at, b)
+        release(b)
+    }
+
+    /// The last write of a guest chain finished: give the chain back to the guest.
+    @inline(__always)
+    func completeGuestChain(_ g: Int) {
+        let ref = guestChains[g]
+        guestChains[g].port = -1
+        guestChainNext[g] = freeGuestChain
+        freeGuestChain = Int32(g)
+        guard ref.port >= 0 else { return }
+        let p = ports + Int(ref.port)
+        guard p.pointee.generation == ref.generation, let pair = p.pointee.virtqueues, pair.pointee.transmit != nil else { return }
+        pair.pointee.transmit!.completeTransmit(head: ref.head)
+        markVirtqueuePending(Int(ref.port))
+    }
+
+    /// A frame for the guest: the slot's iovecs (vnet header, tag, frame) copied into its
+    /// receive buffers. Synchronous: the slot is finished here.
+    @inline(__always)
+    func writeToGuest(_ si: Int) {
+        let s = slots + si
+        let d = Int(s.pointee.port)
+        let dp = ports + d
+        guard let dc = dp.pointee.counters else { finishSlot(si); return }
+        guard let pair = dp.pointee.virtqueues, pair.pointee.receive != nil else {
+            dc.countDrop(.portDown)
+            finishSlot(si)
+            return
+        }
+        let first = Int(s.pointee.iovFirst)
+        do {
+            let r = try pair.pointee.receive!.receive(
+                segments: iov + si * Worker.iovecsPerSlot + first, count: Int(s.pointee.iovCount) - first,
+                headerSize: Int(dp.pointee.vnetHeaderSize), mergeable: pair.pointee.mergeable, chain: &virtqueueChain.pointee)
+            switch r {
+            case .delivered:
+                countWrite(dc, 0, s.pointee.frameBytes)
+                markVirtqueuePending(d)
+            case .noBuffers, .bufferTooSmall:
+                // The guest has not posted room: like a full transmit queue.
+                dc.countDrop(.queueFull)
+            }
+        } catch {
+            dc.add(PortCounter.txErrors, 1)
+            finishSlot(si)
+            virtqueueBroken(d, error)
+            return
+        }
+        finishSlot(si)
+    }
+
+    @inline(__always)
+    func markVirtqueuePending(_ lp: Int) {
+        guard !ports[lp].virtqueuePending else { return }
+        ports[lp].virtqueuePending = true
+        virtqueuePendingList[virtqueuePendingCount] = Int16(lp)
+        virtqueuePendingCount += 1
+    }
+
+    /// End of a batch: publish every touched used ring and signal the guest where it asked.
+    func flushVirtqueues() {
+        for k in 0..<virtqueuePendingCount {
+            let lp = Int(virtqueuePendingList[k])
+            if ports[lp].virtqueuePending { publishVirtqueues(lp) }
+        }
+        virtqueuePendingCount = 0
+    }
+
+    func publishVirtqueues(_ lp: Int) {
+        let p = ports + lp
+        p.pointee.virtqueuePending = false
+        guard let pair = p.pointee.virtqueues else { return }
+        if pair.pointee.receive != nil {
+            pair.pointee.receive!.publishUsed()
+            if pair.pointee.receive!.needsInterrupt() { pair.pointee.signal(receive: true) }
+        }
+        if pair.pointee.transmit != nil {
+            pair.pointee.transmit!.publishUsed()
+            if pair.pointee.transmit!.needsInterrupt() { pair.pointee.signal(receive: false) }
+        }
+    }
+
+    /// The guest broke a ring: record why (the port reports it), stop using the pair.
+    func virtqueueBroken(_ lp: Int, _ e: VirtqueueError) {
+        let p = ports + lp
+        guard let pair = p.pointee.virtqueues else { return }
+        if pair.pointee.failure == nil { pair.pointee.failure = e }
+        cfg.log(.warning, "worker \(index): port \(p.pointee.id): virtqueue broken: \(e)")
+        fail(lp, EPROTO)
+    }
+}

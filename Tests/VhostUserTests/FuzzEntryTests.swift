@@ -1,0 +1,85 @@
+// The fuzz targets' entry functions run over random and hand-made inputs (a short, seeded,
+// bounded sweep; the real fuzzing runs them under libFuzzer with sanitizers).
+import Testing
+@testable import VhostUser
+
+struct SeededRandom: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+@Suite struct FuzzEntryTests {
+    func sweep(_ runs: Int, maxLength: Int, seed: UInt64, _ body: (UnsafeRawBufferPointer) -> Void) {
+        var rng = SeededRandom(state: seed)
+        for _ in 0..<runs {
+            let n = Int.random(in: 0...maxLength, using: &rng)
+            var bytes = [UInt8](repeating: 0, count: n)
+            for i in 0..<n { bytes[i] = UInt8.random(in: 0...255, using: &rng) }
+            bytes.withUnsafeBytes(body)
+        }
+    }
+
+    @Test func messagesRandom() {
+        sweep(20_000, maxLength: 300, seed: 1) { VhostUserFuzz.message($0) }
+        // Well-formed headers with random payloads for every request number.
+        var rng = SeededRandom(state: 2)
+        for request in UInt32(0)...41 {
+            for size in [0, 8, 40, 72, 264, 300] {
+                var m = [UInt8(Int.random(in: 0...9, using: &rng))]
+                m += VhostUserEncoder.message(request: request, flags: 1 | (rng.next() & 1 == 0 ? 8 : 0),
+                                              payload: (0..<size).map { _ in UInt8.random(in: 0...255, using: &rng) })
+                m.withUnsafeBytes { VhostUserFuzz.message($0) }
+            }
+        }
+    }
+
+    @Test func memoryTablesRandom() {
+        sweep(20_000, maxLength: 400, seed: 3) { VhostUserFuzz.memoryTable($0) }
+        // Small, mostly valid tables.
+        var rng = SeededRandom(state: 4)
+        for _ in 0..<5_000 {
+            var b: [UInt8] = [UInt8.random(in: 1...3, using: &rng)]
+            for _ in 0..<Int(b[0]) {
+                for v in [UInt64.random(in: 0...0x10000, using: &rng), UInt64.random(in: 0...0x8000, using: &rng),
+                          UInt64.random(in: 0...0x10000, using: &rng), UInt64.random(in: 0...0x100, using: &rng),
+                          UInt64.random(in: 0...0x10000, using: &rng)] {
+                    withUnsafeBytes(of: v.littleEndian) { b += $0 }
+                }
+            }
+            for v in [UInt64.random(in: 0...0x20000, using: &rng), UInt64.random(in: 0...0x2000, using: &rng)] {
+                withUnsafeBytes(of: v.littleEndian) { b += $0 }
+            }
+            b.withUnsafeBytes { VhostUserFuzz.memoryTable($0) }
+        }
+    }
+
+    @Test func descriptorRingsRandom() {
+        sweep(300, maxLength: 0x4100, seed: 5) { VhostUserFuzz.descriptorChains($0) }
+        // Rings whose descriptors mostly point inside memory: small addresses, small lengths.
+        var rng = SeededRandom(state: 6)
+        for _ in 0..<300 {
+            var mem = [UInt8](repeating: 0, count: 0x4000)
+            let size = 1 << Int.random(in: 0...8, using: &rng)
+            for d in 0..<size {
+                let o = 0x400 + 16 * d
+                let addr = 0x1_0000_0000 + UInt64.random(in: 0...0x11000, using: &rng)
+                withUnsafeBytes(of: addr.littleEndian) { mem.replaceSubrange(o..<o + 8, with: $0) }
+                let len = UInt32.random(in: 0...0x2000, using: &rng)
+                withUnsafeBytes(of: len.littleEndian) { mem.replaceSubrange(o + 8..<o + 12, with: $0) }
+                mem[o + 12] = UInt8.random(in: 0...7, using: &rng)
+                mem[o + 14] = UInt8.random(in: 0...UInt8(size - 1), using: &rng)
+            }
+            let avail = UInt16.random(in: 0...UInt16(size), using: &rng)
+            withUnsafeBytes(of: avail.littleEndian) { mem.replaceSubrange(2..<4, with: $0) }
+            for k in 0..<size { mem[4 + 2 * k] = UInt8.random(in: 0...UInt8(size - 1), using: &rng) }
+            let input = [UInt8(size.trailingZeroBitCount), UInt8.random(in: 0...7, using: &rng)] + mem
+            input.withUnsafeBytes { VhostUserFuzz.descriptorChains($0) }
+        }
+    }
+}
