@@ -114,7 +114,7 @@ public final class VhostUserPort: Port, VhostUserQueueHost, @unchecked Sendable 
         guard pipe(&fds) == 0 else { throw UnixSocketError("create a wake-up pipe for", path, errno: errno) }
         for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC); _ = fcntl(fd, F_SETFL, O_NONBLOCK) }
         if mode == .server {
-            do { listenFD = try UnixSocketFile.listenStream(at: path, access: access) } catch {
+            do { listenFD = try UnixSocketFile.listenStream(at: path, access: access).release() } catch {
                 close(fds[0]); close(fds[1]); throw error
             }
         }
@@ -172,9 +172,9 @@ public final class VhostUserPort: Port, VhostUserQueueHost, @unchecked Sendable 
                 case .server:
                     guard wait(listenFD, 1000) else { return }
                     guard let accepted = try UnixSocketFile.accept(listenFD, path: path) else { continue }
-                    fd = accepted
+                    fd = accepted.release()
                 case .client:
-                    fd = try UnixSocketFile.connectStream(to: path)
+                    fd = try UnixSocketFile.connectStream(to: path).release()
                     backoff.succeeded()
                     waitingLogged = false
                 }
