@@ -66,7 +66,7 @@ struct SeededGenerator: RandomNumberGenerator {
     @Test(arguments: ["[#\n", "[\n", "[", "[[ =\n", "x = 1\n  [ ]\n", "[[bridges]]\n[[\n"])
     func headerWithoutAKeyIsRefusedNotAsserted(_ text: String) {
         let out = issues(text)
-        #expect(out.count == 1 && out[0].contains("a table header needs a name after '['"), "\(out)")
+        #expect(out.count == 1 && out[0].contains("table header"), "\(out)")   // refused (by TOMLPreflight or by the library's own error), never an abort
     }
 
     @Test func bracketsInsideValuesAndStringsAreNoHeaders() {

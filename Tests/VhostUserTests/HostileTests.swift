@@ -54,37 +54,37 @@ import VirtioNet
 
     @Test func unexpectedDescriptorsAreClosed() {
         let fe = TestFrontend()
-        let efd = tb_vu_eventfd(1)
+        let efd = tb_vu_memfd("tbt-fdcount")
         defer { close(efd) }
-        let before = openFDCount()
+        let before = openFDCount(of: efd)
         // GET_FEATURES carries no descriptor: the connection ends, and the fds are closed.
         #expect(!fe.request(.getFeatures, fds: [efd, efd, efd]))
         #expect(fe.ended?.contains("3 file descriptors, the request carries 0") == true)
-        #expect(openFDCount() == before)
+        #expect(openFDCount(of: efd) == before)
     }
 
     @Test func kickWithoutDescriptorOrWithTwo() {
-        let efd = tb_vu_eventfd(1)
+        let efd = tb_vu_memfd("tbt-fdcount")
         defer { close(efd) }
         let fe = TestFrontend()
         #expect(!fe.request(.setVringKick, VhostUserEncoder.u64(0)))   // no NOFD flag, no fd
         #expect(fe.ended?.contains("0 file descriptors, the request carries 1") == true)
         let fe2 = TestFrontend()
-        let before = openFDCount()
+        let before = openFDCount(of: efd)
         #expect(!fe2.request(.setVringCall, VhostUserEncoder.u64(0x100), fds: [efd]))   // NOFD flag plus an fd
-        #expect(openFDCount() == before)
+        #expect(openFDCount(of: efd) == before)
         let fe3 = TestFrontend()
         #expect(!fe3.request(.setVringCall, VhostUserEncoder.u64(0x200)))   // undefined bits
     }
 
     @Test func tooManyDescriptorsInOneMessage() {
         let fe = TestFrontend()
-        let efd = tb_vu_eventfd(1)
+        let efd = tb_vu_memfd("tbt-fdcount")
         defer { close(efd) }
-        let before = openFDCount()
+        let before = openFDCount(of: efd)
         #expect(!fe.request(.getFeatures, fds: Array(repeating: efd, count: 12)))
         #expect(fe.ended != nil)
-        #expect(openFDCount() == before)
+        #expect(openFDCount(of: efd) == before)
     }
 
     @Test func queueIndexOutOfRange() {
@@ -103,11 +103,11 @@ import VirtioNet
         _ = fe.negotiate()
         fe.request(.getConfig, [UInt8](repeating: 0, count: 12), needReply: true)
         #expect(fe.replyU64() == 1)
-        let efd = tb_vu_eventfd(1)
+        let efd = tb_vu_memfd("tbt-fdcount")
         defer { close(efd) }
-        let before = openFDCount()
+        let before = openFDCount(of: efd)
         fe.request(.setBackendReqFD, fds: [efd])
-        #expect(openFDCount() == before)
+        #expect(openFDCount(of: efd) == before)
         fe.sendRaw(VhostUserEncoder.message(request: 999, flags: 1 | VhostUserHeader.flagNeedReply, payload: [1, 2]))
         #expect(fe.pump())
         #expect(fe.replyU64() == 1)

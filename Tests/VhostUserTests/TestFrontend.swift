@@ -110,11 +110,19 @@ extension VhostUserConnection {
 }
 
 /// Counts open descriptors of this process (to see that refused fds were closed).
-func openFDCount() -> Int {
-    guard let d = opendir("/proc/self/fd") else { return -1 }
+/// Descriptors of this process open on the same file as `fd` (a memfd: its own inode), so
+/// tests running in parallel, opening and closing descriptors of their own, do not disturb it.
+func openFDCount(of fd: Int32) -> Int {
+    var target = stat()
+    guard fstat(fd, &target) == 0, let d = opendir("/proc/self/fd") else { return -1 }
     defer { closedir(d) }
     var n = 0
-    while readdir(d) != nil { n += 1 }
+    while let e = readdir(d) {
+        let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        guard let other = Int32(name) else { continue }
+        var st = stat()
+        if fstat(other, &st) == 0, st.st_dev == target.st_dev, st.st_ino == target.st_ino { n += 1 }
+    }
     return n
 }
 
