@@ -62,7 +62,7 @@ public final class TapPort: Port, @unchecked Sendable {
 
     public func openQueue(_ index: Int) throws -> Int32? {
         guard anchor != nil else {
-            throw TunDeviceError(interface: name, operation: "open queue", errno: ENODEV, detail: "the port was released")
+            throw TapError(device: "tap", interface: name, operation: "open queue", errno: ENODEV, detail: "the port was released")
         }
         let q = try TunDevice.openQueue(name: name, offloads: receiveOffloads)
         let fd = q.takeDescriptor()

@@ -1,21 +1,24 @@
-// TapError: a failed operation on a macvtap device, naming the interface, the operation and errno.
+// TapError: a failed operation on a macvtap or tap device, naming the device kind, the interface,
+// the operation and errno.
 #if canImport(Glibc)
 import Glibc
 import SystemCalls
 #endif
 
 public struct TapError: Error, CustomStringConvertible, Equatable {
+    /// "macvtap" or "tap": how the message names the device.
+    public var device: String
     public var interface: String
     public var operation: String
     public var errno: Int32
     public var detail: String?
 
-    public init(interface: String, operation: String, errno: Int32, detail: String? = nil) {
-        self.interface = interface; self.operation = operation; self.errno = errno; self.detail = detail
+    public init(device: String = "macvtap", interface: String, operation: String, errno: Int32, detail: String? = nil) {
+        self.device = device; self.interface = interface; self.operation = operation; self.errno = errno; self.detail = detail
     }
 
     public var description: String {
-        var s = "macvtap '\(interface)': \(operation) failed: \(String(cString: strerror(errno)))"
+        var s = "\(device) '\(interface)': \(operation) failed: \(String(cString: strerror(errno)))"
         if let detail { s += " (\(detail))" }
         return s
     }

@@ -13,24 +13,6 @@ import Glibc
 import CTapbridgeShim
 import VirtioNet
 
-/// A tun/tap interface operation failed (names the interface, the operation and errno).
-public struct TunDeviceError: Error, CustomStringConvertible, Equatable {
-    public var interface: String
-    public var operation: String
-    public var errno: Int32
-    public var detail: String?
-
-    public init(interface: String, operation: String, errno: Int32, detail: String? = nil) {
-        self.interface = interface; self.operation = operation; self.errno = errno; self.detail = detail
-    }
-
-    public var description: String {
-        var s = "tap '\(interface)': \(operation) failed: \(String(cString: strerror(errno)))"
-        if let detail { s += " (\(detail))" }
-        return s
-    }
-}
-
 /// What a persistent tap is made with.
 public struct TapCreation: Sendable, Equatable {
     public var name: String
@@ -70,7 +52,7 @@ public enum TunDevice {
     public static func createPersistent(_ c: TapCreation) throws {
         try checkName(c.name)
         if exists(c.name) {
-            throw TunDeviceError(interface: c.name, operation: "create", errno: EEXIST, detail: "an interface with this name exists")
+            throw TapError(device: "tap", interface: c.name, operation: "create", errno: EEXIST, detail: "an interface with this name exists")
         }
         let fd = try openControl(c.name)
         defer { _ = close(fd) }
@@ -102,13 +84,13 @@ public enum TunDevice {
                                  sendBuffer: Int32? = Int32.max) throws -> TapQueue {
         try checkName(name)
         if create && exists(name) {
-            throw TunDeviceError(interface: name, operation: "create", errno: EEXIST, detail: "an interface with this name exists")
+            throw TapError(device: "tap", interface: name, operation: "create", errno: EEXIST, detail: "an interface with this name exists")
         }
         if !create && !exists(name) {
-            throw TunDeviceError(interface: name, operation: "open queue", errno: ENODEV, detail: "no interface '\(name)' in this namespace")
+            throw TapError(device: "tap", interface: name, operation: "open queue", errno: ENODEV, detail: "no interface '\(name)' in this namespace")
         }
         guard vnetHeaderSize == 10 || vnetHeaderSize == 12 else {
-            throw TunDeviceError(interface: name, operation: "TUNSETVNETHDRSZ", errno: EINVAL, detail: "size must be 10 or 12, not \(vnetHeaderSize)")
+            throw TapError(device: "tap", interface: name, operation: "TUNSETVNETHDRSZ", errno: EINVAL, detail: "size must be 10 or 12, not \(vnetHeaderSize)")
         }
         let fd = try openControl(name)
         let q = TapQueue(fd: fd, interface: name)
@@ -141,19 +123,19 @@ public enum TunDevice {
 
     static func checkName(_ name: String) throws {
         if name.isEmpty || name.utf8.count >= Int(tb_ifnamsiz()) || name.contains("/") || name == "." || name == ".." {
-            throw TunDeviceError(interface: name, operation: "name check", errno: EINVAL,
+            throw TapError(device: "tap", interface: name, operation: "name check", errno: EINVAL,
                                  detail: "an interface name is 1 to \(tb_ifnamsiz() - 1) characters, no '/'")
         }
     }
 
     static func openControl(_ name: String) throws -> Int32 {
         let fd = retryingEINTR { open(controlPath, O_RDWR | O_NONBLOCK | O_CLOEXEC) }
-        if fd < 0 { throw TunDeviceError(interface: name, operation: "open \(controlPath)", errno: -fd) }
+        if fd < 0 { throw TapError(device: "tap", interface: name, operation: "open \(controlPath)", errno: -fd) }
         return fd
     }
 
     static func check(_ r: Int32, _ name: String, _ op: String) throws {
-        if r < 0 { throw TunDeviceError(interface: name, operation: op, errno: -r) }
+        if r < 0 { throw TapError(device: "tap", interface: name, operation: op, errno: -r) }
     }
 }
 
@@ -174,7 +156,7 @@ public final class TapQueue: @unchecked Sendable {
         do {
             offloads = try MacvtapQueue.setOffloads(wanted, descriptor: fd, interface: interface)
         } catch let e as TapError {
-            throw TunDeviceError(interface: interface, operation: e.operation, errno: e.errno)
+            throw TapError(device: "tap", interface: interface, operation: e.operation, errno: e.errno)
         }
         return offloads
     }

@@ -45,9 +45,9 @@ import TestSupport
         try withTopology { t in
             let a = t.ifname("xa"), b = t.ifname("xb")
             try t.addVeth(a, b)
-            #expect(throws: TunDeviceError.self) { try TunDevice.createPersistent(TapCreation(name: a)) }
-            #expect(throws: TunDeviceError.self) { try TunDevice.openQueue(name: a, create: true) }
-            #expect(throws: TunDeviceError.self) { try TunDevice.createPersistent(TapCreation(name: "sixteen-chars-xx")) }
+            #expect(throws: TapError.self) { try TunDevice.createPersistent(TapCreation(name: a)) }
+            #expect(throws: TapError.self) { try TunDevice.openQueue(name: a, create: true) }
+            #expect(throws: TapError.self) { try TunDevice.createPersistent(TapCreation(name: "sixteen-chars-xx")) }
             #expect(TunDevice.userID("nobody") == 65534)
             #expect(TunDevice.userID("1234") == 1234)
             #expect(TunDevice.userID("no-such-user-tbt") == nil)
