@@ -32,8 +32,14 @@ public final class HugePages: @unchecked Sendable {
     deinit { release() }
 }
 
-/// One testpmd process with a net_virtio_user port on `socket`.
+/// One testpmd process with a net_virtio_user port on `socket`. One at a time in the whole test
+/// process: each polls a core at 100% and takes 256 MiB of huge pages, so suites running in
+/// parallel would starve each other's testpmd (a start that took over 60 s on a loaded 2-core CI
+/// machine) and give the huge-page count back under each other's feet. `init` waits its turn;
+/// `stop` (or deinit) gives it up.
 public final class Testpmd: @unchecked Sendable {
+    private static let turn = DispatchSemaphore(value: 1)
+    private var holdsTurn = true
     public let process = Process()
     let stdin = Pipe()
     let outputPath: String
@@ -46,7 +52,8 @@ public final class Testpmd: @unchecked Sendable {
     /// `server`: testpmd listens on `socket` (the back-end connects) instead of connecting.
     public init(socket: String, mode: String, frameSize: Int = 64, server: Bool = false, extra: [String] = []) throws {
         filePrefix = "tbt\(UInt32.random(in: 0...UInt32.max))"
-        hugePages = try HugePages(filePrefix: filePrefix)
+        Testpmd.turn.wait()
+        do { hugePages = try HugePages(filePrefix: filePrefix) } catch { Testpmd.turn.signal(); throw error }
         outputPath = "/tmp/\(filePrefix)-testpmd.log"
         _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
         let out = FileHandle(forWritingAtPath: outputPath)!
@@ -58,7 +65,7 @@ public final class Testpmd: @unchecked Sendable {
         process.standardInput = stdin
         process.standardOutput = out
         process.standardError = out
-        do { try process.run() } catch { hugePages.release(); throw error }
+        do { try process.run() } catch { hugePages.release(); holdsTurn = false; Testpmd.turn.signal(); throw error }
     }
 
     public var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
@@ -91,6 +98,7 @@ public final class Testpmd: @unchecked Sendable {
         }
         process.waitUntilExit()
         hugePages.release()
+        if holdsTurn { holdsTurn = false; Testpmd.turn.signal() }
         let text = output
         try? FileManager.default.removeItem(atPath: outputPath)
         return text
