@@ -117,6 +117,8 @@ public final class VhostUserPort: Port, VhostUserQueueHost, @unchecked Sendable 
             do { listenFD = try UnixSocketFile.listenStream(at: path, access: access).release() } catch {
                 close(fds[0]); close(fds[1]); throw error
             }
+            // A front-end that does not retry (QEMU 7.2, testpmd) may connect from here on.
+            log("vhost-user port '\(name)': listening on \(path)")
         }
         lock.withLock {
             self.engine = engine; self.id = id; self.bridge = bridge

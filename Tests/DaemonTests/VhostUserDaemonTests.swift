@@ -36,6 +36,7 @@ struct VhostUserDaemonTests {
             let socket = "/tmp/\(t.tag)-vu.sock"
             let d = try DaemonProcess(t, config: Self.config(t, h, socket: socket))
             let before = try nsCounter(t, h.namespaces[0], "rx_packets")
+            try d.waitFor("listening on \(socket)")   // testpmd does not retry a refused connect
             let pmd = try Testpmd(socket: socket, mode: "txonly", frameSize: 64)
             try d.waitFor("rings running", timeout: 60)
             // Bounded: stop once the host has seen 10,000 frames (or 60 s passed).
@@ -65,6 +66,7 @@ struct VhostUserDaemonTests {
             let h = try Hosts(t, count: 1)
             let socket = "/tmp/\(t.tag)-vu.sock"
             let d = try DaemonProcess(t, config: Self.config(t, h, socket: socket))
+            try d.waitFor("listening on \(socket)")   // testpmd does not retry a refused connect
             let pmd = try Testpmd(socket: socket, mode: "rxonly", extra: ["--stats-period=1"])
             #expect(pmd.waitFor("NIC statistics for port 0", timeout: 60))
             try d.waitFor("rings running", timeout: 30)
@@ -128,6 +130,7 @@ struct VhostUserDaemonTests {
                 path = "\(socket)"
                 addresses = ["198.18.0.10"]
                 """)
+            try d.waitFor("listening on \(socket)")   // QEMU 7.2 does not retry a refused connect
             let args = ["-chardev", "socket,id=c0,path=\(socket)"]
             let out = try Guest.boot(netdev: "vhost-user,id=n0,chardev=c0", mac: mac,
                                      cmdline: "tb.ip=198.18.0.10/24 tb.peer=198.18.0.1 tb.test=ping", timeout: 120,
@@ -194,6 +197,7 @@ struct VhostUserDaemonTests {
             let vu = try #require(ports.first { $0["name"] as? String == "vu0" }, "\(ports)")
             #expect(vu["kind"] as? String == "vhost-user" && vu["link"] as? String == socket, "\(vu)")
             #expect(FileManager.default.fileExists(atPath: socket))
+            try d.waitFor("listening on \(socket)")   // QEMU 7.2 does not retry a refused connect
             let out = try Guest.boot(netdev: "vhost-user,id=n0,chardev=c0", mac: "52:54:00:ab:cd:03",
                                      cmdline: "tb.ip=198.18.0.10/24 tb.peer=198.18.0.1 tb.test=ping", timeout: 120,
                                      vhostUser: true, extraArgs: ["-chardev", "socket,id=c0,path=\(socket)"])
