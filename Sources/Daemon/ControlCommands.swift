@@ -251,6 +251,7 @@ extension Daemon {
         }
         guard let bi = config.bridges.firstIndex(where: { $0.name == b }) else { throw noSuchBridge(b) }
         let toml = try TOMLTable(table.mapValues { try Self.toml($0) })
+        defer { toml.clear() } // TOMLKit never frees a table's tree (see ConfigParser)
         let issues = IssueList(file: "port add")
         let port = ConfigParser.parsePort(toml, path: "port", issues: issues)
         if !issues.list.isEmpty { throw ControlError(.invalidArgument, issues.list.map(\.description).joined(separator: "\n")) }

@@ -4,3 +4,4 @@
 #include "tb_netlink.h"
 #include "tb_tap.h"
 #include "tb_uring.h"
+#include "tb_malloc.h"
