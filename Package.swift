@@ -119,7 +119,7 @@ let package = Package(
                            .product(name: "TOMLKit", package: "TOMLKit")]),
         .target(
             name: "Daemon",
-            dependencies: ["Tapbridge", "Control", "Config", "MetricsEndpoint", "SystemCalls",
+            dependencies: ["Tapbridge", "Control", "Config", "MetricsEndpoint", "SystemCalls", "CTapbridgeShim",
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "TOMLKit", package: "TOMLKit")]),
         .target(
