@@ -44,7 +44,8 @@ public struct LinkInfo: Sendable, Equatable {
     public var tapDevice: TapDeviceNumber?
 
     /// The kernel keeps an alias in IFALIASZ (256) bytes with its NUL: longer ones are refused
-    /// on the way in and cut here on the way out.
+    /// on the way in and cut here on the way out (to 255 bytes read; an invalid UTF-8 byte
+    /// among them reads as U+FFFD, so at most 255 scalars).
     public static let aliasLimit = 255
 
     public var isUp: Bool { flags & UInt32(IFF_UP.rawValue) != 0 }

@@ -22,8 +22,8 @@ struct LinkCommand: ParsableCommand {
               tapbridge link source mvs0 add 52:54:00:00:00:01 52:54:00:00:00:02
               tapbridge link show --json
               tapbridge link show type macvtap
-              tapbridge link show -s mvt0           (statistics, like ip -s link; -s -s for errors)
-              tapbridge -n ns1 -s -j link show      (global options before `link`, like ip -n ns1 -s -j link)
+              tapbridge link show -s mvt0      (counters as ip -s link; -s -s: errors)
+              tapbridge -n ns1 -s -j link show (as ip -n ns1 -s -j link show)
               tapbridge link monitor
               tapbridge link del mvt0
 
@@ -31,9 +31,10 @@ struct LinkCommand: ParsableCommand {
             hairpinning switch; the kernel default), bridge (siblings talk directly), passthru (one
             sub-interface owns the lower device), source (accept by source MAC allow list).
             A macvtap's /dev/tapN character device is shown as `tapdev MAJOR:MINOR`.
-            Before `link` (or right after it), as iproute2 users type them: -n NS | --netns NS (work
-            inside that namespace), -s (statistics, twice for error details), -j (JSON), -d
-            (accepted; tapbridge always shows details).
+            Global options, before `link` (or right after it) as iproute2 users
+            type them: -n NS or --netns NS (work inside that namespace), -s
+            (statistics; twice for error details), -j (JSON), -d (accepted:
+            tapbridge always shows details).
             """,
         subcommands: [LinkAdd.self, LinkDelete.self, LinkSet.self, LinkSource.self, LinkShow.self, LinkMonitorCommand.self])
 }
@@ -98,8 +99,8 @@ struct LinkAdd: ParsableCommand {
             link DEV [name NAME] type macvtap|macvlan [mode private|vepa|bridge|passthru|source]
             [nopromisc] [nodst] [address MAC] [mtu N] [numtxqueues N] [numrxqueues N] [bcqueuelen N]
             [netns NS] [up]
-            `netns NS` creates the link directly in that namespace; the lower device stays here.
-            `nopromisc` is for mode passthru, `nodst` for mode source.
+            `netns NS` creates the link directly in that namespace; the lower device
+            stays here. `nopromisc` is for mode passthru, `nodst` for mode source.
             """)
 
     @OptionGroup var ns: NamespaceOption
@@ -135,6 +136,7 @@ struct LinkAdd: ParsableCommand {
             case "netns": spec.namespace = parseNamespace(try w.value(for: k))
             case "--netns", "-n": operateIn = parseNamespace(try w.value(for: k))
             case "up": spec.up = true
+            case "--help", "-h": throw CleanExit.helpRequest(Self.self)
             default: throw ValidationError("unknown word '\(k)' (tapbridge link add --help)")
             }
         }
@@ -171,17 +173,19 @@ struct LinkSet: ParsableCommand {
         commandName: "set",
         abstract: "Change a link: state, promisc, address, mtu, txqueuelen, alias, name, mode, nodst, netns.",
         discussion: """
-            NAME [up|down] [promisc on|off] [address MAC] [mtu N] [txqueuelen N] [alias TEXT]
-            [name NEWNAME] [type macvtap|macvlan] [mode private|vepa|bridge|passthru|source]
-            [nodst [on|off]] [netns NS]
-            All changes go to the kernel in one request, as `ip link set` sends them.
-              tapbridge link set mvt0 mode vepa                 (also: type macvtap mode vepa)
-              tapbridge link set mvs0 mode source nodst         (nodst off clears it)
-              tapbridge link set mvt0 txqueuelen 1000 promisc on alias "uplink to rack 4"
-              tapbridge link set mvt0 name vm1tap               (rename; works while up)
-              tapbridge link set mvt0 alias ""                  (remove the alias)
-            `mode passthru` can be neither set nor cleared on an existing link (delete and add it
-            again); leaving mode source empties its source MAC list (the kernel does).
+            NAME [up|down] [promisc on|off] [address MAC] [mtu N]
+                 [txqueuelen N] [alias TEXT] [name NEWNAME]
+                 [type macvtap|macvlan] [mode private|vepa|bridge|passthru|source]
+                 [nodst [on|off]] [netns NS]
+            All changes go to the kernel in one request, as `ip link set` does.
+              tapbridge link set mvt0 mode vepa    (or: type macvtap mode vepa)
+              tapbridge link set mvs0 mode source nodst    (nodst off clears it)
+              tapbridge link set mvt0 txqueuelen 1000 promisc on alias "rack 4"
+              tapbridge link set mvt0 name vm1tap     (a rename; works while up)
+              tapbridge link set mvt0 alias ""        (removes the alias)
+            Mode passthru can be neither set nor cleared on an existing link
+            (delete it and add it again). Leaving mode source empties its
+            source MAC list (the kernel does).
             """)
     @Argument(help: "The link's name (or `dev NAME`).") var name: String
     @Argument(parsing: .captureForPassthrough, help: "iproute2-style words, see above.") var words: [String] = []
@@ -213,6 +217,7 @@ struct LinkSet: ParsableCommand {
                 if let v = w.words.first, v == "on" || v == "off" { _ = w.next(); change.noDst = v == "on" } else { change.noDst = true }
             case "netns": change.namespace = parseNamespace(try w.value(for: k))
             case "--netns", "-n": operateIn = parseNamespace(try w.value(for: k))
+            case "--help", "-h": throw CleanExit.helpRequest(Self.self)
             default: throw ValidationError("unknown word '\(k)' (tapbridge link set --help)")
             }
         }

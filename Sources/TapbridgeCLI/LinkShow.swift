@@ -8,10 +8,11 @@ struct LinkShow: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "show", abstract: "Show macvtap/macvlan links (or one link by name).",
         discussion: """
-            [NAME | dev NAME] [type KIND] [up] [-s [-s]] [--json] [--all] [--netns NS]
-              tapbridge link show type macvtap       only links of that kind (any kind: veth, bridge...)
-              tapbridge link show -s mvt0            counters as `ip -s link` prints them
-              tapbridge link show -s -s --json       with error details, as `ip -s -s -j link`
+            [NAME | dev NAME] [type KIND] [up] [-s [-s]] [--json] [--all]
+            [--netns NS]
+              tapbridge link show type macvtap   (one kind, any: veth, bridge...)
+              tapbridge link show -s mvt0        (counters, as ip -s link)
+              tapbridge link show -s -s --json   (with errors, as ip -s -s -j link)
             """,
         aliases: ["list", "ls"])
     @Flag(help: "JSON, with iproute2's field names (ifname, ifindex, address, mtu, txqlen, ifalias, operstate, link, linkinfo, stats64) plus tapdev.")
@@ -36,6 +37,7 @@ struct LinkShow: ParsableCommand {
             case "-s", "--stats": statsLevel += 1
             case "-d", "--details": break   // always detailed
             case "--netns", "-n": namespace = parseNamespace(try w.value(for: k))
+            case "--help", "-h": throw CleanExit.helpRequest(Self.self)
             default:
                 guard name == nil, !k.hasPrefix("-") else { throw ValidationError("unknown word '\(k)' (tapbridge link show --help)") }
                 name = k

@@ -151,6 +151,12 @@ func ipStats(_ name: String, ns: String, level: Int = 1) throws -> [String: [Str
             #expect(wrong.status == 2 && wrong.stderr.contains("applies to `tapbridge link ...`"), "\(wrong)")
             let noValue = try run([exe, "link", "set", s.link, "promisc", "maybe", "--netns", s.ns], check: false)
             #expect(noValue.status == 2 && noValue.stderr.contains("'promisc' needs on or off"), "\(noValue)")
+            // --help teaches the new words, whatever the position (it used to be taken for a word).
+            for (sub, word) in [("add", "nodst"), ("set", "txqueuelen"), ("show", "type KIND")] {
+                let help = try run([exe, "link", sub, "--help"], check: false)
+                #expect(help.status == 0 && help.stdout.contains(word), "\(sub): \(help)")
+            }
+            #expect(try run([exe, "link", "--help"]).stdout.contains("-n NS or --netns NS"))
         }
     }
 }

@@ -94,4 +94,13 @@ func header(length: UInt32, type: UInt16, flags: UInt16 = 0) -> [UInt8] {
         #expect(link(attribute: UInt16(IFLA_IFALIAS), Array("up".utf8) + [0, 0x62]).alias == "up")
         #expect(link(attribute: UInt16(IFLA_IFALIAS), [0]).alias == nil)
     }
+
+    /// Found by Fuzz/Targets/FuzzNetlinkReply (corpus: alias-invalid-utf8): 255 bytes read may
+    /// hold invalid UTF-8, each byte then a U+FFFD of three UTF-8 bytes. The bound is on what is
+    /// read and on the scalars kept (one per byte), not on the UTF-8 length of the result.
+    @Test func anAliasOfInvalidUTF8KeepsOneScalarPerByteRead() {
+        let alias = link(attribute: UInt16(IFLA_IFALIAS), [UInt8](repeating: 0x89, count: 400)).alias!
+        #expect(alias.unicodeScalars.count == LinkInfo.aliasLimit)
+        #expect(alias.unicodeScalars.allSatisfy { $0 == "\u{FFFD}" })
+    }
 }

@@ -28,7 +28,8 @@ public func fuzzNetlinkReply(_ data: UnsafeRawPointer, _ count: Int) -> CInt {
             let link = LinkInfo(message: msg)
             _ = link.isUp; _ = link.isMacvlanFamily
             fuzzCheck(link.sourceMACs.count <= length / 10, "more source MACs than the message holds")
-            fuzzCheck((link.alias?.utf8.count ?? 0) <= LinkInfo.aliasLimit, "alias past the kernel's limit")
+            // At most one scalar per byte kept (an invalid byte becomes U+FFFD, three in UTF-8).
+            fuzzCheck((link.alias?.unicodeScalars.count ?? 0) <= LinkInfo.aliasLimit, "alias past the kernel's limit")
             if link.statistics != nil { fuzzCheck(length >= 16 + 16 + 4 + 32, "statistics from fewer than 4 fields") }
         }
         return true
