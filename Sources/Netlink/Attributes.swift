@@ -15,6 +15,12 @@ public struct NetlinkAttribute {
         let bytes = payload.prefix { $0 != 0 }
         return String(decoding: bytes, as: UTF8.self)
     }
+    /// The string attribute's first `maxBytes` bytes at most (a bound on what a reply can make
+    /// us keep; a UTF-8 sequence cut in two decodes as U+FFFD).
+    public func string(maxBytes: Int) -> String {
+        let bytes = payload.prefix { $0 != 0 }.prefix(maxBytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
     public var mac: MACBytes? { payload.count == 6 ? MACBytes(payload) : nil }
     /// The attributes nested inside this one.
     public var nested: [NetlinkAttribute] { NetlinkAttribute.parse(payload) }

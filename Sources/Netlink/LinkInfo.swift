@@ -27,6 +27,12 @@ public struct LinkInfo: Sendable, Equatable {
     public var rxQueues: UInt32?
     public var txQueueLength: UInt32?
     public var promiscuity: UInt32?
+    /// IFLA_IFALIAS (`ip link set NAME alias TEXT`), at most `LinkInfo.aliasLimit` bytes.
+    public var alias: String?
+    /// IFLA_STATS64: the link's counters.
+    public var statistics: LinkStatistics?
+    /// IFLA_CARRIER_CHANGES (`ip -s -s link`'s "transns").
+    public var carrierChanges: UInt32?
     // macvlan/macvtap attributes
     public var mode: MacvlanMode?
     public var noPromisc: Bool
@@ -36,6 +42,11 @@ public struct LinkInfo: Sendable, Equatable {
     public var sourceMACs: [MACAddress]
     /// A macvtap's character device (major, minor), from sysfs.
     public var tapDevice: TapDeviceNumber?
+
+    /// The kernel keeps an alias in IFALIASZ (256) bytes with its NUL: longer ones are refused
+    /// on the way in and cut here on the way out (to 255 bytes read; an invalid UTF-8 byte
+    /// among them reads as U+FFFD, so at most 255 scalars).
+    public static let aliasLimit = 255
 
     public var isUp: Bool { flags & UInt32(IFF_UP.rawValue) != 0 }
     public var isMacvlanFamily: Bool { kind == "macvtap" || kind == "macvlan" }
@@ -61,6 +72,9 @@ public struct LinkInfo: Sendable, Equatable {
         rxQueues = attrs.first(IFLA_NUM_RX_QUEUES)?.u32
         txQueueLength = attrs.first(IFLA_TXQLEN)?.u32
         promiscuity = attrs.first(IFLA_PROMISCUITY)?.u32
+        alias = attrs.first(IFLA_IFALIAS).map { $0.string(maxBytes: Self.aliasLimit) }.flatMap { $0.isEmpty ? nil : $0 }
+        statistics = attrs.first(IFLA_STATS64).flatMap { LinkStatistics(stats64: $0.payload) }
+        carrierChanges = attrs.first(IFLA_CARRIER_CHANGES)?.u32
         noPromisc = false; noDst = false; sourceMACs = []
         if let info = attrs.first(IFLA_LINKINFO)?.nested {
             kind = info.first(IFLA_INFO_KIND)?.string

@@ -124,7 +124,8 @@ public final class LinkManager {
                     mnl_attr_put_strz(nlh, nlType(IFLA_INFO_KIND), spec.kind.rawValue)
                     let data = mnl_attr_nest_start(nlh, nlType(IFLA_INFO_DATA))
                     mnl_attr_put_u32(nlh, nlType(IFLA_MACVLAN_MODE), spec.mode.kernelValue)
-                    if spec.noPromisc { mnl_attr_put_u16(nlh, nlType(IFLA_MACVLAN_FLAGS), UInt16(MACVLAN_FLAG_NOPROMISC)) }
+                    let macvlanFlags = (spec.noPromisc ? UInt16(MACVLAN_FLAG_NOPROMISC) : 0) | (spec.noDst ? UInt16(MACVLAN_FLAG_NODST) : 0)
+                    if macvlanFlags != 0 { mnl_attr_put_u16(nlh, nlType(IFLA_MACVLAN_FLAGS), macvlanFlags) }
                     if let b = spec.broadcastQueueLength { mnl_attr_put_u32(nlh, nlType(IFLA_MACVLAN_BC_QUEUE_LEN), b) }
                     mnl_attr_nest_end(nlh, data)
                     mnl_attr_nest_end(nlh, info)
@@ -177,31 +178,11 @@ public final class LinkManager {
 
     // MARK: changing
 
-    /// Changes state, MAC, MTU, or moves the link to another namespace (applied in that order
-    /// of attributes in one request; the move comes last in the kernel).
+    /// Changes state, MAC, MTU, or moves the link to another namespace (one request; the kernel
+    /// makes the move first). `change(name:_:)` (LinkChange.swift) does the rest of `ip link set`.
     public func set(name: String, up: Bool? = nil, address: MACAddress? = nil, mtu: UInt32? = nil,
                     namespace target: NetworkNamespace? = nil) throws {
-        try LinkName.validate(name, operation: .change)
-        if let mtu, mtu < 68 || mtu > 65535 {
-            throw NetlinkError.invalid(.change, interface: name, "MTU \(mtu) out of range 68...65535")
-        }
-        if let a = address, a.isMulticast || a == .zero {
-            throw NetlinkError.invalid(.change, interface: name, "invalid MAC '\(a)': must be a unicast, non-zero address")
-        }
-        guard let link = try link(named: name) else { throw NetlinkError(.change, interface: name, errno: ENODEV) }
-        var namespaceFile: OwnedDescriptor?   // closed when this returns
-        if let t = target { namespaceFile = try t.open() }
-        let nsFD = namespaceFile?.rawValue ?? -1
-        do {
-            try socket.request(type: nlType(RTM_NEWLINK), flags: Int32(NLM_F_ACK), build: { nlh in
-                Self.putInfoHeader(nlh, index: link.index, up: up)
-                if let a = address { Self.putMAC(nlh, nlType(IFLA_ADDRESS), a) }
-                if let m = mtu { mnl_attr_put_u32(nlh, nlType(IFLA_MTU), m) }
-                if nsFD >= 0 { mnl_attr_put_u32(nlh, nlType(IFLA_NET_NS_FD), UInt32(bitPattern: nsFD)) }
-            })
-        } catch let e as KernelError {
-            throw NetlinkError(.change, interface: name, kind: link.kind ?? "link", errno: e.errno, detail: e.message)
-        }
+        try change(name: name, LinkChange(up: up, address: address, mtu: mtu, namespace: target))
     }
 
     /// Edits a source-mode link's list of allowed source MACs.

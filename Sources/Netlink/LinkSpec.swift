@@ -46,6 +46,9 @@ public struct LinkSpec: Sendable, Equatable {
     public var mode: MacvlanMode
     /// passthru only: leave the lower device's promiscuity alone.
     public var noPromisc: Bool
+    /// source only: a frame taken by this link by its source MAC is not also delivered to the
+    /// link its destination MAC names (MACVLAN_FLAG_NODST, `ip link ... mode source nodst`).
+    public var noDst = false
     public var address: MACAddress?
     public var mtu: UInt32?
     public var txQueues: UInt32?
@@ -72,6 +75,7 @@ public struct LinkSpec: Sendable, Equatable {
         if let name { try LinkName.validate(name, operation: .create, kind: kind.rawValue) }
         if parent.isEmpty { throw bad("no parent (lower) device given") }
         if noPromisc && mode != .passthru { throw bad("'nopromisc' applies to mode 'passthru' only, not '\(mode.rawValue)'") }
+        if noDst && mode != .source { throw bad("'nodst' applies to mode 'source' only, not '\(mode.rawValue)'") }
         if let mtu, mtu < 68 || mtu > 65535 { throw bad("MTU \(mtu) out of range 68...65535") }
         for (n, q) in [("numtxqueues", txQueues), ("numrxqueues", rxQueues)] {
             if let q, q < 1 || q > 4096 { throw bad("\(n) \(q) out of range 1...4096") }

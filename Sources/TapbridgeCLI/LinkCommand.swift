@@ -15,8 +15,15 @@ struct LinkCommand: ParsableCommand {
               tapbridge link add link eth0 type macvtap mode passthru nopromisc
               tapbridge link add link veth0 name mv1 type macvlan mode bridge netns ns1
               tapbridge link set mvt0 mtu 9000 up
+              tapbridge link set mvt0 type macvtap mode vepa
+              tapbridge link set mvt0 txqueuelen 1000 promisc on alias "uplink to rack 4"
+              tapbridge link set mvt0 name vm1tap
+              tapbridge link add link eth0 name mvs0 type macvtap mode source nodst
               tapbridge link source mvs0 add 52:54:00:00:00:01 52:54:00:00:00:02
               tapbridge link show --json
+              tapbridge link show type macvtap
+              tapbridge link show -s mvt0      (counters as ip -s link; -s -s: errors)
+              tapbridge -n ns1 -s -j link show (as ip -n ns1 -s -j link show)
               tapbridge link monitor
               tapbridge link del mvt0
 
@@ -24,6 +31,10 @@ struct LinkCommand: ParsableCommand {
             hairpinning switch; the kernel default), bridge (siblings talk directly), passthru (one
             sub-interface owns the lower device), source (accept by source MAC allow list).
             A macvtap's /dev/tapN character device is shown as `tapdev MAJOR:MINOR`.
+            Global options, before `link` (or right after it) as iproute2 users
+            type them: -n NS or --netns NS (work inside that namespace), -s
+            (statistics; twice for error details), -j (JSON), -d (accepted:
+            tapbridge always shows details).
             """,
         subcommands: [LinkAdd.self, LinkDelete.self, LinkSet.self, LinkSource.self, LinkShow.self, LinkMonitorCommand.self])
 }
@@ -59,6 +70,20 @@ struct Words {
         return n
     }
 
+    mutating func onOff(for keyword: String) throws -> Bool {
+        let v = try value(for: keyword)
+        guard v == "on" || v == "off" else { throw ValidationError("'\(keyword)' needs on or off, not '\(v)'") }
+        return v == "on"
+    }
+
+    mutating func mode(for keyword: String) throws -> MacvlanMode {
+        let v = try value(for: keyword)
+        guard let m = MacvlanMode(rawValue: v) else {
+            throw ValidationError("mode '\(v)': expected one of \(MacvlanMode.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        return m
+    }
+
     mutating func mac(for keyword: String) throws -> MACAddress {
         let v = try value(for: keyword)
         guard let m = MACAddress(v) else { throw ValidationError("invalid MAC '\(v)' (expected six hex octets like 52:54:00:12:34:56)") }
@@ -72,9 +97,10 @@ struct LinkAdd: ParsableCommand {
         abstract: "Create a macvtap or macvlan link.",
         discussion: """
             link DEV [name NAME] type macvtap|macvlan [mode private|vepa|bridge|passthru|source]
-            [nopromisc] [address MAC] [mtu N] [numtxqueues N] [numrxqueues N] [bcqueuelen N]
+            [nopromisc] [nodst] [address MAC] [mtu N] [numtxqueues N] [numrxqueues N] [bcqueuelen N]
             [netns NS] [up]
-            `netns NS` creates the link directly in that namespace; the lower device stays here.
+            `netns NS` creates the link directly in that namespace; the lower device
+            stays here. `nopromisc` is for mode passthru, `nodst` for mode source.
             """)
 
     @OptionGroup var ns: NamespaceOption
@@ -101,6 +127,7 @@ struct LinkAdd: ParsableCommand {
                 }
                 mode = m
             case "nopromisc": spec.noPromisc = true
+            case "nodst": spec.noDst = true
             case "address": spec.address = try w.mac(for: k)
             case "mtu": spec.mtu = try w.number(for: k)
             case "numtxqueues": spec.txQueues = try w.number(for: k)
@@ -109,6 +136,7 @@ struct LinkAdd: ParsableCommand {
             case "netns": spec.namespace = parseNamespace(try w.value(for: k))
             case "--netns", "-n": operateIn = parseNamespace(try w.value(for: k))
             case "up": spec.up = true
+            case "--help", "-h": throw CleanExit.helpRequest(Self.self)
             default: throw ValidationError("unknown word '\(k)' (tapbridge link add --help)")
             }
         }
@@ -142,30 +170,62 @@ struct LinkDelete: ParsableCommand {
 
 struct LinkSet: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "set", abstract: "Change a link: up|down, address MAC, mtu N, netns NS (move it).")
-    @Argument(help: "The link's name.") var name: String
-    @Argument(parsing: .captureForPassthrough, help: "[up|down] [address MAC] [mtu N] [netns NS]") var words: [String] = []
+        commandName: "set",
+        abstract: "Change a link: state, promisc, address, mtu, txqueuelen, alias, name, mode, nodst, netns.",
+        discussion: """
+            NAME [up|down] [promisc on|off] [address MAC] [mtu N]
+                 [txqueuelen N] [alias TEXT] [name NEWNAME]
+                 [type macvtap|macvlan] [mode private|vepa|bridge|passthru|source]
+                 [nodst [on|off]] [netns NS]
+            All changes go to the kernel in one request, as `ip link set` does.
+              tapbridge link set mvt0 mode vepa    (or: type macvtap mode vepa)
+              tapbridge link set mvs0 mode source nodst    (nodst off clears it)
+              tapbridge link set mvt0 txqueuelen 1000 promisc on alias "rack 4"
+              tapbridge link set mvt0 name vm1tap     (a rename; works while up)
+              tapbridge link set mvt0 alias ""        (removes the alias)
+            Mode passthru can be neither set nor cleared on an existing link
+            (delete it and add it again). Leaving mode source empties its
+            source MAC list (the kernel does).
+            """)
+    @Argument(help: "The link's name (or `dev NAME`).") var name: String
+    @Argument(parsing: .captureForPassthrough, help: "iproute2-style words, see above.") var words: [String] = []
     @OptionGroup var ns: NamespaceOption
 
     func run() throws {
         var w = Words(words: words, command: "set")
-        var up: Bool?, address: MACAddress?, mtu: UInt32?, target: NetworkNamespace?
+        var name = self.name
+        if name == "dev" { name = try w.value(for: "dev") }
+        var change = LinkChange()
         var operateIn = ns.namespace
         while let k = w.next() {
             switch k {
-            case "up": up = true
-            case "down": up = false
-            case "address": address = try w.mac(for: k)
-            case "mtu": mtu = try w.number(for: k)
-            case "netns": target = parseNamespace(try w.value(for: k))
+            case "up": change.up = true
+            case "down": change.up = false
+            case "promisc": change.promisc = try w.onOff(for: k)
+            case "address": change.address = try w.mac(for: k)
+            case "mtu": change.mtu = try w.number(for: k)
+            case "txqueuelen", "txqlen", "qlen": change.txQueueLength = try w.number(for: k)
+            case "alias": change.alias = try w.value(for: k)
+            case "name": change.newName = try w.value(for: k)
+            case "type":
+                let v = try w.value(for: k)
+                guard let t = LinkKind(rawValue: v) else { throw ValidationError("type '\(v)': tapbridge manages macvtap and macvlan") }
+                change.kind = t
+            case "mode": change.mode = try w.mode(for: k)
+            case "nodst":
+                // Bare `nodst` as iproute2 writes it; `nodst off` clears the flag.
+                if let v = w.words.first, v == "on" || v == "off" { _ = w.next(); change.noDst = v == "on" } else { change.noDst = true }
+            case "netns": change.namespace = parseNamespace(try w.value(for: k))
             case "--netns", "-n": operateIn = parseNamespace(try w.value(for: k))
+            case "--help", "-h": throw CleanExit.helpRequest(Self.self)
             default: throw ValidationError("unknown word '\(k)' (tapbridge link set --help)")
             }
         }
-        guard up != nil || address != nil || mtu != nil || target != nil else {
-            throw ValidationError("nothing to change: give up, down, address MAC, mtu N or netns NS")
+        guard !change.isEmpty else {
+            throw ValidationError("nothing to change: give up, down, promisc on|off, address MAC, mtu N, txqueuelen N, "
+                                  + "alias TEXT, name NEWNAME, mode MODE, nodst or netns NS")
         }
-        try LinkManager(namespace: operateIn).set(name: name, up: up, address: address, mtu: mtu, namespace: target)
+        try LinkManager(namespace: operateIn).change(name: name, change)
     }
 }
 

@@ -12,7 +12,7 @@ public struct TapbridgeCommand: ParsableCommand {
         discussion: """
             tapbridge creates macvtap (and macvlan) links, opens their /dev/tapN character devices and forwards every Ethernet frame through a pipeline of handlers: a learning switch, a filter, a VM backend socket, or your own.
 
-            Start with `tapbridge demo` (a self-contained topology in network namespaces), run a bridge with `tapbridge run --config FILE` (docs/config.md), or manage links like `ip link` with `tapbridge link add link eth0 type macvtap mode bridge`.
+            Start with `tapbridge demo` (a self-contained topology in network namespaces), run a bridge with `tapbridge run --config FILE` (docs/config.md), or manage links like `ip link` with `tapbridge link add link eth0 type macvtap mode bridge` (`tapbridge -n NS -s -j link show` as `ip -n NS -s -j link show`; see `tapbridge link --help`).
 
             A running daemon answers on its control socket (/run/tapbridge/control.sock; --control PATH or $TAPBRIDGE_CONTROL elsewhere):
               tapbridge ports                      ports, links, MACs, state
@@ -29,30 +29,11 @@ public struct TapbridgeCommand: ParsableCommand {
                       FDBCommand.self, PortCommand.self, FilterCommand.self, CaptureCommand.self, ConfigCommand.self]
     )
 
-    /// `tapbridge link --netns NS SUBCOMMAND ...` (or `-n NS`), the order `ip -n NS link ...` users
-    /// type first, is read as `tapbridge link SUBCOMMAND --netns NS ...`: every link subcommand
-    /// takes `--netns`, the `link` group itself has no options of its own.
-    static func hoistingLinkNamespace(_ args: [String]) -> [String] {
-        guard args.first == "link", args.count >= 3 else { return args }
-        var rest = Array(args.dropFirst())
-        var moved: [String] = []
-        if rest[0] == "--netns" || rest[0] == "-n", rest.count >= 3 {
-            moved = ["--netns", rest[1]]
-            rest.removeFirst(2)
-        } else if rest[0].hasPrefix("--netns=") {
-            moved = [rest[0]]
-            rest.removeFirst()
-        } else {
-            return args
-        }
-        return ["link", rest[0]] + moved + rest.dropFirst()
-    }
-
     /// Exit status: 0 success, 1 operational error (message on stderr), 2 usage error.
     /// ArgumentParser's own usage status is 64 (EX_USAGE); we keep iproute2's convention.
     public static func main() {
         do {
-            var command = try parseAsRoot(hoistingLinkNamespace(Array(CommandLine.arguments.dropFirst())))
+            var command = try parseAsRoot(GlobalOptions.hoist(Array(CommandLine.arguments.dropFirst())))
             try command.run()
         } catch {
             let code = exitCode(for: error)

@@ -59,3 +59,48 @@ func header(length: UInt32, type: UInt16, flags: UInt16 = 0) -> [UInt8] {
         #expect(seen == 2)
     }
 }
+
+/// IFLA_STATS64 and IFLA_IFALIAS as a kernel (or a hostile peer) may send them: every length.
+@Suite struct StatisticsAndAliasDecodingTests {
+    /// An RTM_NEWLINK message with one attribute of `type` holding `payload`.
+    func link(attribute type: UInt16, _ payload: [UInt8]) -> LinkInfo {
+        let attr = le16(UInt16(4 + payload.count)) + le16(type) + payload + [UInt8](repeating: 0, count: (4 - payload.count % 4) % 4)
+        let ifinfo = [UInt8](repeating: 0, count: 16)
+        let msg = header(length: UInt32(16 + ifinfo.count + attr.count), type: UInt16(RTM_NEWLINK)) + ifinfo + attr
+        return withDatagram(msg) { LinkInfo(message: $0.baseAddress!.assumingMemoryBound(to: nlmsghdr.self)) }
+    }
+
+    func stats(fields: Int) -> [UInt8] { (0..<fields).flatMap { withUnsafeBytes(of: UInt64($0 + 1), Array.init) } }
+
+    @Test(arguments: [0, 3, 4, 23, 25, 30])
+    func statisticsReadOnlyTheFieldsTheAttributeHolds(fields: Int) {
+        let l = link(attribute: UInt16(IFLA_STATS64), stats(fields: fields))
+        guard fields >= 4 else { #expect(l.statistics == nil); return }
+        let s = l.statistics!
+        #expect(s.rxPackets == 1 && s.txPackets == 2 && s.rxBytes == 3 && s.txBytes == 4)
+        // Field 24 (rx_otherhost_dropped) only when sent; fields past the 25 known are ignored.
+        #expect(s.rxOtherHostDropped == (fields >= 25 ? 25 : 0))
+        #expect(s.rxNoHandler == (fields >= 24 ? 24 : 0))
+    }
+
+    @Test func aStatisticsAttributeWithATornLastFieldIgnoresIt() {
+        let s = link(attribute: UInt16(IFLA_STATS64), stats(fields: 5) + [9, 9, 9]).statistics
+        #expect(s?.rxErrors == 5 && s?.txErrors == 0)
+    }
+
+    @Test func anAliasIsCutAtTheKernelsLimitAndAtItsNUL() {
+        let long = link(attribute: UInt16(IFLA_IFALIAS), [UInt8](repeating: 0x61, count: 1000))
+        #expect(long.alias?.utf8.count == LinkInfo.aliasLimit)
+        #expect(link(attribute: UInt16(IFLA_IFALIAS), Array("up".utf8) + [0, 0x62]).alias == "up")
+        #expect(link(attribute: UInt16(IFLA_IFALIAS), [0]).alias == nil)
+    }
+
+    /// Found by Fuzz/Targets/FuzzNetlinkReply (corpus: alias-invalid-utf8): 255 bytes read may
+    /// hold invalid UTF-8, each byte then a U+FFFD of three UTF-8 bytes. The bound is on what is
+    /// read and on the scalars kept (one per byte), not on the UTF-8 length of the result.
+    @Test func anAliasOfInvalidUTF8KeepsOneScalarPerByteRead() {
+        let alias = link(attribute: UInt16(IFLA_IFALIAS), [UInt8](repeating: 0x89, count: 400)).alias!
+        #expect(alias.unicodeScalars.count == LinkInfo.aliasLimit)
+        #expect(alias.unicodeScalars.allSatisfy { $0 == "\u{FFFD}" })
+    }
+}

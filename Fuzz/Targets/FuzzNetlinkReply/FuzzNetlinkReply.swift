@@ -1,7 +1,8 @@
 // FuzzNetlinkReply: one rtnetlink datagram as NetlinkSocket.request and LinkMonitor receive it,
 // in a buffer of exactly the received size (so AddressSanitizer sees any read past it): the
 // message walk, LinkInfo decoding of RTM_NEWLINK/RTM_DELLINK (attributes, nested link info,
-// macvlan data, source MAC lists) and the error/extended-ack decoding of NLMSG_ERROR.
+// macvlan data, source MAC lists, IFLA_STATS64 of any length, IFLA_IFALIAS) and the
+// error/extended-ack decoding of NLMSG_ERROR.
 // Input: the datagram.
 import CLibmnl
 import FuzzSupport
@@ -27,6 +28,9 @@ public func fuzzNetlinkReply(_ data: UnsafeRawPointer, _ count: Int) -> CInt {
             let link = LinkInfo(message: msg)
             _ = link.isUp; _ = link.isMacvlanFamily
             fuzzCheck(link.sourceMACs.count <= length / 10, "more source MACs than the message holds")
+            // At most one scalar per byte kept (an invalid byte becomes U+FFFD, three in UTF-8).
+            fuzzCheck((link.alias?.unicodeScalars.count ?? 0) <= LinkInfo.aliasLimit, "alias past the kernel's limit")
+            if link.statistics != nil { fuzzCheck(length >= 16 + 16 + 4 + 32, "statistics from fewer than 4 fields") }
         }
         return true
     }
