@@ -45,6 +45,7 @@ struct VhostUserDaemonTests {
             let out = pmd.stop()
             try d.waitFor("front-end closed the connection")
             let sent = Testpmd.counter("TX-packets", in: out) ?? -1
+            if sent < 0 { print("testpmd printed no TX-packets (it failed to start or run?); its output:\n\(out.suffix(3000))") }
             #expect(d.stop() == 0)
             #expect(!FileManager.default.fileExists(atPath: socket), "the socket file is removed at stop")
             let got = try nsCounter(t, h.namespaces[0], "rx_packets") - before

@@ -40,6 +40,11 @@ public final class HugePages: @unchecked Sendable {
 public final class Testpmd: @unchecked Sendable {
     private static let turn = DispatchSemaphore(value: 1)
     private var holdsTurn = true
+    /// The turn across processes (a sanitizer run beside a plain one, a benchmark beside the
+    /// tests): an exclusive flock on this file, released when the descriptor closes. Without it
+    /// one process's `release()` put the huge-page count back under another's testpmd.
+    static let machineLockPath = "/run/tapbridge-testpmd.lock"
+    private var machineLock: Int32 = -1
     public let process = Process()
     let stdin = Pipe()
     let outputPath: String
@@ -53,7 +58,13 @@ public final class Testpmd: @unchecked Sendable {
     public init(socket: String, mode: String, frameSize: Int = 64, server: Bool = false, extra: [String] = []) throws {
         filePrefix = "tbt\(UInt32.random(in: 0...UInt32.max))"
         Testpmd.turn.wait()
-        do { hugePages = try HugePages(filePrefix: filePrefix) } catch { Testpmd.turn.signal(); throw error }
+        machineLock = open(Testpmd.machineLockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        if machineLock >= 0 { while flock(machineLock, LOCK_EX) != 0 && errno == EINTR {} }
+        do { hugePages = try HugePages(filePrefix: filePrefix) } catch {
+            if machineLock >= 0 { close(machineLock) }
+            Testpmd.turn.signal()
+            throw error
+        }
         outputPath = "/tmp/\(filePrefix)-testpmd.log"
         _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
         let out = FileHandle(forWritingAtPath: outputPath)!
@@ -65,7 +76,14 @@ public final class Testpmd: @unchecked Sendable {
         process.standardInput = stdin
         process.standardOutput = out
         process.standardError = out
-        do { try process.run() } catch { hugePages.release(); holdsTurn = false; Testpmd.turn.signal(); throw error }
+        do { try process.run() } catch { hugePages.release(); giveUpTurn(); throw error }
+    }
+
+    private func giveUpTurn() {
+        guard holdsTurn else { return }
+        holdsTurn = false
+        if machineLock >= 0 { close(machineLock); machineLock = -1 }
+        Testpmd.turn.signal()
     }
 
     public var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
@@ -98,7 +116,7 @@ public final class Testpmd: @unchecked Sendable {
         }
         process.waitUntilExit()
         hugePages.release()
-        if holdsTurn { holdsTurn = false; Testpmd.turn.signal() }
+        giveUpTurn()
         let text = output
         try? FileManager.default.removeItem(atPath: outputPath)
         return text

@@ -88,6 +88,7 @@ struct VhostUserPortTests {
         #expect(until(10) { !rig.port.currentStatus.connected })
         _ = until(1) { drain(); return false }
         let sent = Testpmd.counter("TX-packets", in: out) ?? -1
+        if sent < 0 { print("testpmd printed no TX-packets (it failed to start or run?); its output:\n\(out.suffix(3000))") }
         let v = try #require(rig.stats(rig.vhostID)), s = try #require(rig.stats(rig.socketID))
         print("vhost-user txonly: testpmd sent \(sent); vhost port rx \(v.rxFrames) (drops \(v.drops)); socket port tx \(s.txFrames) drops \(s.drops); socket peer got \(received); \(rig.port.currentStatus)")
         #expect(sent >= 20_000)
