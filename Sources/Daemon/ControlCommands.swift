@@ -283,7 +283,7 @@ extension Daemon {
             throw ControlError(.failed, "\(error)")
         }
         runtimeChanges.portAdded(port.name, netns: port.netns, bridge: b)
-        return DoneResult("port \(port.name) added to bridge \(b)\(port.create != nil || port.tap != nil || port.host != nil ? " (link created)" : "") (\(RuntimeChanges.note))")
+        return DoneResult("port \(port.name) added to bridge \(b)\(port.create != nil || port.tap != nil || port.host != nil || port.vxlan != nil ? " (link created)" : "") (\(RuntimeChanges.note))")
     }
 
     func removePortByControl(name: String, netns: String?) throws -> DoneResult {

@@ -69,8 +69,10 @@ struct OverlayHosts {
     }
 
     /// Starts host i's daemon inside the host namespace.
-    func daemon(_ i: Int, remotes: [Int]) throws -> DaemonProcess {
-        try DaemonProcess(t, config: config(i, remotes: remotes), wrapper: ["ip", "netns", "exec", hosts[i]])
+    /// `stateDir`: a ledger shared with an earlier daemon of this host (crash recovery).
+    func daemon(_ i: Int, remotes: [Int], stateDir: String? = nil) throws -> DaemonProcess {
+        try DaemonProcess(t, config: config(i, remotes: remotes), arguments: stateDir.map { ["--state-dir", $0] } ?? [],
+                          wrapper: ["ip", "netns", "exec", hosts[i]])
     }
 
     func ping(_ from: Int, _ to: Int, count: Int = 3) -> Bool {
@@ -152,10 +154,45 @@ struct OverlayHosts {
             #expect(d1.stop() == 0)
             let left = try o.links(1)
             #expect(!left.contains("vx0") && !left.contains("mvvx0") && !left.contains("mvm"), "left behind: \(left)")
-            let d1b = try o.daemon(1, remotes: [0])
+            let state = FileManager.default.temporaryDirectory.path + "/\(t.tag)-vxstate"
+            t.onCleanup { try? FileManager.default.removeItem(atPath: state) }
+            let d1b = try o.daemon(1, remotes: [0], stateDir: state)
             #expect(o.ping(1, 0), "after restart:\n\(d1b.log)")
-            #expect(d0.stop() == 0 && d1b.stop() == 0)
+            // Killed: the links stay; the next start deletes them (recovery) and makes them again.
+            d1b.stop(signal: SIGKILL)
+            #expect(try o.links(1).isSuperset(of: ["vx0", "mvvx0"]))
+            let d1c = try o.daemon(1, remotes: [0], stateDir: state)
+            #expect(d1c.log.contains("left-over link deleted"), "\(d1c.log)")
+            #expect(o.ping(1, 0), "after a crash and a restart:\n\(d1c.log)")
+            #expect(d0.stop() == 0 && d1c.stop() == 0)
             for i in 0..<2 { #expect(try o.links(i).isDisjoint(with: ["vx0", "mvvx0", "mvm"])) }
+        }
+    }
+
+    @Test func portAddAndDelOfAVxlanPort() throws {
+        try withTopology { t in
+            let o = try OverlayHosts(t, count: 2)
+            let d1 = try o.daemon(1, remotes: [0])
+            // Host 0 starts with its VM only; the tunnel comes over the control socket.
+            let d0 = try DaemonProcess(t, config: """
+                [[bridges]]
+                name = "lan"
+                [[bridges.ports]]
+                name = "mvm"
+                parent = "vmlink"
+                mode = "passthru"
+                """, wrapper: ["ip", "netns", "exec", o.hosts[0]])
+            let added = try cli(d0, ["port", "add", "vx0", "kind", "vxlan", "vni", "4242", "local", "198.19.0.1",
+                                     "underlay", "ulnk", "remotes", "198.19.0.2"])
+            #expect(added.stdout.contains("port vx0 added") && added.stdout.contains("(link created)"), "\(added.stdout)\(added.stderr)")
+            #expect(o.ping(0, 1), "over a vxlan port added at run time:\n\(d0.log)")
+            let bad = try cli(d0, ["port", "add", "vx1", "kind", "vxlan", "vni", "7", "local", "198.19.0.1", "underlay", "nosuch",
+                                   "remotes", "198.19.0.2"], check: false)
+            #expect(!bad.succeeded && bad.stderr.contains("underlay"), "\(bad.stdout)\(bad.stderr)")
+            let deleted = try cli(d0, ["port", "del", "vx0"])
+            #expect(deleted.stdout.contains("vx0"), "\(deleted.stdout)")
+            #expect(try o.links(0).isDisjoint(with: ["vx0", "mvvx0", "vx1", "mvvx1"]), "port del deletes the device and its macvtap")
+            #expect(d0.stop() == 0 && d1.stop() == 0)
         }
     }
 
