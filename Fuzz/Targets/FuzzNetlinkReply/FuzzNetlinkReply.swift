@@ -29,6 +29,7 @@ public func fuzzNetlinkReply(_ data: UnsafeRawPointer, _ count: Int) -> CInt {
                 fuzzCheck(e.destination.map { $0.bytes.count == 4 || $0.bytes.count == 16 } ?? true, "destination of odd size")
                 _ = e.isFloodEntry; _ = e.destination?.host
             }
+        default:
             let link = LinkInfo(message: msg)
             _ = link.isUp; _ = link.isMacvlanFamily
             fuzzCheck(link.sourceMACs.count <= length / 10, "more source MACs than the message holds")
