@@ -50,7 +50,8 @@ struct OverlayHosts {
     }
 
     /// Host i's configuration: its VM's macvtap and a vxlan port to `remotes` (host indices).
-    func config(_ i: Int, remotes: [Int]) -> String {
+    /// `group`: a multicast group instead of the remote list (flood and learn).
+    func config(_ i: Int, remotes: [Int], group: String? = nil) -> String {
         """
         [[bridges]]
         name = "lan"
@@ -64,7 +65,7 @@ struct OverlayHosts {
         vni = 4242
         local = "\(underlayAddresses[i])"
         underlay = "ulnk"
-        remotes = [\(remotes.map { "\"\(underlayAddresses[$0])\"" }.joined(separator: ", "))]
+        \(group.map { "group = \"\($0)\"" } ?? "remotes = [\(remotes.map { "\"\(underlayAddresses[$0])\"" }.joined(separator: ", "))]")
         """
     }
 
@@ -166,6 +167,23 @@ struct OverlayHosts {
             #expect(o.ping(1, 0), "after a crash and a restart:\n\(d1c.log)")
             #expect(d0.stop() == 0 && d1c.stop() == 0)
             for i in 0..<2 { #expect(try o.links(i).isDisjoint(with: ["vx0", "mvvx0", "mvm"])) }
+        }
+    }
+
+    @Test func aMulticastGroupInsteadOfRemotes() throws {
+        try withTopology { t in
+            let o = try OverlayHosts(t, count: 2)
+            let ds = try (0..<2).map { i in
+                try DaemonProcess(t, config: o.config(i, remotes: [], group: "239.1.1.42"), wrapper: ["ip", "netns", "exec", o.hosts[i]])
+            }
+            let vx = try #require(linkDetails("vx0", netns: o.hosts[0]))
+            let data = ((vx["linkinfo"] as? [String: Any])?["info_data"] as? [String: Any]) ?? [:]
+            #expect(data["group"] as? String == "239.1.1.42" && data["learning"] as? Bool == true, "\(data)")
+            #expect(o.ping(0, 1), "over the multicast group:\n\(ds[0].log)\n\(ds[1].log)")
+            let ports = try #require(try cliJSON(ds[0], ["ports"])["ports"] as? [[String: Any]])
+            let tunnel = ports.first { $0["name"] as? String == "vx0" }?["vxlan"] as? [String: Any]
+            #expect(tunnel?["remotes"] as? String == "group 239.1.1.42", "\(String(describing: tunnel))")
+            for d in ds { #expect(d.stop() == 0) }
         }
     }
 
