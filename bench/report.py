@@ -46,7 +46,7 @@ cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.start
 load = open("/proc/loadavg").read().split()[:3]
 now = datetime.datetime.now(datetime.timezone.utc)
 stamp = a.stamp or now.strftime("%Y%m%d-%H%M")
-userspace = [f for f in order if f not in ("direct", "kernel-bridge", "macvlan-bridge")]
+userspace = [f for f in order if f not in ("direct", "kernel-bridge", "macvlan-bridge", "kernel-vxlan")]
 
 out = []
 p = out.append

@@ -200,6 +200,9 @@ public enum ConfigParser {
                 r.fail(key, "not used by a vhost-user port (kind = 'vhost-user'); it is a macvtap setting")
             }
             return .vhostUser(v)
+        case "vxlan":
+            if !name.isEmpty, let why = invalidInterfaceName(name) { r.fail("name", why) }
+            return .vxlan(parseVxlanKeys(&r, name: name))
         default:
             if kind != "macvtap" {
                 r.fail("kind", "unknown port kind '\(kind)' (one of: \(PortKind.names.joined(separator: ", ")))\(suggestion(kind, PortKind.names))")

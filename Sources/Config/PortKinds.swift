@@ -46,7 +46,7 @@ public struct PortConfig: Sendable, Equatable {
     /// Queues opened (one descriptor each; a vhost-user port's queue pairs); 1 for kinds without queues.
     public var queues: Int { macvtap?.queues ?? vhostUser?.queues ?? 1 }
     /// Whether frames carry a vnet header with negotiated offloads (macvtap's and vhost-user's `offloads`).
-    public var offloads: Bool { macvtap?.offloads ?? vhostUser?.offloads ?? true }
+    public var offloads: Bool { macvtap?.offloads ?? vhostUser?.offloads ?? vxlan?.offloads ?? true }
 }
 
 /// The kinds of port, as `kind = "..."` names them in a `[[bridges.ports]]` table.
@@ -62,6 +62,9 @@ public enum PortKind: Sendable, Equatable {
     /// `kind = "vhost-user"`: a vhost-user-net back-end socket (QEMU `-netdev vhost-user`,
     /// cloud-hypervisor, crosvm, DPDK virtio-user); no link.
     case vhostUser(VhostUserPortConfig)
+    /// `kind = "vxlan"`: a kernel VXLAN device to other hosts, read through a passthru macvtap
+    /// on it (VxlanPortConfig.swift, docs/multi-host.md).
+    case vxlan(VxlanPortConfig)
 
     /// The `kind` key's value.
     public var name: String {
@@ -71,16 +74,17 @@ public enum PortKind: Sendable, Equatable {
         case .tap: return "tap"
         case .host: return "host"
         case .vhostUser: return "vhost-user"
+        case .vxlan: return "vxlan"
         }
     }
 
     /// Every kind name the parser accepts (for messages).
-    public static let names = ["macvtap", "vm", "tap", "host", "vhost-user"]
+    public static let names = ["macvtap", "vm", "tap", "host", "vhost-user", "vxlan"]
 
     /// Whether a port of this kind is a network interface.
     public var hasLink: Bool {
         switch self {
-        case .macvtap, .tap, .host: return true
+        case .macvtap, .tap, .host, .vxlan: return true
         case .vm, .vhostUser: return false
         }
     }

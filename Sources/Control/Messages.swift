@@ -28,6 +28,8 @@ public struct PortStatus: Codable, Equatable, Sendable {
     /// Whether the daemon created this link (and will delete it at stop / `port del`).
     public var created: Bool
     public var vlan: String
+    /// A vxlan port's tunnel (VNI, remotes); nil for other kinds.
+    public var vxlan: VxlanStatus?
     public init(bridge: String, name: String, kind: String, netns: String?, link: String?, mac: String?, mode: String?,
                 state: String, operstate: String?, queues: Int, offloads: Bool, created: Bool, vlan: String) {
         self.bridge = bridge; self.name = name; self.kind = kind; self.netns = netns; self.link = link; self.mac = mac
@@ -78,6 +80,8 @@ public struct PortStats: Codable, Equatable, Sendable {
     public var dropsTotal: UInt64
     /// VM stream server ports: second connections refused while a VM was attached.
     public var refusedConnections: UInt64?
+    /// vxlan ports: "vni 42 remotes 198.19.0.2,198.19.0.3" (VxlanMessages.swift).
+    public var tunnel: String?
     public init(bridge: String, name: String, connected: Bool, rxFrames: UInt64, rxBytes: UInt64, txFrames: UInt64,
                 txBytes: UInt64, txErrors: UInt64, rxLargeFrames: UInt64, txLargeFrames: UInt64, drops: [String: UInt64],
                 refusedConnections: UInt64? = nil) {

@@ -116,6 +116,9 @@ public enum ConfigValidator {
                     issues.add(p.path + ".name", "interface '\(p.name)' already exists\(l.kind.map { $0.isEmpty ? "" : " (a \($0))" } ?? ""); the daemon creates the host port")
                 }
                 continue
+            case .vxlan(let v):
+                for (key, problem) in VxlanLinks.hostProblems(p, v, host: host) { issues.add("\(p.path).\(key)", problem) }
+                continue
             case .macvtap, .vm, .vhostUser:
                 break
             }

@@ -135,6 +135,7 @@ extension Daemon {
                 link = try? LinkManager().link(named: p.name)
                 socketPath = t.macvtap; assignedMAC = t.mac
             case .host: link = try? LinkManager().link(named: p.name)
+            case .vxlan(let v): link = try? LinkManager().link(named: p.name); socketPath = v.underlay
             }
             // Attached and connected, but a link that cannot carry frames (its parent is down) is down.
             let carries = link.map { LinkWatcher.carriesFrames($0) } ?? true
@@ -145,6 +146,7 @@ extension Daemon {
                               state: state, operstate: link?.operState, queues: p.queues,
                               offloads: p.vm == nil && p.offloads,   // a VM socket carries plain frames: no offloads (a vhost-user port: its `offloads`)
                               created: p.host != nil || links.wasCreated(p.name, netns: p.netns), vlan: Self.describe(p.vlan))
+                .with(vxlan: p.vxlan.map { VxlanLinks.status(name: p.name, $0, link: link) })
         }
     }
 
@@ -158,7 +160,8 @@ extension Daemon {
                 out.append(PortStats(bridge: b.name, name: p.name, connected: p.connected, rxFrames: p.rxFrames, rxBytes: p.rxBytes,
                                      txFrames: p.txFrames, txBytes: p.txBytes, txErrors: p.txErrors,
                                      rxLargeFrames: p.rxLargeFrames, txLargeFrames: p.txLargeFrames, drops: drops,
-                                     refusedConnections: engine?.refusedConnections(p.name).map { UInt64($0) }))
+                                     refusedConnections: engine?.refusedConnections(p.name).map { UInt64($0) })
+                    .with(tunnel: config.allPorts.first { $0.port.name == p.name }?.port.vxlan.map { VxlanLinks.summary($0) }))
             }
         }
         if let port, out.isEmpty { throw noSuchPort(port) }
@@ -281,7 +284,7 @@ extension Daemon {
             throw ControlError(.failed, "\(error)")
         }
         runtimeChanges.portAdded(port.name, netns: port.netns, bridge: b)
-        return DoneResult("port \(port.name) added to bridge \(b)\(port.create != nil || port.tap != nil || port.host != nil ? " (link created)" : "") (\(RuntimeChanges.note))")
+        return DoneResult("port \(port.name) added to bridge \(b)\(port.create != nil || port.tap != nil || port.host != nil || port.vxlan != nil ? " (link created)" : "") (\(RuntimeChanges.note))")
     }
 
     func removePortByControl(name: String, netns: String?) throws -> DoneResult {

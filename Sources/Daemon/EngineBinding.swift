@@ -121,6 +121,15 @@ final class EngineBinding {
                 throw DaemonError("\(p.path): cannot open tap '\(p.name)': \(error)")
             }
             try bridge.attach(port)
+        case .vxlan(let v):
+            let port: VxlanPort
+            do {
+                let settings = PortSettings(vlan: p.vlan, isolated: p.isolated, hairpin: p.hairpin)
+                port = try VxlanLinks.open(name: p.name, v, settings: settings)
+            } catch {
+                throw DaemonError("\(p.path): cannot open vxlan '\(p.name)': \(error)")
+            }
+            try bridge.attach(port)
         case .host(let h):
             // Made here, not by LinkLifecycle: the port object holds the tap (not persistent).
             if let old = hostPorts.removeValue(forKey: p.name) { old.release() }

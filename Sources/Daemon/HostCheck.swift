@@ -43,7 +43,7 @@ public enum HostCheck {
             let ports = config.allPorts
             if parseIssues.isEmpty {
                 r.add(.ok, "config \(file)", "\(config.bridges.count) bridge(s), \(ports.count) port(s), "
-                      + "\(ports.filter { $0.port.create != nil || $0.port.tap != nil || $0.port.host != nil }.count) link(s) to create")
+                      + "\(ports.filter { $0.port.create != nil || $0.port.tap != nil || $0.port.host != nil || $0.port.vxlan != nil }.count) link(s) to create")
             }
             for i in parseIssues { r.add(.fail, "config", i.description) }
             // Links a running daemon (or a dead one) created count as its own, not as conflicts.

@@ -22,7 +22,7 @@ public struct CreatedLink: Sendable, Equatable {
 
 public final class LinkLifecycle {
     let logger: Logger
-    public private(set) var created: [CreatedLink] = []
+    public internal(set) var created: [CreatedLink] = []
     /// Tap ports' macvtaps by tap name (they are deleted with their tap).
     var tapMacvtaps: [String: String] = [:]
     /// nil: no state directory (the demo, library use): nothing survives a crash.
@@ -55,8 +55,12 @@ public final class LinkLifecycle {
     /// those reclaimed from a dead daemon. On failure deletes what it created so far and throws.
     func createAll(_ config: DaemonConfig) throws {
         for (bridge, port) in config.allPorts {
-            if port.tap != nil {
-                do { try createTap(port, bridge: bridge.name, file: config.file) } catch {
+            if port.tap != nil || port.vxlan != nil {
+                do {
+                    if port.tap != nil { try createTap(port, bridge: bridge.name, file: config.file) } else {
+                        try createVxlan(port, bridge: bridge.name, file: config.file)
+                    }
+                } catch {
                     deleteAll()
                     throw error
                 }
@@ -149,7 +153,7 @@ public final class LinkLifecycle {
     }
 
     /// Records the macvtap on tap `tap` (deleted with the tap; listed so a crash's leftover is known).
-    private func record(macvtap m: LinkInfo, tap: String) {
+    func record(macvtap m: LinkInfo, tap: String) {
         let record = ledger.map { l in
             LedgerLink(name: m.name, netns: nil, ifindex: m.index, mac: m.address?.description, kind: m.kind ?? "macvtap",
                        parent: tap, parentIndex: m.parentIndex, mode: "passthru", createdBy: l.run,

@@ -39,6 +39,8 @@ extension Daemon {
                 try links.create(p, spec: spec, bridge: bridge, file: file)
             } else if p.tap != nil {
                 try links.createTap(p, bridge: bridge, file: file)
+            } else if p.vxlan != nil {
+                try links.createVxlan(p, bridge: bridge, file: file)
             }
             try engine?.add(p, toBridge: bridge)
         } catch {

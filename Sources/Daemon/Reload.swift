@@ -100,6 +100,7 @@ extension Daemon {
                 logger.error("reload: cannot add port", metadata: ["port": "\(p.name)", "error": "\(error)"])
             }
         }
+        applyVxlanChanges(next)   // remotes added or removed: the FDB edited in place (VxlanLinks.swift)
         // VM ports came or went: their bridges' source guards keep the policies of what runs.
         for b in config.bridges where added.contains(where: { $0.bridge.name == b.name }) || removed.contains(where: { $0.bridge.name == b.name }) {
             engine?.updateSourceGuard(b)

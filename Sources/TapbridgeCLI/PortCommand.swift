@@ -8,7 +8,7 @@ struct PortCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "port", abstract: "Attach or detach a port of a running daemon.",
         discussion: """
-            `port add NAME [KEY VALUE]...` takes the keys of a [[bridges.ports]] table (docs/config.md): with `parent` the daemon creates the macvtap (and deletes it at `port del` or stop); without, NAME must be an existing macvtap. `kind tap` makes a tap for a VMM (`user`, `group`, `queues`, `mac`, `addresses` a,b), `kind host` a host interface (`addresses` 198.18.0.254/24,...).
+            `port add NAME [KEY VALUE]...` takes the keys of a [[bridges.ports]] table (docs/config.md): with `parent` the daemon creates the macvtap (and deletes it at `port del` or stop); without, NAME must be an existing macvtap. `kind tap` makes a tap for a VMM (`user`, `group`, `queues`, `mac`, `addresses` a,b), `kind host` a host interface (`addresses` 198.18.0.254/24,...), `kind vxlan` a tunnel to other hosts (`vni`, `local`, `underlay`, `remotes` a,b or external; docs/multi-host.md).
 
             Examples:
               # create macvtap mvt3 on eth0 and attach it
@@ -30,17 +30,18 @@ struct PortAdd: ParsableCommand {
         commandName: "add", abstract: "Attach a port (and create its macvtap when `parent` is given).")
     @Argument(help: "The macvtap's name.") var name: String
     @Argument(parsing: .allUnrecognized,
-              help: "KEY VALUE pairs: parent DEV, mode MODE, mac MAC, mtu N, netns NS, queues N, offloads true|false, vlan unaware|access|trunk, pvid N, allowed 10,20,100-199, native N, isolated true|false, hairpin true|false, nopromisc true|false, source-macs MAC,MAC; a VM port: kind vm, socket stream-server|stream-client|dgram, path P, remote-path P, owner U, group G, socket-mode 0660, max-frame N, anti-spoofing true|false, addresses IP,IP; a tap port: kind tap, user U, group G, queues N, macvtap NAME, mac MAC, addresses IP,IP; a host port: kind host, addresses IP/PREFIX,..., mtu N, mac MAC")
+              help: "KEY VALUE pairs: parent DEV, mode MODE, mac MAC, mtu N, netns NS, queues N, offloads true|false, vlan unaware|access|trunk, pvid N, allowed 10,20,100-199, native N, isolated true|false, hairpin true|false, nopromisc true|false, source-macs MAC,MAC; a VM port: kind vm, socket stream-server|stream-client|dgram, path P, remote-path P, owner U, group G, socket-mode 0660, max-frame N, anti-spoofing true|false, addresses IP,IP; a tap port: kind tap, user U, group G, queues N, macvtap NAME, mac MAC, addresses IP,IP; a host port: kind host, addresses IP/PREFIX,..., mtu N, mac MAC; a vxlan port: kind vxlan, vni N, local IP, underlay DEV, remotes IP,IP|external, group IP, dstport N, learning true|false, mtu N, macvtap NAME")
     var words: [String] = []
     @Option(help: "Bridge (default: the daemon's only bridge).") var bridge: String?
     @OptionGroup var control: ControlOptions
 
-    static let intKeys: Set<String> = ["mtu", "queues", "pvid", "native", "max-frame"]
-    static let boolKeys: Set<String> = ["offloads", "isolated", "hairpin", "nopromisc", "anti-spoofing"]
+    static let intKeys: Set<String> = ["mtu", "queues", "pvid", "native", "max-frame", "vni", "dstport"]
+    static let boolKeys: Set<String> = ["offloads", "isolated", "hairpin", "nopromisc", "anti-spoofing", "learning"]
     /// Every key of a port table that takes a string (the VM keys too: the control API has
     /// always accepted VM ports; `kind` was missing here).
     static let stringKeys: Set<String> = ["parent", "mode", "mac", "netns", "vlan", "kind", "socket", "path", "remote-path",
-                                          "owner", "group", "socket-mode", "user", "macvtap", "tap-macvtap"]
+                                          "owner", "group", "socket-mode", "user", "macvtap", "tap-macvtap",
+                                          "local", "underlay"]
 
     /// The words as a port table with TOML-typed values.
     static func table(name: String, words: [String]) throws -> [String: JSONValue] {
@@ -62,6 +63,8 @@ struct PortAdd: ParsableCommand {
                 t[key] = .string(value)
             } else if key == "addresses" {
                 t[key] = .array(value.split(separator: ",").map { .string(String($0)) })
+            } else if key == "remotes" {   // a vxlan port: a list, or "external"
+                t[key] = value == "external" ? .string(value) : .array(value.split(separator: ",").map { .string(String($0)) })
             } else if key == "source-macs" {
                 t[key] = .array(value.split(separator: ",").map { .string(String($0)) })
             } else if key == "allowed" {

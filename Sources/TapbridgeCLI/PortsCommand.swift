@@ -14,6 +14,8 @@ struct PortsCommand: ParsableCommand {
               tapbridge ports
               tapbridge ports --json | jq '.ports[] | select(.state != "up")'
               tapbridge ports --control /tmp/tb.sock
+
+            A vxlan port's tunnel follows the table: VNI, local address, UDP port, underlay, MTU, the configured remotes and the ones the kernel's VXLAN FDB floods to now.
             """)
     @Flag(help: "JSON: {\"ports\": [...]} as docs/control-api.md describes.") var json = false
     @OptionGroup var control: ControlOptions
@@ -25,9 +27,10 @@ struct PortsCommand: ParsableCommand {
                           right: [8])
         for p in r.ports {
             t.add([p.bridge, p.name, p.kind, p.link ?? "-", p.mac ?? "-", p.mode ?? "-", p.state, p.operstate ?? "-",
-                   String(p.queues), p.kind != "macvtap" ? "-" : p.offloads ? "on" : "off", p.vlan, p.netns ?? "-", p.created ? "yes" : "no"])
+                   String(p.queues), p.kind != "macvtap" && p.kind != "vxlan" ? "-" : p.offloads ? "on" : "off", p.vlan, p.netns ?? "-", p.created ? "yes" : "no"])
         }
         print(t.render())
+        printVxlanTunnels(r.ports)
     }
 }
 
@@ -59,8 +62,10 @@ struct StatsCommand: ParsableCommand {
                 ("drops", "\(p.dropsTotal)"),
             ] + p.drops.sorted { $0.key < $1.key }.map { ("  \($0.key)", "\($0.value)") }
               + (p.refusedConnections.map { [("refused connections", "\($0)")] } ?? [])
-            let w = rows.map(\.0.count).max() ?? 0
-            for (k, v) in rows { print(k.padding(toLength: w, withPad: " ", startingAt: 0) + "  " + v) }
+            let tunnel: [(String, String)] = p.tunnel.map { [("vxlan", $0)] } ?? []
+            let all = rows + tunnel
+            let w = all.map(\.0.count).max() ?? 0
+            for (k, v) in all { print(k.padding(toLength: w, withPad: " ", startingAt: 0) + "  " + v) }
             return
         }
         var t = TextTable(["BRIDGE", "PORT", "RX-FRAMES", "RX-BYTES", "TX-FRAMES", "TX-BYTES", "TX-ERR", "DROPS", "DROPS-BY-REASON"],

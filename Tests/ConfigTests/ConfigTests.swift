@@ -280,7 +280,7 @@ func example(_ name: String) throws -> DaemonConfig {
         #expect(out.contains("t.toml: vms[2].owner: not used with socket = 'stream-client' (QEMU creates that socket file)"))
         #expect(out.contains("t.toml: bridges[0].ports[0].parent: not used by a vm port (kind = 'vm'); it is a macvtap setting"))
         #expect(out.contains("t.toml: bridges[0].ports[0].anti-spoofing: needs 'mac' (the MAC the VM is assigned)"))
-        #expect(out.contains("t.toml: bridges[0].ports[1].kind: unknown port kind 'vmm' (one of: macvtap, vm, tap, host, vhost-user) (did you mean 'vm'?)"))
+        #expect(out.contains("t.toml: bridges[0].ports[1].kind: unknown port kind 'vmm' (one of: macvtap, vm, tap, host, vhost-user, vxlan) (did you mean 'vm'?)"))
     }
 
     /// Issue 12 #3: static entries have a configurable bound (`max-static`).

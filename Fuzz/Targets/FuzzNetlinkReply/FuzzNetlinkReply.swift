@@ -1,7 +1,8 @@
 // FuzzNetlinkReply: one rtnetlink datagram as NetlinkSocket.request and LinkMonitor receive it,
 // in a buffer of exactly the received size (so AddressSanitizer sees any read past it): the
 // message walk, LinkInfo decoding of RTM_NEWLINK/RTM_DELLINK (attributes, nested link info,
-// macvlan data, source MAC lists, IFLA_STATS64 of any length, IFLA_IFALIAS) and the
+// macvlan data, source MAC lists, IFLA_STATS64 of any length, IFLA_IFALIAS), VxlanFDBEntry
+// decoding of RTM_NEWNEIGH (AF_BRIDGE FDB dump entries of a VXLAN device) and the
 // error/extended-ack decoding of NLMSG_ERROR.
 // Input: the datagram.
 import CLibmnl
@@ -24,6 +25,11 @@ public func fuzzNetlinkReply(_ data: UnsafeRawPointer, _ count: Int) -> CInt {
             fuzzCheck(e.errno >= 0, "negative errno \(e.errno)")
         case NLMSG_DONE:
             break
+        case Int32(RTM_NEWNEIGH):
+            if let e = VxlanFDBEntry(message: msg) {
+                fuzzCheck(e.destination.map { $0.bytes.count == 4 || $0.bytes.count == 16 } ?? true, "destination of odd size")
+                _ = e.isFloodEntry; _ = e.destination?.host
+            }
         default:
             let link = LinkInfo(message: msg)
             _ = link.isUp; _ = link.isMacvlanFamily
