@@ -34,6 +34,8 @@ final class EngineBinding {
     /// vhost-user ports by name; each serves its socket from a thread of its own once the
     /// engine runs (`start`), and stops when detached or at `stop`.
     private var vhostUserPorts: [String: (port: VhostUserPort, id: PortID, bridge: Bridge)] = [:]
+    /// Bridges running a spanning tree (SpanningTreeDriver.swift).
+    let spanningTrees = SpanningTreeDriver()
 
     private func vmSupervisor() -> VMPortSupervisor {
         if let supervisor { return supervisor }
@@ -237,6 +239,7 @@ final class EngineBinding {
     /// down are dropped and counted as port-down instead of written for the kernel to drop.
     func setPortUp(_ name: String, _ up: Bool) {
         if let (b, id) = location(name) { engine.setPortUp(id, in: b, up) }
+        spanningTrees.setPortLink(name, up: up)
     }
 
     func remove(_ name: String) {

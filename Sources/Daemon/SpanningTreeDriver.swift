@@ -1,0 +1,77 @@
+// SpanningTreeDriver: runs the spanning tree of every bridge whose configuration asks for it
+// (`stp = "stp"`). Owns the daemon's side only: starting each bridge's SpanningTreeController
+// (in its learning switch) with the bridge identifier, polling them from the control loop
+// (BPDUs in and out, timers: every wake-up, at most 0.2 s apart), handing their BPDUs to the
+// datapath with `Engine.inject`, telling them of port links going down and up, and logging
+// port state changes. The protocol itself is in Handlers/SpanningTree.
+#if canImport(Glibc)
+import Glibc
+#endif
+import Config
+import Datapath
+import Foundation
+import Frames
+import Handlers
+import Logging
+
+final class SpanningTreeDriver {
+    struct Running {
+        let name: String
+        let bridge: Bridge
+        let controller: SpanningTreeController
+    }
+    private(set) var running: [Running] = []
+
+    /// Starts the spanning tree of each configured bridge (after the engine started).
+    func start(_ config: DaemonConfig, binding: EngineBinding, logger: Logger) {
+        for b in config.bridges {
+            guard let settings = b.spanningTree, let bridge = binding.engine.bridge(named: b.name),
+                  let sw = binding.learningSwitch(ofBridge: b.name) else { continue }
+            let mac = Self.bridgeMAC(b.name)
+            sw.spanningTree.enable(settings: settings, bridgeMAC: mac, nowMs: Self.nowMs())
+            running.append(Running(name: b.name, bridge: bridge, controller: sw.spanningTree))
+            logger.info("spanning tree on (802.1D)", metadata: [
+                "bridge": "\(b.name)", "bridge-id": "\(BridgeID(priority: settings.priority, mac: mac))",
+                "hello-time": "\(settings.helloTime)", "forward-delay": "\(settings.forwardDelay)",
+                "max-age": "\(settings.maxAge)"])
+        }
+    }
+
+    /// Control loop, every wake-up.
+    func poll(engine: Engine, logger: Logger) {
+        let now = Self.nowMs()
+        for r in running {
+            let changes = r.controller.poll(nowMs: now) { port, bytes in
+                bytes.withUnsafeBytes { engine.inject($0, bridge: r.bridge, port: port) }
+            }
+            guard !changes.isEmpty else { continue }
+            let table = r.bridge.portTable
+            for c in changes {
+                logger.info("spanning tree: port \(c.state)", metadata: [
+                    "bridge": "\(r.name)", "port": "\(table.ports.first { $0.id == c.port }?.name ?? "\(c.port)")"])
+            }
+        }
+    }
+
+    /// A port link's operational state (the link watcher's events).
+    func setPortLink(_ name: String, up: Bool) {
+        for r in running { r.controller.setPortLink(name, up: up, nowMs: Self.nowMs()) }
+    }
+
+    /// The spanning tree of bridge `name`, if it runs one.
+    func controller(ofBridge name: String) -> SpanningTreeController? { running.first { $0.name == name }?.controller }
+
+    static func nowMs() -> UInt64 { MonotonicClock.nanoseconds() / 1_000_000 }
+
+    /// The MAC in the bridge identifier: locally administered, stable across restarts on one
+    /// host (a hash of /etc/machine-id and the bridge's name), different between hosts and bridges.
+    static func bridgeMAC(_ bridge: String) -> MACAddress {
+        let machine = (try? String(contentsOfFile: "/etc/machine-id", encoding: .utf8)) ?? "\(gethostid())"
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325   // FNV-1a
+        for byte in Array((machine.trimmingCharacters(in: .whitespacesAndNewlines) + "/" + bridge).utf8) {
+            h = (h ^ UInt64(byte)) &* 0x0000_0100_0000_01B3
+        }
+        // First octet: locally administered (0x02), unicast (0x01 clear).
+        return MACAddress(rawValue: (h & 0x0000_FCFF_FFFF_FFFF) | 0x0000_0200_0000_0000)
+    }
+}
