@@ -36,6 +36,8 @@ final class EngineBinding {
     private var vhostUserPorts: [String: (port: VhostUserPort, id: PortID, bridge: Bridge)] = [:]
     /// Bridges running a spanning tree (SpanningTreeDriver.swift).
     let spanningTrees = SpanningTreeDriver()
+    /// Bridges whose configuration turns the spanning tree on: their port links get all-multicast.
+    private var spanningTreeBridges: Set<String> = []
 
     private func vmSupervisor() -> VMPortSupervisor {
         if let supervisor { return supervisor }
@@ -53,6 +55,7 @@ final class EngineBinding {
         let queue = events
         ec.onEvent = { queue.push($0) }
         engine = Engine(configuration: ec)
+        spanningTreeBridges = Set(config.bridges.filter { $0.spanningTree != nil }.map(\.name))
         for b in config.bridges {
             try makeBridge(b)
             for p in b.ports {
@@ -74,6 +77,7 @@ final class EngineBinding {
 
     private func attach(_ p: PortConfig, to bridgeName: String) throws {
         guard let bridge = bridges[bridgeName] else { throw DaemonError("no bridge '\(bridgeName)'") }
+        if spanningTreeBridges.contains(bridgeName) { SpanningTreeDriver.receiveBPDUs(on: p, logger: logger) }
         switch p.kind {
         case .vm:
             let log = logger, name = p.name

@@ -13,6 +13,7 @@ import Foundation
 import Frames
 import Handlers
 import Logging
+import Netlink
 
 final class SpanningTreeDriver {
     struct Running {
@@ -60,6 +61,18 @@ final class SpanningTreeDriver {
 
     /// The spanning tree of bridge `name`, if it runs one.
     func controller(ofBridge name: String) -> SpanningTreeController? { running.first { $0.name == name }?.controller }
+
+    /// A macvtap passes a multicast frame only for groups on its multicast list: a port link of
+    /// a spanning-tree bridge gets all-multicast, so BPDUs (01:80:C2:00:00:00) reach the daemon.
+    static func receiveBPDUs(on p: PortConfig, logger: Logger) {
+        guard p.hasLink else { return }
+        do {
+            try LinkManager(namespace: p.netns.map { NetworkNamespace.named($0) }).setAllMulticast(name: p.name, true)
+        } catch {
+            logger.warning("spanning tree: cannot turn all-multicast on; BPDUs may not reach this port",
+                           metadata: ["port": "\(p.name)", "error": "\(error)"])
+        }
+    }
 
     static func nowMs() -> UInt64 { MonotonicClock.nanoseconds() / 1_000_000 }
 
