@@ -113,8 +113,10 @@ public struct SpanningTreeProtocol: Sendable {
     }
 
     static func ms(_ seconds: Double) -> UInt64 { UInt64(max(0, seconds) * 1000) }
-    static func units(_ ms: UInt64) -> UInt16 { UInt16(clamping: ms * 256 / 1000) }
-    static func ms(units: UInt16) -> UInt64 { UInt64(units) * 1000 / 256 }
+    // 1/256 s on the wire, ms here: rounded so that a value read and sent again is unchanged
+    // (truncating both ways turned a hello time of 1/256 s into 0, which peers refuse).
+    static func units(_ ms: UInt64) -> UInt16 { UInt16(clamping: (min(ms, 1 << 40) * 256 + 500) / 1000) }
+    static func ms(units: UInt16) -> UInt64 { (UInt64(units) * 1000 + 255) / 256 }
 
     // MARK: queries
 
