@@ -65,6 +65,10 @@ extension Daemon {
             let port = try req.string("port")
             return try onLoop { try self.statistics(port: port) }
         }
+        server.register("stp") { [unowned self] req, _ in
+            let bridge = try req.string("bridge")
+            return try onLoop { try self.spanningTreeStatus(bridge: bridge) }
+        }
         server.register("fdb") { [unowned self] req, _ in
             let bridge = try req.string("bridge")
             return try onLoop { try self.fdbEntries(bridge: bridge) }

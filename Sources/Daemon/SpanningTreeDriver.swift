@@ -8,6 +8,7 @@
 import Glibc
 #endif
 import Config
+import Control
 import Datapath
 import Foundation
 import Frames
@@ -86,5 +87,33 @@ final class SpanningTreeDriver {
         }
         // First octet: locally administered (0x02), unicast (0x01 clear).
         return MACAddress(rawValue: (h & 0x0000_FCFF_FFFF_FFFF) | 0x0000_0200_0000_0000)
+    }
+}
+
+extension Daemon {
+    /// The `stp` control command: every spanning-tree bridge (or `bridge`), on the control loop.
+    func spanningTreeStatus(bridge: String?) throws -> SpanningTreeResult {
+        guard let engine else { throw ControlError(.failed, "the engine is not running") }
+        if let bridge, !config.bridges.contains(where: { $0.name == bridge }) {
+            throw ControlError(.noSuchBridge, "no bridge '\(bridge)' (bridges: \(config.bridges.map(\.name).joined(separator: ", ")))")
+        }
+        var out: [SpanningTreeBridgeInfo] = []
+        for r in engine.spanningTrees.running where bridge == nil || r.name == bridge {
+            guard let s = r.controller.status() else { continue }
+            out.append(SpanningTreeBridgeInfo(
+                bridge: r.name, mode: s.mode, bridgeId: s.bridgeID.description, rootId: s.rootID.description,
+                isRoot: s.rootID == s.bridgeID, rootPathCost: s.rootPathCost, rootPort: s.rootPort,
+                topologyChange: s.topologyChange, topologyChanges: s.topologyChanges, helloTime: s.helloTime,
+                forwardDelay: s.forwardDelay, maxAge: s.maxAge,
+                ports: s.ports.map {
+                    SpanningTreePortInfo(name: $0.name, state: $0.state.description, role: $0.role.rawValue,
+                                         designatedBridge: $0.designatedBridge.description,
+                                         designatedPort: String($0.designatedPort, radix: 16))
+                }))
+        }
+        if let bridge, out.isEmpty {
+            throw ControlError(.notSupported, "bridge '\(bridge)' runs no spanning tree (stp = \"stp\" turns it on)")
+        }
+        return SpanningTreeResult(bridges: out)
     }
 }

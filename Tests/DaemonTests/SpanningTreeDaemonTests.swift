@@ -97,6 +97,12 @@ import TestSupport
             let linuxA = try linuxStates(t, nsA), linuxB = try linuxStates(t, nsB), ours = try tapbridgeStates(d)
             try #require(converged != nil, "not converged: A \(linuxA) B \(linuxB) tapbridge \(ours)\n\(d.log)")
 
+            // The bridge-level view: A (priority 4096 = 0x1000) is root, reached through ma.
+            let stp = try #require((try cliJSON(d, ["stp"])["bridges"] as? [[String: Any]])?.first)
+            #expect(stp["isRoot"] as? Bool == false && stp["rootPort"] as? String == ma, "\(stp)")
+            #expect((stp["rootId"] as? String)?.hasPrefix("1000.") == true, "\(stp)")
+            #expect(try cli(d, ["ports"]).stdout.contains("forwarding (root)"))
+
             // 2. ARP and ping cross tapbridge (B's direct link to A is blocked).
             let ping = try t.exec(nsA, ["ping", "-c", "3", "-i", "0.2", "-W", "2", "-q", "198.18.40.2"], check: false)
             #expect(ping.succeeded, "ping A -> B failed: \(ping.stdout)\n\(d.log)")
