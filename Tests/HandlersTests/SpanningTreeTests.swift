@@ -265,5 +265,32 @@ struct SimulatedLAN {
         #expect(sw.handle(&f, context: ctx) == .forwardSet(PortSet([PortID(1), PortID(2)])))
         let status = try #require(sw.spanningTree.status())
         #expect(status.ports.allSatisfy { $0.state == .forwarding && $0.role == .designated })
+        // A port leaving forwarding has its learned entries flushed, and nothing goes to it.
+        #expect(sw.entries(now: 1_000_000).count == 1)
+        sw.spanningTree.setPortLink("a", up: false, nowMs: 8_500)
+        sw.spanningTree.poll(nowMs: 8_500) { _, _ in true }
+        #expect(sw.entries(now: 1_000_000).isEmpty, "port a's entries flushed")
+        f = fb.frame(from: MACAddress(rawValue: 0x02_00_00_00_00_77), to: .broadcast, port: 1)
+        #expect(sw.handle(&f, context: ctx) == .forwardSet(PortSet([PortID(2)])))
+        #expect(sw.spanningTree.status()?.ports.first?.state == .disabled)
+    }
+
+    @Test func topologyChangeAgesTheFDBFast() throws {
+        let sw = LearningSwitch()
+        sw.portsChanged(testPortTable(["a", "b"]))
+        sw.spanningTree.enable(settings: Self.fast, bridgeMAC: MACAddress(rawValue: 0x02_00_00_00_00_01), nowMs: 0)
+        sw.spanningTree.poll(nowMs: 4_100) { _, _ in true }
+        sw.spanningTree.poll(nowMs: 8_200) { _, _ in true }   // both forwarding; this root detected a change
+        let fb = FrameBuilder()
+        let now = MonotonicClock.nanoseconds()
+        var f = fb.frame(from: MACAddress(rawValue: 0x02_00_00_00_00_99), to: .broadcast, port: 0)
+        _ = sw.handle(&f, context: HandlerContext(now: now - 10_000_000_000))   // learned 10 s ago
+        f = fb.frame(from: MACAddress(rawValue: 0x02_00_00_00_00_98), to: .broadcast, port: 0)
+        _ = sw.handle(&f, context: HandlerContext(now: now))                    // just now
+        #expect(sw.entries(now: now).count == 2)
+        #expect(try #require(sw.spanningTree.status()).topologyChange)
+        sw.spanningTree.poll(nowMs: 9_500) { _, _ in true }
+        // Older than the forward delay (4 s): gone while the topology change lasts.
+        #expect(sw.entries(now: now).map(\.mac) == [MACAddress(rawValue: 0x02_00_00_00_00_98)])
     }
 }
