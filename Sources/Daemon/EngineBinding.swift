@@ -77,7 +77,10 @@ final class EngineBinding {
 
     private func attach(_ p: PortConfig, to bridgeName: String) throws {
         guard let bridge = bridges[bridgeName] else { throw DaemonError("no bridge '\(bridgeName)'") }
-        if spanningTreeBridges.contains(bridgeName) { SpanningTreeDriver.receiveBPDUs(on: p, logger: logger) }
+        if spanningTreeBridges.contains(bridgeName) {
+            learningSwitch(ofBridge: bridgeName)?.spanningTree.setParticipation(p.name, p.spanningTree)
+            if p.spanningTree { SpanningTreeDriver.receiveBPDUs(on: p, logger: logger) }
+        }
         switch p.kind {
         case .vm:
             let log = logger, name = p.name

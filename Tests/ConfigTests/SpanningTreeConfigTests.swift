@@ -30,6 +30,13 @@ import Testing
         #expect(s.priority == 4096 && s.helloTime == 1 && s.forwardDelay == 4 && s.maxAge == 6 && s.portCost == 19)
     }
 
+    @Test func portMayBeLeftOut() throws {
+        let c = try ConfigParser.parse("[[bridges]]\nstp = \"stp\"\n" + port + "stp = false\n", file: "t.toml")
+        #expect(c.bridges[0].ports[0].spanningTree == false)
+        let d = try ConfigParser.parse("[[bridges]]\nstp = \"stp\"\n" + port, file: "t.toml")
+        #expect(d.bridges[0].ports[0].spanningTree == true)
+    }
+
     @Test func refusesBadValues() {
         func refused(_ keys: String, _ fragment: String) {
             let found = issues("[[bridges]]\n" + keys + "\n" + port)

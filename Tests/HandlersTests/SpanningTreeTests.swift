@@ -275,6 +275,32 @@ struct SimulatedLAN {
         #expect(sw.spanningTree.status()?.ports.first?.state == .disabled)
     }
 
+    @Test func portLeftOutForwardsAtOnceAndSendsNoBPDU() throws {
+        let sw = LearningSwitch()
+        sw.spanningTree.setParticipation("vm", false)
+        sw.portsChanged(testPortTable(["up0", "up1", "vm"]))
+        sw.spanningTree.enable(settings: Self.fast, bridgeMAC: MACAddress(rawValue: 0x02_00_00_00_00_01), nowMs: 0)
+        var sent: [PortID] = []
+        sw.spanningTree.poll(nowMs: 100) { port, _ in sent.append(port); return true }
+        #expect(Set(sent) == [PortID(0), PortID(1)], "no BPDU on the port left out")
+        let fb = FrameBuilder()
+        // From the left-out port: learned at once; forwarded only to ports that forward (the
+        // tree's ports are still listening, so nowhere yet).
+        var f = fb.frame(from: MACAddress(rawValue: 0x02_00_00_00_00_55), to: .broadcast, port: 2)
+        #expect(sw.handle(&f, context: HandlerContext(now: 1)) == .drop(.noDestination))
+        #expect(sw.entries(now: 1).count == 1)
+        sw.spanningTree.poll(nowMs: 4_100) { _, _ in true }
+        sw.spanningTree.poll(nowMs: 8_200) { _, _ in true }
+        f = fb.frame(from: MACAddress(rawValue: 0x02_00_00_00_00_55), to: .broadcast, port: 2)
+        #expect(sw.handle(&f, context: HandlerContext(now: 2)) == .forwardSet(PortSet([PortID(0), PortID(1)])))
+        #expect(try #require(sw.spanningTree.status()).ports.map(\.name) == ["up0", "up1"])
+        // Added later, still left out: forwards at once.
+        sw.spanningTree.setParticipation("vm2", false)
+        sw.portsChanged(testPortTable(["up0", "up1", "vm", "vm2"]))
+        f = fb.frame(from: MACAddress(rawValue: 0x02_00_00_00_00_56), to: .broadcast, port: 3)
+        #expect(sw.handle(&f, context: HandlerContext(now: 3)) == .forwardSet(PortSet([PortID(0), PortID(1), PortID(2)])))
+    }
+
     @Test func topologyChangeAgesTheFDBFast() throws {
         let sw = LearningSwitch()
         sw.portsChanged(testPortTable(["a", "b"]))

@@ -35,6 +35,8 @@ public final class SpanningTreeController: @unchecked Sendable {
         var proto: SpanningTreeProtocol?
         var names: [PortID: String] = [:]
         var down: Set<String> = []
+        /// Ports left out of the tree (port key `stp = false`): always forwarding, no BPDUs.
+        var excluded: Set<String> = []
         var bpdusIn: UInt64 = 0
         var bpdusOut: UInt64 = 0
         var bpdusMalformed: UInt64 = 0
@@ -59,25 +61,38 @@ public final class SpanningTreeController: @unchecked Sendable {
     public func enable(settings: SpanningTreeSettings, bridgeMAC: MACAddress, nowMs: UInt64) {
         state.withLock { s in
             var p = SpanningTreeProtocol(bridgeMAC: bridgeMAC, settings: settings, now: nowMs)
-            for (id, name) in s.names.sorted(by: { $0.key < $1.key }) { p.addPort(id, enabled: !s.down.contains(name), now: nowMs) }
+            for (id, name) in s.names.sorted(by: { $0.key < $1.key }) where !s.excluded.contains(name) {
+                p.addPort(id, enabled: !s.down.contains(name), now: nowMs)
+            }
             s.proto = p
         }
-        gate.publish(learning: PortSet(), forwarding: PortSet())
+        publishSets()
         gate.setActive(true)
         _ = fdb.flush(notIn: PortSet())
     }
 
+    /// Whether port `name` takes part in the tree (true unless the port says `stp = false`).
+    /// Set before the port is attached; a port left out forwards at once and sends no BPDUs
+    /// (those it receives are dropped as `bpdu`).
+    public func setParticipation(_ name: String, _ participates: Bool) {
+        state.withLock { s in if participates { s.excluded.remove(name) } else { s.excluded.insert(name) } }
+    }
+
     /// The switch's ports changed (LearningSwitch.portsChanged): ports join or leave the tree.
     func portsChanged(_ table: PortTable, nowMs: UInt64) {
-        state.withLock { s in
+        let excludedChanged = state.withLock { s -> Bool in
             let now = Dictionary(uniqueKeysWithValues: table.ports.map { ($0.id, $0.name) })
             for (id, _) in s.names where now[id] == nil { s.proto?.removePort(id, now: nowMs) }
+            var changed = false
             for (id, name) in now.sorted(by: { $0.key < $1.key }) where s.names[id] != name {
                 if s.names[id] != nil { s.proto?.removePort(id, now: nowMs) }
-                s.proto?.addPort(id, enabled: !s.down.contains(name), now: nowMs)
+                if s.excluded.contains(name) { changed = true } else { s.proto?.addPort(id, enabled: !s.down.contains(name), now: nowMs) }
             }
+            if s.names.contains(where: { now[$0.key] == nil && s.excluded.contains($0.value) }) { changed = true }
             s.names = now
+            return changed && s.proto != nil
         }
+        if excludedChanged { publishSets() }
     }
 
     /// The link of port `name` went up or down: a port whose link is down is disabled (802.1D 8.8.2/3).
@@ -135,6 +150,7 @@ public final class SpanningTreeController: @unchecked Sendable {
         let (learning, forwarding) = state.withLock { s -> (PortSet, PortSet) in
             var l = PortSet(), f = PortSet()
             guard let p = s.proto else { return (l, f) }
+            for (id, name) in s.names where s.excluded.contains(name) { l.insert(id); f.insert(id) }
             for id in p.portIDs {
                 let st = p.state(of: id)
                 if st?.learns == true { l.insert(id) }
