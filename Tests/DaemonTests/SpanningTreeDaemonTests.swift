@@ -66,6 +66,7 @@ import TestSupport
             }
             for v in [ta, tb] { try run(["ip", "link", "set", v, "up"]) }
             let config = """
+                metrics = "127.0.0.1:0"
                 [[bridges]]
                 name = "stp0"
                 stp = "stp"
@@ -102,6 +103,19 @@ import TestSupport
             #expect(stp["isRoot"] as? Bool == false && stp["rootPort"] as? String == ma, "\(stp)")
             #expect((stp["rootId"] as? String)?.hasPrefix("1000.") == true, "\(stp)")
             #expect(try cli(d, ["ports"]).stdout.contains("forwarding (root)"))
+            // And the metrics: port states as gauges (4 = forwarding), labelled with the role.
+            let port = try #require(metricsPort(d.log), "no metrics address in the log:\n\(d.log)")
+            let labels = ["bridge": "stp0", "handler": "learning-switch"]
+            var scrape: [Sample] = []
+            _ = try waitUntil(15) {
+                scrape = try parseMetrics(httpGet(port: port, path: "/metrics").body)
+                return scrape.value("tapbridge_stp_port_state", labels.merging(["port": ma, "role": "root"]) { $1 }) != nil
+            }
+            #expect(scrape.value("tapbridge_stp_port_state", labels.merging(["port": ma, "role": "root"]) { $1 }) == 4,
+                    "\(scrape.filter { $0.name.hasPrefix("tapbridge_stp") })")
+            #expect(scrape.value("tapbridge_stp_port_state", labels.merging(["port": mb, "role": "designated"]) { $1 }) == 4)
+            #expect(scrape.value("tapbridge_stp_is_root", labels) == 0)
+            #expect((scrape.value("tapbridge_stp_bpdus_received_total", labels) ?? 0) > 0)
 
             // 2. ARP and ping cross tapbridge (B's direct link to A is blocked).
             let ping = try t.exec(nsA, ["ping", "-c", "3", "-i", "0.2", "-W", "2", "-q", "198.18.40.2"], check: false)
