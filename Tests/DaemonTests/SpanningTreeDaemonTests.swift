@@ -41,52 +41,67 @@ import TestSupport
         return nil
     }
 
+    /// The triangle: namespaces A and B each with Linux bridge br0 (kernel STP, hello 1 s,
+    /// forward delay 4 s, max age 6 s), tapbridge T in the root namespace; T-A and T-B cost 10
+    /// on the Linux side (100 on T's), A-B costs 1000. Returns the daemon and the names.
+    struct Triangle {
+        var d: DaemonProcess
+        var nsA: String, nsB: String, pa: String, pb: String, ab: String, ba: String, ma: String, mb: String
+    }
+
+    func triangle(_ t: Topology, priorities: (t: Int, a: String, b: String)) throws -> Triangle {
+        let nsA = try t.addNamespace("sa"), nsB = try t.addNamespace("sb")
+        let ta = t.ifname("ta"), tb = t.ifname("tb"), pa = t.ifname("pa"), pb = t.ifname("pb")
+        let ab = t.ifname("ab"), ba = t.ifname("ba")
+        let ma = t.ifname("ma"), mb = t.ifname("mb")
+        // Linux bridges: hello 1 s, forward delay 4 s, max age 6 s (the smallest the kernel takes).
+        for (ns, prio) in [(nsA, priorities.a), (nsB, priorities.b)] {
+            try t.exec(ns, ["ip", "link", "add", "br0", "type", "bridge", "stp_state", "1", "priority", prio,
+                            "hello_time", "100", "forward_delay", "400", "max_age", "600"])
+        }
+        try t.addVeth(ta, pa); try t.move(pa, to: nsA, up: false)
+        try t.addVeth(tb, pb); try t.move(pb, to: nsB, up: false)
+        try t.addVeth(ab, ba); try t.move(ab, to: nsA, up: false); try t.move(ba, to: nsB, up: false)
+        for (ns, toT, other, addr) in [(nsA, pa, ab, "198.18.40.1/24"), (nsB, pb, ba, "198.18.40.2/24")] {
+            try t.exec(ns, ["sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6"])
+            try t.exec(ns, ["ip", "link", "set", toT, "master", "br0"])
+            try t.exec(ns, ["ip", "link", "set", other, "master", "br0"])
+            try t.exec(ns, ["ip", "link", "set", toT, "type", "bridge_slave", "cost", "10"])
+            try t.exec(ns, ["ip", "link", "set", other, "type", "bridge_slave", "cost", "1000"])
+            try t.exec(ns, ["ip", "addr", "add", addr, "dev", "br0"])
+            for l in [toT, other, "br0"] { try t.exec(ns, ["ip", "link", "set", l, "up"]) }
+        }
+        for v in [ta, tb] { try run(["ip", "link", "set", v, "up"]) }
+        let config = """
+            metrics = "127.0.0.1:0"
+            [[bridges]]
+            name = "stp0"
+            stp = "stp"
+            stp-priority = \(priorities.t)
+            stp-hello-time = 1
+            stp-forward-delay = 4
+            stp-max-age = 6
+
+            [[bridges.ports]]
+            name = "\(ma)"
+            parent = "\(ta)"
+            mode = "passthru"
+
+            [[bridges.ports]]
+            name = "\(mb)"
+            parent = "\(tb)"
+            mode = "passthru"
+
+            """
+        let d = try DaemonProcess(t, config: config)
+        #expect(d.log.contains("spanning tree on (802.1D)"), "\(d.log)")
+        return Triangle(d: d, nsA: nsA, nsB: nsB, pa: pa, pb: pb, ab: ab, ba: ba, ma: ma, mb: mb)
+    }
+
     @Test func triangleWithLinuxBridgesCutsTheLoopAndHeals() throws {
         try withTopology { t in
-            let nsA = try t.addNamespace("sa"), nsB = try t.addNamespace("sb")
-            let ta = t.ifname("ta"), tb = t.ifname("tb"), pa = t.ifname("pa"), pb = t.ifname("pb")
-            let ab = t.ifname("ab"), ba = t.ifname("ba")
-            let ma = t.ifname("ma"), mb = t.ifname("mb")
-            // Linux bridges: hello 1 s, forward delay 4 s, max age 6 s (the smallest the kernel takes).
-            for (ns, prio) in [(nsA, "4096"), (nsB, "32768")] {
-                try t.exec(ns, ["ip", "link", "add", "br0", "type", "bridge", "stp_state", "1", "priority", prio,
-                                "hello_time", "100", "forward_delay", "400", "max_age", "600"])
-            }
-            try t.addVeth(ta, pa); try t.move(pa, to: nsA, up: false)
-            try t.addVeth(tb, pb); try t.move(pb, to: nsB, up: false)
-            try t.addVeth(ab, ba); try t.move(ab, to: nsA, up: false); try t.move(ba, to: nsB, up: false)
-            for (ns, toT, other, addr) in [(nsA, pa, ab, "198.18.40.1/24"), (nsB, pb, ba, "198.18.40.2/24")] {
-                try t.exec(ns, ["sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6"])
-                try t.exec(ns, ["ip", "link", "set", toT, "master", "br0"])
-                try t.exec(ns, ["ip", "link", "set", other, "master", "br0"])
-                try t.exec(ns, ["ip", "link", "set", toT, "type", "bridge_slave", "cost", "10"])
-                try t.exec(ns, ["ip", "link", "set", other, "type", "bridge_slave", "cost", "1000"])
-                try t.exec(ns, ["ip", "addr", "add", addr, "dev", "br0"])
-                for l in [toT, other, "br0"] { try t.exec(ns, ["ip", "link", "set", l, "up"]) }
-            }
-            for v in [ta, tb] { try run(["ip", "link", "set", v, "up"]) }
-            let config = """
-                metrics = "127.0.0.1:0"
-                [[bridges]]
-                name = "stp0"
-                stp = "stp"
-                stp-hello-time = 1
-                stp-forward-delay = 4
-                stp-max-age = 6
-
-                [[bridges.ports]]
-                name = "\(ma)"
-                parent = "\(ta)"
-                mode = "passthru"
-
-                [[bridges.ports]]
-                name = "\(mb)"
-                parent = "\(tb)"
-                mode = "passthru"
-
-                """
-            let d = try DaemonProcess(t, config: config)
-            #expect(d.log.contains("spanning tree on (802.1D)"), "\(d.log)")
+            let tri = try triangle(t, priorities: (t: 32768, a: "4096", b: "32768"))
+            let (d, nsA, nsB, pa, pb, ab, ba, ma, mb) = (tri.d, tri.nsA, tri.nsB, tri.pa, tri.pb, tri.ab, tri.ba, tri.ma, tri.mb)
 
             // 1. Converged: B blocks its A-B port, everything else forwards.
             let expectedB = [pb: "forwarding", ba: "blocking"]
@@ -144,6 +159,34 @@ import TestSupport
             let final = try tapbridgeStates(d)
             #expect(rootAgain != nil, "\(final)")
             #expect(d.stop() == 0)
+        }
+    }
+
+    @Test func tapbridgeAsRootOfLinuxBridges() throws {
+        try withTopology { t in
+            // T has the lowest priority: both Linux bridges take their root port towards it, and
+            // B (the worse of the two) blocks its A-B port.
+            let tri = try triangle(t, priorities: (t: 4096, a: "32768", b: "36864"))
+            let converged = try waitUntil(40) {
+                let a = try linuxStates(t, tri.nsA), b = try linuxStates(t, tri.nsB), s = try tapbridgeStates(tri.d)
+                return a == [tri.pa: "forwarding", tri.ab: "forwarding"] && b == [tri.pb: "forwarding", tri.ba: "blocking"]
+                    && s[tri.ma] == "forwarding/designated" && s[tri.mb] == "forwarding/designated"
+            }
+            let a = try linuxStates(t, tri.nsA), b = try linuxStates(t, tri.nsB), s = try tapbridgeStates(tri.d)
+            try #require(converged != nil, "not converged: A \(a) B \(b) tapbridge \(s)\n\(tri.d.log)")
+            let stp = try #require((try cliJSON(tri.d, ["stp"])["bridges"] as? [[String: Any]])?.first)
+            #expect(stp["isRoot"] as? Bool == true && stp["rootPort"] == nil, "\(stp)")
+            // Each Linux bridge has a root port, 10 from the root (its port towards T). (Their
+            // `root_id` in `ip -d -j link` shows their own identifier here; root_port and
+            // root_path_cost are what the kernel's STP decided.)
+            for ns in [tri.nsA, tri.nsB] {
+                let info = (linkDetails("br0", netns: ns)?["linkinfo"] as? [String: Any])?["info_data"] as? [String: Any] ?? [:]
+                #expect((info["root_port"] as? Int ?? 0) != 0 && info["root_path_cost"] as? Int == 10,
+                        "\(ns): \(info.filter { $0.key.hasPrefix("root") })")
+            }
+            let ping = try t.exec(tri.nsA, ["ping", "-c", "3", "-i", "0.2", "-W", "2", "-q", "198.18.40.2"], check: false)
+            #expect(ping.succeeded, "ping A -> B failed: \(ping.stdout)")
+            #expect(tri.d.stop() == 0)
         }
     }
 }
