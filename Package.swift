@@ -161,6 +161,7 @@ if Context.environment["TAPBRIDGE_FUZZ"] != nil {
         ("FuzzVhostUserMessage", ["VhostUser"]),
         ("FuzzVhostUserMemoryTable", ["VhostUser"]),
         ("FuzzVirtqueueChains", ["VhostUser"]),
+        ("FuzzSpanningTree", ["Frames", "Handlers"]),
     ]
     package.targets.append(.target(name: "FuzzSupport", path: "Fuzz/Support"))
     for t in fuzzTargets {

@@ -3,6 +3,7 @@
 // checks against the running host stay in the Daemon module (ConfigValidator.swift). Nothing in
 // this module touches the system.
 import Frames
+import Handlers
 import Logging
 
 /// A whole daemon configuration (one TOML file).
@@ -57,6 +58,8 @@ public struct BridgeConfig: Sendable {
     public var path: String
     /// Made from a `[[vms]]` entry: a 2-port bridge (the VM's port and its macvtap), no switch.
     public var isVMAttachment = false
+    /// The bridge's spanning tree (`stp = "stp"` and the `stp-*` keys); nil: off.
+    public var spanningTree: SpanningTreeSettings?
 
     public init(name: String, pipeline: [HandlerConfig], ports: [PortConfig], path: String) {
         self.name = name; self.pipeline = pipeline; self.ports = ports; self.path = path

@@ -116,13 +116,19 @@ public enum ConfigParser {
         if name.isEmpty { r.fail("name", "must not be empty") }
 
         let pipeline = parsePipeline(&r, path: path, issues: issues)
+        let spanningTree = parseSpanningTree(&r)
+        if spanningTree != nil && !pipeline.contains(where: { $0.name == "learning-switch" }) {
+            r.fail("stp", "the spanning tree gates the learning switch: add 'learning-switch' to \(path).pipeline")
+        }
         var ports: [PortConfig] = []
         if let arr = r.tableArray("ports") {
             for (i, pt) in arr.enumerated() { ports.append(parsePort(pt, path: "\(path).ports[\(i)]", issues: issues)) }
             if ports.count > PortSet.capacity { r.fail("ports", "at most \(PortSet.capacity) ports per bridge") }
         }
         r.finish()
-        return BridgeConfig(name: name, pipeline: pipeline, ports: ports, path: path)
+        var bridge = BridgeConfig(name: name, pipeline: pipeline, ports: ports, path: path)
+        bridge.spanningTree = spanningTree
+        return bridge
     }
 
     /// `pipeline = [...]` and the tables of the handler kinds it names (HandlerRegistry). Without
@@ -171,6 +177,7 @@ public enum ConfigParser {
         p.kind = parsePortKind(r.string("kind") ?? "macvtap", name: name, &r)
         if let i = r.bool("isolated") { p.isolated = i }
         if let h = r.bool("hairpin") { p.hairpin = h }
+        if let s = r.bool("stp") { p.spanningTree = s }
         parseVLANKeys(&r, into: &p, issues: issues)
         r.finish()
         return p

@@ -16,6 +16,9 @@ public struct PortConfig: Sendable, Equatable {
     public var vlan: VLANMode = .unaware
     public var isolated = false
     public var hairpin = false
+    /// Whether the port takes part in its bridge's spanning tree (key `stp`, default true; only
+    /// read when the bridge runs one). A port left out forwards at once and sends no BPDUs.
+    public var spanningTree = true
     /// Key path of this port in the file (`bridges[0].ports[1]`).
     public var path: String
 

@@ -30,6 +30,11 @@ public struct PortStatus: Codable, Equatable, Sendable {
     public var vlan: String
     /// A vxlan port's tunnel (VNI, remotes); nil for other kinds.
     public var vxlan: VxlanStatus?
+    /// The spanning tree's view of the port (absent when the bridge runs none): its state
+    /// ("blocking", "listening", "learning", "forwarding", "disabled") and role ("root",
+    /// "designated", "alternate", "disabled").
+    public var stpState: String?
+    public var stpRole: String?
     public init(bridge: String, name: String, kind: String, netns: String?, link: String?, mac: String?, mode: String?,
                 state: String, operstate: String?, queues: Int, offloads: Bool, created: Bool, vlan: String) {
         self.bridge = bridge; self.name = name; self.kind = kind; self.netns = netns; self.link = link; self.mac = mac

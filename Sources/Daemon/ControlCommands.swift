@@ -65,6 +65,10 @@ extension Daemon {
             let port = try req.string("port")
             return try onLoop { try self.statistics(port: port) }
         }
+        server.register("stp") { [unowned self] req, _ in
+            let bridge = try req.string("bridge")
+            return try onLoop { try self.spanningTreeStatus(bridge: bridge) }
+        }
         server.register("fdb") { [unowned self] req, _ in
             let bridge = try req.string("bridge")
             return try onLoop { try self.fdbEntries(bridge: bridge) }
@@ -140,13 +144,17 @@ extension Daemon {
             // Attached and connected, but a link that cannot carry frames (its parent is down) is down.
             let carries = link.map { LinkWatcher.carriesFrames($0) } ?? true
             let state = lostPorts.contains(p.name) ? "lost" : stat == nil ? "detached" : stat!.connected && carries ? "up" : "down"
-            return PortStatus(bridge: b.name, name: p.name, kind: stat?.kind ?? "macvtap", netns: p.netns,
+            var status = PortStatus(bridge: b.name, name: p.name, kind: stat?.kind ?? "macvtap", netns: p.netns,
                               link: socketPath ?? p.create?.parent ?? link.flatMap { $0.parentName ?? $0.parentIndex.map { "#\($0)" } },
                               mac: assignedMAC?.description ?? link?.address?.description, mode: link?.mode?.rawValue ?? p.create?.mode.rawValue,
                               state: state, operstate: link?.operState, queues: p.queues,
                               offloads: p.vm == nil && p.offloads,   // a VM socket carries plain frames: no offloads (a vhost-user port: its `offloads`)
                               created: p.host != nil || links.wasCreated(p.name, netns: p.netns), vlan: Self.describe(p.vlan))
                 .with(vxlan: p.vxlan.map { VxlanLinks.status(name: p.name, $0, link: link) })
+            if let st = engine?.spanningTrees.controller(ofBridge: b.name)?.status()?.ports.first(where: { $0.name == p.name }) {
+                status.stpState = st.state.description; status.stpRole = st.role.rawValue
+            }
+            return status
         }
     }
 

@@ -74,6 +74,7 @@ public final class Daemon {
         let engine = try EngineBinding(config: config, logger: logger)
         self.engine = engine
         try engine.start()
+        engine.spanningTrees.start(config, binding: engine, logger: logger)
         try startMetrics()
         monitor = try LinkWatcher(ports: config.allPorts.filter { $0.port.hasLink }.map { ($0.port.name, $0.port.netns) },
                                   logger: logger)
@@ -109,6 +110,7 @@ public final class Daemon {
                 handle(.removed(name, netns: netns))
             }
             for event in monitor?.drain() ?? [] { handle(event) }
+            engine.spanningTrees.poll(engine: engine.engine, logger: logger)
             publishVMPortCounters()
             serviceTick()
             if Date() >= nextSweep {

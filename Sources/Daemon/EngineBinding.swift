@@ -34,6 +34,10 @@ final class EngineBinding {
     /// vhost-user ports by name; each serves its socket from a thread of its own once the
     /// engine runs (`start`), and stops when detached or at `stop`.
     private var vhostUserPorts: [String: (port: VhostUserPort, id: PortID, bridge: Bridge)] = [:]
+    /// Bridges running a spanning tree (SpanningTreeDriver.swift).
+    let spanningTrees = SpanningTreeDriver()
+    /// Bridges whose configuration turns the spanning tree on: their port links get all-multicast.
+    private var spanningTreeBridges: Set<String> = []
 
     private func vmSupervisor() -> VMPortSupervisor {
         if let supervisor { return supervisor }
@@ -51,6 +55,7 @@ final class EngineBinding {
         let queue = events
         ec.onEvent = { queue.push($0) }
         engine = Engine(configuration: ec)
+        spanningTreeBridges = Set(config.bridges.filter { $0.spanningTree != nil }.map(\.name))
         for b in config.bridges {
             try makeBridge(b)
             for p in b.ports {
@@ -72,6 +77,10 @@ final class EngineBinding {
 
     private func attach(_ p: PortConfig, to bridgeName: String) throws {
         guard let bridge = bridges[bridgeName] else { throw DaemonError("no bridge '\(bridgeName)'") }
+        if spanningTreeBridges.contains(bridgeName) {
+            learningSwitch(ofBridge: bridgeName)?.spanningTree.setParticipation(p.name, p.spanningTree)
+            if p.spanningTree { SpanningTreeDriver.receiveBPDUs(on: p, logger: logger) }
+        }
         switch p.kind {
         case .vm:
             let log = logger, name = p.name
@@ -246,6 +255,7 @@ final class EngineBinding {
     /// down are dropped and counted as port-down instead of written for the kernel to drop.
     func setPortUp(_ name: String, _ up: Bool) {
         if let (b, id) = location(name) { engine.setPortUp(id, in: b, up) }
+        spanningTrees.setPortLink(name, up: up)
     }
 
     func remove(_ name: String) {

@@ -40,6 +40,9 @@ extension Daemon {
             let oldKeys = Set(ob.ports.map(key)), newKeys = Set(nb.ports.map(key))
             added += nb.ports.filter { !oldKeys.contains(key($0)) }.map { (nb, $0) }
             removed += ob.ports.filter { !newKeys.contains(key($0)) }.map { (ob, $0) }
+            if nb.spanningTree != ob.spanningTree {
+                logger.warning("reload: spanning tree changes not applied (restart needed)", metadata: ["bridge": "\(nb.name)"])
+            }
             if nb.pipeline.map(\.name) != ob.pipeline.map(\.name) {
                 logger.warning("reload: handler changes not applied (restart needed)", metadata: ["bridge": "\(nb.name)"])
             } else {

@@ -7,6 +7,7 @@
 //   WorkerForward.swift      a received frame through its bridge's pipeline to its destinations
 //   WorkerTransmit.swift     writev preparation, transmit queues, write completions, buffer release
 //   WorkerControl.swift      commands (add/remove/disconnect port, capture, VLAN), failures, handoff rings
+//   Injection.swift          frames the control side originates (Engine.inject), sent on wake-up
 //   DatagramTransport.swift  one read/write = one frame (macvtap, tap, datagram sockets)
 //   StreamTransport.swift    4-byte length-prefixed byte stream (QEMU -netdev stream)
 //   VirtqueueTransport.swift virtio-net queues in guest memory (vhost-user)
@@ -100,6 +101,8 @@ final class Worker: @unchecked Sendable {
     let outboundRings: UnsafeMutablePointer<Unmanaged<HandoffRing>?>
     var inbound: [HandoffRing] = []
     var wakeFDs: [Int32] = []
+    /// Frames the control side originates (`Engine.inject`, Injection.swift), drained on wake-up.
+    let injection = InjectionQueue()
     /// Per worker: a frame was handed to it this batch (one eventfd write per owner per batch).
     /// Sized from the worker count (`Engine.maxWorkers` bounds it).
     let wakePending: UnsafeMutablePointer<Bool>

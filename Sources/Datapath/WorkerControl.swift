@@ -98,6 +98,7 @@ extension Worker {
 
     func processCommands() {
         controlPending = false
+        drainInjected()
         let batch = inbox.withLock { i -> [(WorkerCommand, DispatchSemaphore)] in defer { i = [] }; return i }
         for (command, done) in batch {
             apply(command)

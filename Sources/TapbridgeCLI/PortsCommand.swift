@@ -23,11 +23,15 @@ struct PortsCommand: ParsableCommand {
     func run() throws {
         let r = try control.call("ports", as: PortsResult.self)
         if json { printJSON(r); return }
-        var t = TextTable(["BRIDGE", "PORT", "KIND", "LINK", "MAC", "MODE", "STATE", "OPER", "QUEUES", "OFFLOADS", "VLAN", "NETNS", "CREATED"],
+        // The spanning tree's column only when some bridge runs one.
+        let stp = r.ports.contains { $0.stpState != nil }
+        var t = TextTable(["BRIDGE", "PORT", "KIND", "LINK", "MAC", "MODE", "STATE", "OPER", "QUEUES", "OFFLOADS", "VLAN", "NETNS", "CREATED"]
+                              + (stp ? ["STP"] : []),
                           right: [8])
         for p in r.ports {
             t.add([p.bridge, p.name, p.kind, p.link ?? "-", p.mac ?? "-", p.mode ?? "-", p.state, p.operstate ?? "-",
-                   String(p.queues), p.kind != "macvtap" && p.kind != "vxlan" ? "-" : p.offloads ? "on" : "off", p.vlan, p.netns ?? "-", p.created ? "yes" : "no"])
+                   String(p.queues), p.kind != "macvtap" && p.kind != "vxlan" ? "-" : p.offloads ? "on" : "off", p.vlan, p.netns ?? "-", p.created ? "yes" : "no"]
+                  + (stp ? [p.stpState.map { "\($0) (\(p.stpRole ?? "-"))" } ?? "-"] : []))
         }
         print(t.render())
         printVxlanTunnels(r.ports)

@@ -270,6 +270,16 @@ final class ForwardingDatabase: @unchecked Sendable {
     }
 
     /// Drops every static entry.
+    /// Drops learned entries of `port` (nil: every port) not refreshed within `olderThanMs`
+    /// (nil: all of them): the spanning tree's flushes and fast aging. Control thread only.
+    func flushLearned(port: PortID?, olderThanMs: UInt32?, now: UInt64) -> Int {
+        let nowMs = Self.milliseconds(now)
+        return sweep { v in
+            v & Self.staticFlag == 0 && (port.map { UInt16(truncatingIfNeeded: v) == $0.rawValue } ?? true)
+                && (olderThanMs.map { nowMs &- UInt32(truncatingIfNeeded: v >> 32) > $0 } ?? true)
+        }
+    }
+
     func removeAllStatic() -> Int { sweep { $0 & Self.staticFlag != 0 } }
 
     func entries(now: UInt64) -> [FDBEntry] {

@@ -55,12 +55,16 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
     let fdb: ForwardingDatabase
     let ports: SnapshotPublisher<SwitchPorts>
     let counters_ = SwitchCounters()
+    let stpGate = SpanningTreeGate()
+    /// The bridge's spanning tree (SpanningTree/): off until `spanningTree.enable`.
+    public let spanningTree: SpanningTreeController
 
     public init(configuration: Configuration = .init()) {
         self.configuration = configuration
         fdb = ForwardingDatabase(capacity: configuration.capacity, staticCapacity: configuration.staticLimit,
                                  agingSeconds: configuration.agingTime)
         ports = SnapshotPublisher(SwitchPorts(.empty))
+        spanningTree = SpanningTreeController(gate: stpGate, fdb: fdb)
     }
 
     // MARK: hot path
@@ -70,6 +74,15 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
         return ports.withCurrent { sp in
             let ingress = frame.ingress
             guard sp.members.contains(ingress) else { return c.drop(.noDestination) }
+            // 0. Spanning tree (SpanningTreeGate.swift): BPDUs go to the protocol; a port it holds
+            // out of learning/forwarding neither learns nor forwards, nor is forwarded to.
+            var stpForwarding = sp.members
+            if stpGate.isActive {
+                if SpanningTreeGate.isBPDU(frame) { stpGate.post(frame); return .drop(SpanningTreeGate.bpduReason) }
+                let (learning, forwarding) = stpGate.current()
+                guard learning.contains(ingress) else { return .drop(SpanningTreeGate.blockedReason) }
+                stpForwarding = forwarding
+            }
             // 1. Classify into a VLAN (0: the VLAN-unaware segment).
             let i = Int(ingress.rawValue)
             var vlan: UInt16 = 0
@@ -102,11 +115,14 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
                 }
             }
 
+            guard stpForwarding.contains(ingress) else { return .drop(SpanningTreeGate.blockedReason) }
+
             // 3. Forward.
             let ingressIsolated = sp.isolated.contains(ingress)
             let dst = frame.destination
             if dst.isUnicast, let out = fdb.lookup(dst, vlan: vlan, now: context.now),
                sp.vlanMembers[Int(vlan)].contains(out) {
+                guard stpForwarding.contains(out) else { return .drop(SpanningTreeGate.blockedReason) }
                 if out == ingress {
                     guard sp.hairpin.contains(ingress) else { return c.drop(.loop) }
                     c.add(.hairpinned)
@@ -116,7 +132,7 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
                 c.add(.unicast)
                 return .forward(out)
             }
-            var set = sp.vlanMembers[Int(vlan)]
+            var set = sp.vlanMembers[Int(vlan)].intersection(stpForwarding)
             if !sp.hairpin.contains(ingress) { set.remove(ingress) }
             if ingressIsolated { set = set.subtracting(sp.isolated.subtracting(PortSet([ingress]))) }
             guard !set.isEmpty else { return c.drop(.noDestination) }
@@ -130,6 +146,7 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
     public func portsChanged(_ table: PortTable) {
         let snapshot = SwitchPorts(table)
         ports.publish(snapshot)
+        spanningTree.portsChanged(table, nowMs: MonotonicClock.nanoseconds() / 1_000_000)
         _ = fdb.flush(notIn: snapshot.members)
         // (Re)install static entries for ports that are present.
         _ = fdb.removeAllStatic()
@@ -185,6 +202,6 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
 
     public func counters() -> [HandlerCounter] {
         [HandlerCounter("fdb_entries", UInt64(fdb.count)), HandlerCounter("fdb_capacity", UInt64(fdb.capacity))]
-            + counters_.totals()
+            + counters_.totals() + spanningTree.counters()
     }
 }

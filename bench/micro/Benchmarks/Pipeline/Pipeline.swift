@@ -1,6 +1,7 @@
 // Handler pipeline costs per frame: the learning switch, a 20-rule filter in front of it, FDB
 // learn/lookup at 8192 entries, a VM attachment's source guard (MAC + IPv4 source check), the
-// capture tap and the egress VLAN decision. Every benchmark asserts 0 mallocs per frame.
+// capture tap and the egress VLAN decision; the learning switch again with the spanning tree
+// on. Every benchmark asserts 0 mallocs per frame.
 import Benchmark
 import Tapbridge
 
@@ -64,6 +65,21 @@ let config = Benchmark.Configuration(metrics: [.wallClock, .mallocCountTotal, .r
 let benchmarks: @Sendable () -> Void = {
     Benchmark("LearningSwitch unicast (pipeline)", configuration: config) { benchmark in
         measurePipeline(benchmark, HandlerPipeline([learnedSwitch()]))
+    }
+
+    Benchmark("LearningSwitch unicast, spanning tree on (pipeline)", configuration: config) { benchmark in
+        // Both ports forwarding: the frame also passes the spanning tree's gate (port sets).
+        let sw = learnedSwitch()
+        var st = SpanningTreeSettings()
+        st.helloTime = 1; st.forwardDelay = 4; st.maxAge = 6
+        sw.spanningTree.enable(settings: st, bridgeMAC: MACAddress(rawValue: 0x02_00_00_00_00_01), nowMs: 0)
+        sw.spanningTree.poll(nowMs: 4_100) { _, _ in true }
+        sw.spanningTree.poll(nowMs: 8_200) { _, _ in true }
+        // enable() emptied the FDB: learn b again on port 1.
+        let fb = Frames(src: b, dst: a)
+        var fr = Frame(bytes: fb.frame, ingress: PortID(1))
+        _ = sw.handle(&fr, context: .init(now: 1))
+        measurePipeline(benchmark, HandlerPipeline([sw]))
     }
 
     Benchmark("Filter 20 rules + LearningSwitch", configuration: config) { benchmark in
