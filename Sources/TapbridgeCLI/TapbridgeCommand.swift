@@ -26,7 +26,7 @@ public struct TapbridgeCommand: ParsableCommand {
             The protocol (JSON lines) is in docs/control-api.md.
             """,
         subcommands: [LinkCommand.self, RunCommand.self, DemoCommand.self, PortsCommand.self, StatsCommand.self, TopCommand.self,
-                      FDBCommand.self, PortCommand.self, FilterCommand.self, CaptureCommand.self, ConfigCommand.self]
+                      FDBCommand.self, PortCommand.self, FilterCommand.self, ImpairCommand.self, CaptureCommand.self, ConfigCommand.self]
     )
 
     /// `tapbridge link --netns NS SUBCOMMAND ...` (or `-n NS`), the order `ip -n NS link ...` users
