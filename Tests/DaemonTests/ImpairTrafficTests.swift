@@ -241,4 +241,27 @@ private func averageRTT(_ h: Hosts, from: Int, to: String, count: Int = 5) -> Do
             #expect(d.stop() == 0)
         }
     }
+
+    /// docs/examples/impair.toml starts (names mapped to this test's), its delay shows in a
+    /// ping, and every `tapbridge impair` line of docs/impair.md runs as written.
+    @Test func docsExampleAndCommandsWork() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 2)
+            let map = ["veth-a": h.veths[0], "veth-b": h.veths[1], "mvt-a": t.ifname("ma"), "mvt-b": t.ifname("mb")]
+            let root = packageRoot()
+            let example = try String(contentsOfFile: root + "/docs/examples/impair.toml", encoding: .utf8)
+            let d = try DaemonProcess(t, config: ReadmeCommands.mapped(example, map))
+            let rtt = try #require(averageRTT(h, from: 0, to: h.addresses[1], count: 5), "\(d.log)")
+            #expect(rtt > 25 && rtt < 200, "RTT \(rtt) ms through the example's 40 ms delay")
+            let doc = try String(contentsOfFile: root + "/docs/impair.md", encoding: .utf8)
+            let lines = ReadmeCommands.commandLines(doc).filter { $0.hasPrefix("tapbridge impair ") }
+            #expect(lines.count >= 6, "\(lines)")
+            for line in lines {
+                let words = ReadmeCommands.mapped(line, map).split(separator: " ").dropFirst().map(String.init)
+                let r = try cli(d, words, check: false)
+                #expect(r.succeeded, "docs/impair.md line failed: \(line)\n\(r.stdout)\(r.stderr)")
+            }
+            #expect(d.stop() == 0)
+        }
+    }
 }

@@ -61,6 +61,20 @@ import TapbridgeTesting
         }
         #expect(throws: ImpairSyntaxError.self) { try ImpairSpec(words: Array(repeating: "x", count: 65)) }
     }
+
+    /// Random word salads never crash the parser, and whatever it accepts prints back to itself.
+    @Test func randomWordsParseOrFailCleanly() {
+        var rng = ImpairRandom(seed: 11)
+        let pool = ImpairSpec.keywords + ["gemodel", "random", "80ms", "0ms", "1%", "100%", "0.001%", "999%", "-5",
+                                          "20mbit", "1e308", "nan%", "inf", "", "%", "ms", "60.0001s", "18446744073709551616",
+                                          "egress", "pareto", "1.5.5ms", "０ms", "\u{0}"]
+        for _ in 0..<20_000 {
+            let words = (0..<rng.below(10)).map { _ in pool[rng.below(pool.count)] }
+            if let s = try? ImpairSpec(words: words) {
+                #expect((try? ImpairSpec(parsing: s.description)) == s, "\(words) -> \(s.description)")
+            }
+        }
+    }
 }
 
 @Suite struct ImpairModelTests {

@@ -69,11 +69,10 @@ extension ImpairSpec: CustomStringConvertible {
     /// The spec in the syntax `ImpairSpec(parsing:)` reads (round-trips).
     public var description: String {
         var w: [String] = ["direction", direction.rawValue]
-        if delay > 0 || jitter > 0 {
-            w += ["delay", Self.time(delay)]
-            if jitter > 0 { w += ["jitter", Self.time(jitter), "distribution", distribution.rawValue] }
-            if delayCorrelation > 0 { w += ["correlation", Self.percent(delayCorrelation)] }
-        }
+        if delay > 0 || jitter > 0 { w += ["delay", Self.time(delay)] }
+        if jitter > 0 { w += ["jitter", Self.time(jitter)] }
+        if jitter > 0 || distribution != .uniform { w += ["distribution", distribution.rawValue] }
+        if delayCorrelation > 0 { w += ["correlation", Self.percent(delayCorrelation)] }
         switch loss {
         case .random(let c)?:
             w += ["loss", Self.percent(c.probability)]
