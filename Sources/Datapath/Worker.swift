@@ -265,10 +265,15 @@ final class Worker: @unchecked Sendable {
         while !stopping {
             let r: Int32
             if let wait = holdTimeout() {
-                // Something is held: sleep until the earliest is due at the latest.
-                let pending = ring.pendingSubmissions
-                r = wait > 0 ? ring.submitAndWait(1, timeoutNanoseconds: wait) : ring.submit()
-                if pending > 0 && r >= 0 { stats.add(WorkerCounter.submitCalls, 1); stats.add(WorkerCounter.submittedSQEs, UInt64(pending)) }
+                // Something is held: sleep until the earliest is due at the latest (the timed
+                // wait does not report how many SQEs it submitted: what was pending went).
+                if wait > 0 {
+                    let pending = Int32(ring.pendingSubmissions)
+                    let w = ring.submitAndWait(1, timeoutNanoseconds: wait)
+                    r = w >= 0 || w == -ETIME ? pending : w
+                } else {
+                    r = ring.submit()
+                }
             } else {
                 r = ring.submitAndWait(1)
             }
