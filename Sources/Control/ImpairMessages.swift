@@ -4,7 +4,7 @@
 /// Each impaired port's settings (in the command's own syntax) and counters.
 public struct ImpairResult: Codable, Equatable, Sendable {
     public var impairments: [ImpairInfo]
-    /// Set/clear: that the change is runtime only (a reload sets the file's impairments again).
+    /// Set/clear: that the change is runtime only (a reload whose file changed the bridge's impair tables replaces it).
     public var note: String?
     public init(impairments: [ImpairInfo], note: String? = nil) { self.impairments = impairments; self.note = note }
 }

@@ -45,7 +45,7 @@ extension Daemon {
         logger.info(spec == nil ? "impairment cleared" : "impairment set",
                     metadata: ["port": "\(port)", "bridge": "\(bridge)", "settings": "\(spec?.description ?? "")"])
         var r = try impairments(port: port)
-        r.note = "runtime change: a reload (SIGHUP) sets the file's impairments again"
+        r.note = "runtime change: kept until the daemon stops, or a reload (SIGHUP) finds this bridge's impair tables changed in the file and applies them"
         return r
     }
 

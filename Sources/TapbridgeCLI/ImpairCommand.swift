@@ -50,6 +50,7 @@ struct ImpairCommand: ParsableCommand {
         }
         if json { printJSON(r); return }
         print(Self.render(r))
+        if let note = r.note { printError("note: \(note)") }
     }
 
     static func render(_ r: ImpairResult) -> String {
