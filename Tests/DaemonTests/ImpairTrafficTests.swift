@@ -124,6 +124,14 @@ private func averageRTT(_ h: Hosts, from: Int, to: String, count: Int = 5) -> Do
             #expect(set.stdout.contains("delay 50ms"), "\(set)")
             let delayed = try #require(averageRTT(h, from: 0, to: h.addresses[1]), "\(d.log)")
             #expect(delayed - base > 40 && delayed - base < 200, "RTT \(base) ms -> \(delayed) ms")
+            // Jitter: a normal spread of 15 ms shows as ping's mdev (bounds wide for a busy host).
+            try cli(d, ["impair", h.macvtaps[1], "delay", "50ms", "jitter", "15ms", "distribution", "normal", "seed", "1"])
+            let spread = try run(["ip", "netns", "exec", h.namespaces[0], "ping", "-c", "20", "-i", "0.2", "-W", "2", "-q",
+                                  h.addresses[1]], check: false, timeout: 30).stdout
+            let stats = spread.split(separator: "\n").first { $0.contains("min/avg/max") }?
+                .split(separator: "=").last?.trimmingCharacters(in: .whitespaces).split(separator: "/") ?? []
+            let mdev = stats.count >= 4 ? Double(stats[3].split(separator: " ")[0]) : nil
+            #expect(mdev.map { $0 > 5 && $0 < 40 } ?? false, "ping spread with 15 ms jitter: \(spread)")
             let shown = try cliJSON(d, ["impair", "show"])
             let first = try #require((shown["impairments"] as? [[String: Any]])?.first)
             #expect((first["counters"] as? [String: Any])?["delayed"] as? Int ?? 0 >= 5, "\(shown)")
