@@ -6,7 +6,7 @@ import Frames
 import Handlers
 
 enum BundledHandlers {
-    static let kinds: [HandlerKind] = [learningSwitch, filter]
+    static let kinds: [HandlerKind] = [learningSwitch, filter, ImpairHandlerKind.kind]
 
     static let learningSwitch = HandlerKind(
         name: "learning-switch",

@@ -119,6 +119,7 @@ extension Daemon {
             return try onLoop { try self.replaceFilterByControl(bridge: bridge, rules: texts, policy: policy) }
         }
         registerCaptureCommand(server)   // streaming: CaptureCommand.swift
+        registerImpairCommands(server)   // ImpairCommand.swift
     }
 
     // MARK: reads

@@ -12,6 +12,7 @@
 //   StreamTransport.swift    4-byte length-prefixed byte stream (QEMU -netdev stream)
 //   VirtqueueTransport.swift virtio-net queues in guest memory (vhost-user)
 //   Segmentation.swift       software TSO for ports without it
+//   WorkerHold.swift         frames held past the pipeline run (Frame.hold): the timed queue
 // A port's transport (`PortTransport`, WorkerState.swift) picks its way through receive and
 // transmit by a `switch` in a few places; a new transport is one file plus one case there.
 //
@@ -119,6 +120,9 @@ final class Worker: @unchecked Sendable {
     let virtqueuePendingList: UnsafeMutablePointer<Int16>
     var virtqueuePendingCount = 0
 
+    /// Frames a handler asked to hold (WorkerHold.swift); by pointer, like `virtqueueChain`.
+    let hold: UnsafeMutablePointer<HoldQueue>
+
     init(index: Int, engine: Engine, configuration: EngineConfiguration) throws {
         self.index = index; self.engine = engine; cfg = configuration
         bufferSize = configuration.bufferSize
@@ -174,6 +178,9 @@ final class Worker: @unchecked Sendable {
         outboundRings = .allocate(capacity: max(1, configuration.workers))
         outboundRings.initialize(repeating: nil, count: max(1, configuration.workers))
         context = HandlerContext(now: 0, worker: index)
+        hold = .allocate(capacity: 1)
+        hold.initialize(to: HoldQueue(ringBuffers: rc, otherBuffers: streamCount))
+        context.holdCapacity = hold.pointee.ringShare
         eventFD = tb_eventfd()
     }
 
@@ -186,6 +193,7 @@ final class Worker: @unchecked Sendable {
         guestChains.deallocate(); guestChainNext.deallocate(); virtqueuePendingList.deallocate()
         virtqueueChain.pointee.deallocate(); virtqueueChain.deallocate()
         outboundRings.deallocate()
+        hold.pointee.deallocate(); hold.deallocate()
         if eventFD >= 0 { close(eventFD) }
     }
 
@@ -258,7 +266,20 @@ final class Worker: @unchecked Sendable {
     private func loop() {
         var failures = 0
         while !stopping {
-            let r = ring.submitAndWait(1)
+            let r: Int32
+            if let wait = holdTimeout() {
+                // Something is held: sleep until the earliest is due at the latest (the timed
+                // wait does not report how many SQEs it submitted: what was pending went).
+                if wait > 0 {
+                    let pending = Int32(ring.pendingSubmissions)
+                    let w = ring.submitAndWait(1, timeoutNanoseconds: wait)
+                    r = w >= 0 || w == -ETIME ? pending : w
+                } else {
+                    r = ring.submit()
+                }
+            } else {
+                r = ring.submitAndWait(1)
+            }
             if r > 0 { stats.add(WorkerCounter.submitCalls, 1); stats.add(WorkerCounter.submittedSQEs, UInt64(r)) }
             if r < 0 && r != -EINTR && r != -ETIME && r != -EAGAIN && r != -EBUSY {
                 // A ring that keeps refusing would spin this thread: give up loudly instead.
@@ -292,6 +313,7 @@ final class Worker: @unchecked Sendable {
                 stats.max(WorkerCounter.largestBatch, framesThisBatch)
             }
             if !inbound.isEmpty { drainHandoffs() }
+            if hold.pointee.count > 0 { releaseHeld() }
             buffers.publish()
             if starvedCount > 0 { rearmStarved() }
             if anyWakePending { wakeOwners() }

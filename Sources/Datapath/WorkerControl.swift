@@ -88,6 +88,7 @@ extension Worker {
         if p.pointee.starved { p.pointee.starved = false; starvedCount -= 1 }
         p.pointee.generation &+= 1
         p.pointee.txInflight = 0
+        p.pointee.txHeld = 0   // held copies now carry an old generation: released unsent
         p.pointee.readArmed = false
         switch p.pointee.transport {
         case .datagram: break

@@ -61,9 +61,6 @@ extension Worker {
             targets = lb.pointee.members
             targets.remove(frame.ingress)
         }
-        if pipeline._withUnsafeGuaranteedRef({ $0.hasEgressStages }) && !targets.isEmpty {
-            judgeEgress(&frame, &targets, lb, pipeline)
-        }
         let mirror = frame.mirror
         if frame.vnet.needsChecksum && !frame.vnet.isGSO {
             // Complete the checksum once, before any copy leaves, if any destination cannot.
@@ -78,9 +75,18 @@ extension Worker {
                 if d >= 0 { send(&frame, to: d, buffer: buffer, asIs: true) }
             }
         }
+        if pipeline._withUnsafeGuaranteedRef({ $0.hasEgressStages }) {
+            if !targets.isEmpty { judgeAndSend(&frame, targets, lb, pipeline, buffer) }
+            return
+        }
         for id in targets {
             let d = Int(lb.pointee.slotByID[Int(id.rawValue)])
-            if d >= 0 { send(&frame, to: d, buffer: buffer, asIs: false) }
+            guard d >= 0 else { continue }
+            if frame.hold.until | UInt64(frame.hold.duplicates) != 0 {
+                transmitHeld(&frame, to: d, buffer: buffer)
+            } else {
+                send(&frame, to: d, buffer: buffer, asIs: false)
+            }
         }
     }
 
@@ -101,17 +107,26 @@ extension Worker {
         return f.load(fromByteOffset: 6, as: UInt8.self) & 1 != 0 || (high | UInt32(low)) == 0
     }
 
-    /// Egress filters: each destination's copy is judged for that port; a drop removes the
-    /// port from `targets` and is counted against it.
+    /// Egress judges (filters, impairments): each destination's copy is judged for that port
+    /// just before it leaves; a drop is counted against that port, a hold an egress judge sets
+    /// (`Frame.hold`) applies to that copy only (each copy starts from the ingress hold).
     @inline(never)
-    func judgeEgress(_ frame: inout Frame, _ targets: inout PortSet, _ lb: UnsafeMutablePointer<LocalBridge>,
-                             _ pipeline: Unmanaged<HandlerPipeline>) {
+    func judgeAndSend(_ frame: inout Frame, _ targets: PortSet, _ lb: UnsafeMutablePointer<LocalBridge>,
+                      _ pipeline: Unmanaged<HandlerPipeline>, _ buffer: Int32) {
+        let ingressHold = frame.hold
         for id in targets {
+            let d = Int(lb.pointee.slotByID[Int(id.rawValue)])
+            guard d >= 0 else { continue }
+            frame.hold = ingressHold
             let v = pipeline._withUnsafeGuaranteedRef { $0.runEgress(&frame, to: id, context: context) }
             if case .drop(let reason) = v {
-                targets.remove(id)
-                let d = Int(lb.pointee.slotByID[Int(id.rawValue)])
-                if d >= 0 { ports[d].counters?.countDrop(reason) }
+                ports[d].counters?.countDrop(reason)
+                continue
+            }
+            if frame.hold.until | UInt64(frame.hold.duplicates) != 0 {
+                transmitHeld(&frame, to: d, buffer: buffer)
+            } else {
+                send(&frame, to: d, buffer: buffer, asIs: false)
             }
         }
     }

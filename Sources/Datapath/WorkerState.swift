@@ -118,6 +118,8 @@ struct LocalPort {
     var transmitOffloads = VirtioNetOffloads()
     var txHead: Int32 = -1, txTail: Int32 = -1
     var txQueued: Int32 = 0, txInflight: Int32 = 0, txMaxInflight: Int32 = 0
+    /// Copies held in the worker's timed queue for this port (WorkerHold.swift).
+    var txHeld: Int32 = 0
     var counters: CounterBlock? = nil
     /// Stream ports only: the reassembly buffer reads fill, and how many bytes it holds.
     var rxBuffer: UnsafeMutableRawPointer? = nil

@@ -21,10 +21,15 @@ public struct Frame {
     /// Ports that also get a copy of the frame, whatever the final verdict (a filter's
     /// `mirror PORT` action: an analyser sees dropped frames too). Copies leave as they are.
     public var mirror: PortSet
+    /// Hold the frame before it leaves (an impairment's delay, rate, duplicate): set by an
+    /// ingress handler for every destination's copy, or by an egress judge for one
+    /// destination's copy. Zero (the default): leave at once. See `FrameHold`.
+    public var hold: FrameHold
 
     @inlinable
     public init(bytes: UnsafeMutableRawBufferPointer, ingress: PortID, vnet: VirtioNetHeader = .init(), vlan: UInt16 = 0) {
         self.bytes = bytes; self.ingress = ingress; self.vnet = vnet; self.vlan = vlan; self.mirror = PortSet()
+        self.hold = FrameHold()
     }
 
     @inlinable public var length: Int { bytes.count }

@@ -7,6 +7,9 @@ public struct HandlerContext: Sendable {
     public var now: UInt64
     /// Index of the worker thread running the pipeline (0..<workers).
     public var worker: Int
+    /// Frame copies this worker can hold (`Frame.hold`) per egress port at most, whatever a
+    /// handler's own limit (0: unknown, as in tests without an engine).
+    public var holdCapacity: Int = 0
     public init(now: UInt64, worker: Int = 0) { self.now = now; self.worker = worker }
 }
 

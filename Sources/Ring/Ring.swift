@@ -133,6 +133,17 @@ public final class Ring {
         io_uring_submit_and_wait(raw, waitFor)
     }
 
+    /// Submits queued SQEs and waits for `waitFor` completions or `nanoseconds`, whichever
+    /// comes first (one io_uring_enter with IORING_ENTER_EXT_ARG: the kernel's own timer, no
+    /// timeout SQE to cancel or re-arm when an earlier deadline turns up). Returns 0, or -ETIME
+    /// when the time ran out, or another -errno; the submitted count is not reported.
+    @discardableResult
+    public func submitAndWait(_ waitFor: UInt32, timeoutNanoseconds nanoseconds: UInt64) -> Int32 {
+        var ts = __kernel_timespec(tv_sec: Int64(nanoseconds / 1_000_000_000), tv_nsec: Int64(nanoseconds % 1_000_000_000))
+        var cqe: UnsafeMutablePointer<io_uring_cqe>? = nil
+        return io_uring_submit_and_wait_timeout(raw, &cqe, waitFor, &ts, nil)
+    }
+
     /// Calls `body` for each ready completion (up to `limit`, at most 256 per call) and marks
     /// them seen. Returns how many there were.
     @inlinable

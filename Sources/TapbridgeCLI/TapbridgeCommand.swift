@@ -26,7 +26,7 @@ public struct TapbridgeCommand: ParsableCommand {
             The protocol (JSON lines) is in docs/control-api.md.
             """,
         subcommands: [LinkCommand.self, RunCommand.self, DemoCommand.self, PortsCommand.self, StatsCommand.self, TopCommand.self,
-                      FDBCommand.self, SpanningTreeCommand.self, PortCommand.self, FilterCommand.self, CaptureCommand.self, ConfigCommand.self]
+                      FDBCommand.self, SpanningTreeCommand.self, PortCommand.self, FilterCommand.self, ImpairCommand.self, CaptureCommand.self, ConfigCommand.self]
     )
 
     /// Exit status: 0 success, 1 operational error (message on stderr), 2 usage error.

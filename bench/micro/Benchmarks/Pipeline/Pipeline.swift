@@ -44,6 +44,29 @@ func measurePipeline(_ benchmark: Benchmark, _ pipeline: HandlerPipeline) {
     }
 }
 
+/// Like `measurePipeline`, plus the egress judges for port b (what a worker does per
+/// destination when the pipeline has one: the impair handler always is one).
+func measurePipelineAndEgress(_ benchmark: Benchmark, _ pipeline: HandlerPipeline) {
+    let f = Frames(src: a, dst: b)
+    var now: UInt64 = 2
+    benchmark.startMeasurement()
+    for _ in benchmark.scaledIterations {
+        var fr = Frame(bytes: f.frame, ingress: PortID(0))
+        now &+= 100
+        blackHole(pipeline.run(&fr, context: .init(now: now)))
+        blackHole(pipeline.runEgress(&fr, to: PortID(1), context: .init(now: now)))
+        blackHole(fr.hold.until)
+    }
+}
+
+/// The impair handler (port b set to `spec`) in front of a learned switch.
+func impairPipeline(_ spec: String) -> HandlerPipeline {
+    let impair = FrameImpairer(ports: ["b": try! ImpairSpec(parsing: spec)])
+    let p = HandlerPipeline([impair, learnedSwitch()])
+    p.portsChanged(twoPorts)
+    return p
+}
+
 /// Offers one 64-byte UDP frame per iteration to `tap`, draining its ring every 1024 frames.
 func measureTap(_ benchmark: Benchmark, _ tap: CaptureTap) {
     let f = Frames(src: a, dst: b)
@@ -90,6 +113,20 @@ let benchmarks: @Sendable () -> Void = {
         let p = HandlerPipeline([filter, learnedSwitch()])
         p.portsChanged(twoPorts)
         measurePipeline(benchmark, p)
+    }
+
+    // Pipelines with an egress judge are built here, at registration: building one inside a
+    // benchmark body (a TypedEgressStage's metadata made while the retain hooks are active)
+    // crashes the Swift 6.3 runtime hooks (ordo-one/benchmark#349), even for an egress filter.
+    let idleImpair = impairPipeline("direction ingress delay 50ms")
+    Benchmark("Impair, frame's ports not impaired + LearningSwitch", configuration: config) { benchmark in
+        // Port b impaired on ingress only: a frame from a to b meets no impairment either way.
+        measurePipelineAndEgress(benchmark, idleImpair)
+    }
+
+    let busyImpair = impairPipeline("delay 50ms jitter 10ms distribution normal loss 1% seed 1")
+    Benchmark("Impair delay+jitter+loss on egress port + LearningSwitch", configuration: config) { benchmark in
+        measurePipelineAndEgress(benchmark, busyImpair)
     }
 
     Benchmark("SourceGuard MAC+IPv4 (VM attachment, hub)", configuration: config) { benchmark in
