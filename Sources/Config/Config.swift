@@ -3,6 +3,7 @@
 // checks against the running host stay in the Daemon module (ConfigValidator.swift). Nothing in
 // this module touches the system.
 import Frames
+import Handlers
 import Logging
 
 /// A whole daemon configuration (one TOML file).
@@ -108,6 +109,10 @@ public struct LearningSwitchConfig: HandlerSettings, Equatable {
     public var maxStatic: Int?
     public var staticLimit: Int { maxStatic ?? capacity / 8 }
     public var staticEntries: [StaticFDBEntry] = []
+    /// The loop guard (`loop-guard`, `loop-guard-moves`, `loop-guard-echo`) and how long a
+    /// guard keeps a port blocked (`block-seconds`); SwitchGuardKeys.swift.
+    public var loopGuard = LearningSwitch.LoopGuardSettings()
+    public var blockSeconds: Double = 30
     public init() {}
 }
 

@@ -166,6 +166,7 @@ public enum ConfigParser {
         p.kind = parsePortKind(r.string("kind") ?? "macvtap", name: name, &r)
         if let i = r.bool("isolated") { p.isolated = i }
         if let h = r.bool("hairpin") { p.hairpin = h }
+        p.switchGuards = parseSwitchGuardKeys(&r)
         parseVLANKeys(&r, into: &p, issues: issues)
         r.finish()
         return p

@@ -115,6 +115,7 @@ extension Daemon {
             return try onLoop { try self.replaceFilterByControl(bridge: bridge, rules: texts, policy: policy) }
         }
         registerCaptureCommand(server)   // streaming: CaptureCommand.swift
+        registerSwitchGuardCommands(server)   // fdb.flush, fdb.monitor: SwitchGuardCommands.swift
     }
 
     // MARK: reads

@@ -103,6 +103,7 @@ public final class Daemon {
             }
             for event in monitor?.drain() ?? [] { handle(event) }
             publishVMPortCounters()
+            sweepSwitchGuards()
             serviceTick()
             if Date() >= nextSweep {
                 engine.sweep()

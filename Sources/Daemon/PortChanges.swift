@@ -40,6 +40,7 @@ extension Daemon {
             } else if p.tap != nil {
                 try links.createTap(p, bridge: bridge, file: file)
             }
+            applySwitchGuards(p, bridge: bridge)
             try engine?.add(p, toBridge: bridge)
         } catch {
             if links.wasCreated(p.name, netns: p.netns) { links.delete(p.name, netns: p.netns) }
