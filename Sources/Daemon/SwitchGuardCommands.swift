@@ -129,6 +129,7 @@ extension Daemon {
     /// event as a JSON line, until the client shuts its side, goes away or the daemon stops.
     static func streamFDBEvents(_ conn: ControlConnection, subscriptions: [(String, LearningSwitch, FDBEventSubscription)], logger: Logger) {
         defer { for (_, _, s) in subscriptions { s.cancel() } }
+        logger.info("fdb monitor started", metadata: ["bridges": "\(subscriptions.map(\.0).joined(separator: ","))"])
         let fd = conn.fileDescriptor.rawValue
         var scratch = [UInt8](repeating: 0, count: 256)
         var reported: [String: UInt64] = [:]

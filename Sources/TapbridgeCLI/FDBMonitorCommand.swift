@@ -51,6 +51,11 @@ struct FDBMonitor: ParsableCommand {
     @OptionGroup var control: ControlOptions
 
     func run() throws {
+        signal(SIGPIPE, SIG_IGN)
+        // Children of test runners inherit blocked signals: Ctrl-C and SIGTERM must end the monitor.
+        var set = sigset_t()
+        sigemptyset(&set); sigaddset(&set, SIGINT); sigaddset(&set, SIGTERM)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
         let client = try control.connect()
         do { _ = try client.call("fdb.monitor", bridge.map { ["bridge": .string($0)] } ?? [:]) } catch { fail(error) }
         setvbuf(stdout, nil, _IOLBF, 0)
