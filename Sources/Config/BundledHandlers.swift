@@ -51,7 +51,8 @@ enum BundledHandlers {
                 agingTime: c.agingSeconds, capacity: c.capacity, maxStatic: c.maxStatic,
                 staticEntries: c.staticEntries.map { .init(mac: $0.mac, vlan: $0.vlan, port: $0.port) }).withGuards(c, setup.bridge))
         },
-        sweep: { sw, now in _ = sw.expire(now: now) })
+        sweep: { sw, now in _ = sw.expire(now: now) },
+        reload: { sw, new, old, _ in reloadLearningSwitch(sw, new, old) })
 
     static let filter = HandlerKind(
         name: "filter",

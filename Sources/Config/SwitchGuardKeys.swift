@@ -34,6 +34,19 @@ extension BundledHandlers {
     }
 }
 
+extension BundledHandlers {
+    /// SIGHUP: the loop guard keys apply at once; the FDB's own keys need a restart.
+    static func reloadLearningSwitch(_ sw: LearningSwitch, _ new: LearningSwitchConfig, _ old: LearningSwitchConfig) -> [String] {
+        if new.loopGuard != old.loopGuard || new.blockSeconds != old.blockSeconds {
+            sw.setLoopGuard(new.loopGuard, blockSeconds: new.blockSeconds)
+        }
+        var rest = new
+        rest.loopGuard = old.loopGuard
+        rest.blockSeconds = old.blockSeconds
+        return rest == old ? [] : ["learning-switch aging/capacity/max-static/static changes not applied (restart needed)"]
+    }
+}
+
 extension LearningSwitch.Configuration {
     /// The configuration with the guard settings of `c` and of `bridge`'s ports.
     func withGuards(_ c: LearningSwitchConfig, _ bridge: BridgeConfig) -> Self {

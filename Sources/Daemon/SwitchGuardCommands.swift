@@ -59,6 +59,20 @@ extension Daemon {
         engine?.learningSwitch(ofBridge: bridge)?.setPortPolicy(p.switchGuards.isDefault ? nil : p.switchGuards, forPort: p.name)
     }
 
+    /// SIGHUP: ports kept whose guard keys changed get the new ones at once.
+    func reloadSwitchGuards(_ next: DaemonConfig) {
+        for nb in next.bridges {
+            guard let bi = config.bridges.firstIndex(where: { $0.name == nb.name }) else { continue }
+            for np in nb.ports {
+                guard let pi = config.bridges[bi].ports.firstIndex(where: { $0.name == np.name && $0.netns == np.netns }),
+                      config.bridges[bi].ports[pi].switchGuards != np.switchGuards else { continue }
+                applySwitchGuards(np, bridge: nb.name)
+                config.bridges[bi].ports[pi].switchGuards = np.switchGuards
+                logger.info("switch guard keys reloaded", metadata: ["bridge": "\(nb.name)", "port": "\(np.name)"])
+            }
+        }
+    }
+
     func registerSwitchGuardCommands(_ server: ControlServer) {
         server.register("fdb.flush") { [unowned self] req, _ in
             let (bridge, port) = (try req.string("bridge"), try req.string("port"))

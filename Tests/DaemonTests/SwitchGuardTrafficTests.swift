@@ -23,6 +23,14 @@ private func rxFrames(_ d: DaemonProcess) throws -> [String: Int] {
     return out
 }
 
+/// tx frames of each port, by name.
+private func txFrames(_ d: DaemonProcess) throws -> [String: Int] {
+    let ports = try cliJSON(d, ["stats"])["ports"] as? [[String: Any]] ?? []
+    var out: [String: Int] = [:]
+    for p in ports { if let n = p["name"] as? String { out[n] = p["txFrames"] as? Int ?? 0 } }
+    return out
+}
+
 /// Polls `cond` until it holds or `timeout` passes.
 private func eventually(_ timeout: Double = 30, _ cond: () throws -> Bool) rethrows -> Bool {
     let deadline = Date().addingTimeInterval(timeout)
@@ -140,6 +148,35 @@ private func occurrences(_ text: String, _ s: String) -> Int { text.components(s
             #expect(try cli(d, ["fdb", "flush"]).stdout.contains("flushed from bridge lan"))
             let bad = try cli(d, ["fdb", "flush", "lan", "port", "nosuch"], check: false)
             #expect(!bad.succeeded && bad.stderr.contains("nosuch"), "\(bad.stderr)")
+            #expect(d.stop() == 0)
+        }
+    }
+
+    @Test func reloadTurnsOnFloodSwitchesAndStormControl() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 3)
+            let d = try DaemonProcess(t, config: "[[bridges]]\nname = \"lan\"\n" + h.portTables())
+            let arp = { (n: Int) in _ = try? t.exec(h.namespaces[0], ["ping", "-c", "\(n)", "-i", "0.3", "-W", "1", "198.18.0.99"], check: false) }
+            // Before: host 0's ARP broadcasts reach host 2's port.
+            let before = try txFrames(d)[h.macvtaps[2]] ?? 0
+            arp(1)
+            #expect(try eventually { (try txFrames(d)[h.macvtaps[2]] ?? 0) > before })
+            // SIGHUP with bcast-flood off on port 2 and a broadcast storm limit on port 0.
+            try ("[[bridges]]\nname = \"lan\"\n" + h.portTables(extra: [0: "storm-broadcast = 5", 2: "bcast-flood = false"]))
+                .write(toFile: d.configPath, atomically: true, encoding: .utf8)
+            kill(d.process.processIdentifier, SIGHUP)
+            try d.waitFor("info reloaded", timeout: 30)
+            #expect(occurrences(d.log, "switch guard keys reloaded") == 2, "\(d.log)")
+            let held = try txFrames(d)[h.macvtaps[2]] ?? 0
+            arp(2)
+            #expect(h.ping(0, h.addresses[1]), "\(d.log)")   // host 1 still gets broadcasts
+            #expect(try txFrames(d)[h.macvtaps[2]] ?? 0 == held)
+            // Storm control: 60 broadcast pings in ~0.6 s, about 5 (+5/s) get through.
+            let port1 = try txFrames(d)[h.macvtaps[1]] ?? 0
+            _ = try t.exec(h.namespaces[0], ["ping", "-b", "-c", "60", "-i", "0.01", "-W", "1", "198.18.0.255"], check: false)
+            #expect(try eventually { try switchCounter(d, "guard_storm_broadcast_drops") >= 40 }, "\(d.log)")
+            let through = (try txFrames(d)[h.macvtaps[1]] ?? 0) - port1
+            #expect(through >= 3 && through <= 20, "\(through) broadcast frames passed")
             #expect(d.stop() == 0)
         }
     }

@@ -168,6 +168,13 @@ extension LearningSwitch {
         republishGuards()
     }
 
+    /// Replaces the loop guard settings and the block back-off, in force at once. Control thread.
+    public func setLoopGuard(_ settings: LoopGuardSettings, blockSeconds: Double) {
+        guardControl.loopGuard = settings
+        guardControl.backoffNanoseconds = UInt64(max(0, blockSeconds) * 1e9)
+        republishGuards()
+    }
+
     /// The policy in force for port `name`.
     public func portPolicy(forPort name: String) -> PortPolicy { guardControl.policies[name] ?? PortPolicy() }
 
