@@ -146,6 +146,9 @@ final class PortGuardState: @unchecked Sendable {
             p.initialize(repeating: .init(0), count: n)
             return p
         }
+        // Register the drop reasons now, not on a worker's first drop (registering allocates).
+        _ = DropReason.portBlocked
+        _ = DropReason.macLimit
         blockedWords = atomics(4)
         blockedAt = atomics(Self.ports)
         blockReason = atomics(Self.ports)

@@ -65,6 +65,8 @@ public final class FDBEventSubscription: @unchecked Sendable {
             guard let i = subs.firstIndex(where: { $0 === self }) else { return }
             subs.remove(at: i)
             sw.guards.events.removeWatcher()
+            // The last watcher gone: what is left in the ring is nobody's (a later watcher starts fresh).
+            if subs.isEmpty { sw.guards.events.drain { _ in } }
         }
         owner = nil
     }
