@@ -180,4 +180,26 @@ private func occurrences(_ text: String, _ s: String) -> Int { text.components(s
             #expect(d.stop() == 0)
         }
     }
+
+    @Test func portAddTakesGuardKeys() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 3)
+            let two = "[[bridges]]\nname = \"lan\"\n" + h.portTables().components(separatedBy: "[[bridges.ports]]").dropFirst().prefix(2)
+                .map { "[[bridges.ports]]" + $0 }.joined()
+            let d = try DaemonProcess(t, config: two)
+            let out = try cli(d, ["port", "add", h.macvtaps[2], "parent", h.veths[2], "mode", "passthru",
+                                  "bcast-flood", "false", "max-macs", "1", "max-macs-action", "drop"]).stdout
+            #expect(out.contains("added to bridge lan"), "\(out)")
+            // Host 2 reaches host 0 (its own broadcasts go out; the replies are unicast)...
+            #expect(h.ping(2, h.addresses[0]), "\(d.log)")
+            // ...but no broadcast leaves by its port: host 0's ARP for host 1 does not reach it.
+            let held = try txFrames(d)[h.macvtaps[2]] ?? 0
+            try run(["ip", "-n", h.namespaces[0], "neigh", "flush", "all"])
+            #expect(h.ping(0, h.addresses[1]))
+            #expect(try txFrames(d)[h.macvtaps[2]] ?? 0 == held)
+            let bad = try cli(d, ["port", "add", t.ifname("zz"), "max-macs-action", "shut"], check: false)
+            #expect(!bad.succeeded && bad.stderr.contains("max-macs-action: must be 'drop' or 'block', not 'shut'"), "\(bad.stderr)")
+            #expect(d.stop() == 0)
+        }
+    }
 }

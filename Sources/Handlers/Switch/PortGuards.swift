@@ -81,6 +81,7 @@ final class PortGuardStorage {
             any = true
             let i = Int(p.id.rawValue)
             f.maxMACs[i] = UInt32(clamping: max(0, pol.maxMACs))
+            if pol.maxMACs > 0 { f.anyMACLimit = true }
             if pol.limitAction == .block { f.blockOnLimit.insert(p.id) }
             if !pol.flood { f.noFlood.insert(p.id) }
             if !pol.multicastFlood { f.noMulticastFlood.insert(p.id) }
@@ -108,6 +109,8 @@ struct PortGuardFacts {
     /// Any guard configured: when false the switch skips every guard check.
     var active = false
     var maxMACs: UnsafeMutablePointer<UInt32> = UnsafeMutablePointer(bitPattern: 8)!
+    /// Some port has `max-macs` (the sweep recounts MACs per port only then).
+    var anyMACLimit = false
     var blockOnLimit = PortSet()
     var noFlood = PortSet(), noMulticastFlood = PortSet(), noBroadcastFlood = PortSet()
     /// Broadcast buckets at [port], multicast at [capacity + port]; nil: unlimited.

@@ -109,7 +109,8 @@ extension LearningSwitch {
             }
         }
         guardControl.seenBlocked = guards.blocked
-        recountMACs(now: now)
+        // A scan of the whole table: only when a port has a MAC limit to hold.
+        if ports.snapshot.guards.anyMACLimit { recountMACs(now: now) }
         return notices
     }
 
