@@ -135,6 +135,12 @@ private func mac(_ i: Int) -> MACAddress { MACAddress(rawValue: 0x5254_0010_0000
         // The first frame back through port 2: a loop.
         #expect(send(sw, hostA, .broadcast, port: 2, now: second + 3000, payload: arp) == .drop(.portBlocked))
         #expect(sw.blockReason(PortID(2)) == .echo && counter(sw, "guard_loop_echo_blocks") == 1)
+        // Within a second of a block, another echo (the loop's other end, on another worker) is
+        // dropped but blocks nothing: one end blocked is enough, both would cut the LAN off.
+        let other: [UInt8] = Array(100..<128)
+        _ = send(sw, hostB, .broadcast, port: 0, now: second + 4000, payload: other)
+        #expect(send(sw, hostB, .broadcast, port: 1, now: second + 5000, payload: other) == .drop(.portBlocked))
+        #expect(sw.blockedPorts == PortSet([PortID(2)]))
         // Long after (past the echo window) the same frame elsewhere is not an echo.
         #expect(send(sw, hostA, .broadcast, port: 1, now: 3 * second, payload: arp) != .drop(.portBlocked))
     }

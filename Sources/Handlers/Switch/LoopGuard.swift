@@ -6,7 +6,10 @@
 //    port, within `echoMilliseconds` (a 1024-slot table of recent flooded frames keyed by a
 //    hash of the source MAC and the first 48 bytes after the Ethernet header).
 // Either blocks the port the frame came in on: its frames are dropped and it gets no floods
-// and no unicast (drop reason `port-blocked`). The control thread's sweep flushes the port's
+// and no unicast (drop reason `port-blocked`). One block per second at most: the two ends of a
+// loop see its frames at the same moment (on two workers), and blocking both would cut the LAN
+// off; for a second after a block, further echoes are only dropped, and a loop still there is
+// found again after it. The control thread's sweep flushes the port's
 // learned entries, logs the block and lifts it after the back-off (`loop-guard-backoff`);
 // a loop still there blocks the port again at once. Counted: `guard_loop_move_blocks`,
 // `guard_loop_echo_blocks`, `guard_unblocks`, `guard_blocked_port_drops`.
@@ -29,7 +32,7 @@ extension LearningSwitch {
         } else {
             count = cell.wrappingIncrementThenLoad(ordering: .relaxed) & 0xFFFF_FFFF
         }
-        guard count > UInt64(g.movesPerSecond) else { return nil }
+        guard count > UInt64(g.movesPerSecond), mayBlockForLoop(context.now) else { return nil }
         if guards.block(port, reason: .macMoves, mac: mac, vlan: vlan, now: context.now) {
             guards.counters.add(.loopMoveBlocks, worker: context.worker)
         }
@@ -47,7 +50,7 @@ extension LearningSwitch {
         let nowMs = UInt64(ForwardingDatabase.milliseconds(context.now)) & 0xFF_FFFF
         let old = cell.load(ordering: .relaxed)
         if old >> 32 == tag, (old >> 24) & 0xFF != port, (nowMs &- old) & 0xFF_FFFF < UInt64(g.echoMilliseconds) {
-            if guards.block(frame.ingress, reason: .echo, mac: frame.source, vlan: frame.vlan, now: context.now) {
+            if mayBlockForLoop(context.now), guards.block(frame.ingress, reason: .echo, mac: frame.source, vlan: frame.vlan, now: context.now) {
                 guards.counters.add(.loopEchoBlocks, worker: context.worker)
             }
             guards.counters.add(.blockedDrops, worker: context.worker)
@@ -55,6 +58,15 @@ extension LearningSwitch {
         }
         cell.store(tag << 32 | port << 24 | nowMs, ordering: .relaxed)
         return nil
+    }
+
+    /// Whether no loop block happened in the last second (and if so, claims this one).
+    @inline(__always)
+    func mayBlockForLoop(_ now: UInt64) -> Bool {
+        let cell = UnsafeAtomic<UInt64>(at: guards.lastLoopBlock)
+        let last = cell.load(ordering: .relaxed)
+        guard last == 0 || now &- last >= 1_000_000_000 else { return false }
+        return cell.compareExchange(expected: last, desired: max(1, now), ordering: .relaxed).exchanged
     }
 
     /// Hash of the source MAC and up to 48 bytes after the Ethernet header (tags skipped, so a

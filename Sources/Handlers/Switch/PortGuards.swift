@@ -140,6 +140,8 @@ final class PortGuardState: @unchecked Sendable {
     let moves: UnsafeMutablePointer<UnsafeAtomic<UInt64>.Storage>
     /// Recently flooded frames: hash high bits << 32 | ingress port << 24 | ms (24 bits).
     let echoTable: UnsafeMutablePointer<UnsafeAtomic<UInt64>.Storage>
+    /// When the loop guard last blocked a port (ns; 0: never).
+    let lastLoopBlock: UnsafeMutablePointer<UnsafeAtomic<UInt64>.Storage>
     let counters = GuardCounters()
     let events = FDBEventRing()
 
@@ -158,12 +160,13 @@ final class PortGuardState: @unchecked Sendable {
         blockMAC = atomics(Self.ports)
         moves = atomics(Self.ports)
         echoTable = atomics(Self.echoSlots)
+        lastLoopBlock = atomics(1)
         macCount = atomics(Self.ports)
     }
 
     deinit {
         blockedWords.deallocate(); blockedAt.deallocate(); blockReason.deallocate(); blockMAC.deallocate()
-        moves.deallocate(); echoTable.deallocate(); macCount.deallocate()
+        moves.deallocate(); echoTable.deallocate(); macCount.deallocate(); lastLoopBlock.deallocate()
     }
 
     @inline(__always) func word(_ i: Int) -> UnsafeAtomic<UInt64> { UnsafeAtomic(at: blockedWords + i) }
