@@ -5,7 +5,7 @@ import Foundation
 
 struct FDBCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "fdb", abstract: "Show a running daemon's forwarding database; add or delete static entries.",
+        commandName: "fdb", abstract: "Show a running daemon's forwarding database; add or delete static entries; flush it; follow its events.",
         discussion: """
             Examples:
               tapbridge fdb                          # bridges with a learning switch
