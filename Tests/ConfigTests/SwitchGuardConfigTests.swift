@@ -3,7 +3,7 @@
 // (`loop-guard`, `loop-guard-moves`, `loop-guard-echo`, `block-seconds`), and their errors.
 import Testing
 import Frames
-import Handlers
+@testable import Handlers
 @testable import Config
 
 @Suite struct SwitchGuardConfigTests {
@@ -56,5 +56,17 @@ import Handlers
         #expect(found.contains { $0.hasPrefix("t.toml: bridges[0].ports[0].max-macs:") })
         #expect(found.contains("t.toml: bridges[0].ports[0].max-macs-action: must be 'drop' or 'block', not 'shutdown'"))
         #expect(found.contains { $0.hasPrefix("t.toml: bridges[0].ports[0].flood:") })
+    }
+
+    @Test func reloadAppliesTheLoopGuardAndNamesWhatNeedsARestart() {
+        let sw = LearningSwitch()
+        var old = LearningSwitchConfig(), new = old
+        new.loopGuard = .init(enabled: true, movesPerSecond: 5)
+        new.blockSeconds = 2
+        #expect(BundledHandlers.reloadLearningSwitch(sw, new, old).isEmpty)
+        #expect(sw.guardControl.loopGuard.enabled && sw.guardControl.backoffNanoseconds == 2_000_000_000)
+        old = new
+        new.agingSeconds = 10
+        #expect(BundledHandlers.reloadLearningSwitch(sw, new, old) == ["learning-switch aging/capacity/max-static/static changes not applied (restart needed)"])
     }
 }
