@@ -17,6 +17,7 @@ enum BundledHandlers {
             if let n = keys.int("max-static", in: 0...(1 << 23)) {
                 if n > c.capacity / 2 { keys.fail("max-static", "\(n) is more than half of capacity (\(c.capacity)): static entries would crowd out learned ones") } else { c.maxStatic = n }
             }
+            parseLoopGuardKeys(&keys, into: &c)
             if let entries = keys.tables("static") {
                 for var e in entries {
                     let mac = e.mac("mac", required: true)
@@ -45,12 +46,13 @@ enum BundledHandlers {
                 } else { seen[k] = j }
             }
         },
-        make: { c, _ in
+        make: { c, setup in
             LearningSwitch(configuration: .init(
                 agingTime: c.agingSeconds, capacity: c.capacity, maxStatic: c.maxStatic,
-                staticEntries: c.staticEntries.map { .init(mac: $0.mac, vlan: $0.vlan, port: $0.port) }))
+                staticEntries: c.staticEntries.map { .init(mac: $0.mac, vlan: $0.vlan, port: $0.port) }).withGuards(c, setup.bridge))
         },
-        sweep: { sw, now in _ = sw.expire(now: now) })
+        sweep: { sw, now in _ = sw.expire(now: now) },
+        reload: { sw, new, old, _ in reloadLearningSwitch(sw, new, old) })
 
     static let filter = HandlerKind(
         name: "filter",

@@ -111,6 +111,10 @@ public struct LearningSwitchConfig: HandlerSettings, Equatable {
     public var maxStatic: Int?
     public var staticLimit: Int { maxStatic ?? capacity / 8 }
     public var staticEntries: [StaticFDBEntry] = []
+    /// The loop guard (`loop-guard`, `loop-guard-moves`, `loop-guard-echo`) and how long a
+    /// guard keeps a port blocked (`block-seconds`); SwitchGuardKeys.swift.
+    public var loopGuard = LearningSwitch.LoopGuardSettings()
+    public var blockSeconds: Double = 30
     public init() {}
 }
 

@@ -3,6 +3,7 @@
 // Adding a kind (vhost-user, tap, host) is: one case here with its settings struct, its key
 // parser in ConfigParser.swift (`parsePortKind`), and its opener in Daemon/PortOpener.swift.
 import Frames
+import Handlers
 
 /// One port of a bridge.
 public struct PortConfig: Sendable, Equatable {
@@ -19,6 +20,8 @@ public struct PortConfig: Sendable, Equatable {
     /// Whether the port takes part in its bridge's spanning tree (key `stp`, default true; only
     /// read when the bridge runs one). A port left out forwards at once and sends no BPDUs.
     public var spanningTree = true
+    /// The learning switch's guards for this port (`max-macs`, `flood`, `storm-broadcast`, ...).
+    public var switchGuards = LearningSwitch.PortPolicy()
     /// Key path of this port in the file (`bridges[0].ports[1]`).
     public var path: String
 

@@ -120,6 +120,7 @@ extension Daemon {
         }
         registerCaptureCommand(server)   // streaming: CaptureCommand.swift
         registerImpairCommands(server)   // ImpairCommand.swift
+        registerSwitchGuardCommands(server)   // fdb.flush, fdb.monitor: SwitchGuardCommands.swift
     }
 
     // MARK: reads

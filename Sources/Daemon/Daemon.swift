@@ -112,6 +112,7 @@ public final class Daemon {
             for event in monitor?.drain() ?? [] { handle(event) }
             engine.spanningTrees.poll(engine: engine.engine, logger: logger)
             publishVMPortCounters()
+            sweepSwitchGuards()
             serviceTick()
             if Date() >= nextSweep {
                 engine.sweep()

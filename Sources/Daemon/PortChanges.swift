@@ -42,6 +42,7 @@ extension Daemon {
             } else if p.vxlan != nil {
                 try links.createVxlan(p, bridge: bridge, file: file)
             }
+            applySwitchGuards(p, bridge: bridge)
             try engine?.add(p, toBridge: bridge)
         } catch {
             if links.wasCreated(p.name, netns: p.netns) { links.delete(p.name, netns: p.netns) }

@@ -75,6 +75,7 @@ extension Daemon {
             // The filter keeps the messages docs/filter.md promises; other kinds the generic ones.
             if let f = stage.settings as? FilterConfig { applyFilter(f, bridge: bridge) } else { reloadStage(stage, bridge: bridge) }
         }
+        reloadSwitchGuards(next)   // ports' max-macs, flood, storm keys: SwitchGuardCommands.swift
 
         for b in newAttachments {
             do { try engine?.addBridge(b) } catch {

@@ -5,7 +5,7 @@ import Foundation
 
 struct FDBCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "fdb", abstract: "Show a running daemon's forwarding database; add or delete static entries.",
+        commandName: "fdb", abstract: "Show a running daemon's forwarding database; add or delete static entries; flush it; follow its events.",
         discussion: """
             Examples:
               tapbridge fdb                          # bridges with a learning switch
@@ -13,8 +13,12 @@ struct FDBCommand: ParsableCommand {
               tapbridge fdb add 52:54:00:12:34:56 mvt1      # pin a MAC to a port
               tapbridge fdb add 52:54:00:12:34:56 mvt1 --vlan 10
               tapbridge fdb del 52:54:00:12:34:56    # a static or learned entry
+              tapbridge fdb flush                    # every entry of every bridge
+              tapbridge fdb flush br0 port mvt1 vlan 10 dynamic   # learned entries of one port in one VLAN
+              tapbridge fdb monitor                  # learn, move, age, flush, block events until Ctrl-C
+              tapbridge fdb monitor br0 --json
             """,
-        subcommands: [FDBShow.self, FDBAdd.self, FDBDelete.self], defaultSubcommand: FDBShow.self)
+        subcommands: [FDBShow.self, FDBAdd.self, FDBDelete.self, FDBFlush.self, FDBMonitor.self], defaultSubcommand: FDBShow.self)
 }
 
 struct FDBShow: ParsableCommand {

@@ -132,11 +132,19 @@ final class ForwardingDatabase: @unchecked Sendable {
         return nil
     }
 
-    enum LearnOutcome { case refreshed, learned, moved, evicted, stuckOnStatic, full }
+    enum LearnOutcome: Equatable {
+        case refreshed, learned, evicted, stuckOnStatic, full
+        /// The MAC was on another port (`from`) and now is on this one.
+        case moved(from: PortID)
+        /// `allowNew` was false and the MAC is not already on this port (a port's MAC limit).
+        case refused
+    }
 
     /// Records that `mac` in `vlan` lives behind `port`. Bounded work: one window scan.
+    /// `allowNew: false` only refreshes an entry already on `port` (a port at its MAC limit
+    /// neither learns a new MAC nor takes one over from another port).
     @inline(__always)
-    func learn(_ mac: MACAddress, vlan: UInt16, port: PortID, now: UInt64) -> LearnOutcome {
+    func learn(_ mac: MACAddress, vlan: UInt16, port: PortID, now: UInt64, allowNew: Bool = true) -> LearnOutcome {
         let k = Self.key(mac, vlan: vlan)
         let start = home(k)
         let nowMs = Self.milliseconds(now)
@@ -152,8 +160,9 @@ final class ForwardingDatabase: @unchecked Sendable {
                 let samePort = UInt16(truncatingIfNeeded: v) == port.rawValue && v & Self.validValue != 0
                 // Refresh at most every 250 ms: fewer writes to a line other workers read.
                 if samePort && nowMs &- UInt32(truncatingIfNeeded: v >> 32) < 250 { return .refreshed }
+                if !samePort && !allowNew { return .refused }
                 storeValue(i, Self.value(port: port, nowMs: nowMs, isStatic: false))
-                return samePort ? .refreshed : .moved
+                return samePort ? .refreshed : .moved(from: PortID(UInt16(truncatingIfNeeded: v)))
             }
             if key == 0 {
                 if empty < 0 { empty = i }
@@ -166,6 +175,7 @@ final class ForwardingDatabase: @unchecked Sendable {
             }
             i = (i + 1) & mask
         }
+        guard allowNew else { return .refused }
         let newValue = Self.value(port: port, nowMs: nowMs, isStatic: false)
         if empty >= 0 && learnedCount < capacity {
             if casKey(empty, 0, k) {
@@ -243,25 +253,56 @@ final class ForwardingDatabase: @unchecked Sendable {
         return removed
     }
 
-    /// Clears every entry matching `predicate(value)`; returns how many. Control thread only.
-    private func sweep(_ predicate: (UInt64) -> Bool) -> Int {
+    /// Clears every entry matching `predicate(key, value)`; returns how many, telling
+    /// `removed` (if any) about each. Control thread only.
+    private func sweep(removed: ((FDBEntry) -> Void)? = nil, _ predicate: (UInt64, UInt64) -> Bool) -> Int {
         var n = 0
         for i in 0..<slots {
             let k = loadKey(i)
             guard k != 0 else { continue }
             let v = loadValue(i)
-            if v & Self.validValue != 0 && predicate(v) && casKey(i, k, 0) {
+            if v & Self.validValue != 0 && predicate(k, v) && casKey(i, k, 0) {
                 (v & Self.staticFlag != 0 ? staticCountStorage : countStorage).wrappingDecrement(ordering: .relaxed)
                 n += 1
+                removed?(Self.entry(key: k, value: v, age: 0))
             }
         }
         return n
     }
 
-    /// Drops learned entries older than the aging time.
-    func expire(now: UInt64) -> Int {
+    private func sweep(_ predicate: (UInt64) -> Bool) -> Int { sweep { _, v in predicate(v) } }
+
+    static func entry(key k: UInt64, value v: UInt64, age: Double) -> FDBEntry {
+        FDBEntry(mac: MACAddress(rawValue: k & 0xFFFF_FFFF_FFFF), vlan: UInt16(truncatingIfNeeded: k >> 48) & 0x0FFF,
+                 port: PortID(UInt16(truncatingIfNeeded: v)), age: age, isStatic: v & staticFlag != 0)
+    }
+
+    /// Drops learned entries older than the aging time (`removed` hears of each).
+    func expire(now: UInt64, removed: ((FDBEntry) -> Void)? = nil) -> Int {
         let nowMs = Self.milliseconds(now)
-        return sweep { self.isExpired($0, nowMs: nowMs) }
+        return sweep(removed: removed) { _, v in self.isExpired(v, nowMs: nowMs) }
+    }
+
+    /// Drops the entries on `port` (nil: any) in `vlan` (nil: any); learned ones only when
+    /// `dynamicOnly`. `removed` hears of each. Control thread only.
+    func flush(port: PortID?, vlan: UInt16?, dynamicOnly: Bool, removed: ((FDBEntry) -> Void)? = nil) -> Int {
+        sweep(removed: removed) { k, v in
+            (port == nil || UInt16(truncatingIfNeeded: v) == port!.rawValue)
+                && (vlan == nil || UInt16(truncatingIfNeeded: k >> 48) & 0x0FFF == vlan!)
+                && (!dynamicOnly || v & Self.staticFlag == 0)
+        }
+    }
+
+    /// Live learned entries per port, written into `counts` (PortSet.capacity long). Control thread.
+    func learnedPerPort(into counts: UnsafeMutablePointer<Int>, now: UInt64) {
+        counts.update(repeating: 0, count: PortSet.capacity)
+        let nowMs = Self.milliseconds(now)
+        for i in 0..<slots where loadKey(i) != 0 {
+            let v = loadValue(i)
+            guard v & Self.validValue != 0, v & Self.staticFlag == 0, !isExpired(v, nowMs: nowMs) else { continue }
+            let p = Int(UInt16(truncatingIfNeeded: v))
+            if p < PortSet.capacity { counts[p] += 1 }
+        }
     }
 
     /// Drops learned entries pointing at ports not in `members` (a port went away).

@@ -21,6 +21,11 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
         public var maxStatic: Int?
         /// Static entries by port name, installed whenever that port is attached.
         public var staticEntries: [StaticEntry] = []
+        /// Guards per port name (MAC limit, flood switches, storm control: PortGuards.swift),
+        /// the loop guard, and how long a guard keeps a port blocked.
+        public var portPolicies: [String: PortPolicy] = [:]
+        public var loopGuard = LoopGuardSettings()
+        public var blockSeconds: Double = 30
         public init(agingTime: Double = 300, capacity: Int = 8192, maxStatic: Int? = nil, staticEntries: [StaticEntry] = []) {
             self.agingTime = agingTime; self.capacity = capacity; self.maxStatic = maxStatic; self.staticEntries = staticEntries
         }
@@ -58,6 +63,8 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
     let stpGate = SpanningTreeGate()
     /// The bridge's spanning tree (SpanningTree/): off until `spanningTree.enable`.
     public let spanningTree: SpanningTreeController
+    let guards = PortGuardState()
+    let guardControl: PortGuardControl
 
     public init(configuration: Configuration = .init()) {
         self.configuration = configuration
@@ -65,6 +72,7 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
                                  agingSeconds: configuration.agingTime)
         ports = SnapshotPublisher(SwitchPorts(.empty))
         spanningTree = SpanningTreeController(gate: stpGate, fdb: fdb)
+        guardControl = PortGuardControl(configuration)
     }
 
     // MARK: hot path
@@ -102,16 +110,21 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
                 }
             }
             frame.vlan = vlan
+            let g = sp.guards
+            if g.active, let v = guardIngress(&frame, g, context) { return v }
 
             // 2. Learn the source.
             let src = frame.source
             if src.isUnicast && src != .zero {
-                switch fdb.learn(src, vlan: vlan, port: ingress, now: context.now) {
+                switch fdb.learn(src, vlan: vlan, port: ingress, now: context.now, allowNew: !g.active || mayLearn(g, ingress)) {
                 case .refreshed, .stuckOnStatic: break
-                case .learned: c.add(.learned)
-                case .moved: c.add(.moved)
-                case .evicted: c.add(.learned); c.add(.evicted)
+                case .learned: c.add(.learned); noteLearned(src, vlan: vlan, port: ingress, now: context.now)
+                case .moved(let from):
+                    c.add(.moved)
+                    if let v = noteMoved(src, vlan: vlan, from: from, to: ingress, g, context) { return v }
+                case .evicted: c.add(.learned); c.add(.evicted); noteLearned(src, vlan: vlan, port: ingress, now: context.now)
                 case .full: c.add(.learnFailed)
+                case .refused: return macLimitReached(src, vlan: vlan, port: ingress, g, context)
                 }
             }
 
@@ -123,6 +136,7 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
             if dst.isUnicast, let out = fdb.lookup(dst, vlan: vlan, now: context.now),
                sp.vlanMembers[Int(vlan)].contains(out) {
                 guard stpForwarding.contains(out) else { return .drop(SpanningTreeGate.blockedReason) }
+                if g.active && guards.isBlocked(out) { return blockedEgress(context) }
                 if out == ingress {
                     guard sp.hairpin.contains(ingress) else { return c.drop(.loop) }
                     c.add(.hairpinned)
@@ -135,6 +149,7 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
             var set = sp.vlanMembers[Int(vlan)].intersection(stpForwarding)
             if !sp.hairpin.contains(ingress) { set.remove(ingress) }
             if ingressIsolated { set = set.subtracting(sp.isolated.subtracting(PortSet([ingress]))) }
+            if g.active, let v = guardFlood(&set, frame, g, context) { return v }
             guard !set.isEmpty else { return c.drop(.noDestination) }
             c.add(.flooded)
             return .forwardSet(set)
@@ -144,9 +159,10 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
     // MARK: control thread
 
     public func portsChanged(_ table: PortTable) {
-        let snapshot = SwitchPorts(table)
+        let snapshot = SwitchPorts(table, guards: guardStorage(for: table))
         ports.publish(snapshot)
         spanningTree.portsChanged(table, nowMs: MonotonicClock.nanoseconds() / 1_000_000)
+        for p in guards.blocked where !snapshot.members.contains(p) { unblock(p) }
         _ = fdb.flush(notIn: snapshot.members)
         // (Re)install static entries for ports that are present.
         _ = fdb.removeAllStatic()
@@ -158,7 +174,7 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
         }
     }
 
-    private var extraStatic: [UInt64: (mac: MACAddress, vlan: UInt16, port: PortID)] = [:]
+    var extraStatic: [UInt64: (mac: MACAddress, vlan: UInt16, port: PortID)] = [:]
 
     /// Pins `mac` (in `vlan`) to `port` until removed; survives port changes. Refused past
     /// `maxStatic` distinct static entries (the configuration's count too), so the table's
@@ -192,7 +208,10 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
     /// hot path already ignores stale entries; this returns their slots).
     @discardableResult
     public func expire(now: UInt64 = MonotonicClock.nanoseconds()) -> Int {
-        let n = fdb.expire(now: now)
+        let events = guards.events, ms = ForwardingDatabase.milliseconds(now)
+        let n = fdb.expire(now: now, removed: events.isWatched ? { e in
+            events.record(FDBEvent(kind: .aged, mac: e.mac, vlan: e.vlan, port: e.port, milliseconds: ms))
+        } : nil)
         counters_.slot(0).add(.aged, UInt64(n))
         return n
     }
@@ -202,6 +221,6 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
 
     public func counters() -> [HandlerCounter] {
         [HandlerCounter("fdb_entries", UInt64(fdb.count)), HandlerCounter("fdb_capacity", UInt64(fdb.capacity))]
-            + counters_.totals() + spanningTree.counters()
+            + counters_.totals() + spanningTree.counters() + guardCounters()
     }
 }

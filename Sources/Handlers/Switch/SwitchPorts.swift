@@ -18,9 +18,14 @@ final class SwitchPorts {
     let vlanMembers: UnsafeMutablePointer<PortSet>
     /// Trunk ports' allowed lists, for ingress checks: PortSet per VLAN above covers it.
     let table: PortTable
+    /// The guards' per-port settings (PortGuards.swift) and the storage they point into.
+    let guards: PortGuardFacts
+    let guardStorage: PortGuardStorage
 
-    init(_ table: PortTable) {
+    init(_ table: PortTable, guards storage: PortGuardStorage? = nil) {
         self.table = table
+        guardStorage = storage ?? PortGuardStorage(table, policies: [:], loopGuard: .init())
+        guards = guardStorage.facts
         var members = PortSet(), isolated = PortSet(), hairpin = PortSet()
         kind = .allocate(capacity: PortSet.capacity)
         kind.initialize(repeating: 0, count: PortSet.capacity)

@@ -23,8 +23,15 @@ final class Frames {
 let a = MACAddress("52:54:00:00:00:01")!, b = MACAddress("52:54:00:00:00:02")!
 let twoPorts = PortTable([PortInfo(id: PortID(0), name: "a"), PortInfo(id: PortID(1), name: "b")])
 
-func learnedSwitch(capacity: Int = 8192) -> LearningSwitch {
-    let sw = LearningSwitch(configuration: .init(capacity: capacity))
+func learnedSwitch(capacity: Int = 8192, guards: Bool = false) -> LearningSwitch {
+    var c = LearningSwitch.Configuration(capacity: capacity)
+    if guards {   // every guard on: loop guard, MAC limits, storm control (known unicast skips the last)
+        c.loopGuard = .init(enabled: true)
+        var p = LearningSwitch.PortPolicy()
+        p.maxMACs = 16; p.stormBroadcast = 100; p.stormMulticast = 1000
+        c.portPolicies = ["a": p, "b": p]
+    }
+    let sw = LearningSwitch(configuration: c)
     sw.portsChanged(twoPorts)
     let f = Frames(src: b, dst: a)
     var fr = Frame(bytes: f.frame, ingress: PortID(1))
@@ -103,6 +110,10 @@ let benchmarks: @Sendable () -> Void = {
         var fr = Frame(bytes: fb.frame, ingress: PortID(1))
         _ = sw.handle(&fr, context: .init(now: 1))
         measurePipeline(benchmark, HandlerPipeline([sw]))
+    }
+
+    Benchmark("LearningSwitch unicast, guards on (loop guard, MAC limit, storm control)", configuration: config) { benchmark in
+        measurePipeline(benchmark, HandlerPipeline([learnedSwitch(guards: true)]))
     }
 
     Benchmark("Filter 20 rules + LearningSwitch", configuration: config) { benchmark in
