@@ -3,6 +3,7 @@
 // checks against the running host stay in the Daemon module (ConfigValidator.swift). Nothing in
 // this module touches the system.
 import Frames
+import Handlers
 import Logging
 
 /// A whole daemon configuration (one TOML file).
@@ -108,6 +109,8 @@ public struct LearningSwitchConfig: HandlerSettings, Equatable {
     public var maxStatic: Int?
     public var staticLimit: Int { maxStatic ?? capacity / 8 }
     public var staticEntries: [StaticFDBEntry] = []
+    /// IGMP/MLD snooping (`multicast-*` keys); nil: `multicast-snooping = false`.
+    public var multicastSnooping: MulticastSnooping.Configuration? = .init()
     public init() {}
 }
 

@@ -115,6 +115,7 @@ extension Daemon {
             return try onLoop { try self.replaceFilterByControl(bridge: bridge, rules: texts, policy: policy) }
         }
         registerCaptureCommand(server)   // streaming: CaptureCommand.swift
+        registerMDBCommand(server)       // MDBCommands.swift
     }
 
     // MARK: reads

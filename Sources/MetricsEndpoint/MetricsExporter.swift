@@ -51,7 +51,7 @@ public struct HandlerCounters {
 
 public enum MetricsExporter {
     /// Handler counters that are levels, not totals.
-    static let handlerGauges: Set<String> = ["fdb_entries", "fdb_capacity", "filter_generation", "filter_rule_last_hit_ns"]
+    static let handlerGauges: Set<String> = ["fdb_entries", "fdb_capacity", "mdb_entries", "mdb_capacity", "filter_generation", "filter_rule_last_hit_ns"]
 
     static let portCounters: [(String, String, KeyPath<PortStatistics, UInt64>)] = [
         ("tapbridge_port_rx_frames_total", "Frames received on the port.", \.rxFrames),

@@ -21,8 +21,12 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
         public var maxStatic: Int?
         /// Static entries by port name, installed whenever that port is attached.
         public var staticEntries: [StaticEntry] = []
-        public init(agingTime: Double = 300, capacity: Int = 8192, maxStatic: Int? = nil, staticEntries: [StaticEntry] = []) {
+        /// IGMP/MLD snooping (MulticastSnooping.swift); nil: multicast floods like broadcast.
+        public var multicastSnooping: MulticastSnooping.Configuration? = .init()
+        public init(agingTime: Double = 300, capacity: Int = 8192, maxStatic: Int? = nil, staticEntries: [StaticEntry] = [],
+                    multicastSnooping: MulticastSnooping.Configuration? = .init()) {
             self.agingTime = agingTime; self.capacity = capacity; self.maxStatic = maxStatic; self.staticEntries = staticEntries
+            self.multicastSnooping = multicastSnooping
         }
         /// The static entry bound in force.
         public var staticLimit: Int { max(0, maxStatic ?? capacity / 8) }
@@ -55,12 +59,17 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
     let fdb: ForwardingDatabase
     let ports: SnapshotPublisher<SwitchPorts>
     let counters_ = SwitchCounters()
+    /// The multicast database, if snooping is on; `multicast` is its datapath half.
+    public let snooping: MulticastSnooping?
+    let multicast: MulticastForwarder?
 
     public init(configuration: Configuration = .init()) {
         self.configuration = configuration
         fdb = ForwardingDatabase(capacity: configuration.capacity, staticCapacity: configuration.staticLimit,
                                  agingSeconds: configuration.agingTime)
         ports = SnapshotPublisher(SwitchPorts(.empty))
+        snooping = configuration.multicastSnooping.map { MulticastSnooping(configuration: $0) }
+        multicast = snooping?.forwarder
     }
 
     // MARK: hot path
@@ -117,6 +126,13 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
                 return .forward(out)
             }
             var set = sp.vlanMembers[Int(vlan)]
+            if dst.isMulticast, let m = multicast {
+                switch m.decide(frame, vlan: vlan, context: context) {
+                case .unchanged: break
+                case .restrict(let s): set = set.intersection(s)
+                case .drop: return c.drop(.malformed)
+                }
+            }
             if !sp.hairpin.contains(ingress) { set.remove(ingress) }
             if ingressIsolated { set = set.subtracting(sp.isolated.subtracting(PortSet([ingress]))) }
             guard !set.isEmpty else { return c.drop(.noDestination) }
@@ -130,6 +146,7 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
     public func portsChanged(_ table: PortTable) {
         let snapshot = SwitchPorts(table)
         ports.publish(snapshot)
+        snooping?.portsChanged(snapshot.members)
         _ = fdb.flush(notIn: snapshot.members)
         // (Re)install static entries for ports that are present.
         _ = fdb.removeAllStatic()
@@ -177,6 +194,7 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
     public func expire(now: UInt64 = MonotonicClock.nanoseconds()) -> Int {
         let n = fdb.expire(now: now)
         counters_.slot(0).add(.aged, UInt64(n))
+        snooping?.maintain(now: now)
         return n
     }
 
@@ -185,6 +203,6 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
 
     public func counters() -> [HandlerCounter] {
         [HandlerCounter("fdb_entries", UInt64(fdb.count)), HandlerCounter("fdb_capacity", UInt64(fdb.capacity))]
-            + counters_.totals()
+            + counters_.totals() + (snooping?.counters() ?? [])
     }
 }
