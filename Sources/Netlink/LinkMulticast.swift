@@ -1,13 +1,15 @@
-// LinkMulticast: a link's all-multicast flag (IFF_ALLMULTI, `ip link set NAME allmulticast on`).
-// A macvtap hands its reader only the multicast groups in its own filter (the groups its own
-// stack joined) unless the flag is set; a switch port must see every group — IGMP/MLD reports
-// to 224.0.0.22 or ff02::16, and every group's traffic — so the daemon sets it on the
-// macvtaps it makes.
-import CLibmnl
+// LinkMulticast: a link's IFF_ALLMULTI flag (`ip link set NAME allmulticast on|off`). A macvtap
+// hands a multicast frame to its queue only if the group is on its multicast list (the
+// kernel's macvlan mc_filter), so a port that must see link-local groups nobody joins on it —
+// the spanning tree's 01:80:C2:00:00:00 — needs all-multicast on.
+#if canImport(Glibc)
 import Glibc
+#endif
+import CLibmnl
+import CTapbridgeShim
 
 extension LinkManager {
-    /// Sets or clears IFF_ALLMULTI on link `name`.
+    /// Turns IFF_ALLMULTI on or off on link `name`.
     public func setAllMulticast(name: String, _ on: Bool) throws {
         try LinkName.validate(name, operation: .change)
         guard let link = try link(named: name) else { throw NetlinkError(.change, interface: name, errno: ENODEV) }
