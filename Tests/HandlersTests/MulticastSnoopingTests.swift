@@ -382,3 +382,36 @@ func g(_ s: String) -> MulticastGroup { MulticastGroup(s)! }
         #expect(sw.snooping == nil)
     }
 }
+
+@Suite struct MulticastQuerierTests {
+    let bridgeMAC = MACAddress("02:00:5e:10:00:01")!
+
+    func parse(_ frame: [UInt8]) -> (MulticastFrameClass, [MulticastEvent]) {
+        frame.withUnsafeBytes { b in
+            var sink = CollectingSink()
+            return (MulticastParser.classify(b, sink: &sink), sink.events)
+        }
+    }
+
+    /// The queries the querier would send read back through the parser: valid checksums,
+    /// router alert, a general query with the response time asked for.
+    @Test func queriesParseAsGeneralQueries() {
+        #expect(parse(MulticastQuerier.igmpGeneralQuery(source: bridgeMAC)) == (.query, [MulticastEvent(.router, MulticastGroup(ipv4: 0))]))
+        #expect(parse(MulticastQuerier.mldGeneralQuery(source: bridgeMAC))
+                == (.query, [MulticastEvent(.router, MulticastGroup(ipv6High: 0, low: 0))]))
+        let q = MulticastQuerier.mldGeneralQuery(source: bridgeMAC, maxResponseSeconds: 40)
+        let ms = MLDParser.decodeCode16(UInt16(q[14 + 48 + 4]) << 8 | UInt16(q[14 + 48 + 5]))   // after IPv6 + hop-by-hop
+        #expect(ms <= 40_000 && ms > 39_900, "\(ms)")
+    }
+
+    @Test func responseCodesRoundTrip() {
+        for v: UInt32 in [0, 100, 127, 128, 200, 1000, 31744] {
+            let decoded = IGMPParser.decodeCode8(MulticastQuerier.encode8(v))
+            #expect(decoded <= v && (v < 128 ? decoded == v : v - decoded < v / 16 + 8), "\(v) -> \(decoded)")
+        }
+        for v: UInt32 in [0, 10_000, 32_767, 32_768, 125_000, 8_387_584] {
+            let decoded = MLDParser.decodeCode16(MulticastQuerier.encode16(v))
+            #expect(decoded <= v && (v < 32768 ? decoded == v : v - decoded < v / 4096 + 8), "\(v) -> \(decoded)")
+        }
+    }
+}
