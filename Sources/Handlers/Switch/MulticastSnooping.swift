@@ -252,8 +252,9 @@ struct MulticastForwarder {
         }
     }
 
-    /// Where a multicast frame (destination MAC with the group bit) may go.
-    @inline(__always)
+    /// Where a multicast frame (destination MAC with the group bit) may go. Not inlined: the
+    /// switch's `handle` keeps the code it had for unicast, and this costs one call.
+    @inline(never)
     func decide(_ frame: Frame, vlan: UInt16, context: HandlerContext) -> Decision {
         let prefix = frame.destination.rawValue >> 24
         // 01:00:5e:00-7f (IPv4) or 33:33 (IPv6) MACs only: other multicast is not IP.
