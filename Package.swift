@@ -156,6 +156,7 @@ if Context.environment["TAPBRIDGE_FUZZ"] != nil {
         ("FuzzPcapngReader", ["Capture"]),
         ("FuzzConfig", ["Daemon"]),
         ("FuzzHandlers", ["Frames", "Handlers"]),
+        ("FuzzMulticastSnooping", ["Frames", "Handlers"]),
         ("FuzzFilterRule", ["Frames", "Handlers"]),
         ("FuzzSegmentation", ["Frames", "Datapath"]),
         ("FuzzVhostUserMessage", ["VhostUser"]),

@@ -18,6 +18,7 @@ enum BundledHandlers {
                 if n > c.capacity / 2 { keys.fail("max-static", "\(n) is more than half of capacity (\(c.capacity)): static entries would crowd out learned ones") } else { c.maxStatic = n }
             }
             parseLoopGuardKeys(&keys, into: &c)
+            c.multicastSnooping = parseMulticastSnooping(&keys)
             if let entries = keys.tables("static") {
                 for var e in entries {
                     let mac = e.mac("mac", required: true)
@@ -49,10 +50,29 @@ enum BundledHandlers {
         make: { c, setup in
             LearningSwitch(configuration: .init(
                 agingTime: c.agingSeconds, capacity: c.capacity, maxStatic: c.maxStatic,
-                staticEntries: c.staticEntries.map { .init(mac: $0.mac, vlan: $0.vlan, port: $0.port) }).withGuards(c, setup.bridge))
+                staticEntries: c.staticEntries.map { .init(mac: $0.mac, vlan: $0.vlan, port: $0.port) },
+                multicastSnooping: c.multicastSnooping).withGuards(c, setup.bridge))
         },
         sweep: { sw, now in _ = sw.expire(now: now) },
         reload: { sw, new, old, _ in reloadLearningSwitch(sw, new, old) })
+
+    /// The learning switch's `multicast-*` keys (docs/config.md); nil when snooping is off.
+    static func parseMulticastSnooping(_ keys: inout KeyReader) -> MulticastSnooping.Configuration? {
+        var m = MulticastSnooping.Configuration()
+        let on = keys.bool("multicast-snooping") ?? true
+        if let n = keys.int("multicast-groups", in: 1...65_536) { m.capacity = n }
+        if let b = keys.bool("multicast-fast-leave") { m.fastLeave = b }
+        if let b = keys.bool("multicast-flood-unregistered") { m.floodUnregistered = b }
+        if let n = keys.int("multicast-robustness", in: 1...7) { m.robustness = n }
+        if let s = keys.number("multicast-query-interval", in: 1...3600) { m.queryInterval = s }
+        if let s = keys.number("multicast-query-response-interval", in: 0.1...3175) {
+            if s >= m.queryInterval {
+                keys.fail("multicast-query-response-interval", "\(s) s is not less than multicast-query-interval (\(m.queryInterval) s)")
+            } else { m.queryResponseInterval = s }
+        }
+        if let s = keys.number("multicast-last-member-interval", in: 0.1...25.5) { m.lastMemberInterval = s }
+        return on ? m : nil
+    }
 
     static let filter = HandlerKind(
         name: "filter",

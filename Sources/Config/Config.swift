@@ -115,6 +115,8 @@ public struct LearningSwitchConfig: HandlerSettings, Equatable {
     /// guard keeps a port blocked (`block-seconds`); SwitchGuardKeys.swift.
     public var loopGuard = LearningSwitch.LoopGuardSettings()
     public var blockSeconds: Double = 30
+    /// IGMP/MLD snooping (`multicast-*` keys); nil: `multicast-snooping = false`.
+    public var multicastSnooping: MulticastSnooping.Configuration? = .init()
     public init() {}
 }
 

@@ -117,6 +117,41 @@ public struct FDBEntryInfo: Codable, Equatable, Sendable {
     }
 }
 
+/// `mdb`: the multicast groups snooping bridges learned from IGMP/MLD reports, and their
+/// router ports (like `bridge mdb show`).
+public struct MDBResult: Codable, Equatable, Sendable {
+    public var entries: [MDBEntryInfo]
+    public var routers: [MDBRouterInfo]
+    public init(entries: [MDBEntryInfo], routers: [MDBRouterInfo]) { self.entries = entries; self.routers = routers }
+}
+
+public struct MDBEntryInfo: Codable, Equatable, Sendable {
+    public var bridge: String
+    /// The group address: "239.1.2.3", "ff05::1:3".
+    public var group: String
+    /// 0 on VLAN-unaware bridges.
+    public var vlan: Int
+    /// A port with at least one listener.
+    public var port: String
+    /// Seconds until the membership expires unless a report refreshes it.
+    public var expires: Double
+    public init(bridge: String, group: String, vlan: Int, port: String, expires: Double) {
+        self.bridge = bridge; self.group = group; self.vlan = vlan; self.port = port; self.expires = expires
+    }
+}
+
+public struct MDBRouterInfo: Codable, Equatable, Sendable {
+    public var bridge: String
+    /// A port behind which a querier, PIM or router advertisement was heard.
+    public var port: String
+    /// "ipv4" (IGMP) or "ipv6" (MLD).
+    public var family: String
+    public var expires: Double
+    public init(bridge: String, port: String, family: String, expires: Double) {
+        self.bridge = bridge; self.port = port; self.family = family; self.expires = expires
+    }
+}
+
 /// `filter list`: each filtering bridge's rules as written, with their hits.
 public struct FilterListResult: Codable, Equatable, Sendable {
     public var filters: [FilterInfo]

@@ -121,6 +121,7 @@ extension Daemon {
         registerCaptureCommand(server)   // streaming: CaptureCommand.swift
         registerImpairCommands(server)   // ImpairCommand.swift
         registerSwitchGuardCommands(server)   // fdb.flush, fdb.monitor: SwitchGuardCommands.swift
+        registerMDBCommand(server)       // MDBCommands.swift
     }
 
     // MARK: reads

@@ -129,8 +129,10 @@ public final class Daemon {
         }
     }
 
-    /// Expiry sweeps run a few times per aging period, at most once a second.
+    /// Expiry sweeps run a few times per aging period, at most once a second; every second
+    /// when a bridge snoops multicast (its sweep registers the groups workers saw reported).
     var sweepInterval: Double {
+        if config.bridges.contains(where: { $0.learningSwitch?.multicastSnooping != nil }) { return 1 }
         let aging = config.bridges.compactMap { $0.learningSwitch?.agingSeconds }.min() ?? 300
         return max(1, min(30, aging / 4))
     }

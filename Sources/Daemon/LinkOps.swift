@@ -18,6 +18,9 @@ enum LinkOps {
                             up: true, namespace: target)
         do {
             let info = try LinkManager().create(link)
+            // Every multicast group reaches the switch (and its IGMP/MLD snooping), not only
+            // the groups in the macvtap's own filter (LinkMulticast.swift).
+            try LinkManager(namespace: target).setAllMulticast(name: name, true)
             if !spec.sourceMACs.isEmpty {
                 try LinkManager(namespace: target).sourceMACs(name: name, .set(spec.sourceMACs))
             }

@@ -51,8 +51,8 @@ public struct HandlerCounters {
 
 public enum MetricsExporter {
     /// Handler counters that are levels, not totals.
-    static let handlerGauges: Set<String> = ["fdb_entries", "fdb_capacity", "filter_generation", "filter_rule_last_hit_ns",
-                                                   "stp_is_root", "stp_port_state", "guard_blocked_ports"]
+    static let handlerGauges: Set<String> = ["fdb_entries", "fdb_capacity", "mdb_entries", "mdb_capacity", "filter_generation", "filter_rule_last_hit_ns",
+                                             "stp_is_root", "stp_port_state", "guard_blocked_ports"]
 
     static let portCounters: [(String, String, KeyPath<PortStatistics, UInt64>)] = [
         ("tapbridge_port_rx_frames_total", "Frames received on the port.", \.rxFrames),

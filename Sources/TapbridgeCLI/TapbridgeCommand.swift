@@ -19,6 +19,7 @@ public struct TapbridgeCommand: ParsableCommand {
               tapbridge stats [PORT] [--json]      frames, bytes, drops by reason
               tapbridge top [--once]               live frames/s, bits/s, drops
               tapbridge fdb [BRIDGE]               learned and static MACs; fdb add|del
+              tapbridge mdb [BRIDGE] [--json]      multicast groups (IGMP/MLD snooping), router ports
               tapbridge port add|del NAME ...      attach/detach a port at run time
               tapbridge filter list|replace        live filter rules
               tapbridge capture PORT -w - | tcpdump -n -r -    frames to pcapng/pcap
@@ -26,7 +27,7 @@ public struct TapbridgeCommand: ParsableCommand {
             The protocol (JSON lines) is in docs/control-api.md.
             """,
         subcommands: [LinkCommand.self, RunCommand.self, DemoCommand.self, PortsCommand.self, StatsCommand.self, TopCommand.self,
-                      FDBCommand.self, SpanningTreeCommand.self, PortCommand.self, FilterCommand.self, ImpairCommand.self, CaptureCommand.self, ConfigCommand.self]
+                      FDBCommand.self, MDBCommand.self, SpanningTreeCommand.self, PortCommand.self, FilterCommand.self, ImpairCommand.self, CaptureCommand.self, ConfigCommand.self]
     )
 
     /// Exit status: 0 success, 1 operational error (message on stderr), 2 usage error.

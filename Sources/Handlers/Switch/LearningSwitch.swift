@@ -26,8 +26,12 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
         public var portPolicies: [String: PortPolicy] = [:]
         public var loopGuard = LoopGuardSettings()
         public var blockSeconds: Double = 30
-        public init(agingTime: Double = 300, capacity: Int = 8192, maxStatic: Int? = nil, staticEntries: [StaticEntry] = []) {
+        /// IGMP/MLD snooping (MulticastSnooping.swift); nil: multicast floods like broadcast.
+        public var multicastSnooping: MulticastSnooping.Configuration? = .init()
+        public init(agingTime: Double = 300, capacity: Int = 8192, maxStatic: Int? = nil, staticEntries: [StaticEntry] = [],
+                    multicastSnooping: MulticastSnooping.Configuration? = .init()) {
             self.agingTime = agingTime; self.capacity = capacity; self.maxStatic = maxStatic; self.staticEntries = staticEntries
+            self.multicastSnooping = multicastSnooping
         }
         /// The static entry bound in force.
         public var staticLimit: Int { max(0, maxStatic ?? capacity / 8) }
@@ -65,6 +69,9 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
     public let spanningTree: SpanningTreeController
     let guards = PortGuardState()
     let guardControl: PortGuardControl
+    /// The multicast database, if snooping is on; `multicast` is its datapath half.
+    public let snooping: MulticastSnooping?
+    let multicast: MulticastForwarder?
 
     public init(configuration: Configuration = .init()) {
         self.configuration = configuration
@@ -73,6 +80,8 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
         ports = SnapshotPublisher(SwitchPorts(.empty))
         spanningTree = SpanningTreeController(gate: stpGate, fdb: fdb)
         guardControl = PortGuardControl(configuration)
+        snooping = configuration.multicastSnooping.map { MulticastSnooping(configuration: $0) }
+        multicast = snooping?.forwarder
     }
 
     // MARK: hot path
@@ -147,6 +156,13 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
                 return .forward(out)
             }
             var set = sp.vlanMembers[Int(vlan)].intersection(stpForwarding)
+            if dst.isMulticast, let m = multicast {
+                switch m.decide(frame, vlan: vlan, context: context) {
+                case .unchanged: break
+                case .restrict(let s): set = set.intersection(s)
+                case .drop: return c.drop(.malformed)
+                }
+            }
             if !sp.hairpin.contains(ingress) { set.remove(ingress) }
             if ingressIsolated { set = set.subtracting(sp.isolated.subtracting(PortSet([ingress]))) }
             if g.active, let v = guardFlood(&set, frame, g, context) { return v }
@@ -163,6 +179,7 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
         ports.publish(snapshot)
         spanningTree.portsChanged(table, nowMs: MonotonicClock.nanoseconds() / 1_000_000)
         for p in guards.blocked where !snapshot.members.contains(p) { unblock(p) }
+        snooping?.portsChanged(snapshot.members)
         _ = fdb.flush(notIn: snapshot.members)
         // (Re)install static entries for ports that are present.
         _ = fdb.removeAllStatic()
@@ -213,6 +230,7 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
             events.record(FDBEvent(kind: .aged, mac: e.mac, vlan: e.vlan, port: e.port, milliseconds: ms))
         } : nil)
         counters_.slot(0).add(.aged, UInt64(n))
+        snooping?.maintain(now: now)
         return n
     }
 
@@ -221,6 +239,6 @@ public final class LearningSwitch: FrameHandler, @unchecked Sendable {
 
     public func counters() -> [HandlerCounter] {
         [HandlerCounter("fdb_entries", UInt64(fdb.count)), HandlerCounter("fdb_capacity", UInt64(fdb.capacity))]
-            + counters_.totals() + spanningTree.counters() + guardCounters()
+            + counters_.totals() + spanningTree.counters() + guardCounters() + (snooping?.counters() ?? [])
     }
 }

@@ -1,4 +1,5 @@
-// Handler pipeline costs per frame: the learning switch, a 20-rule filter in front of it, FDB
+// Handler pipeline costs per frame: the learning switch (known unicast; multicast to a group
+// IGMP snooping registered), a 20-rule filter in front of it, FDB
 // learn/lookup at 8192 entries, a VM attachment's source guard (MAC + IPv4 source check), the
 // capture tap and the egress VLAN decision; the learning switch again with the spanning tree
 // on. Every benchmark asserts 0 mallocs per frame.
@@ -114,6 +115,37 @@ let benchmarks: @Sendable () -> Void = {
 
     Benchmark("LearningSwitch unicast, guards on (loop guard, MAC limit, storm control)", configuration: config) { benchmark in
         measurePipeline(benchmark, HandlerPipeline([learnedSwitch(guards: true)]))
+    }
+
+    Benchmark("LearningSwitch multicast, registered group (snooping)", configuration: config) { benchmark in
+        // Port 1 reported 239.1.2.3 (an IGMPv2 report through the switch, then the sweep that
+        // registers it); port 0 sends UDP to the group: parse, table lookup, member set.
+        let sw = learnedSwitch()
+        let report = Frames(src: b, dst: MACAddress("01:00:5e:01:02:03")!)
+        let igmp: [UInt8] = [0x45, 0xC0, 0, 28, 0, 0, 0, 0, 1, 2, 0, 0, 198, 18, 0, 2, 239, 1, 2, 3,
+                             0x16, 0, 0, 0, 239, 1, 2, 3]
+        for (i, byte) in igmp.enumerated() { report.buf[14 + i] = byte }
+        func fold(_ r: Range<Int>) -> UInt16 {
+            var sum: UInt32 = 0
+            for i in stride(from: r.lowerBound, to: r.upperBound, by: 2) { sum += UInt32(report.buf[i]) << 8 | UInt32(report.buf[i + 1]) }
+            while sum >> 16 != 0 { sum = (sum & 0xFFFF) + (sum >> 16) }
+            return ~UInt16(sum)
+        }
+        let ipSum = fold(14..<34); report.buf[24] = UInt8(ipSum >> 8); report.buf[25] = UInt8(ipSum & 0xFF)
+        let igmpSum = fold(34..<42); report.buf[36] = UInt8(igmpSum >> 8); report.buf[37] = UInt8(igmpSum & 0xFF)
+        var r = Frame(bytes: report.frame, ingress: PortID(1))
+        _ = sw.handle(&r, context: .init(now: 1))
+        sw.expire(now: 1)
+        let data = Frames(src: a, dst: MACAddress("01:00:5e:01:02:03")!)
+        data.buf[30] = 239; data.buf[31] = 1; data.buf[32] = 2; data.buf[33] = 3
+        let p = HandlerPipeline([sw])
+        var now: UInt64 = 2
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations {
+            var fr = Frame(bytes: data.frame, ingress: PortID(0))
+            now &+= 100
+            blackHole(p.run(&fr, context: .init(now: now)))
+        }
     }
 
     Benchmark("Filter 20 rules + LearningSwitch", configuration: config) { benchmark in
