@@ -136,7 +136,7 @@ let package = Package(
         .testTarget(name: "HandlersTests", dependencies: ["Handlers", "TapbridgeTesting"]),
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "Datapath", "PacketFilter", "TestSupport"]),
         .testTarget(name: "VMBackendTests", dependencies: ["VMBackend", "Handlers", "UnixSocketFiles", "SystemCalls", "VhostUser", "TestSupport"]),
-        .testTarget(name: "ConfigTests", dependencies: ["Config", "Frames", "CTapbridgeShim"]),
+        .testTarget(name: "ConfigTests", dependencies: ["Config", "Frames"]),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Config", "Control", "MetricsEndpoint", "TestSupport"]),
         .testTarget(name: "MetricsEndpointTests", dependencies: ["MetricsEndpoint"]),
         .testTarget(name: "ControlTests", dependencies: ["Control", "TestSupport", .product(name: "SystemPackage", package: "swift-system")]),

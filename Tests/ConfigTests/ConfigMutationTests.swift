@@ -3,7 +3,6 @@
 // issues naming the file; nothing crashes or hangs.
 import Foundation
 import Testing
-import CTapbridgeShim
 @testable import Config
 
 /// SplitMix64: reproducible mutations from a seed.
@@ -87,27 +86,5 @@ struct SeededGenerator: RandomNumberGenerator {
             """)
         #expect(!out.contains { $0.contains("table header") }, "\(out)")
         #expect(issues("x = [\n[1, 2],\n[#\n]\n").allSatisfy { !$0.contains("table header") })
-    }
-}
-
-/// Regression from tools/soak: TOMLKit 0.6 never frees a parsed table, so every SIGHUP kept the
-/// whole parse tree. The parser now empties the tree when done. What is still lost is TOMLKit's
-/// per-value garbage (each string or number read is a malloc'd copy it never frees), which no
-/// public API avoids: measured 5,856 bytes a parse of this file before, 1,456 after.
-@Suite struct TOMLLibraryMemory {
-    @Test func parsingTheSameFileRepeatedlyKeepsOnlyTOMLKitsPerValueGarbage() throws {
-        let path = ConfigParsing.examples.appendingPathComponent("two-hosts.toml").path
-        let text = try String(contentsOfFile: path, encoding: .utf8)
-        _ = try ConfigParser.parse(text, file: path)   // warm: first-use allocations
-        // Other suites run concurrently in this process and allocate too: the least growth of
-        // five rounds is the one least disturbed (a leak shows in every round).
-        let runs = 400
-        var perParse = Int.max
-        for _ in 0..<5 {
-            let before = tb_malloc_bytes_in_use()
-            for _ in 0..<runs { _ = try ConfigParser.parse(text, file: path) }
-            perParse = min(perParse, (Int(tb_malloc_bytes_in_use()) - Int(before)) / runs)
-        }
-        #expect(perParse < 3_500, "\(perParse) bytes still allocated per parse (least of five rounds of \(runs))")
     }
 }
