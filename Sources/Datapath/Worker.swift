@@ -115,6 +115,10 @@ final class Worker: @unchecked Sendable {
     var freeGuestChain: Int32 = 0
     let virtqueuePendingList: UnsafeMutablePointer<Int16>
     var virtqueuePendingCount = 0
+    /// Virtqueue ports whose transmit ring the loop polls (see `pollVirtqueues`); while there
+    /// are any, the loop does not block in io_uring_enter.
+    let virtqueuePollList: UnsafeMutablePointer<Int16>
+    var virtqueuePollCount = 0
 
     init(index: Int, engine: Engine, configuration: EngineConfiguration) throws {
         self.index = index; self.engine = engine; cfg = configuration
@@ -146,6 +150,7 @@ final class Worker: @unchecked Sendable {
         guestChainNext = .allocate(capacity: Worker.guestChainCount)
         for i in 0..<Worker.guestChainCount { guestChainNext[i] = i + 1 < Worker.guestChainCount ? Int32(i + 1) : -1 }
         virtqueuePendingList = .allocate(capacity: Worker.maxPorts)
+        virtqueuePollList = .allocate(capacity: Worker.maxPorts)
         virtqueueChain = .allocate(capacity: 1)
         virtqueueChain.initialize(to: DescriptorChain())
         slotCount = max(64, configuration.transmitSlotsPerWorker)
@@ -180,7 +185,7 @@ final class Worker: @unchecked Sendable {
         bridges.deallocate(); ports.deallocate(); scratch.deallocate(); iov.deallocate()
         slots.deallocate(); refcount.deallocate(); streamFree.deallocate(); streamSlab.deallocate()
         eventValue.deallocate(); stats.deallocate(); wakePending.deallocate(); vlanAllowed.deallocate()
-        guestChains.deallocate(); guestChainNext.deallocate(); virtqueuePendingList.deallocate()
+        guestChains.deallocate(); guestChainNext.deallocate(); virtqueuePendingList.deallocate(); virtqueuePollList.deallocate()
         virtqueueChain.pointee.deallocate(); virtqueueChain.deallocate()
         outboundRings.deallocate()
         if eventFD >= 0 { close(eventFD) }
@@ -255,7 +260,8 @@ final class Worker: @unchecked Sendable {
     private func loop() {
         var failures = 0
         while !stopping {
-            let r = ring.submitAndWait(1)
+            // A polled virtqueue: submit and collect completions without sleeping.
+            let r = virtqueuePollCount > 0 ? ring.submitAndGetEvents() : ring.submitAndWait(1)
             if r > 0 { stats.add(WorkerCounter.submitCalls, 1); stats.add(WorkerCounter.submittedSQEs, UInt64(r)) }
             if r < 0 && r != -EINTR && r != -ETIME && r != -EAGAIN && r != -EBUSY {
                 // A ring that keeps refusing would spin this thread: give up loudly instead.
@@ -292,6 +298,7 @@ final class Worker: @unchecked Sendable {
             buffers.publish()
             if starvedCount > 0 { rearmStarved() }
             if anyWakePending { wakeOwners() }
+            if virtqueuePollCount > 0 { pollVirtqueues() }
             if virtqueuePendingCount > 0 { flushVirtqueues() }
             if controlPending { processCommands() }
         }
