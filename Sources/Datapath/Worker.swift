@@ -298,7 +298,13 @@ final class Worker: @unchecked Sendable {
             buffers.publish()
             if starvedCount > 0 { rearmStarved() }
             if anyWakePending { wakeOwners() }
-            if virtqueuePollCount > 0 { pollVirtqueues() }
+            if virtqueuePollCount > 0 {
+                // Nothing came back this pass: let whatever else wants this core run first (the
+                // kernel finishing the frames we wrote, ksoftirqd, the other side) — polling must
+                // not starve the work it waits for.
+                if total == 0 { sched_yield() }
+                pollVirtqueues()
+            }
             if virtqueuePendingCount > 0 { flushVirtqueues() }
             if controlPending { processCommands() }
         }
