@@ -9,8 +9,15 @@
 // into a stream buffer and their chain returned at once — and frames for the guest copied from
 // the transmit slot's iovecs (vnet header, tag, frame) into its receive buffers (no writev: the
 // copy is the write). Used rings are published and call eventfds written once per batch
-// (`flushVirtqueues`), honouring EVENT_IDX / NO_INTERRUPT. A ring the guest broke stops the
-// port (`fail`, EPROTO) with the reason in the pair for the port to report; nothing crashes.
+// (`flushVirtqueues`), honouring EVENT_IDX / NO_INTERRUPT. Kicks are the slow part of a busy
+// ring (an eventfd write per burst on the front-end's side, a wake-up on ours): a drain that
+// found frames turns them off (NO_NOTIFY; with EVENT_IDX avail_event is left behind) and the
+// worker loop polls the ring instead (`pollVirtqueues`, without blocking in io_uring_enter)
+// until it has stayed empty for `virtqueuePollWindow`; then kicks go back on and the ring is
+// checked once more (a frame made available in between is taken, not left waiting for a kick
+// that will not come). An idle ring costs nothing: no frames, no polling past the window.
+// A ring the guest broke stops the port (`fail`, EPROTO) with the reason in the pair for the
+// port to report; nothing crashes.
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -33,6 +40,10 @@ extension Worker {
     static let virtqueueBudget = 256
     /// Guest chains out being written at once per worker (beyond: the copy path).
     static let guestChainCount = 1024
+    /// How long a transmit ring that has gone empty is still polled before kicks are asked for
+    /// again (ns). A front-end that refills the ring as soon as used entries come back (a guest
+    /// or testpmd sending a stream) does so within microseconds; past this the ring is idle.
+    static let virtqueuePollWindow: UInt64 = 50_000
 
     /// First buffer id of the guest-chain range (after ring and stream buffers).
     @inline(__always) var guestChainBase: Int { ringCount + streamCount }
@@ -41,6 +52,11 @@ extension Worker {
         ports[lp].virtqueues = pair
         // Writes are synchronous copies: never queued behind one in flight.
         ports[lp].txMaxInflight = Int32.max
+        // Start by polling: frames the guest made available before the port (re)connected are
+        // taken without waiting for a kick, and when the window ends kicks are (re)enabled
+        // whatever flags an earlier run of the ring left in the used ring.
+        ports[lp].virtqueueIdleSince = context.now
+        startPolling(lp)
         return false
     }
 
@@ -57,6 +73,12 @@ extension Worker {
             }
         }
         publishVirtqueues(lp)
+        if p.pointee.virtqueuePolling {
+            // The ring may run again later (the front-end stopped it, not the guest): leave it
+            // asking for kicks, or the guest would wait for a poll that no longer comes.
+            if pair.pointee.transmit != nil { _ = try? pair.pointee.transmit!.enableKicks() }
+            p.pointee.virtqueuePolling = false
+        }
         p.pointee.virtqueues = nil
         p.pointee.virtqueuePending = false
     }
@@ -83,13 +105,17 @@ extension Worker {
         if !p.pointee.readArmed && p.pointee.state == LocalPortState.active { armRead(lp) }
     }
 
-    /// Takes up to `virtqueueBudget` frames from the guest's transmit ring.
+    /// Takes up to `virtqueueBudget` frames from the guest's transmit ring. Called on a kick
+    /// and, while the port polls, once per worker loop. Frames taken (or the budget used up):
+    /// kicks stay off and the port keeps polling. Nothing taken: once the ring has been empty
+    /// for `virtqueuePollWindow`, kicks go back on and the ring is checked again.
     func drainTransmit(_ lp: Int) {
         let p = ports + lp
         guard let pair = p.pointee.virtqueues, pair.pointee.transmit != nil else { return }
         let hs = Int(p.pointee.vnetHeaderSize)
         var taken = 0
         do {
+            if !p.pointee.virtqueuePolling { pair.pointee.transmit!.disableKicks() }
             while true {
                 while taken < Worker.virtqueueBudget,
                       let f = try pair.pointee.transmit!.nextTransmit(headerSize: hs, chain: &virtqueueChain.pointee) {
@@ -97,20 +123,60 @@ extension Worker {
                     taken += 1
                     guard p.pointee.state == LocalPortState.active else { return }
                 }
-                if taken >= Worker.virtqueueBudget {
-                    // More may wait: kick ourselves so the poll fires again after other work.
-                    var one: UInt64 = 1
-                    _ = write(p.pointee.fd, &one, 8)
+                if taken > 0 {
+                    // Busy: look again next loop (after the writes of these frames went out).
+                    p.pointee.virtqueueIdleSince = context.now
+                    startPolling(lp)
                     break
                 }
-                // Ask for kicks again; if frames arrived meanwhile, keep going.
-                if try !pair.pointee.transmit!.enableKicks() { break }
+                if p.pointee.virtqueuePolling && context.now &- p.pointee.virtqueueIdleSince < Worker.virtqueuePollWindow { break }
+                // Idle: ask for kicks again; if frames arrived meanwhile, keep going.
+                if try !pair.pointee.transmit!.enableKicks() {
+                    p.pointee.virtqueuePolling = false
+                    break
+                }
+                pair.pointee.transmit!.disableKicks()
             }
         } catch {
             virtqueueBroken(lp, error)
             return
         }
         if taken > 0 { markVirtqueuePending(lp) }
+    }
+
+    /// The port's transmit ring is polled from the worker loop (kicks off) until it idles.
+    @inline(__always)
+    func startPolling(_ lp: Int) {
+        let p = ports + lp
+        p.pointee.virtqueuePolling = true
+        guard !p.pointee.virtqueueInPollList else { return }
+        p.pointee.virtqueueInPollList = true
+        virtqueuePollList[virtqueuePollCount] = Int16(lp)
+        virtqueuePollCount += 1
+    }
+
+    /// Once per worker loop while any port polls: drains each polling ring; ports that went
+    /// back to kicks (or down) leave the list.
+    func pollVirtqueues() {
+        var k = 0
+        while k < virtqueuePollCount {
+            let lp = Int(virtqueuePollList[k])
+            let p = ports + lp
+            if p.pointee.virtqueuePolling {
+                if p.pointee.state == LocalPortState.active && p.pointee.virtqueues != nil {
+                    drainTransmit(lp)
+                } else {
+                    p.pointee.virtqueuePolling = false
+                }
+            }
+            if p.pointee.virtqueuePolling {
+                k += 1
+            } else {
+                p.pointee.virtqueueInPollList = false
+                virtqueuePollCount -= 1
+                virtqueuePollList[k] = virtqueuePollList[virtqueuePollCount]
+            }
+        }
     }
 
     /// One frame the guest transmitted: through the pipeline from guest memory when its header

@@ -119,6 +119,10 @@ final class Worker: @unchecked Sendable {
     var freeGuestChain: Int32 = 0
     let virtqueuePendingList: UnsafeMutablePointer<Int16>
     var virtqueuePendingCount = 0
+    /// Virtqueue ports whose transmit ring the loop polls (see `pollVirtqueues`); while there
+    /// are any, the loop does not block in io_uring_enter.
+    let virtqueuePollList: UnsafeMutablePointer<Int16>
+    var virtqueuePollCount = 0
 
     /// Frames a handler asked to hold (WorkerHold.swift); by pointer, like `virtqueueChain`.
     let hold: UnsafeMutablePointer<HoldQueue>
@@ -153,6 +157,7 @@ final class Worker: @unchecked Sendable {
         guestChainNext = .allocate(capacity: Worker.guestChainCount)
         for i in 0..<Worker.guestChainCount { guestChainNext[i] = i + 1 < Worker.guestChainCount ? Int32(i + 1) : -1 }
         virtqueuePendingList = .allocate(capacity: Worker.maxPorts)
+        virtqueuePollList = .allocate(capacity: Worker.maxPorts)
         virtqueueChain = .allocate(capacity: 1)
         virtqueueChain.initialize(to: DescriptorChain())
         slotCount = max(64, configuration.transmitSlotsPerWorker)
@@ -190,7 +195,7 @@ final class Worker: @unchecked Sendable {
         bridges.deallocate(); ports.deallocate(); scratch.deallocate(); iov.deallocate()
         slots.deallocate(); refcount.deallocate(); streamFree.deallocate(); streamSlab.deallocate()
         eventValue.deallocate(); stats.deallocate(); wakePending.deallocate(); vlanAllowed.deallocate()
-        guestChains.deallocate(); guestChainNext.deallocate(); virtqueuePendingList.deallocate()
+        guestChains.deallocate(); guestChainNext.deallocate(); virtqueuePendingList.deallocate(); virtqueuePollList.deallocate()
         virtqueueChain.pointee.deallocate(); virtqueueChain.deallocate()
         outboundRings.deallocate()
         hold.pointee.deallocate(); hold.deallocate()
@@ -267,7 +272,11 @@ final class Worker: @unchecked Sendable {
         var failures = 0
         while !stopping {
             let r: Int32
-            if let wait = holdTimeout() {
+            if virtqueuePollCount > 0 {
+                // A polled virtqueue: submit and collect completions without sleeping (held
+                // frames are released on each pass below, so they need no timed wait).
+                r = ring.submitAndGetEvents()
+            } else if let wait = holdTimeout() {
                 // Something is held: sleep until the earliest is due at the latest (the timed
                 // wait does not report how many SQEs it submitted: what was pending went).
                 if wait > 0 {
@@ -317,6 +326,13 @@ final class Worker: @unchecked Sendable {
             buffers.publish()
             if starvedCount > 0 { rearmStarved() }
             if anyWakePending { wakeOwners() }
+            if virtqueuePollCount > 0 {
+                // Nothing came back this pass: let whatever else wants this core run first (the
+                // kernel finishing the frames we wrote, ksoftirqd, the other side) — polling must
+                // not starve the work it waits for.
+                if total == 0 { sched_yield() }
+                pollVirtqueues()
+            }
             if virtqueuePendingCount > 0 { flushVirtqueues() }
             if controlPending { processCommands() }
         }

@@ -133,6 +133,13 @@ struct LocalPort {
     /// between addPort and detach), and whether its used rings have entries to publish.
     var virtqueues: UnsafeMutablePointer<VirtioNetQueuePair>? = nil
     var virtqueuePending = false
+    /// Virtqueue ports only: the transmit ring is polled each worker loop (kicks off) since a
+    /// drain found frames; `virtqueueIdleSince` is when it last did (ns). `virtqueueInPollList`:
+    /// the slot is in `Worker.virtqueuePollList` (it leaves the list lazily, so a port that
+    /// stops and starts polling again is never listed twice).
+    var virtqueuePolling = false
+    var virtqueueInPollList = false
+    var virtqueueIdleSince: UInt64 = 0
     /// Capture: CaptureDirection bits (0: not captured; the only thing the hot path reads when
     /// no capture runs), the pcapng interface index, and the session's tap for this worker
     /// (unretained: the session keeps it alive until every worker has dropped it).

@@ -144,6 +144,13 @@ public final class Ring {
         return io_uring_submit_and_wait_timeout(raw, &cqe, waitFor, &ts, nil)
     }
 
+    /// Submits queued SQEs and collects completions the kernel holds back for this thread
+    /// (DEFER_TASKRUN), without waiting (one io_uring_enter). For a loop that polls.
+    @discardableResult
+    public func submitAndGetEvents() -> Int32 {
+        io_uring_submit_and_get_events(raw)
+    }
+
     /// Calls `body` for each ready completion (up to `limit`, at most 256 per call) and marks
     /// them seen. Returns how many there were.
     @inlinable

@@ -7,9 +7,12 @@
 // of the transmit kick eventfd, `virtqueues` the pair); when the front-end stops a ring
 // (GET_VRING_BASE), resets or goes, the port disconnects first, so the worker lets go of the
 // rings before their position is answered or the memory unmapped. Frames never pass here.
+// Its own descriptors (the listening socket, the wake-up pipe) are OwnedDescriptors: each is
+// closed once, when the port lets go of it.
 import Datapath
 import Frames
 import Glibc
+import SystemCalls
 import UnixSocketFiles
 import VhostUser
 import VirtioNet
@@ -49,9 +52,14 @@ public final class VhostUserPort: Port, VhostUserQueueHost, @unchecked Sendable 
     private var id: PortID?
     private var thread: pthread_t?
     private var stopping = false
-    private var wake: (Int32, Int32) = (-1, -1)
+    /// The wake-up pipe `stop` writes to (the protocol thread polls its read end).
+    private var wakeRead: OwnedDescriptor?
+    private var wakeWrite: OwnedDescriptor?
     private var connection: VhostUserConnection?
+    /// Server mode: the listening socket (owned; its number is `listenFD` while it lives).
+    private var listener: OwnedDescriptor?
     private var listenFD: Int32 = -1
+    private var wakeFD: Int32 = -1, wakeWriteFD: Int32 = -1
     private let log: @Sendable (String) -> Void
 
     public init(name: String, path: String, mode: Mode = .server, access: SocketFileAccess = SocketFileAccess(),
@@ -110,19 +118,25 @@ public final class VhostUserPort: Port, VhostUserQueueHost, @unchecked Sendable 
     /// Starts serving: binds (server) or connects (client) and re-attaches in `engine` as the
     /// front-end sets up its rings. `id` is the port's id in `bridge` (from `attach`).
     public func start(engine: Engine, id: PortID, bridge: Bridge) throws {
-        var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { throw UnixSocketError("create a wake-up pipe for", path, errno: errno) }
-        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC); _ = fcntl(fd, F_SETFL, O_NONBLOCK) }
+        let pipe: PipeEnds
+        do { pipe = try Syscall.pipe(nonblocking: true) } catch {
+            throw UnixSocketError("create a wake-up pipe for", path, errno: error.errno)
+        }
+        // (On a throw below, `pipe`'s ends close as it goes out of scope.)
+        var listening: OwnedDescriptor?
         if mode == .server {
-            do { listenFD = try UnixSocketFile.listenStream(at: path, access: access).release() } catch {
-                close(fds[0]); close(fds[1]); throw error
-            }
+            listening = try UnixSocketFile.listenStream(at: path, access: access)
             // A front-end that does not retry (QEMU 7.2, testpmd) may connect from here on.
             log("vhost-user port '\(name)': listening on \(path)")
         }
+        let readFD = pipe.readEnd.rawValue, writeFD = pipe.writeEnd.rawValue
+        var readEnd: OwnedDescriptor? = pipe.readEnd, writeEnd: OwnedDescriptor? = pipe.writeEnd
+        let listeningFD = listening?.rawValue ?? -1
         lock.withLock {
             self.engine = engine; self.id = id; self.bridge = bridge
-            wake = (fds[0], fds[1]); stopping = false; status.running = true
+            wakeRead = readEnd.take(); wakeWrite = writeEnd.take(); wakeFD = readFD; wakeWriteFD = writeFD
+            listener = listening.take(); listenFD = listeningFD
+            stopping = false; status.running = true
         }
         let box = Unmanaged.passRetained(self)
         var t = pthread_t()
@@ -140,13 +154,14 @@ public final class VhostUserPort: Port, VhostUserQueueHost, @unchecked Sendable 
             stopping = true
             connection?.shutdown()
             defer { thread = nil }
-            return (thread, wake.1)
+            return (thread, wakeWriteFD)
         }
         if w >= 0 { var b: UInt8 = 1; _ = write(w, &b, 1) }
         if let t { pthread_join(t, nil) }
         lock.withLock {
-            if wake.0 >= 0 { close(wake.0); close(wake.1); wake = (-1, -1) }
-            if listenFD >= 0 { close(listenFD); listenFD = -1; unlink(path) }
+            // Each closes here, once (the protocol thread has ended; nothing polls them).
+            wakeRead = nil; wakeWrite = nil; wakeFD = -1; wakeWriteFD = -1
+            if listenFD >= 0 { listener = nil; listenFD = -1; unlink(path) }
             status.running = false
         }
     }
@@ -155,7 +170,7 @@ public final class VhostUserPort: Port, VhostUserQueueHost, @unchecked Sendable 
 
     /// Waits up to `ms` for `fd` to be readable or the wake-up pipe; false when stopping.
     private func wait(_ fd: Int32, _ ms: Int32) -> Bool {
-        var p = [pollfd(fd: lock.withLock { wake.0 }, events: Int16(POLLIN), revents: 0),
+        var p = [pollfd(fd: lock.withLock { wakeFD }, events: Int16(POLLIN), revents: 0),
                  pollfd(fd: fd, events: Int16(POLLIN), revents: 0)]
         _ = poll(&p, fd >= 0 ? 2 : 1, ms)
         return !isStopping

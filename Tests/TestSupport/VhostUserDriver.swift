@@ -164,9 +164,10 @@ public final class SocketFrontend {
 
     public static func u64(_ b: [UInt8]) -> UInt64 { b.count == 8 ? b.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) } : .max }
 
-    /// GET/SET_FEATURES (all offered), protocol features (REPLY_ACK), SET_OWNER; returns the features.
-    public func negotiate() throws -> UInt64 {
-        let offered = Self.u64(try request(.getFeatures))
+    /// GET/SET_FEATURES (all offered but `dropping`), protocol features (REPLY_ACK), SET_OWNER;
+    /// returns the features set.
+    public func negotiate(dropping: UInt64 = 0) throws -> UInt64 {
+        let offered = Self.u64(try request(.getFeatures)) & ~dropping
         _ = try request(.getProtocolFeatures)
         try request(.setProtocolFeatures, VhostUserEncoder.u64(1 << 3))
         acked = 1 << 3
