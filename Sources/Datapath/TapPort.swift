@@ -91,12 +91,24 @@ public final class TapPort: Port, @unchecked Sendable {
 }
 
 /// A tap a VMM attaches to, bridged through the passthru macvtap on top of it.
-public final class TapAttachmentPort: Port, @unchecked Sendable {
-    /// The tap's name (what the VMM is given).
+public final class TapAttachmentPort: StackedMacvtapPort, @unchecked Sendable {
+    /// `device`: the macvtap on tap `tap` (read its numbers with `MacvtapDevice(name:)` or over
+    /// rtnetlink in the tap's namespace).
+    public init(tap: String, macvtap device: MacvtapDevice, settings: PortSettings = PortSettings(),
+                offloads: VirtioNetOffloads = .all) {
+        super.init(name: tap, kind: "tap", macvtap: device, settings: settings, offloads: offloads)
+    }
+}
+
+/// A device tapbridge does not read itself (a VMM's tap, a VXLAN device), read through the
+/// passthru macvtap whose lower device it is: a MacvtapPort under the device's name and kind.
+/// The kinds are its subclasses (TapAttachmentPort here, VxlanPort).
+public class StackedMacvtapPort: Port, @unchecked Sendable {
+    /// The lower device's name (what the VMM or the user knows).
     public let name: String
+    public let kind: String
     /// The passthru macvtap tapbridge reads.
     public let macvtap: MacvtapPort
-    public var kind: String { "tap" }
     public var settings: PortSettings { macvtap.settings }
     public var framing: Framing { .datagram }
     public var vnetHeaderSize: Int { macvtap.vnetHeaderSize }
@@ -104,11 +116,8 @@ public final class TapAttachmentPort: Port, @unchecked Sendable {
     public var transmitOffloads: VirtioNetOffloads { macvtap.transmitOffloads }
     public var isMultiQueue: Bool { true }
 
-    /// `device`: the macvtap on tap `tap` (read its numbers with `MacvtapDevice(name:)` or over
-    /// rtnetlink in the tap's namespace).
-    public init(tap: String, macvtap device: MacvtapDevice, settings: PortSettings = PortSettings(),
-                offloads: VirtioNetOffloads = .all) {
-        name = tap
+    init(name: String, kind: String, macvtap device: MacvtapDevice, settings: PortSettings, offloads: VirtioNetOffloads) {
+        self.name = name; self.kind = kind
         macvtap = MacvtapPort(device: device, settings: settings, vnetHeader: true, offloads: offloads)
     }
 
