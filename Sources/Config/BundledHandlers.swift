@@ -71,6 +71,14 @@ enum BundledHandlers {
             } else { m.queryResponseInterval = s }
         }
         if let s = keys.number("multicast-last-member-interval", in: 0.1...25.5) { m.lastMemberInterval = s }
+        if let b = keys.bool("multicast-querier") { m.querier = b }
+        if let text = keys.string("multicast-querier-address") {
+            let parts = text.split(separator: ".", omittingEmptySubsequences: false).map { UInt8($0) }
+            if parts.count == 4, parts.allSatisfy({ $0 != nil }) {
+                let a = parts.reduce(UInt32(0)) { $0 << 8 | UInt32($1!) }
+                if a >> 28 >= 0xE { keys.fail("multicast-querier-address", "\(text) is not a unicast IPv4 address") } else { m.querierAddress = a }
+            } else { keys.fail("multicast-querier-address", "'\(text)' is not an IPv4 address (like 198.18.0.1)") }
+        }
         return on ? m : nil
     }
 

@@ -75,6 +75,7 @@ public final class Daemon {
         self.engine = engine
         try engine.start()
         engine.spanningTrees.start(config, binding: engine, logger: logger)
+        engine.multicastQueriers.start(config, binding: engine, logger: logger)
         try startMetrics()
         monitor = try LinkWatcher(ports: config.allPorts.filter { $0.port.hasLink }.map { ($0.port.name, $0.port.netns) },
                                   logger: logger)
@@ -111,6 +112,7 @@ public final class Daemon {
             }
             for event in monitor?.drain() ?? [] { handle(event) }
             engine.spanningTrees.poll(engine: engine.engine, logger: logger)
+            engine.multicastQueriers.poll(engine: engine.engine, logger: logger)
             publishVMPortCounters()
             sweepSwitchGuards()
             serviceTick()

@@ -36,6 +36,8 @@ final class EngineBinding {
     private var vhostUserPorts: [String: (port: VhostUserPort, id: PortID, bridge: Bridge)] = [:]
     /// Bridges running a spanning tree (SpanningTreeDriver.swift).
     let spanningTrees = SpanningTreeDriver()
+    /// Bridges whose snooping sends general queries (MulticastQuerierDriver.swift).
+    let multicastQueriers = MulticastQuerierDriver()
     /// Bridges whose configuration turns the spanning tree on: their port links get all-multicast.
     private var spanningTreeBridges: Set<String> = []
 

@@ -53,4 +53,17 @@ import Handlers
         #expect(out.contains("t.toml: bridges[0].learning-switch.multicast-robustness: 9 is out of range 1...7"), "\(out)")
         #expect(out.contains { $0.hasPrefix("t.toml: bridges[0].learning-switch.multicast-snooping:") }, "\(out)")
     }
+
+    @Test func querierKeys() throws {
+        let off = try #require(try parse(""))
+        #expect(!off.querier && off.querierAddress == 0)
+        let m = try #require(try parse("multicast-querier = true\nmulticast-querier-address = \"198.18.0.100\""))
+        #expect(m.querier && m.querierAddress == 0xC612_0064)
+        for (bad, reason) in [("224.0.0.1", "224.0.0.1 is not a unicast IPv4 address"),
+                              ("198.18.0", "'198.18.0' is not an IPv4 address (like 198.18.0.1)"),
+                              ("198.18.0.256", "'198.18.0.256' is not an IPv4 address (like 198.18.0.1)")] {
+            let out = issues(Self.base.replacingOccurrences(of: "KEYS", with: "multicast-querier-address = \"\(bad)\""))
+            #expect(out.contains("t.toml: bridges[0].learning-switch.multicast-querier-address: \(reason)"), "\(out)")
+        }
+    }
 }

@@ -127,9 +127,11 @@ func g(_ s: String) -> MulticastGroup { MulticastGroup(s)! }
     @Test func igmpV2ReportLeaveAndQueries() {
         #expect(classify(P.igmpReport("239.1.2.3")) == (.report, [MulticastEvent(.join, g("239.1.2.3"))]))
         #expect(classify(P.igmpLeave("239.1.2.3")) == (.report, [MulticastEvent(.leave, g("239.1.2.3"))]))
-        #expect(classify(P.igmpQuery()) == (.query, [MulticastEvent(.router, MulticastGroup(ipv4: 0))]))
+        // A query's router event carries the querier's source (for querier election).
+        let querier = MulticastEvent(.router, MulticastGroup(ipv4: P.ip4("198.18.0.1")))
+        #expect(classify(P.igmpQuery()) == (.query, [querier]))
         #expect(classify(P.igmpQuery(group: "239.1.2.3", code: 10))
-                == (.query, [MulticastEvent(.router, MulticastGroup(ipv4: 0)), MulticastEvent(.groupQuery, g("239.1.2.3"), maxResponseMs: 1000)]))
+                == (.query, [querier, MulticastEvent(.groupQuery, g("239.1.2.3"), maxResponseMs: 1000)]))
         // Without the router alert option too (it is not required), and IGMPv1's report.
         #expect(classify(P.ipv4(to: "239.1.2.3", proto: 2, P.igmp(0x12, group: "239.1.2.3"), routerAlert: false)).0 == .report)
     }
@@ -182,7 +184,7 @@ func g(_ s: String) -> MulticastGroup { MulticastGroup(s)! }
         #expect(classify(P.mld(132, group: "ff05::1:3", to: "ff02::2"), etherType: six) == (.report, [MulticastEvent(.leave, g("ff05::1:3"))]))
         let (c, e) = classify(P.mldV2Report([(4, "ff0e::1", 0), (3, "ff0e::2", 0), (2, "ff02::1", 0)]), etherType: six)
         #expect(c == .report && e == [MulticastEvent(.join, g("ff0e::1")), MulticastEvent(.leave, g("ff0e::2"))])
-        let router = MulticastEvent(.router, MulticastGroup(ipv6High: 0, low: 0))
+        let router = MulticastEvent(.router, MulticastGroup(ipv6High: 0xFE80_0000_0000_0000, low: 1))   // the querier fe80::1
         #expect(classify(P.mld(130, group: "::", to: "ff02::1", maxResponse: 10_000), etherType: six) == (.query, [router]))
         #expect(classify(P.mld(130, group: "ff05::1:3", maxResponse: 1000), etherType: six)
                 == (.query, [router, MulticastEvent(.groupQuery, g("ff05::1:3"), maxResponseMs: 1000)]))
@@ -398,7 +400,7 @@ func g(_ s: String) -> MulticastGroup { MulticastGroup(s)! }
     @Test func queriesParseAsGeneralQueries() {
         #expect(parse(MulticastQuerier.igmpGeneralQuery(source: bridgeMAC)) == (.query, [MulticastEvent(.router, MulticastGroup(ipv4: 0))]))
         #expect(parse(MulticastQuerier.mldGeneralQuery(source: bridgeMAC))
-                == (.query, [MulticastEvent(.router, MulticastGroup(ipv6High: 0, low: 0))]))
+                == (.query, [MulticastEvent(.router, MulticastGroup(ipv6High: 0xFE80_0000_0000_0000, low: 0x0000_5EFF_FE10_0001))]))
         let q = MulticastQuerier.mldGeneralQuery(source: bridgeMAC, maxResponseSeconds: 40)
         let ms = MLDParser.decodeCode16(UInt16(q[14 + 48 + 4]) << 8 | UInt16(q[14 + 48 + 5]))   // after IPv6 + hop-by-hop
         #expect(ms <= 40_000 && ms > 39_900, "\(ms)")

@@ -58,7 +58,8 @@ enum IGMPParser {
                 guard length >= 12 else { return .malformed }
                 maxResponseMs = decodeCode8(w.u8(at + 1)) * 100
             }
-            _ = sink.take(MulticastEvent(.router, MulticastGroup(ipv4: 0)))
+            // The querier's source address rides in the router event (querier election).
+            _ = sink.take(MulticastEvent(.router, MulticastGroup(ipv4: w.u32(l3 + 12))))
             if groupAddress != 0 {
                 let g = MulticastGroup(ipv4: groupAddress)
                 guard groupAddress >> 28 == 0xE else { return .malformed }

@@ -77,7 +77,8 @@ enum MLDParser {
             guard sourceIsLinkLocal else { return .malformed }
             let code = UInt32(w.u16(at + 4))
             let maxResponseMs = length == 24 ? code : decodeCode16(UInt16(code))
-            _ = sink.take(MulticastEvent(.router, MulticastGroup(ipv6High: 0, low: 0)))
+            // The querier's source address rides in the router event (querier election).
+            _ = sink.take(MulticastEvent(.router, MulticastGroup(ipv6High: w.u64(l3 + 8), low: w.u64(l3 + 16))))
             let g = MulticastGroup(ipv6High: w.u64(at + 8), low: w.u64(at + 16))
             if g.high != 0 || g.low != 0 {
                 guard g.high >> 56 == 0xFF else { return .malformed }

@@ -108,7 +108,8 @@ public struct MulticastEvent: Equatable, Sendable {
         /// A group-specific query for `group`: members must answer within `maxResponseMs`.
         case groupQuery = 3
         /// A multicast router (querier, PIM hello, MRD advertisement) is behind the ingress
-        /// port; `group.isIPv6` tells the family.
+        /// port; `group.isIPv6` tells the family. For a query `group` holds the querier's
+        /// source address (not a group: what querier election compares), else zero.
         case router = 4
     }
     public var kind: Kind

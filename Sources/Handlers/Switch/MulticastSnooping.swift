@@ -51,6 +51,11 @@ public final class MulticastSnooping: @unchecked Sendable {
         public var floodUnregistered: Bool = true
         /// Most events waiting between two `maintain` calls; more are dropped and counted.
         public var eventQueue: Int = 4096
+        /// Send general queries while no lower-addressed querier is heard (MulticastQuerier,
+        /// MulticastQuerierSchedule; the daemon sends them). Linux: mcast_querier, default off.
+        public var querier: Bool = false
+        /// IPv4 source of our IGMP queries (0.0.0.0: a switch without an address, RFC 4541 2.1.1).
+        public var querierAddress: UInt32 = 0
 
         public init(capacity: Int = 4096, queryInterval: Double = 125, queryResponseInterval: Double = 10, robustness: Int = 2,
                     lastMemberInterval: Double = 1, fastLeave: Bool = false, floodUnregistered: Bool = true) {
@@ -94,6 +99,8 @@ public final class MulticastSnooping: @unchecked Sendable {
         /// Port -> expiry, IPv4 [0] and IPv6 [1].
         var routers: [[UInt16: UInt64]] = [[:], [:]]
         var ports = PortSet()
+        /// The lowest-addressed querier heard per family (IPv4 [0], IPv6 [1]) and when.
+        var queriers: [(address: MulticastGroup, at: UInt64)?] = [nil, nil]
     }
     private let state = Mutex(ControlState())
 
@@ -146,8 +153,15 @@ public final class MulticastSnooping: @unchecked Sendable {
                     s.groups[key] = ports.mapValues { min($0, limit) }
                     touched.insert(key)
                 case .router:
-                    s.routers[e.event.group.isIPv6 ? 1 : 0][port] = e.at &+ router
+                    let f = e.event.group.isIPv6 ? 1 : 0
+                    s.routers[f][port] = e.at &+ router
                     routersTouched = true
+                    // A query carries its source: keep the lowest one still present (RFC 3376 6.6.2).
+                    let a = e.event.group
+                    if a.high != 0 || a.low != 0 {
+                        if let q = s.queriers[f], q.address < a, q.at &+ router > e.at { break }
+                        s.queriers[f] = (a, e.at)
+                    }
                 }
             }
             // Expiry: every group with a port past its time (and those touched above).
@@ -215,6 +229,22 @@ public final class MulticastSnooping: @unchecked Sendable {
                                               expiresIn: $0.value > now ? Double($0.value - now) / 1e9 : 0) }
             }
         }.sorted { ($0.ipv6 ? 1 : 0, $0.port) < ($1.ipv6 ? 1 : 0, $1.port) }
+    }
+
+    /// The lowest-addressed querier heard within the other querier present interval
+    /// (`routerInterval`), per family; nil when none (queries from 0.0.0.0 do not count).
+    public func otherQuerier(ipv6: Bool, now: UInt64 = MonotonicClock.nanoseconds()) -> MulticastGroup? {
+        let interval = nanoseconds(configuration.routerInterval)
+        return state.withLock { s in
+            guard let q = s.queriers[ipv6 ? 1 : 0], q.at &+ interval > now else { return nil }
+            return q.address
+        }
+    }
+
+    /// Counts general queries the daemon's querier sent, and those the engine refused.
+    public func countQueries(sent: Int, refused: Int) {
+        counterRows.add(.queriesSent, UInt64(sent))
+        counterRows.add(.queriesRefused, UInt64(refused))
     }
 
     /// Groups registered (VLAN, group pairs with at least one listener).
@@ -297,7 +327,7 @@ extension Frame {
 final class MulticastCounters: @unchecked Sendable {
     enum Event: Int, CaseIterable {
         case reports, queries, malformed, eventsDropped, registered, unregistered
-        case groupsAdded, joinRefused, membershipsExpired
+        case groupsAdded, joinRefused, membershipsExpired, queriesSent, queriesRefused
 
         var name: String {
             switch self {
@@ -310,6 +340,8 @@ final class MulticastCounters: @unchecked Sendable {
             case .groupsAdded: return "mdb_added"
             case .joinRefused: return "mdb_full"
             case .membershipsExpired: return "mdb_expired"
+            case .queriesSent: return "mcast_queries_sent"
+            case .queriesRefused: return "mcast_queries_refused"
             }
         }
     }
