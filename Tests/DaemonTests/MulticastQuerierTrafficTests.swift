@@ -10,11 +10,31 @@ import Foundation
 import Testing
 import TestSupport
 
-/// `host DIR NAME GROUP JOIN`: joins GROUP on eth0 if JOIN is "join", then counts IGMP and MLD
-/// queries arriving on eth0, rewriting DIR/count-NAME ({"igmp": n, "mld": n}) as they come,
-/// until DIR/stop exists (120 s at most). Writes DIR/ready-NAME once joined and listening.
+/// `DIR NAME GROUP JOIN`: joins GROUP on eth0 if JOIN is "join", then counts IGMP and MLD
+/// queries arriving on eth0, rewriting DIR/count-NAME ({"igmp": n, "mld": n, "igmp-SRC": n})
+/// as they come, until DIR/stop exists (120 s at most). Writes DIR/ready-NAME once listening.
+/// `querier DIR SRC_MAC SRC_IP`: an IGMPv3 general query from SRC_IP every 0.5 s until DIR/quiet.
 private let querierTool = #"""
 import json, os, socket, struct, sys, time
+def csum(b):
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+if sys.argv[1] == "querier":
+    d, src, sip = sys.argv[2], sys.argv[3], sys.argv[4]
+    m = struct.pack("!BBH4sBBH", 0x11, 10, 0, bytes(4), 2, 2, 0)
+    m = m[:2] + struct.pack("!H", csum(m)) + m[4:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x46, 0xC0, 24 + len(m), 0, 0, 1, 2, 0, socket.inet_aton(sip),
+                     socket.inet_aton("224.0.0.1")) + b"\x94\x04\x00\x00"
+    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+    f = b"\x01\x00\x5e\x00\x00\x01" + bytes.fromhex(src.replace(":", "")) + b"\x08\x00" + ip + m
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind(("eth0", 0))
+    end = time.time() + 120
+    while time.time() < end and not os.path.exists(os.path.join(d, "quiet")):
+        s.send(f)
+        time.sleep(0.5)
+    sys.exit(0)
 d, name, group, join = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "join"
 raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
 raw.bind(("eth0", 0))
@@ -36,7 +56,11 @@ while time.time() < end and not os.path.exists(os.path.join(d, "stop")):
     if a[2] == socket.PACKET_OUTGOING: continue
     t = data[12:14]
     if t == b"\x08\x00" and len(data) >= 14 + 24 + 12 and data[23] == 2:
-        if data[14 + (data[14] & 15) * 4] == 0x11: counts["igmp"] += 1; publish()
+        if data[14 + (data[14] & 15) * 4] == 0x11:
+            counts["igmp"] += 1
+            k = "igmp-" + socket.inet_ntoa(data[26:30])
+            counts[k] = counts.get(k, 0) + 1
+            publish()
     elif t == b"\x86\xdd" and len(data) >= 14 + 40 + 8 + 28 and data[20] == 0 and data[54] == 58:
         if data[62] == 130: counts["mld"] += 1; publish()
 print(json.dumps(counts))
@@ -97,6 +121,53 @@ print(json.dumps(counts))
             #expect(sent >= 12 && counter("mcast_queries_refused") == 0, "sent \(sent)")
             print("multicast querier: h0 heard \(queries(0)), h1 \(queries(1)); sent \(sent); mdb h0 \(after)")
             #expect(d.log.contains("multicast querier on"))
+            #expect(d.stop() == 0)
+        }
+    }
+
+    /// Election on the wire: h1 queries from 198.18.0.2, lower than our 198.18.0.100, so our
+    /// IGMP queries stop (MLD ones go on); when h1 falls silent ours resume within the other
+    /// querier present interval (2 x 2 + 0.5 = 4.5 s).
+    @Test func aLowerAddressedQuerierSilencesOursUntilItStops() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 2)
+            let dir = FileManager.default.temporaryDirectory.path + "/\(t.tag)-election"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            let tool = dir + "/tool.py"
+            try querierTool.write(toFile: tool, atomically: true, encoding: .utf8)
+            t.onCleanup { try? FileManager.default.removeItem(atPath: dir) }
+            let d = try DaemonProcess(t, config: """
+                [[bridges]]
+                name = "br0"
+                [bridges.learning-switch]
+                multicast-querier = true
+                multicast-querier-address = "198.18.0.100"
+                multicast-query-interval = 2
+                multicast-query-response-interval = 1
+
+                """ + h.portTables())
+            let listener = Thread.detachNewThreadWithResult {
+                (try? t.exec(h.namespaces[0], ["python3", tool, dir, "h0", "239.1.2.3", "no"], timeout: 150).stdout) ?? ""
+            }
+            defer { _ = FileManager.default.createFile(atPath: dir + "/stop", contents: nil); _ = listener.wait() }
+            func ours() -> Int {
+                guard let data = FileManager.default.contents(atPath: dir + "/count-h0"),
+                      let c = try? JSONSerialization.jsonObject(with: data) as? [String: Int] else { return 0 }
+                return c["igmp-198.18.0.100"] ?? 0
+            }
+            #expect(waitUntil(30) { ours() >= 1 }, "no query of ours reached h0")
+            let other = Thread.detachNewThreadWithResult {
+                (try? t.exec(h.namespaces[1], ["python3", tool, "querier", dir, h.macs[1], "198.18.0.2"], timeout: 150)) != nil
+            }
+            defer { _ = FileManager.default.createFile(atPath: dir + "/quiet", contents: nil); _ = other.wait() }
+            #expect(waitUntil(30) { d.log.contains("a lower-addressed querier is present") }, "no yield: \(d.log)")
+            let atYield = ours()
+            let since = Date()
+            while Date().timeIntervalSince(since) < 6 { usleep(500_000) }   // three of our intervals
+            #expect(ours() <= atYield + 1, "still querying: \(atYield) -> \(ours())")
+            _ = FileManager.default.createFile(atPath: dir + "/quiet", contents: nil)
+            #expect(waitUntil(30) { d.log.contains("no other querier heard; querying again") }, "\(d.log)")
+            #expect(waitUntil(30) { ours() >= atYield + 2 }, "did not resume: \(ours())")
             #expect(d.stop() == 0)
         }
     }
