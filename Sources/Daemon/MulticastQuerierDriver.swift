@@ -5,7 +5,8 @@
 // loop wake-up which are due (startup, interval, election against the queriers snooping heard)
 // and injects each due query out of every port of the bridge with `Engine.inject`, counting
 // sent and refused (`mcast_queries_sent`, `mcast_queries_refused`). Queries go out untagged,
-// past the handlers (a port's VLAN and spanning-tree state are not applied).
+// past the handlers (a port's VLAN settings are not applied); on a spanning-tree bridge only
+// out of ports in the forwarding state, as frames the switch forwards.
 import Config
 import Datapath
 import Frames
@@ -17,6 +18,8 @@ final class MulticastQuerierDriver {
         let name: String
         let bridge: Bridge
         let snooping: MulticastSnooping
+        /// The bridge's spanning tree, if it runs one (queries skip its non-forwarding ports).
+        let spanningTree: SpanningTreeController?
         var schedule: MulticastQuerierSchedule
         /// The IGMP and MLD general queries, built once.
         let queries: [[UInt8]]
@@ -40,6 +43,7 @@ final class MulticastQuerierDriver {
             let mld = MulticastQuerier.mldGeneralQuery(source: mac, maxResponseSeconds: c.queryResponseInterval,
                                                        robustness: c.robustness, queryIntervalSeconds: c.queryInterval)
             running.append(Running(name: b.name, bridge: bridge, snooping: snooping,
+                                   spanningTree: binding.spanningTrees.controller(ofBridge: b.name),
                                    schedule: MulticastQuerierSchedule(configuration: c, ipv4Source: ipv4, ipv6Source: linkLocal,
                                                                       now: MonotonicClock.nanoseconds()),
                                    queries: [igmp, mld]))
@@ -67,12 +71,17 @@ final class MulticastQuerierDriver {
                                 metadata: ["bridge": "\(r.name)", "family": "\(family)", "querier": "\(others[f].map { "\($0)" } ?? "-")"])
                 }
             }
-            let ports = r.bridge.portTable.ports
+            guard due.contains(true) else { continue }
+            var ports = r.bridge.portTable.ports.map(\.id)
+            if let stp = r.spanningTree?.status() {
+                let notForwarding = Set(stp.ports.filter { $0.state != .forwarding }.map(\.id))
+                ports.removeAll { notForwarding.contains($0) }
+            }
             var sent = 0, refused = 0
             for f in 0..<2 where due[f] {
                 r.queries[f].withUnsafeBytes { bytes in
                     for p in ports {
-                        if engine.inject(bytes, bridge: r.bridge, port: p.id) { sent += 1 } else { refused += 1 }
+                        if engine.inject(bytes, bridge: r.bridge, port: p) { sent += 1 } else { refused += 1 }
                     }
                 }
             }
