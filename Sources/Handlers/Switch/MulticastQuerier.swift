@@ -3,9 +3,9 @@
 // (RFC 3376 4.1, source 0.0.0.0 as RFC 4541 2.1.1 allows a switch) and an MLDv2 general query
 // to ff02::1 (RFC 3810 5.1, from a link-local address made from the bridge's MAC), each a whole
 // Ethernet frame with checksums, router alert and hop limit 1. Hosts answer them with reports,
-// which keep the snooped memberships alive. Only the frames live here: sending them needs the
-// engine's frame-injection path (`Engine.inject`, branch stp), which the daemon wires once
-// both are merged.
+// which keep the snooped memberships alive. Only the frames live here: when to send them is
+// MulticastQuerierSchedule's, and the daemon's MulticastQuerierDriver sends them with
+// `Engine.inject` (`multicast-querier = true`).
 import Frames
 
 public enum MulticastQuerier {
