@@ -33,6 +33,12 @@ import TestSupport
             #expect(n == 0 || (n < 0 && errno == ECONNRESET), "the daemon closes the connection (read \(n), errno \(errno))\n\(d.log)")
             #expect(Date().timeIntervalSince(started) < 4.5, "well before the 5 s default")
             try d.waitFor("peer held a partial frame for more than 0.5 s")
+            // Read at start: a reload with another value says it needs a restart.
+            try String(contentsOfFile: d.configPath, encoding: .utf8)
+                .replacingOccurrences(of: "partial-frame-timeout = 0.5", with: "partial-frame-timeout = 2")
+                .write(toFile: d.configPath, atomically: true, encoding: .utf8)
+            kill(d.process.processIdentifier, SIGHUP)
+            try d.waitFor("partial-frame-timeout change not applied (restart needed)")
             #expect(d.stop() == 0)
             #expect(finalCounters(d.log)["vm0"]?.int("drop-truncated") == 1, "\(d.log)")
         }
