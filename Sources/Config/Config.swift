@@ -15,6 +15,9 @@ public struct DaemonConfig: Sendable {
     public var workers: Int?
     /// Seconds between counter lines in the log; 0 disables them.
     public var statsInterval: Double = 0
+    /// Seconds a stream VM peer may hold a partial frame before its connection is closed
+    /// (`partial-frame-timeout`; EngineConfiguration.partialFrameTimeout). Read at start.
+    public var partialFrameTimeout: Double = 5
     /// Log line format on stderr.
     public var logFormat: LogFormat = .text
     /// Prometheus endpoint address ("127.0.0.1:9417", "[::1]:9417"); nil: no endpoint.

@@ -61,6 +61,7 @@ public enum ConfigParser {
         }
         config.workers = top.int("workers", in: 1...64)
         if let s = top.number("stats-interval", in: 0...86_400) { config.statsInterval = s }
+        if let s = top.number("partial-frame-timeout", in: 0.1...3600) { config.partialFrameTimeout = s }
         config.controlSocket = defaultControlSocket
         if let control = top.table("control") {
             var r = KeyReader(control, path: "control", issues: issues)

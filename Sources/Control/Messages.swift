@@ -35,6 +35,10 @@ public struct PortStatus: Codable, Equatable, Sendable {
     /// "designated", "alternate", "disabled").
     public var stpState: String?
     public var stpRole: String?
+    /// Why a learning switch's guard blocks the port now ("loop guard: MAC moving between
+    /// ports", "loop guard: flooded frame came back", "MAC limit"); absent when none does.
+    /// Frames from and to it are dropped as `port-blocked` until the back-off lifts the block.
+    public var guardBlock: String?
     public init(bridge: String, name: String, kind: String, netns: String?, link: String?, mac: String?, mode: String?,
                 state: String, operstate: String?, queues: Int, offloads: Bool, created: Bool, vlan: String) {
         self.bridge = bridge; self.name = name; self.kind = kind; self.netns = netns; self.link = link; self.mac = mac

@@ -156,29 +156,3 @@ public struct ControlResponseFailure: Error, Equatable {
     public var message: String
     public var response: ControlResponse { .failure(id: id, code, message) }
 }
-
-/// Splits a byte stream into lines, refusing a line longer than `limit` (newline excluded).
-public struct LineBuffer {
-    public let limit: Int
-    private var pending: [UInt8] = []
-    public init(limit: Int = ControlProtocol.maxRequestBytes) { self.limit = limit }
-
-    public enum Next: Equatable { case line([UInt8]), needMore, tooLong }
-
-    public mutating func append(_ bytes: some Collection<UInt8>) { pending.append(contentsOf: bytes) }
-
-    /// The next complete line, `needMore`, or `tooLong` once the pending line passed the limit.
-    public mutating func next() -> Next {
-        if let nl = pending.firstIndex(of: 0x0A) {
-            guard nl <= limit else { return .tooLong }
-            var line = Array(pending[..<nl])
-            pending.removeSubrange(...nl)
-            if line.last == 0x0D { line.removeLast() }
-            return .line(line)
-        }
-        return pending.count > limit ? .tooLong : .needMore
-    }
-
-    /// Bytes received after the last complete line.
-    public var remainder: [UInt8] { pending }
-}

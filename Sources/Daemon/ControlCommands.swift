@@ -157,6 +157,7 @@ extension Daemon {
             if let st = engine?.spanningTrees.controller(ofBridge: b.name)?.status()?.ports.first(where: { $0.name == p.name }) {
                 status.stpState = st.state.description; status.stpRole = st.role.rawValue
             }
+            status.guardBlock = switchGuardBlock(port: p.name, bridge: b.name)   // SwitchGuardCommands.swift
             return status
         }
     }

@@ -52,6 +52,7 @@ final class EngineBinding {
     init(config: DaemonConfig, logger: Logger) throws {
         self.logger = logger
         var ec = EngineConfiguration(workers: config.workers)
+        ec.partialFrameTimeout = config.partialFrameTimeout
         let log = logger
         ec.log = { level, message in log.log(level: level.loggerLevel, "\(message)") }
         let queue = events

@@ -19,6 +19,11 @@ extension Daemon {
             return
         }
         next.workers = config.workers
+        if next.partialFrameTimeout != config.partialFrameTimeout {
+            logger.warning("reload: partial-frame-timeout change not applied (restart needed)",
+                           metadata: ["in-force": "\(config.partialFrameTimeout)", "file": "\(next.partialFrameTimeout)"])
+            next.partialFrameTimeout = config.partialFrameTimeout
+        }
         next.logLevel = config.logLevel
 
         func key(_ p: PortConfig) -> String { "\(p.netns ?? "")/\(p.name)" }

@@ -54,6 +54,12 @@ extension Daemon {
         }
     }
 
+    /// Why the bridge's learning switch blocks `port` now (nil: it does not, or no switch).
+    func switchGuardBlock(port: String, bridge: String) -> String? {
+        guard let engine, let id = engine.portID(port, inBridge: bridge) else { return nil }
+        return engine.learningSwitch(ofBridge: bridge)?.blockReason(id)?.name
+    }
+
     /// A port added at run time: its guard keys to the bridge's switch, before it attaches.
     func applySwitchGuards(_ p: PortConfig, bridge: String) {
         engine?.learningSwitch(ofBridge: bridge)?.setPortPolicy(p.switchGuards.isDefault ? nil : p.switchGuards, forPort: p.name)

@@ -97,10 +97,25 @@ extension Worker {
     /// A datagram write finished: count it, free its slot, start the port's next queued write.
     @inline(__always)
     func completeDatagramWrite(_ si: Int, _ d: Int, _ res: Int32) {
+        if res < 0 && ports[d].emptyReadIsFrame && isPeerGone(-res) {
+            // A datagram socket's peer went (a VM that exited): no read ever says so, only
+            // sends. The port goes down (the engine asks the port what next: a VM port waits
+            // for its VM) and the frame counts as sent to a port that is down, as every later
+            // one does until it is back, never as a transmit error.
+            ports[d].counters?.countDrop(.portDown)
+            fail(d, -res)   // (once: a port already down is left alone)
+            finishSlot(si)
+            return
+        }
         if let dc = ports[d].counters { countWrite(dc, res, slots[si].frameBytes) }
         kick(d)
         finishSlot(si)
     }
+
+    /// A send error meaning a datagram socket's peer no longer exists (ECONNREFUSED once the
+    /// peer closed, ENOTCONN after the kernel forgot it, ENOENT for a peer path gone).
+    @inline(__always)
+    func isPeerGone(_ e: Int32) -> Bool { e == ECONNREFUSED || e == ENOTCONN || e == ENOENT }
 
     /// Per-port set-up: up to the transmit queue depth in flight. Returns whether reads need a
     /// blocking descriptor (single-shot reads: io_uring waits by polling; on a non-blocking

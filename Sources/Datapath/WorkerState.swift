@@ -103,7 +103,8 @@ struct LocalPort {
     var writable = true
     var transport = PortTransport.datagram
     /// Datagram sockets only: a zero-length read is an empty datagram (a malformed frame), not
-    /// end of file, which a datagram socket never reports.
+    /// end of file, which a datagram socket never reports; and a send refused because the
+    /// peer is gone takes the port down (`completeDatagramWrite`).
     var emptyReadIsFrame = false
     /// The port's VLANMode flattened (no references, so egress reads it without ARC traffic):
     /// kind 0 unaware (egress leaves tags alone), 1 access (pvid), 2 trunk (native, 0 none; allowed bits in

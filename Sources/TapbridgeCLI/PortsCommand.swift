@@ -9,6 +9,7 @@ struct PortsCommand: ParsableCommand {
         discussion: """
             STATE is up (attached, forwarding), down (attached, but not connected or the link or its parent is down: see OPER; frames for it count as port-down drops), lost (the link vanished; re-attached when it comes back).
             CREATED says whether the daemon made the link (and deletes it at stop or `port del`).
+            BLOCKED-BY (shown while a learning switch's guard blocks a port: loop guard or MAC limit) says why; its frames count as port-blocked drops until the back-off lifts the block.
 
             Examples:
               tapbridge ports
@@ -25,13 +26,16 @@ struct PortsCommand: ParsableCommand {
         if json { printJSON(r); return }
         // The spanning tree's column only when some bridge runs one.
         let stp = r.ports.contains { $0.stpState != nil }
+        // The guards' column only when a switch guard blocks some port now.
+        let guarded = r.ports.contains { $0.guardBlock != nil }
         var t = TextTable(["BRIDGE", "PORT", "KIND", "LINK", "MAC", "MODE", "STATE", "OPER", "QUEUES", "OFFLOADS", "VLAN", "NETNS", "CREATED"]
-                              + (stp ? ["STP"] : []),
+                              + (stp ? ["STP"] : []) + (guarded ? ["BLOCKED-BY"] : []),
                           right: [8])
         for p in r.ports {
             t.add([p.bridge, p.name, p.kind, p.link ?? "-", p.mac ?? "-", p.mode ?? "-", p.state, p.operstate ?? "-",
                    String(p.queues), p.kind != "macvtap" && p.kind != "vxlan" ? "-" : p.offloads ? "on" : "off", p.vlan, p.netns ?? "-", p.created ? "yes" : "no"]
-                  + (stp ? [p.stpState.map { "\($0) (\(p.stpRole ?? "-"))" } ?? "-"] : []))
+                  + (stp ? [p.stpState.map { "\($0) (\(p.stpRole ?? "-"))" } ?? "-"] : [])
+                  + (guarded ? [p.guardBlock ?? "-"] : []))
         }
         print(t.render())
         printVxlanTunnels(r.ports)

@@ -143,16 +143,32 @@ public final class VMStreamFDPort: VMPortBase, Port, @unchecked Sendable {
 
 /// QEMU: `-netdev dgram,local.type=unix,local.path=QEMU_PATH,remote.type=unix,remote.path=OUR_PATH`.
 /// We bind OUR_PATH and connect to QEMU_PATH once it exists (and again after a QEMU restart).
+///
+/// A VM that exits leaves nothing a datagram socket would read as end of file: only our sends
+/// fail (ECONNREFUSED once, ENOTCONN after; ENOENT). The engine takes that as a failure of the
+/// port (`queueFailed`), which goes down until the VM is back. We keep our socket bound while
+/// down (the engine closes its descriptor; our probe duplicate survives as `pendingSocket`), so
+/// a VM that comes back and sends to OUR_PATH reaches it; the supervisor reconnects when a new
+/// socket appears at QEMU_PATH or a datagram arrives — not by retrying a connect to the dead
+/// socket file QEMU leaves behind, which would only be refused.
 public final class VMDatagramPort: VMPortBase, Port, @unchecked Sendable {
     public let localPath: String
     public let remotePath: String
     private let access: SocketFileAccess
     public var kind: String { "vm-dgram" }
     public var framing: Framing { .datagram }
+    /// The inode of QEMU's socket we last connected (or were refused by). Under `lock`.
     var remoteInode: ino_t = 0
-    /// Our socket, bound at `localPath`, whose connect to a restarted QEMU was refused for now
-    /// (EPERM: see `openQueue`); the next attempt connects it again without rebinding.
+    /// Our socket, bound at `localPath`, not handed to the engine: its connect to a restarted
+    /// QEMU was refused for now (EPERM: see `openQueue`), or its VM left (`vmLeft`); the next
+    /// attempt connects it again without rebinding. Under `lock`.
     private var pendingSocket: OwnedDescriptor?
+    /// The VM went away (its socket refused us); reconnect only once it shows signs of life.
+    /// Under `lock`.
+    private var vmLeft = false
+    /// Set by `queueFailed` for a peer-gone error: the coming `descriptorsClosed` keeps the
+    /// socket. Under `lock`.
+    private var keepSocketOnClose = false
 
     public init(name: String, localPath: String, remotePath: String, access: SocketFileAccess = SocketFileAccess(),
                 settings: PortSettings = PortSettings(), limits: FrameLimits = FrameLimits(),
@@ -165,6 +181,12 @@ public final class VMDatagramPort: VMPortBase, Port, @unchecked Sendable {
         var st = stat(); if lstat(localPath, &st) == 0 && (st.st_mode & S_IFMT) == S_IFSOCK { unlink(localPath) }
     }
 
+    /// Errors of a send to a datagram peer that no longer exists.
+    static func isPeerGone(_ errno: Int32) -> Bool { errno == ECONNREFUSED || errno == ENOTCONN || errno == ENOENT }
+
+    /// Whether the port is down waiting for its VM to come back.
+    public var isWaitingForVM: Bool { lock.withLock { vmLeft } }
+
     private func remoteSocketInode() -> ino_t? {
         var st = stat()
         guard lstat(remotePath, &st) == 0, (st.st_mode & S_IFMT) == S_IFSOCK else { return nil }
@@ -176,7 +198,7 @@ public final class VMDatagramPort: VMPortBase, Port, @unchecked Sendable {
         // A fresh socket each time (the engine closes the old one on disconnect), unless the
         // last one is still waiting for its connect.
         let socket: OwnedDescriptor
-        if let pending = pendingSocket.take() { socket = pending } else { socket = try UnixSocketFile.bindDatagram(at: localPath, access: access) }
+        if let pending = lock.withLock({ pendingSocket.take() }) { socket = pending } else { socket = try UnixSocketFile.bindDatagram(at: localPath, access: access) }
         let fd = socket.rawValue
         switch try UnixAddress.with(remotePath, { sa, len in Result { () throws(SyscallError) in try Syscall.connect(fd, sa, len) } }) {
         case .success(.processed): break
@@ -186,17 +208,52 @@ public final class VMDatagramPort: VMPortBase, Port, @unchecked Sendable {
             // still holds it; the kernel refuses our connect (EPERM) until QEMU's socket finds
             // that peer gone (its next send). Not a failure: keep this socket bound, so QEMU's
             // sends reach it, and connect it again on the supervisor's next pass.
-            pendingSocket = consume socket
+            var kept: OwnedDescriptor? = consume socket
+            lock.withLock { pendingSocket = kept.take() }
+            return handedOut(nil)
+        case .failure(let e) where Self.isPeerGone(e.errno):
+            // Nobody at QEMU's path (an exited QEMU leaves its socket file behind): the VM is
+            // not there. Wait for it with our socket bound; what it sent meanwhile was for a
+            // peer we could not answer (and would wake the supervisor again at once): dropped.
+            var scratch: UInt8 = 0
+            while recv(fd, &scratch, 1, Int32(MSG_DONTWAIT)) >= 0 {}
+            var kept: OwnedDescriptor? = consume socket
+            lock.withLock { vmLeft = true; remoteInode = ino; pendingSocket = kept.take() }
             return handedOut(nil)
         case .failure(let e): throw UnixSocketError("connect to", remotePath, errno: e.errno)
         }
-        remoteInode = ino
+        lock.withLock { vmLeft = false; remoteInode = ino }
         return handedOut(socket)
     }
-    /// QEMU appeared, or was restarted (it binds a new socket file: new inode).
+
+    /// A send to the VM failed. Peer gone: the port goes down and keeps its bound socket.
+    public override func queueFailed(_ index: Int, errno: Int32) -> PortFailureAction {
+        if Self.isPeerGone(errno) { lock.withLock { keepSocketOnClose = true } }
+        return .disconnect
+    }
+
+    public override func descriptorsClosed() {
+        lock.withLock {
+            if keepSocketOnClose, probe != nil {
+                pendingSocket = probe.take()
+                vmLeft = true
+            }
+            keepSocketOnClose = false
+            probe = nil
+        }
+    }
+
+    /// QEMU appeared, or was restarted (it binds a new socket file: new inode); after the VM
+    /// left, also a datagram from it reaching our bound socket.
     func wantsReconnect() -> Bool {
         guard let ino = remoteSocketInode() else { return false }
-        return !isConnected || ino != remoteInode
+        return lock.withLock {
+            if probe != nil || !vmLeft { return probe == nil || ino != remoteInode }
+            if ino != remoteInode { return true }
+            guard let fd = pendingSocket?.rawValue else { return true }
+            let ready = (try? Syscall.poll(fd, events: Int16(POLLIN), timeout: 0)) ?? 0
+            return ready & Int16(POLLIN) != 0
+        }
     }
 }
 
@@ -255,5 +312,5 @@ final class NSLockLite: @unchecked Sendable {
     private let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     init() { pthread_mutex_init(m, nil) }
     deinit { pthread_mutex_destroy(m); m.deallocate() }
-    func withLock<R>(_ body: () throws -> R) rethrows -> R { pthread_mutex_lock(m); defer { pthread_mutex_unlock(m) }; return try body() }
+    func withLock<R: ~Copyable>(_ body: () throws -> R) rethrows -> R { pthread_mutex_lock(m); defer { pthread_mutex_unlock(m) }; return try body() }
 }

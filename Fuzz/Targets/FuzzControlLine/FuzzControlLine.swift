@@ -1,11 +1,29 @@
 // FuzzControlLine: the control socket's request path as ControlServer runs it on bytes from a
 // local client: LineBuffer splits what arrives (in reads of a size the input picks) into lines
 // bounded by a limit, and ControlLine.decodeRequest turns each line into a request or a
-// ready-made error response. Checks: no line ever exceeds the limit, a refused request still
-// encodes as a response, an accepted one round-trips through the encoder.
+// ready-made error response. Checks: no line ever exceeds the limit, LineBuffer (linear: read
+// offset and remembered scan position) answers exactly as the naive splitter below (search
+// from the front, remove each line) does, a refused request still encodes as a response, an
+// accepted one round-trips through the encoder.
 // Input: 1 byte limit selector, 2 bytes read size, then the byte stream.
 import Control
 import FuzzSupport
+
+/// The reference: what LineBuffer must answer, written the obvious (quadratic) way.
+struct NaiveLineSplitter {
+    let limit: Int
+    var pending: [UInt8] = []
+    mutating func next() -> LineBuffer.Next {
+        if let nl = pending.firstIndex(of: 0x0A) {
+            guard nl <= limit else { return .tooLong }
+            var line = Array(pending[..<nl])
+            pending.removeSubrange(...nl)
+            if line.last == 0x0D { line.removeLast() }
+            return .line(line)
+        }
+        return pending.count > limit ? .tooLong : .needMore
+    }
+}
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzControlLine(_ data: UnsafeRawPointer, _ count: Int) -> CInt {
@@ -17,13 +35,17 @@ public func fuzzControlLine(_ data: UnsafeRawPointer, _ count: Int) -> CInt {
     let stream = input.rest()
 
     var lines = LineBuffer(limit: limit)
+    var reference = NaiveLineSplitter(limit: limit)
     var at = 0
     reading: while at < stream.count {
         let end = min(stream.count, at + readSize)
         lines.append(stream[at..<end])
+        reference.pending += stream[at..<end]
         at = end
         while true {
-            switch lines.next() {
+            let next = lines.next()
+            fuzzCheck(next == reference.next(), "LineBuffer and the naive splitter disagree")
+            switch next {
             case .needMore: continue reading
             case .tooLong:
                 // The server answers request-too-large and closes the connection.
@@ -51,5 +73,6 @@ public func fuzzControlLine(_ data: UnsafeRawPointer, _ count: Int) -> CInt {
             }
         }
     }
+    fuzzCheck(lines.remainder == reference.pending, "LineBuffer's remainder differs from the naive splitter's")
     return 0
 }
