@@ -35,6 +35,10 @@ public struct PortStatus: Codable, Equatable, Sendable {
     /// "designated", "alternate", "disabled").
     public var stpState: String?
     public var stpRole: String?
+    /// On an RSTP bridge: the BPDUs the port speaks, "rstp", or "stp" towards an 802.1D peer;
+    /// and whether it is an edge port now.
+    public var stpProtocol: String?
+    public var stpEdge: Bool?
     public init(bridge: String, name: String, kind: String, netns: String?, link: String?, mac: String?, mode: String?,
                 state: String, operstate: String?, queues: Int, offloads: Bool, created: Bool, vlan: String) {
         self.bridge = bridge; self.name = name; self.kind = kind; self.netns = netns; self.link = link; self.mac = mac
