@@ -12,6 +12,9 @@
 //   13 root path cost (4)   17 bridge identifier (8)   25 port identifier (2)
 //   27 message age   29 max age   31 hello time   33 forward delay (each 2, in 1/256 s)
 //   35 (RST only) version 1 length (1)
+// Flags: bit 0 topology change, 7 acknowledgment (configuration BPDUs); RST BPDUs (version 2 or
+// more, MSTP's 3 read as RSTP; a type 0x02 claiming version 0 or 1 is refused) add bit 1
+// proposal, bits 2-3 port role, 4 learning, 5 forwarding, 6 agreement.
 import Frames
 
 /// A bridge identifier: 16-bit priority (the top 4 bits settable, the rest the system ID

@@ -1,5 +1,6 @@
 // SpanningTreeController: the control side of one bridge's spanning tree. Joins the pure
-// protocol (SpanningTreeProtocol) to the switch: BPDUs the datapath posted to the gate's
+// protocol (SpanningTreeProtocol for 802.1D, RapidSpanningTreeProtocol for RSTP, both a
+// SpanningTreeMachine) to the switch: BPDUs the datapath posted to the gate's
 // mailbox are decoded (BPDU.decode, every bound checked) and fed to the protocol; the
 // protocol's outputs become BPDU frames handed to a transmit function (the daemon injects them
 // with `Engine.inject`), new learning/forwarding port sets published to the gate, and FDB
