@@ -348,6 +348,60 @@ struct MixedLAN {
         #expect(lan.bridges[1].portProtocol(of: PortID(1)) == "stp" && lan.bridges[1].portProtocol(of: PortID(0)) == "rstp")
     }
 
+    @Test func twoPortsOnOneSegmentMakeABackupPort() throws {
+        // A VM bridging two of its interfaces: ports 0 and 1 of one bridge see each other.
+        var lan = MixedLAN()
+        lan.add(rapid: true, priority: 32768, mac: 0x02_00_00_00_00_0A, ports: 2)
+        lan.connect(0, 0, 0, 1)
+        lan.run(20_000)
+        #expect(lan.role(0, 0) == .designated && lan.state(0, 0) == .forwarding, "\(lan.all())")
+        #expect(lan.role(0, 1) == .backup && lan.state(0, 1) == .discarding, "\(lan.all())")
+        #expect(lan.bridges[0].isRootBridge)
+    }
+
+    @Test func triangleNeverLoopsWhileConvergingOrHealing() throws {
+        // A triangle of RSTP bridges: a loop exists exactly when all six ports forward. Checked
+        // every 10 ms from power-on, through a link failure and its return.
+        var lan = MixedLAN()
+        lan.add(rapid: true, priority: 4096, mac: 0x02_00_00_00_00_0A, ports: 2)
+        lan.add(rapid: true, priority: 32768, mac: 0x02_00_00_00_00_0B, ports: 2)
+        lan.add(rapid: true, priority: 36864, mac: 0x02_00_00_00_00_0C, ports: 2)
+        lan.connect(0, 0, 1, 0)
+        lan.connect(0, 1, 2, 0)
+        lan.connect(1, 1, 2, 1)
+        func loops(_ l: MixedLAN) -> Bool { l.all().allSatisfy { $0.1 == .forwarding } }
+        var converged: UInt64?
+        for step in 0..<500 {
+            lan.run(10)
+            #expect(!loops(lan), "a loop at \(lan.now) ms: \(lan.all())")
+            if converged == nil && lan.all().filter({ $0.1 == .forwarding }).count == 5 { converged = UInt64(step + 1) * 10 }
+        }
+        let c = try #require(converged)
+        #expect(c < 1_000, "converged after \(c) ms")
+        #expect(lan.role(2, 1) == .alternate, "\(lan.all())")
+        // A-B fails: B's way to the root is through C now; C's alternate takes over.
+        lan.bridges[0].setPortEnabled(PortID(0), false, now: lan.now)
+        lan.bridges[1].setPortEnabled(PortID(0), false, now: lan.now)
+        var healed: UInt64?
+        for step in 0..<300 {
+            lan.run(10)
+            #expect(!loops(lan))
+            if healed == nil && lan.state(1, 1) == .forwarding && lan.state(2, 1) == .forwarding && lan.role(1, 1) == .root {
+                healed = UInt64(step + 1) * 10
+            }
+        }
+        let h = try #require(healed, "\(lan.all())")
+        #expect(h < 1_000, "healed after \(h) ms")
+        // A-B returns: the tree goes back, never through a loop.
+        lan.bridges[0].setPortEnabled(PortID(0), true, now: lan.now)
+        lan.bridges[1].setPortEnabled(PortID(0), true, now: lan.now)
+        for _ in 0..<500 {
+            lan.run(10)
+            #expect(!loops(lan), "a loop at \(lan.now) ms: \(lan.all())")
+        }
+        #expect(lan.role(1, 0) == .root && lan.state(1, 0) == .forwarding && lan.role(2, 1) == .alternate, "\(lan.all())")
+    }
+
     @Test func transmitHoldCountLimitsBPDUsPerSecond() {
         var s = RapidSpanningTreeTests.fast
         s.txHoldCount = 2
