@@ -106,6 +106,15 @@ import TestSupport
             let rootPort = try #require(try bridgeInfo(d, "rb")["rootPort"] as? String)
             let (alternate, rootLink) = rootPort == b1 ? (b2, va1) : (b1, va2)
             #expect(try cli(d, ["ports"]).stdout.contains("discarding (alternate, rstp)"))
+            #expect(try cli(d, ["ports"]).stdout.contains("forwarding (designated, rstp, edge)"))
+            // Metrics: the port state gauge (5 discarding, 4 forwarding) with role, protocol, edge.
+            let metrics = try #require(metricsPort(d.log), "no metrics address in the log:\n\(d.log)")
+            let scrape = try parseMetrics(httpGet(port: metrics, path: "/metrics").body)
+            let rb = ["bridge": "rb", "handler": "learning-switch"]
+            #expect(scrape.value("tapbridge_stp_port_state", rb.merging(["port": alternate, "role": "alternate", "protocol": "rstp", "edge": "false"]) { $1 }) == 5,
+                    "\(scrape.filter { $0.name == "tapbridge_stp_port_state" })")
+            #expect(scrape.value("tapbridge_stp_port_state", rb.merging(["port": rootPort, "role": "root", "protocol": "rstp", "edge": "false"]) { $1 }) == 4)
+            #expect(scrape.value("tapbridge_stp_port_state", rb.merging(["port": bh, "role": "designated", "protocol": "rstp", "edge": "true"]) { $1 }) == 4)
 
             // 2. Ping crosses; broadcasts do not multiply.
             let ping = try t.exec(nsA, ["ping", "-c", "3", "-i", "0.2", "-W", "2", "-q", "198.18.42.2"], check: false)
