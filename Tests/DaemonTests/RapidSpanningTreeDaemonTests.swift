@@ -77,8 +77,8 @@ import TestSupport
 
                 \(port(b1, vb1))\(port(b2, vb2))\(port(bh, hb, edge: true))
                 """
-            let started = Date()
             let d = try DaemonProcess(t, config: config)
+            let started = Date()   // once the daemon is running (its start-up is not the protocol's time)
             #expect(d.log.contains("spanning tree on (802.1w RSTP)"), "\(d.log)")
 
             // 1. Converged: ra (root) designated forwarding on both links; rb: one root port
@@ -98,7 +98,7 @@ import TestSupport
             }
             let a = try ports(d, "ra"), b = try ports(d, "rb")
             let c = try #require(converged, "not converged: ra \(a) rb \(b)\n\(d.log)")
-            print("RSTP: two bridges in a loop converged \(String(format: "%.2f", c)) s after the daemon started (forward delay 15 s)")
+            print("RSTP: two bridges in a loop converged \(String(format: "%.2f", c)) s after the daemon was running (forward delay 15 s)")
             #expect(c < 10, "converged after \(c) s")
             #expect(try bridgeInfo(d, "ra")["isRoot"] as? Bool == true)
             #expect(a[ah]?.edge == true && b[bh]?.edge == true && a[a1]?.edge == false)
@@ -107,6 +107,8 @@ import TestSupport
             let (alternate, rootLink) = rootPort == b1 ? (b2, va1) : (b1, va2)
             #expect(try cli(d, ["ports"]).stdout.contains("discarding (alternate, rstp)"))
             #expect(try cli(d, ["ports"]).stdout.contains("forwarding (designated, rstp, edge)"))
+            let text = try cli(d, ["stp", "rb"]).stdout
+            #expect(text.contains("bridge rb: rstp id") && text.contains("PROTOCOL") && text.contains("EDGE"), "\(text)")
             // Metrics: the port state gauge (5 discarding, 4 forwarding) with role, protocol, edge.
             let metrics = try #require(metricsPort(d.log), "no metrics address in the log:\n\(d.log)")
             let scrape = try parseMetrics(httpGet(port: metrics, path: "/metrics").body)
