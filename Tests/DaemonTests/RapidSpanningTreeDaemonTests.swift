@@ -5,7 +5,7 @@
 // tshark (an independent decoder) reads the BPDUs as "Rapid Spanning Tree" with the roles and
 // flags expected. (2) tapbridge RSTP beside two Linux bridges with kernel STP (802.1D) in the
 // STP suite's triangle: tapbridge's ports fall back to 802.1D (tshark: version 0 BPDUs from it),
-// the loop is cut, ping works.
+// the loop is cut, ping works. (3) The same with tapbridge as root of the Linux bridges.
 import Foundation
 import Testing
 import TestSupport
@@ -189,6 +189,25 @@ import TestSupport
             let grew = try stp.rxFrames(d) - before
             #expect(grew < 100, "tapbridge received \(grew) frames during 3 ARP broadcasts (a loop?)")
             #expect(d.stop() == 0)
+        }
+    }
+
+    @Test func rapidAsRootOfLinuxBridges() throws {
+        try withTopology { t in
+            // tapbridge (RSTP) has the lowest priority: both Linux bridges take their root port
+            // towards it once its ports speak 802.1D, and B blocks its A-B port.
+            let tri = try stp.triangle(t, priorities: (t: 4096, a: "32768", b: "36864"), mode: "rstp")
+            let converged = try stp.waitUntil(40) {
+                let a = try stp.linuxStates(t, tri.nsA), b = try stp.linuxStates(t, tri.nsB), s = try ports(tri.d, "stp0")
+                return a == [tri.pa: "forwarding", tri.ab: "forwarding"] && b == [tri.pb: "forwarding", tri.ba: "blocking"]
+                    && [tri.ma, tri.mb].allSatisfy { s[$0]?.state == "forwarding" && s[$0]?.role == "designated" && s[$0]?.proto == "stp" }
+            }
+            let a = try stp.linuxStates(t, tri.nsA), b = try stp.linuxStates(t, tri.nsB), s = try ports(tri.d, "stp0")
+            try #require(converged != nil, "not converged: A \(a) B \(b) tapbridge \(s)\n\(tri.d.log)")
+            #expect(try bridgeInfo(tri.d, "stp0")["isRoot"] as? Bool == true)
+            let ping = try t.exec(tri.nsA, ["ping", "-c", "3", "-i", "0.2", "-W", "2", "-q", "198.18.40.2"], check: false)
+            #expect(ping.succeeded, "ping A -> B failed: \(ping.stdout)")
+            #expect(tri.d.stop() == 0)
         }
     }
 }
