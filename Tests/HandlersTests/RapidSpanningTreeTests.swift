@@ -402,6 +402,24 @@ struct MixedLAN {
         #expect(lan.role(1, 0) == .root && lan.state(1, 0) == .forwarding && lan.role(2, 1) == .alternate, "\(lan.all())")
     }
 
+    @Test func inferiorForwardingDesignatedDisputesOurPort() throws {
+        // A forwarding designated port hears a worse bridge claim to be designated and
+        // forwarding on the same segment: our BPDUs do not reach it (a one-way link), so ours
+        // stops forwarding rather than make a loop (17.21.10 dispute).
+        var lan = MixedLAN()
+        lan.add(rapid: true, priority: 4096, mac: 0x02_00_00_00_00_0A, ports: 1)
+        _ = lan.run(until: 6_000) { $0.state(0, 0) == .forwarding }
+        #expect(lan.state(0, 0) == .forwarding)
+        var worse = BPDU(kind: .rapid)
+        worse.version = 2; worse.portRole = .designated; worse.learning = true; worse.forwarding = true
+        worse.rootID = BridgeID(priority: 32768, mac: MACAddress(rawValue: 0x02_00_00_00_00_0C))
+        worse.bridgeID = worse.rootID; worse.portID = 0x8001
+        worse.maxAge = 20 * 256; worse.helloTime = 256; worse.forwardDelay = 15 * 256
+        lan.bridges[0].receive(worse, on: PortID(0), now: lan.now)
+        #expect(lan.state(0, 0) == .discarding && lan.role(0, 0) == .designated)
+        #expect(!lan.bridges[0].isEdge(PortID(0)))
+    }
+
     @Test func transmitHoldCountLimitsBPDUsPerSecond() {
         var s = RapidSpanningTreeTests.fast
         s.txHoldCount = 2

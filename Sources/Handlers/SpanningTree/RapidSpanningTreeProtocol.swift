@@ -430,6 +430,7 @@ public struct RapidSpanningTreeProtocol: Sendable {
         if p.role != p.selectedRole {
             changed = true
             p.role = p.selectedRole
+            p.disputed = false   // a dispute is about this port being designated
             switch p.role {
             case .disabled:
                 p.learn = false; p.forward = false
