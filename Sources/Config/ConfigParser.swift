@@ -179,6 +179,7 @@ public enum ConfigParser {
         if let i = r.bool("isolated") { p.isolated = i }
         if let h = r.bool("hairpin") { p.hairpin = h }
         if let s = r.bool("stp") { p.spanningTree = s }
+        p.spanningTreeOptions = parseSpanningTreePortOptions(&r)
         p.switchGuards = parseSwitchGuardKeys(&r)
         parseVLANKeys(&r, into: &p, issues: issues)
         r.finish()

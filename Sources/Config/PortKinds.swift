@@ -20,6 +20,8 @@ public struct PortConfig: Sendable, Equatable {
     /// Whether the port takes part in its bridge's spanning tree (key `stp`, default true; only
     /// read when the bridge runs one). A port left out forwards at once and sends no BPDUs.
     public var spanningTree = true
+    /// RSTP options (`stp-edge`, `stp-auto-edge`, `stp-point-to-point`).
+    public var spanningTreeOptions = SpanningTreePortOptions()
     /// The learning switch's guards for this port (`max-macs`, `flood`, `storm-broadcast`, ...).
     public var switchGuards = LearningSwitch.PortPolicy()
     /// Key path of this port in the file (`bridges[0].ports[1]`).

@@ -35,6 +35,10 @@ public struct PortStatus: Codable, Equatable, Sendable {
     /// "designated", "alternate", "disabled").
     public var stpState: String?
     public var stpRole: String?
+    /// On an RSTP bridge: the BPDUs the port speaks, "rstp", or "stp" towards an 802.1D peer;
+    /// and whether it is an edge port now.
+    public var stpProtocol: String?
+    public var stpEdge: Bool?
     /// Why a learning switch's guard blocks the port now ("loop guard: MAC moving between
     /// ports", "loop guard: flooded frame came back", "MAC limit"); absent when none does.
     /// Frames from and to it are dropped as `port-blocked` until the back-off lifts the block.

@@ -9,7 +9,7 @@ public struct SpanningTreeResult: Codable, Equatable, Sendable {
 
 public struct SpanningTreeBridgeInfo: Codable, Equatable, Sendable {
     public var bridge: String
-    /// "stp" (802.1D).
+    /// "stp" (802.1D) or "rstp" (802.1w).
     public var mode: String
     /// `priority.mac` as the Linux bridge prints identifiers (`8000.02000000000a`).
     public var bridgeId: String
@@ -37,15 +37,22 @@ public struct SpanningTreeBridgeInfo: Codable, Equatable, Sendable {
 
 public struct SpanningTreePortInfo: Codable, Equatable, Sendable {
     public var name: String
-    /// "blocking", "listening", "learning", "forwarding", "disabled".
+    /// "blocking", "listening", "learning", "forwarding", "disabled"; RSTP: "discarding",
+    /// "learning", "forwarding", "disabled".
     public var state: String
-    /// "root", "designated", "alternate", "disabled".
+    /// "root", "designated", "alternate", "backup" (RSTP), "disabled".
     public var role: String
     /// The bridge and port designated on the port's segment (this bridge when it is designated).
     public var designatedBridge: String
     public var designatedPort: String
-    public init(name: String, state: String, role: String, designatedBridge: String, designatedPort: String) {
+    /// The BPDUs the port speaks: "stp" or "rstp" (an RSTP port facing an 802.1D bridge: "stp").
+    public var `protocol`: String?
+    /// RSTP: an edge port now (configured, or no BPDU heard).
+    public var edge: Bool?
+    public init(name: String, state: String, role: String, designatedBridge: String, designatedPort: String,
+                protocol: String? = nil, edge: Bool? = nil) {
         self.name = name; self.state = state; self.role = role
         self.designatedBridge = designatedBridge; self.designatedPort = designatedPort
+        self.protocol = `protocol`; self.edge = edge
     }
 }

@@ -154,8 +154,9 @@ extension Daemon {
                               offloads: p.vm == nil && p.offloads,   // a VM socket carries plain frames: no offloads (a vhost-user port: its `offloads`)
                               created: p.host != nil || links.wasCreated(p.name, netns: p.netns), vlan: Self.describe(p.vlan))
                 .with(vxlan: p.vxlan.map { VxlanLinks.status(name: p.name, $0, link: link) })
-            if let st = engine?.spanningTrees.controller(ofBridge: b.name)?.status()?.ports.first(where: { $0.name == p.name }) {
+            if let tree = engine?.spanningTrees.controller(ofBridge: b.name)?.status(), let st = tree.ports.first(where: { $0.name == p.name }) {
                 status.stpState = st.state.description; status.stpRole = st.role.rawValue
+                if tree.mode == "rstp" { status.stpProtocol = st.protocolVersion; status.stpEdge = st.edge }
             }
             status.guardBlock = switchGuardBlock(port: p.name, bridge: b.name)   // SwitchGuardCommands.swift
             return status

@@ -82,6 +82,7 @@ final class EngineBinding {
         guard let bridge = bridges[bridgeName] else { throw DaemonError("no bridge '\(bridgeName)'") }
         if spanningTreeBridges.contains(bridgeName) {
             learningSwitch(ofBridge: bridgeName)?.spanningTree.setParticipation(p.name, p.spanningTree)
+            learningSwitch(ofBridge: bridgeName)?.spanningTree.setPortOptions(p.name, p.spanningTreeOptions)
             if p.spanningTree { SpanningTreeDriver.receiveBPDUs(on: p, logger: logger) }
         }
         switch p.kind {

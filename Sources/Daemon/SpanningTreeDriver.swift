@@ -1,5 +1,5 @@
 // SpanningTreeDriver: runs the spanning tree of every bridge whose configuration asks for it
-// (`stp = "stp"`). Owns the daemon's side only: starting each bridge's SpanningTreeController
+// (`stp = "stp"` or `"rstp"`). Owns the daemon's side only: starting each bridge's SpanningTreeController
 // (in its learning switch) with the bridge identifier, polling them from the control loop
 // (BPDUs in and out, timers: every wake-up, at most 0.2 s apart), handing their BPDUs to the
 // datapath with `Engine.inject`, telling them of port links going down and up, and logging
@@ -32,7 +32,7 @@ final class SpanningTreeDriver {
             let mac = Self.bridgeMAC(b.name)
             sw.spanningTree.enable(settings: settings, bridgeMAC: mac, nowMs: Self.nowMs())
             running.append(Running(name: b.name, bridge: bridge, controller: sw.spanningTree))
-            logger.info("spanning tree on (802.1D)", metadata: [
+            logger.info(settings.rapid ? "spanning tree on (802.1w RSTP)" : "spanning tree on (802.1D)", metadata: [
                 "bridge": "\(b.name)", "bridge-id": "\(BridgeID(priority: settings.priority, mac: mac))",
                 "hello-time": "\(settings.helloTime)", "forward-delay": "\(settings.forwardDelay)",
                 "max-age": "\(settings.maxAge)"])
@@ -108,11 +108,12 @@ extension Daemon {
                 ports: s.ports.map {
                     SpanningTreePortInfo(name: $0.name, state: $0.state.description, role: $0.role.rawValue,
                                          designatedBridge: $0.designatedBridge.description,
-                                         designatedPort: String($0.designatedPort, radix: 16))
+                                         designatedPort: String($0.designatedPort, radix: 16),
+                                         protocol: $0.protocolVersion, edge: s.mode == "rstp" ? $0.edge : nil)
                 }))
         }
         if let bridge, out.isEmpty {
-            throw ControlError(.notSupported, "bridge '\(bridge)' runs no spanning tree (stp = \"stp\" turns it on)")
+            throw ControlError(.notSupported, "bridge '\(bridge)' runs no spanning tree (stp = \"rstp\" or \"stp\" turns it on)")
         }
         return SpanningTreeResult(bridges: out)
     }

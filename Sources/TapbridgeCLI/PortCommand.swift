@@ -30,13 +30,14 @@ struct PortAdd: ParsableCommand {
         commandName: "add", abstract: "Attach a port (and create its macvtap when `parent` is given).")
     @Argument(help: "The macvtap's name.") var name: String
     @Argument(parsing: .allUnrecognized,
-              help: "KEY VALUE pairs: parent DEV, mode MODE, mac MAC, mtu N, netns NS, queues N, offloads true|false, vlan unaware|access|trunk, pvid N, allowed 10,20,100-199, native N, isolated true|false, hairpin true|false, max-macs N, max-macs-action drop|block, flood|mcast-flood|bcast-flood true|false, storm-broadcast|storm-multicast N (frames/s), nopromisc true|false, source-macs MAC,MAC; a VM port: kind vm, socket stream-server|stream-client|dgram, path P, remote-path P, owner U, group G, socket-mode 0660, max-frame N, anti-spoofing true|false, addresses IP,IP; a tap port: kind tap, user U, group G, queues N, macvtap NAME, mac MAC, addresses IP,IP; a host port: kind host, addresses IP/PREFIX,..., mtu N, mac MAC; a vxlan port: kind vxlan, vni N, local IP, underlay DEV, remotes IP,IP|external, group IP, dstport N, learning true|false, mtu N, macvtap NAME")
+              help: "KEY VALUE pairs: parent DEV, mode MODE, mac MAC, mtu N, netns NS, queues N, offloads true|false, vlan unaware|access|trunk, pvid N, allowed 10,20,100-199, native N, isolated true|false, hairpin true|false, max-macs N, max-macs-action drop|block, flood|mcast-flood|bcast-flood true|false, stp|stp-edge|stp-auto-edge|stp-point-to-point true|false, storm-broadcast|storm-multicast N (frames/s), nopromisc true|false, source-macs MAC,MAC; a VM port: kind vm, socket stream-server|stream-client|dgram, path P, remote-path P, owner U, group G, socket-mode 0660, max-frame N, anti-spoofing true|false, addresses IP,IP; a tap port: kind tap, user U, group G, queues N, macvtap NAME, mac MAC, addresses IP,IP; a host port: kind host, addresses IP/PREFIX,..., mtu N, mac MAC; a vxlan port: kind vxlan, vni N, local IP, underlay DEV, remotes IP,IP|external, group IP, dstport N, learning true|false, mtu N, macvtap NAME")
     var words: [String] = []
     @Option(help: "Bridge (default: the daemon's only bridge).") var bridge: String?
     @OptionGroup var control: ControlOptions
 
     static let intKeys: Set<String> = ["mtu", "queues", "pvid", "native", "max-frame", "vni", "dstport", "max-macs", "storm-broadcast", "storm-multicast"]
-    static let boolKeys: Set<String> = ["offloads", "isolated", "hairpin", "nopromisc", "anti-spoofing", "learning", "flood", "mcast-flood", "bcast-flood"]
+    static let boolKeys: Set<String> = ["offloads", "isolated", "hairpin", "nopromisc", "anti-spoofing", "learning", "flood", "mcast-flood", "bcast-flood",
+                                        "stp", "stp-edge", "stp-auto-edge", "stp-point-to-point"]
     /// Every key of a port table that takes a string (the VM keys too: the control API has
     /// always accepted VM ports; `kind` was missing here).
     static let stringKeys: Set<String> = ["parent", "mode", "mac", "netns", "vlan", "kind", "socket", "path", "remote-path",

@@ -34,7 +34,8 @@ struct PortsCommand: ParsableCommand {
         for p in r.ports {
             t.add([p.bridge, p.name, p.kind, p.link ?? "-", p.mac ?? "-", p.mode ?? "-", p.state, p.operstate ?? "-",
                    String(p.queues), p.kind != "macvtap" && p.kind != "vxlan" ? "-" : p.offloads ? "on" : "off", p.vlan, p.netns ?? "-", p.created ? "yes" : "no"]
-                  + (stp ? [p.stpState.map { "\($0) (\(p.stpRole ?? "-"))" } ?? "-"] : [])
+                  + (stp ? [p.stpState.map { "\($0) (\(p.stpRole ?? "-")" + (p.stpProtocol.map { ", \($0)" } ?? "")
+                        + (p.stpEdge == true ? ", edge" : "") + ")" } ?? "-"] : [])
                   + (guarded ? [p.guardBlock ?? "-"] : []))
         }
         print(t.render())

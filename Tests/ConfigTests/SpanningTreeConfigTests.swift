@@ -37,13 +37,29 @@ import Testing
         #expect(d.bridges[0].ports[0].spanningTree == true)
     }
 
+    @Test func rapidWithItsKeys() throws {
+        let keys = "[[bridges]]\nstp = \"rstp\"\nstp-tx-hold-count = 3\nstp-migrate-time = 2\n"
+        let c = try ConfigParser.parse(keys + port + "stp-edge = true\nstp-auto-edge = false\nstp-point-to-point = false\n", file: "t.toml")
+        let s = try #require(c.bridges[0].spanningTree)
+        #expect(s.rapid && s.txHoldCount == 3 && s.migrateTime == 2)
+        let o = c.bridges[0].ports[0].spanningTreeOptions
+        #expect(o.adminEdge && !o.autoEdge && !o.pointToPoint)
+        let d = try ConfigParser.parse("[[bridges]]\nstp = \"rstp\"\n" + port, file: "t.toml")
+        let t = try #require(d.bridges[0].spanningTree)
+        #expect(t.rapid && t.txHoldCount == 6 && t.migrateTime == 3 && t.forwardDelay == 15)
+        let q = d.bridges[0].ports[0].spanningTreeOptions
+        #expect(!q.adminEdge && q.autoEdge && q.pointToPoint)
+        #expect(try ConfigParser.parse("[[bridges]]\nstp = \"stp\"\n" + port, file: "t.toml").bridges[0].spanningTree?.rapid == false)
+    }
+
     @Test func refusesBadValues() {
         func refused(_ keys: String, _ fragment: String) {
             let found = issues("[[bridges]]\n" + keys + "\n" + port)
             #expect(found.contains { $0.contains(fragment) }, "\(keys): \(found)")
         }
-        refused("stp = \"rstp\"", "bridges[0].stp: 'rstp' (802.1w) is not implemented yet")
-        refused("stp = \"yes\"", "bridges[0].stp: must be 'stp' or 'off'")
+        refused("stp = \"yes\"", "bridges[0].stp: must be 'rstp', 'stp' or 'off'")
+        refused("stp = \"rstp\"\nstp-tx-hold-count = 0", "bridges[0].stp-tx-hold-count")
+        refused("stp = \"rstp\"\nstp-migrate-time = 11", "bridges[0].stp-migrate-time")
         refused("stp = \"stp\"\nstp-priority = 1000", "bridges[0].stp-priority: 1000 is not a multiple of 4096")
         refused("stp = \"stp\"\nstp-priority = 65536", "bridges[0].stp-priority")
         refused("stp = \"stp\"\nstp-forward-delay = 2", "bridges[0].stp-forward-delay")

@@ -49,7 +49,7 @@ import TestSupport
         var nsA: String, nsB: String, pa: String, pb: String, ab: String, ba: String, ma: String, mb: String
     }
 
-    func triangle(_ t: Topology, priorities: (t: Int, a: String, b: String)) throws -> Triangle {
+    func triangle(_ t: Topology, priorities: (t: Int, a: String, b: String), mode: String = "stp") throws -> Triangle {
         let nsA = try t.addNamespace("sa"), nsB = try t.addNamespace("sb")
         let ta = t.ifname("ta"), tb = t.ifname("tb"), pa = t.ifname("pa"), pb = t.ifname("pb")
         let ab = t.ifname("ab"), ba = t.ifname("ba")
@@ -76,7 +76,7 @@ import TestSupport
             metrics = "127.0.0.1:0"
             [[bridges]]
             name = "stp0"
-            stp = "stp"
+            stp = "\(mode)"
             stp-priority = \(priorities.t)
             stp-hello-time = 1
             stp-forward-delay = 4
@@ -94,7 +94,7 @@ import TestSupport
 
             """
         let d = try DaemonProcess(t, config: config)
-        #expect(d.log.contains("spanning tree on (802.1D)"), "\(d.log)")
+        #expect(d.log.contains(mode == "rstp" ? "spanning tree on (802.1w RSTP)" : "spanning tree on (802.1D)"), "\(d.log)")
         return Triangle(d: d, nsA: nsA, nsB: nsB, pa: pa, pb: pb, ab: ab, ba: ba, ma: ma, mb: mb)
     }
 

@@ -12,6 +12,9 @@
 //   13 root path cost (4)   17 bridge identifier (8)   25 port identifier (2)
 //   27 message age   29 max age   31 hello time   33 forward delay (each 2, in 1/256 s)
 //   35 (RST only) version 1 length (1)
+// Flags: bit 0 topology change, 7 acknowledgment (configuration BPDUs); RST BPDUs (version 2 or
+// more, MSTP's 3 read as RSTP; a type 0x02 claiming version 0 or 1 is refused) add bit 1
+// proposal, bits 2-3 port role, 4 learning, 5 forwarding, 6 agreement.
 import Frames
 
 /// A bridge identifier: 16-bit priority (the top 4 bits settable, the rest the system ID
@@ -43,6 +46,13 @@ public struct BPDU: Equatable, Sendable {
     public var version: UInt8 = 0
     public var topologyChange = false
     public var topologyChangeAcknowledgment = false
+    /// RST BPDU flags (802.1D-2004 9.3.3): bits 1 proposal, 2-3 port role, 4 learning,
+    /// 5 forwarding, 6 agreement. Zero in configuration BPDUs.
+    public var proposal = false
+    public var portRole: RSTPRole = .unknown
+    public var learning = false
+    public var forwarding = false
+    public var agreement = false
     public var rootID = BridgeID(rawValue: 0)
     public var rootPathCost: UInt32 = 0
     public var bridgeID = BridgeID(rawValue: 0)
@@ -67,6 +77,13 @@ public struct BPDU: Equatable, Sendable {
 
     public enum DecodeError: Error, Equatable, Sendable {
         case tooShort, notLLC, badProtocol, unknownType(UInt8), badTimers
+        /// An RST BPDU (type 0x02) claiming protocol version 0 or 1.
+        case badVersion(UInt8)
+    }
+
+    /// The port role an RST BPDU's flags carry (bits 2-3).
+    public enum RSTPRole: UInt8, Sendable {
+        case unknown = 0, alternateOrBackup = 1, root = 2, designated = 3
     }
 
     /// Decodes a whole Ethernet frame (destination first). Throws on anything malformed; never
@@ -86,12 +103,22 @@ public struct BPDU: Equatable, Sendable {
         out.version = frame[b + 2]
         if kind == .topologyChangeNotification { return out }
         guard available >= (kind == .rapid ? 36 : 35) else { throw .tooShort }
+        // An RST BPDU is protocol version 2 (3 and up: MSTP, read as RSTP, 802.1Q 14.4).
+        if kind == .rapid && out.version < 2 { throw .badVersion(out.version) }
         func u16(_ o: Int) -> UInt16 { UInt16(frame[b + o]) << 8 | UInt16(frame[b + o + 1]) }
         func u32(_ o: Int) -> UInt32 { UInt32(u16(o)) << 16 | UInt32(u16(o + 2)) }
         func u64(_ o: Int) -> UInt64 { UInt64(u32(o)) << 32 | UInt64(u32(o + 4)) }
         let flags = frame[b + 4]
         out.topologyChange = flags & 0x01 != 0
         out.topologyChangeAcknowledgment = flags & 0x80 != 0
+        if kind == .rapid {
+            out.proposal = flags & 0x02 != 0
+            out.portRole = RSTPRole(rawValue: (flags >> 2) & 0x03)!
+            out.learning = flags & 0x10 != 0
+            out.forwarding = flags & 0x20 != 0
+            out.agreement = flags & 0x40 != 0
+            out.topologyChangeAcknowledgment = false   // unused in RST BPDUs (9.3.3)
+        }
         out.rootID = BridgeID(rawValue: u64(5))
         out.rootPathCost = u32(13)
         out.bridgeID = BridgeID(rawValue: u64(17))
@@ -124,13 +151,17 @@ public struct BPDU: Equatable, Sendable {
         for (i, o) in BPDU.groupAddress.octets.enumerated() { f[i] = o }
         for (i, o) in source.octets.enumerated() { f[6 + i] = o }
         let tcn = kind == .topologyChangeNotification
-        put16(12, UInt16(tcn ? BPDU.tcnLength : BPDU.configLength))
+        put16(12, UInt16(tcn ? BPDU.tcnLength : kind == .rapid ? BPDU.configLength + 1 : BPDU.configLength))
         f[14] = 0x42; f[15] = 0x42; f[16] = 0x03
         let b = 17
         f[b + 2] = version
         f[b + 3] = kind.rawValue
         if tcn { return f }
         f[b + 4] = (topologyChange ? 0x01 : 0) | (topologyChangeAcknowledgment ? 0x80 : 0)
+        if kind == .rapid {
+            f[b + 4] |= (proposal ? 0x02 : 0) | portRole.rawValue << 2 | (learning ? 0x10 : 0)
+                | (forwarding ? 0x20 : 0) | (agreement ? 0x40 : 0)
+        }
         put64(b + 5, rootID.rawValue)
         put32(b + 13, rootPathCost)
         put64(b + 17, bridgeID.rawValue)
@@ -139,6 +170,7 @@ public struct BPDU: Equatable, Sendable {
         put16(b + 29, maxAge)
         put16(b + 31, helloTime)
         put16(b + 33, forwardDelay)
+        // (RST) b + 35: version 1 length, 0: no MSTP information follows.
         return f
     }
 }

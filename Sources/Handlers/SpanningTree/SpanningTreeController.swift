@@ -1,5 +1,6 @@
 // SpanningTreeController: the control side of one bridge's spanning tree. Joins the pure
-// protocol (SpanningTreeProtocol) to the switch: BPDUs the datapath posted to the gate's
+// protocol (SpanningTreeProtocol for 802.1D, RapidSpanningTreeProtocol for RSTP, both a
+// SpanningTreeMachine) to the switch: BPDUs the datapath posted to the gate's
 // mailbox are decoded (BPDU.decode, every bound checked) and fed to the protocol; the
 // protocol's outputs become BPDU frames handed to a transmit function (the daemon injects them
 // with `Engine.inject`), new learning/forwarding port sets published to the gate, and FDB
@@ -17,6 +18,10 @@ public final class SpanningTreeController: @unchecked Sendable {
         public var role: SpanningTreePortRole
         public var designatedBridge: BridgeID
         public var designatedPort: UInt16
+        /// The BPDU format the port speaks: "stp" (802.1D) or "rstp".
+        public var protocolVersion: String = "stp"
+        /// An RSTP edge port now.
+        public var edge = false
     }
 
     public struct Status: Sendable, Equatable {
@@ -32,7 +37,9 @@ public final class SpanningTreeController: @unchecked Sendable {
     }
 
     struct State {
-        var proto: SpanningTreeProtocol?
+        var proto: (any SpanningTreeMachine)?
+        /// RSTP options of ports by name (`stp-edge`, `stp-auto-edge`, `stp-point-to-point`).
+        var options: [String: SpanningTreePortOptions] = [:]
         var names: [PortID: String] = [:]
         var down: Set<String> = []
         /// Ports left out of the tree (port key `stp = false`): always forwarding, no BPDUs.
@@ -55,14 +62,17 @@ public final class SpanningTreeController: @unchecked Sendable {
     /// Whether the spanning tree runs on this bridge.
     public var isEnabled: Bool { state.withLock { $0.proto != nil } }
 
-    /// Starts the 802.1D spanning tree: every port starts blocking and moves through listening
-    /// and learning to forwarding (2 x forward delay) unless the protocol blocks it.
+    /// Starts the spanning tree: 802.1D (every port starts blocking and moves through listening
+    /// and learning to forwarding, 2 x forward delay, unless the protocol blocks it), or rapid
+    /// spanning tree when `settings.rapid`.
     /// `bridgeMAC` with `settings.priority` makes the bridge identifier.
     public func enable(settings: SpanningTreeSettings, bridgeMAC: MACAddress, nowMs: UInt64) {
         state.withLock { s in
-            var p = SpanningTreeProtocol(bridgeMAC: bridgeMAC, settings: settings, now: nowMs)
+            var p: any SpanningTreeMachine = settings.rapid
+                ? RapidSpanningTreeProtocol(bridgeMAC: bridgeMAC, settings: settings, now: nowMs)
+                : SpanningTreeProtocol(bridgeMAC: bridgeMAC, settings: settings, now: nowMs)
             for (id, name) in s.names.sorted(by: { $0.key < $1.key }) where !s.excluded.contains(name) {
-                p.addPort(id, enabled: !s.down.contains(name), now: nowMs)
+                p.addPort(id, enabled: !s.down.contains(name), options: s.options[name] ?? .init(), now: nowMs)
             }
             s.proto = p
         }
@@ -78,6 +88,11 @@ public final class SpanningTreeController: @unchecked Sendable {
         state.withLock { s in if participates { s.excluded.remove(name) } else { s.excluded.insert(name) } }
     }
 
+    /// Port `name`'s RSTP options; set before the port is attached.
+    public func setPortOptions(_ name: String, _ options: SpanningTreePortOptions) {
+        state.withLock { $0.options[name] = options }
+    }
+
     /// The switch's ports changed (LearningSwitch.portsChanged): ports join or leave the tree.
     func portsChanged(_ table: PortTable, nowMs: UInt64) {
         let excludedChanged = state.withLock { s -> Bool in
@@ -86,7 +101,9 @@ public final class SpanningTreeController: @unchecked Sendable {
             var changed = false
             for (id, name) in now.sorted(by: { $0.key < $1.key }) where s.names[id] != name {
                 if s.names[id] != nil { s.proto?.removePort(id, now: nowMs) }
-                if s.excluded.contains(name) { changed = true } else { s.proto?.addPort(id, enabled: !s.down.contains(name), now: nowMs) }
+                if s.excluded.contains(name) { changed = true } else {
+                    s.proto?.addPort(id, enabled: !s.down.contains(name), options: s.options[name] ?? .init(), now: nowMs)
+                }
             }
             if s.names.contains(where: { now[$0.key] == nil && s.excluded.contains($0.value) }) { changed = true }
             s.names = now
@@ -122,7 +139,7 @@ public final class SpanningTreeController: @unchecked Sendable {
             var fast: UInt64?
             // While the root announces a topology change, entries not refreshed within the
             // forward delay are stale (802.1D 8.3.5): swept once a second.
-            if s.proto!.topologyChange && nowMs &- s.lastFastAging >= 1000 {
+            if s.proto!.agesFast && nowMs &- s.lastFastAging >= 1000 {
                 s.lastFastAging = nowMs
                 fast = s.proto!.forwardDelay
             }
@@ -169,9 +186,10 @@ public final class SpanningTreeController: @unchecked Sendable {
                 let d = p.designated(of: id)
                 return PortStatus(id: id, name: s.names[id] ?? "\(id)", state: p.state(of: id) ?? .disabled,
                                   role: p.role(of: id) ?? .disabled, designatedBridge: d?.bridge ?? BridgeID(rawValue: 0),
-                                  designatedPort: d?.port ?? 0)
+                                  designatedPort: d?.port ?? 0, protocolVersion: p.portProtocol(of: id) ?? p.mode,
+                                  edge: p.isEdge(id))
             }
-            return Status(mode: "stp", bridgeID: p.bridgeID, rootID: p.designatedRoot, rootPathCost: p.rootPathCost,
+            return Status(mode: p.mode, bridgeID: p.bridgeID, rootID: p.designatedRoot, rootPathCost: p.rootPathCost,
                           rootPort: p.rootPort.flatMap { s.names[$0] }, topologyChange: p.topologyChange,
                           topologyChanges: p.topologyChanges, maxAge: Double(p.maxAge) / 1000,
                           helloTime: Double(p.helloTime) / 1000, forwardDelay: Double(p.forwardDelay) / 1000, ports: ports)
@@ -190,10 +208,14 @@ public final class SpanningTreeController: @unchecked Sendable {
                     HandlerCounter("stp_topology_changes", p.topologyChanges),
                     HandlerCounter("stp_is_root", p.isRootBridge ? 1 : 0)]
                 // One gauge per port: its state (0 disabled, 1 blocking, 2 listening, 3 learning,
-                // 4 forwarding), labelled with its name and role.
+                // 4 forwarding, 5 discarding), labelled with its name and role (and, on an RSTP bridge,
+                // the port's protocol and edge status).
                 + p.portIDs.map { id in
                     HandlerCounter("stp_port_state", UInt64((p.state(of: id) ?? .disabled).rawValue),
-                                   labels: ["port": s.names[id] ?? "\(id)", "role": (p.role(of: id) ?? .disabled).rawValue])
+                                   labels: ["port": s.names[id] ?? "\(id)", "role": (p.role(of: id) ?? .disabled).rawValue]
+                                       // RSTP: which BPDUs the port speaks ("stp" towards an 802.1D peer) and edge.
+                                       .merging(p.mode == "rstp" ? ["protocol": p.portProtocol(of: id) ?? "rstp",
+                                                                    "edge": p.isEdge(id) ? "true" : "false"] : [:]) { $1 })
                 }
         }
     }

@@ -26,14 +26,23 @@ public struct SpanningTreeSettings: Sendable, Equatable {
     public var maxAge: Double = 20
     /// Path cost of every port (the Linux bridge's value for a port of unknown speed).
     public var portCost: UInt32 = 100
+    /// Which protocol: 802.1D STP, or rapid spanning tree (802.1w, RapidSpanningTreeProtocol.swift).
+    public var rapid = false
+    /// RSTP: BPDUs a port may send per second (802.1D-2004 17.13.12, 1...10).
+    public var txHoldCount = 6
+    /// RSTP: seconds a port keeps the BPDU format it chose before it may switch again (17.13.9).
+    public var migrateTime: Double = 3
     public init() {}
 }
 
 /// A port's state (802.1D 8.4). Only forwarding ports forward; learning and forwarding learn.
 public enum SpanningTreePortState: UInt8, Sendable, CustomStringConvertible {
     case disabled, blocking, listening, learning, forwarding
+    /// RSTP's state for a port that neither learns nor forwards (blocking and listening in one).
+    case discarding
     public var description: String {
         switch self {
+        case .discarding: "discarding"
         case .disabled: "disabled"
         case .blocking: "blocking"
         case .listening: "listening"
@@ -47,6 +56,8 @@ public enum SpanningTreePortState: UInt8, Sendable, CustomStringConvertible {
 /// A port's role in the tree (RSTP's names: an 802.1D blocked port is an alternate).
 public enum SpanningTreePortRole: String, Sendable {
     case root, designated, alternate, disabled
+    /// RSTP: a port backing up another port of this bridge on the same segment.
+    case backup
 }
 
 public struct SpanningTreeProtocol: Sendable {
