@@ -4,6 +4,7 @@ docs/benchmarks.md (medians, [min-max], ratios to the kernel bridge and to vde_s
 in the same run, the targets of issues 3 and 7) and gnuplot SVG charts next to it.
 
 Input lines: `FORWARDER RUN tcp=G tcp_nogso=G udp64=RX,SENT,CPU udp512=.. udp1500=.. lat=P50,P99,P999,LOST`
+(the impair-neighbour rows add `flowb=RX,OFFERED bread=N bdelayed=N bheldfull=N blost=N aimpaired=N busy=CPU stats=ok|none`)
 Usage: report.py RESULTS --runs N --seconds S --charts DIR [--stamp YYYYMMDD-HHMM]"""
 import argparse, datetime, os, platform, statistics, subprocess, sys
 
@@ -28,6 +29,10 @@ for line in open(a.results):
         r[f"loss{s}"] = 1 - float(rx) / float(sent) if float(sent) and float(rx) >= 0 else float("nan")
     p50, p99, p999, lost = kv["lat"].split(",")
     r.update(p50=float(p50), p99=float(p99), p999=float(p999), lost=int(lost))
+    if "flowb" in kv:   # impair-neighbour rows: flow B and the impair counters
+        bd, bo = kv["flowb"].split(",")
+        r.update(bdeliv=float(bd), boffer=float(bo), stats=kv.get("stats", "none"))
+        for k in ("bread", "bdelayed", "bheldfull", "blost", "aimpaired", "busy"): r[k] = float(kv.get(k, "nan"))
     rows[f].append(r)
 
 def vals(f, k): return [x[k] for x in rows.get(f, []) if x[k] == x[k]]   # NaN: not measurable there
@@ -170,4 +175,62 @@ if "uring-floor" in rows or "epoll-rw" in rows:
         p("| --- |" + " --- |" * len(pairs))
         for label, k in metrics:
             p(f"| {label} | " + " | ".join(f"{x(a_, k, b_):.2f}" for a_, b_ in pairs) + " |")
+
+# Issue 11: the write-only floor into a macvtap beside the vhost-user and VM-socket rows.
+if "uring-write-floor" in rows:
+    p("\n### The write floor: guest memory -> macvtap (issue 11)\n")
+    p("`uring-write-floor`: bench/uringwritefloor.c writes pre-built frames from memory into the receiver's "
+      "passthru macvtap as fast as one thread can (12-byte vnet header, one writev per frame, 64 per "
+      "io_uring_enter, SINGLE_ISSUER|DEFER_TASKRUN), no reads: the ceiling of any guest -> macvtap forwarder. "
+      "Counted at the receiver's interface like `tapbridge-vhost`; its CPU is the writer's own.\n")
+    p("| row | 64 B frames/s | CPU s/M | 512 B frames/s | CPU s/M | 1500 B frames/s | CPU s/M |")
+    p("| --- | --- | --- | --- | --- | --- | --- |")
+    for f in [f for f in ("uring-write-floor", "tapbridge-vhost", "tapbridge-base-vhost", "tapbridge-vm", "tapbridge-1w") if f in rows]:
+        p(f"| {f} | " + " | ".join(f"{cell(f, f'fps{sz}', n)} | {med(f, f'cpu{sz}'):.2f}" for sz in (64, 512, 1500)) + " |")
+    pairs = [(a_, b_) for a_, b_ in (("tapbridge-vhost", "uring-write-floor"), ("uring-write-floor", "tapbridge-vm"),
+                                     ("tapbridge-vhost", "tapbridge-vm")) if a_ in rows and b_ in rows]
+    if pairs:
+        p("\n| ratio of medians | " + " | ".join(f"{a_} / {b_}" for a_, b_ in pairs) + " |")
+        p("| --- |" + " --- |" * len(pairs))
+        for sz in (64, 512, 1500):
+            p(f"| {sz} B frames/s | " + " | ".join(f"{x(a_, f'fps{sz}', b_):.2f}" for a_, b_ in pairs) + " |")
+        # CPU per frame holds up better than rates on a busy machine: the vhost row's testpmd polls
+        # one of the two cores, so under other load its worker gets less of the rest than the writer.
+        for sz in (64, 512, 1500):
+            p(f"| CPU s per M frames, {sz} B (lower is cheaper) | " + " | ".join(f"{x(a_, f'cpu{sz}', b_):.2f}" for a_, b_ in pairs) + " |")
+
+# Issue 15: a flood through a delayed port beside another flow on the same (single) worker.
+nb = [f for f in ("impair-neighbour-off", "impair-neighbour-delay", "impair-neighbour-loss", "impair-neighbour-idle",
+                  "impair-neighbour-none") if f in rows]
+if nb:
+    p("\n### Impair: a delayed neighbour on the same worker (issue 15)\n")
+    p("One daemon, one worker, three hosts. Flow A (measured): udpgen tbb-s -> macvtap tbb-ms -> tbb-mr -> tbb-r, "
+      "64-byte frames. Flow B: udpgen in a third host tbb-n floods 64-byte frames to tbb-s, in by tbb-mn, out by "
+      "tbb-ms. `-off`: B floods, impair in the pipeline, nothing impaired; `-delay`: the same flood, tbb-mn's "
+      "ingress delayed (`delay`, `limit = 100000`: the worker's share of held buffers is the bound); `-loss`: the same flood "
+      "mostly dropped (`loss`) by the same handler, nothing held (a control for -delay's holding); `-idle`: the "
+      "-delay configuration with B silent; `-none`: no impair handler, B silent. Per second over flow A's load; "
+      "\"B delayed\" counts `impair_delayed` of tbb-mn (every frame given a delay, held or not), \"B over the bound\" "
+      "the `impair-limit` drops (charged to B's egress port tbb-ms) of frames the hold had no room for; \"A's ports "
+      "impaired\" sums every impair counter of tbb-ms and tbb-mr that moved (must be 0).\n")
+    p("| row | flow A frames/s | A offered/s | flow B delivered/s | B offered/s | B read/s | B delayed/s | B over the bound/s | B lost/s | A's ports impaired | daemon CPU s/s |")
+    p("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for f in nb:
+        p(f"| {f} | {cell(f, 'fps64', n)} | {n(med(f, 'sent64'))} | {n(med(f, 'bdeliv'))} | {n(med(f, 'boffer'))} | "
+          f"{n(med(f, 'bread'))} | {med(f, 'bdelayed'):,.0f} | {med(f, 'bheldfull'):,.0f} | {med(f, 'blost'):,.0f} | {sum(v['aimpaired'] for v in rows[f] if v['aimpaired'] == v['aimpaired']):.0f} | "
+          f"{med(f, 'busy'):.2f} |")
+    if any(v.get("stats") != "ok" for f in nb for v in rows[f]): p("\n(some samples had no `tapbridge stats`: their counter columns read 0)")
+    p("")
+    p(f"- Criterion (issue 15): flow A with a delayed flood beside it / with the same flood undelayed, "
+      f"`impair-neighbour-delay` / `impair-neighbour-off`: {verdict(x('impair-neighbour-delay', 'fps64', 'impair-neighbour-off'), 0.9)}.")
+    if "impair-neighbour-loss" in rows:
+        p(f"- Holding against dropping the same flood at the same place (`-delay` / `-loss`): "
+          f"{x('impair-neighbour-delay', 'fps64', 'impair-neighbour-loss'):.2f}× flow A's frames.")
+    if "impair-neighbour-idle" in rows:
+        p(f"- Flow A beside the delayed flood / alone with the same configuration (`-delay` / `-idle`): "
+          f"{x('impair-neighbour-delay', 'fps64', 'impair-neighbour-idle'):.2f}×.")
+    if "impair-neighbour-none" in rows and "impair-neighbour-idle" in rows:
+        p(f"- The handler configured, no impairment on flow A's ports, against no impair handler (`-idle` / `-none`): "
+          f"{x('impair-neighbour-idle', 'fps64', 'impair-neighbour-none'):.2f}× the frames, "
+          f"{x('impair-neighbour-idle', 'cpu64', 'impair-neighbour-none'):.2f}× the CPU per frame.")
 print("\n".join(out))
