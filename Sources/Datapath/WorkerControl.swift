@@ -61,6 +61,9 @@ extension Worker {
         guard p.pointee.state == LocalPortState.active else { return }
         p.pointee.state = LocalPortState.down
         cancelAll(lp)
+        // Frames queued for it will never go out: sent to a port that is down, as the ones
+        // after them are (not lost uncounted).
+        if p.pointee.txQueued > 0 { p.pointee.counters?.add(PortCounter.drop(.portDown), UInt64(p.pointee.txQueued)) }
         drainQueue(lp)
         stats.add(WorkerCounter.portFailures, 1)
         engine.reportFailure(bridge: Int(p.pointee.bridge), port: p.pointee.id, errno: err)
