@@ -66,7 +66,7 @@ extension Worker {
         if p.pointee.txQueued > 0 { p.pointee.counters?.add(PortCounter.drop(.portDown), UInt64(p.pointee.txQueued)) }
         drainQueue(lp)
         stats.add(WorkerCounter.portFailures, 1)
-        engine.reportFailure(bridge: Int(p.pointee.bridge), port: p.pointee.id, errno: err)
+        engine.reportFailure(bridge: Int(p.pointee.bridge), port: p.pointee.id, errno: err, connection: p.pointee.connection)
     }
 
     func cancelAll(_ lp: Int) {
@@ -200,6 +200,7 @@ extension Worker {
         p.pointee.adminUp = spec.adminUp
         p.pointee.counters = spec.counters
         p.pointee.owner = Int32(spec.owner)
+        p.pointee.connection = spec.connection
         p.pointee.txInflight = 0
         let blockingReads: Bool
         switch spec.transport {
