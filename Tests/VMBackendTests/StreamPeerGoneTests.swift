@@ -29,8 +29,9 @@ import UnixSocketFiles
         return have / 64
     }
 
-    /// A one-worker engine: a stream-server VM port (supervised) and a datagram source whose
-    /// frames (broadcasts, a hub bridge) all go to the VM.
+    /// An engine (one worker, or two: the source's frames then reach the VM port's owner
+    /// through a handoff ring) with a stream-server VM port (supervised) and a datagram source
+    /// whose frames (broadcasts, a hub bridge) all go to the VM.
     struct Rig: Sendable {
         let engine: Engine, supervisor: VMPortSupervisor, port: VMStreamServerPort
         let vmID: PortID, sourceID: PortID, source: Int32, path: String, logs: CollectedLines
@@ -39,11 +40,11 @@ import UnixSocketFiles
         func send(_ fill: UInt8) -> Bool { ethFrame(60, fill: fill).withUnsafeBytes { Glibc.send(source, $0.baseAddress, $0.count, 0) == 60 } }
         func stop() { supervisor.stop(); engine.stop(); close(source); unlink(path) }
     }
-    func rig(_ tag: String) throws -> Rig {
+    func rig(_ tag: String, workers: Int = 1) throws -> Rig {
         signal(SIGPIPE, SIG_IGN)   // (as the daemon does)
         let path = tempPath(tag)
         let logs = CollectedLines()
-        var c = EngineConfiguration(workers: 1)
+        var c = EngineConfiguration(workers: workers)
         c.buffersPerWorker = 128
         c.log = { _, line in logs.append(line) }
         let engine = Engine(configuration: c)
@@ -91,8 +92,8 @@ import UnixSocketFiles
     /// The VM closes its socket under a flow toward it: whichever of our read and our write
     /// sees it first, no frame is a transmit error and every one is accounted for: sent, or
     /// dropped (port-down for the ones after the VM left).
-    @Test func aVMClosingUnderAFlowCountsPortDownNotTransmitErrors() throws {
-        let r = try rig("gone-flow")
+    @Test(arguments: [1, 2]) func aVMClosingUnderAFlowCountsPortDownNotTransmitErrors(workers: Int) throws {
+        let r = try rig("gone-flow", workers: workers)
         defer { r.stop() }
         let vm = try UnixSocketFile.connectStream(to: r.path)
         #expect(waitUntil { r.port.isConnected && r.vm()?.connected == true })
@@ -107,7 +108,7 @@ import UnixSocketFiles
         let s = try #require(r.vm())
         #expect(s.txErrors == 0, "\(s)")
         #expect(s.drops(.portDown) > 0, "\(s)")
-        print("StreamPeerGoneTests: a VM closing under a flow of \(total) frames: \(s)")
+        print("StreamPeerGoneTests: a VM closing under a flow of \(total) frames, \(workers) worker(s): \(s)")
         let lines = r.logs.all
         #expect(lines.filter { $0.contains("'vm0' disconnected") }.count == 1, "\(lines)")
 
