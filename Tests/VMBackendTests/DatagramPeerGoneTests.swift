@@ -127,10 +127,8 @@ final class CollectedLines: @unchecked Sendable {
         #expect(port.isConnected)
         func stats(_ p: PortID) -> PortStatistics? { engine.snapshot().bridge("br")?.port(p) }
 
-        let total = 20_000
         let frame = ethFrame(60, fill: 5)
-        let sender = Thread { for _ in 0..<total { _ = frame.withUnsafeBytes { send(source, $0.baseAddress, $0.count, 0) } } }
-        sender.start()
+        let flow = FrameFlow { _ = frame.withUnsafeBytes { send(source, $0.baseAddress, $0.count, 0) } }
         var b = [UInt8](repeating: 0, count: 2048)
         var got = 0
         // (read as fast as it comes: a datagram socket queues only a few for its reader)
@@ -138,6 +136,7 @@ final class CollectedLines: @unchecked Sendable {
         while got < 100 && Date() < end { if recv(vm, &b, b.count, Int32(MSG_DONTWAIT)) == 60 { got += 1 } }
         #expect(got == 100, "the VM receives frames before it leaves")
         close(vm); vm = -1   // the VM exits mid-flow (its socket file stays behind)
+        let total = flow.finish(after: 20_000)
         #expect(waitUntil { stats(sourceID)?.rxFrames == UInt64(total) }, "\(String(describing: stats(sourceID)))")
         #expect(waitUntil { stats(id).map { !$0.connected && $0.txFrames + $0.totalDrops == UInt64(total) } ?? false },
                 "every frame toward the VM is sent or dropped: \(String(describing: stats(id)))")

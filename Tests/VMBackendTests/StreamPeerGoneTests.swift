@@ -97,11 +97,11 @@ import UnixSocketFiles
         defer { r.stop() }
         let vm = try UnixSocketFile.connectStream(to: r.path)
         #expect(waitUntil { r.port.isConnected && r.vm()?.connected == true })
-        let total = 20_000   // (1.3 MB: more than the VM's socket buffers hold, so the flow outlasts the VM)
-        let sender = Thread { for i in 0..<total { _ = r.send(UInt8(truncatingIfNeeded: i)) } }
-        sender.start()
-        _ = readFrames(vm.rawValue, 100)
+        let flow = FrameFlow { _ = r.send(5) }
+        #expect(readFrames(vm.rawValue, 100) == 100, "the VM receives frames before it leaves")
         _ = consume vm   // closed with the flow still running
+        // (20,000 more, 1.3 MB: more than the VM's socket buffers could have taken)
+        let total = flow.finish(after: 20_000)
         #expect(waitUntil { r.sourceStats()?.rxFrames == UInt64(total) }, "the source's frames all arrive: \(String(describing: r.sourceStats()))")
         #expect(waitUntil { r.vm().map { !$0.connected && $0.txFrames + $0.totalDrops == UInt64(total) } ?? false },
                 "every frame toward the VM is sent or dropped: \(String(describing: r.vm()))")
