@@ -14,6 +14,9 @@ final class PortRecord {
     /// The worker that reads a single-descriptor port.
     var owner = 0
     var connected = false
+    /// Counts the port's connections (`openAndAnnounce` that connected): a worker's failure
+    /// report names the one it saw fail and is ignored once the port has another.
+    var connection: UInt32 = 0
     var adminUp = true
     /// The capture session capturing this port, if any.
     var capture: ObjectIdentifier?

@@ -97,6 +97,13 @@ extension Worker {
     /// A datagram write finished: count it, free its slot, start the port's next queued write.
     @inline(__always)
     func completeDatagramWrite(_ si: Int, _ d: Int, _ res: Int32) {
+        if res == -ECANCELED && ports[d].state != LocalPortState.active {
+            // Cancelled in flight because the port failed (`fail` cancels what is in flight):
+            // sent to a port that is down, like the frames queued behind it.
+            ports[d].counters?.countDrop(.portDown)
+            finishSlot(si)
+            return
+        }
         if res < 0 && ports[d].emptyReadIsFrame && isPeerGone(-res) {
             // A datagram socket's peer went (a VM that exited): no read ever says so, only
             // sends. The port goes down (the engine asks the port what next: a VM port waits

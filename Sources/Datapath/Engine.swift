@@ -73,7 +73,9 @@ public final class Engine: @unchecked Sendable {
     private var portsRemovedCount = UInt64(0)
 
     // Failed ports reported by workers, handled off the datapath by the janitor thread.
-    private let failures = Mutex<[(bridge: Int, port: PortID, errno: Int32)]>([])
+    private let failures = Mutex<[FailureReport]>([])
+    /// Failure reports that named a connection the port no longer has (counted for tests).
+    let staleFailureReports = Atomic<UInt64>(0)
     private let failureSignal = DispatchSemaphore(value: 0)
     private var janitor: Thread?
     private let janitorDone = DispatchSemaphore(value: 0)
@@ -212,6 +214,7 @@ public final class Engine: @unchecked Sendable {
         if !r.port.isMultiQueue { r.owner = Int(r.id.rawValue) % workers.count }
         r.fds = fds
         r.connected = fds.count == n
+        if r.connected { r.connection &+= 1 }
         if !r.connected && !fds.isEmpty { fds.forEach { try? Syscall.close($0) }; r.fds = [] }
         r.bridge.renegotiateOffloads(log: log)
         r.bridge.publishPorts()
@@ -228,7 +231,8 @@ public final class Engine: @unchecked Sendable {
                               adminUp: r.adminUp, counters: r.counters[worker],
                               writable: r.port.isMultiQueue || r.owner == worker || !PortTransport(r.port.framing).needsSingleWriter,
                               owner: r.owner,
-                              virtqueues: r.connected ? r.port.virtqueues(r.port.isMultiQueue ? worker : 0) : nil)
+                              virtqueues: r.connected ? r.port.virtqueues(r.port.isMultiQueue ? worker : 0) : nil,
+                              connection: r.connection)
     }
 
     /// Creates the worker-to-worker rings (once) that carry frames to single-descriptor
@@ -337,9 +341,16 @@ public final class Engine: @unchecked Sendable {
 
     // MARK: failed ports
 
-    /// Called by a worker (on its thread) when a port's descriptor failed.
-    func reportFailure(bridge: Int, port: PortID, errno: Int32) {
-        failures.withLock { $0.append((bridge, port, errno)) }
+    /// A port's descriptor failed: which one, why, and on which of its connections.
+    struct FailureReport { var bridge: Int; var port: PortID; var errno: Int32; var connection: UInt32 }
+
+    /// Called by a worker (on its thread) when a port's descriptor failed. `connection`: the
+    /// port's connection (`PortRecord.connection`) the worker was given. A report may
+    /// wait here while the janitor handles another one for the same connection and the port
+    /// reconnects (another worker's report, a multi-queue port's other queue): it then names
+    /// an old connection and is ignored.
+    func reportFailure(bridge: Int, port: PortID, errno: Int32, connection: UInt32) {
+        failures.withLock { $0.append(FailureReport(bridge: bridge, port: port, errno: errno, connection: connection)) }
         failureSignal.signal()
     }
 
@@ -348,38 +359,45 @@ public final class Engine: @unchecked Sendable {
         while true {
             _ = failureSignal.wait(timeout: .now() + configuration.healthCheckInterval)
             if janitorStop.load(ordering: .relaxed) { break }
-            let batch = failures.withLock { f -> [(bridge: Int, port: PortID, errno: Int32)] in defer { f = [] }; return f }
-            for f in batch { handleFailure(f.bridge, f.port, f.errno) }
-            for dead in deadPorts() { handleFailure(dead.bridge, dead.port, dead.errno) }
+            let batch = failures.withLock { f -> [FailureReport] in defer { f = [] }; return f }
+            for f in batch { handleFailure(f.bridge, f.port, f.errno, connection: f.connection) }
+            for dead in deadPorts() { handleFailure(dead.bridge, dead.port, dead.errno, connection: dead.connection) }
         }
         janitorDone.signal()
     }
 
-    private func deadPorts() -> [(bridge: Int, port: PortID, errno: Int32)] {
+    /// Connected ports found dead, each with the connection found dead (the port may
+    /// reconnect before `handleFailure` takes the lock again).
+    private func deadPorts() -> [FailureReport] {
         control.lock(); defer { unlockAndEmit() }
-        var dead: [(bridge: Int, port: PortID, errno: Int32)] = []
+        var dead: [FailureReport] = []
         let now = MonotonicClock.nanoseconds()
         let limit = UInt64(max(0, configuration.partialFrameTimeout) * 1e9)
         for b in bridges {
             for r in b.records.values where r.connected {
                 let e = r.port.checkAlive()
-                if e != 0 { dead.append((b.index, r.id, e)); continue }
+                if e != 0 { dead.append(FailureReport(bridge: b.index, port: r.id, errno: e, connection: r.connection)); continue }
                 // A stream peer stalled mid-frame (the reading worker starts the clock).
                 let since = r.counters.reduce(UInt64(0)) { Swift.max($0, $1.load(PortCounter.partialSince)) }
                 if since != 0 && now > since && now - since > limit {
                     log(.notice, "bridge \(b.name): port '\(r.port.name)': peer held a partial frame for more than \(configuration.partialFrameTimeout) s; closing the connection")
-                    dead.append((b.index, r.id, ETIMEDOUT))
+                    dead.append(FailureReport(bridge: b.index, port: r.id, errno: ETIMEDOUT, connection: r.connection))
                 }
             }
         }
         return dead
     }
 
-    private func handleFailure(_ bridgeIndex: Int, _ id: PortID, _ err: Int32) {
+    private func handleFailure(_ bridgeIndex: Int, _ id: PortID, _ err: Int32, connection: UInt32) {
         control.lock(); defer { unlockAndEmit() }
         guard isRunning, bridgeIndex < bridges.count else { return }
         let b = bridges[bridgeIndex]
         guard let r = b.records[Int(id.rawValue)], r.connected else { return }
+        if connection != r.connection {
+            // About a connection already closed (the port has reconnected since): not this one's.
+            staleFailureReports.add(1, ordering: .relaxed)
+            return
+        }
         let why = err == 0 ? "end of file" : String(cString: strerror(err))
         switch r.port.queueFailed(0, errno: err) {
         case .remove:

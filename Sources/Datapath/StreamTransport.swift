@@ -198,14 +198,22 @@ extension Worker {
     func completeStreamWrite(_ si: Int, _ d: Int, _ res: Int32) {
         let dp = ports + d
         guard res > 0 else {
+            // A peer that went away (a VM exiting: the write may see it before the read sees
+            // end of file) is no transmit error: the batch counts as sent to a port that is
+            // down, as every later frame does until the VM is back, and the port goes down
+            // through the usual failure path (once: a port already down is left alone). A write
+            // cancelled because the port failed (its read saw the close first) counts the same.
+            let peerGone = isStreamPeerGone(-res) || (res == -ECANCELED && dp.pointee.state != LocalPortState.active)
             var cur = si
             while cur >= 0 {
                 let next = Int(slots[cur].batchNext)
-                if let dc = dp.pointee.counters { countWrite(dc, res == 0 ? -EIO : res, slots[cur].frameBytes) }
+                if let dc = dp.pointee.counters {
+                    if peerGone { dc.countDrop(.portDown) } else { countWrite(dc, res == 0 ? -EIO : res, slots[cur].frameBytes) }
+                }
                 finishSlot(cur)
                 cur = next
             }
-            if res == -EPIPE || res == -ECONNRESET { fail(d, -res) } else { kick(d) }
+            if peerGone { fail(d, -res) } else { kick(d) }
             return
         }
         var left = Int(res), cur = si
@@ -235,6 +243,10 @@ extension Worker {
         }
         kick(d)
     }
+
+    /// A write error meaning a stream socket's peer is gone (closed, reset, never connected).
+    @inline(__always)
+    func isStreamPeerGone(_ e: Int32) -> Bool { e == EPIPE || e == ECONNRESET || e == ENOTCONN }
 
     /// Part of a frame went out: skip those bytes in its iovecs.
     func skipWritten(_ si: Int, _ written: Int) {

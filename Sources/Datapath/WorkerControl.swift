@@ -61,9 +61,12 @@ extension Worker {
         guard p.pointee.state == LocalPortState.active else { return }
         p.pointee.state = LocalPortState.down
         cancelAll(lp)
+        // Frames queued for it will never go out: sent to a port that is down, as the ones
+        // after them are (not lost uncounted).
+        if p.pointee.txQueued > 0 { p.pointee.counters?.add(PortCounter.drop(.portDown), UInt64(p.pointee.txQueued)) }
         drainQueue(lp)
         stats.add(WorkerCounter.portFailures, 1)
-        engine.reportFailure(bridge: Int(p.pointee.bridge), port: p.pointee.id, errno: err)
+        engine.reportFailure(bridge: Int(p.pointee.bridge), port: p.pointee.id, errno: err, connection: p.pointee.connection)
     }
 
     func cancelAll(_ lp: Int) {
@@ -197,6 +200,7 @@ extension Worker {
         p.pointee.adminUp = spec.adminUp
         p.pointee.counters = spec.counters
         p.pointee.owner = Int32(spec.owner)
+        p.pointee.connection = spec.connection
         p.pointee.txInflight = 0
         let blockingReads: Bool
         switch spec.transport {

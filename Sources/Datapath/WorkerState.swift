@@ -28,6 +28,9 @@ struct WorkerPortSpec {
     var owner: Int
     /// Virtqueue ports: the queue pair (nil for other transports).
     var virtqueues: UnsafeMutablePointer<VirtioNetQueuePair>? = nil
+    /// The engine's number for this connection of the port (`PortRecord.connection`): a
+    /// failure this worker reports names it, so a late report cannot take down the next one.
+    var connection: UInt32 = 0
 }
 
 /// How a worker moves frames through a port's descriptor. Each case has its own file that owns
@@ -147,6 +150,9 @@ struct LocalPort {
     var captureFlags: UInt8 = 0
     var captureInterface: UInt16 = 0
     var captureTap: Unmanaged<CaptureTap>? = nil
+    /// The engine's connection number of the descriptor (WorkerPortSpec.connection); cold,
+    /// read only when the port fails.
+    var connection: UInt32 = 0
 }
 
 /// One bridge as one worker sees it.

@@ -99,6 +99,53 @@ final class CollectedLines: @unchecked Sendable {
         #expect(!lines.contains { $0.contains("failed") }, "\(lines)")
     }
 
+    /// The VM exits under a flow toward it (one worker, or two): no frame is a transmit error
+    /// and every one is accounted for: sent, or dropped (port-down once it left: the refused
+    /// send, the sends cancelled in flight, the ones queued and every later one).
+    @Test(arguments: [1, 2]) func aVMLeavingUnderAFlowCountsPortDownNotTransmitErrors(workers: Int) throws {
+        let ours = tempPath("flow-tb"), vmPath = tempPath("flow-vm")
+        defer { unlink(ours); unlink(vmPath) }
+        let logs = CollectedLines()
+        var c = EngineConfiguration(workers: workers)
+        c.buffersPerWorker = 128
+        c.log = { _, line in logs.append(line) }
+        let engine = Engine(configuration: c)
+        let bridge = engine.addBridge(name: "br", pipeline: HandlerPipeline([]), offloads: [])
+        var vm = dgram(boundAt: vmPath)
+        defer { if vm >= 0 { close(vm) } }
+        var sv: [Int32] = [0, 0]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0, &sv) == 0)
+        let source = sv[1]
+        defer { close(source) }
+        let port = VMDatagramPort(name: "vm0", localPath: ours, remotePath: vmPath)
+        let id = try bridge.attach(port)
+        let sourceID = try bridge.attach(DescriptorPort(name: "src", descriptor: sv[0]))
+        try engine.start()
+        let supervisor = VMPortSupervisor(engine: engine, log: { logs.append($0) })
+        defer { supervisor.stop(); engine.stop() }
+        supervisor.watch(port, id: id, in: bridge)
+        #expect(port.isConnected)
+        func stats(_ p: PortID) -> PortStatistics? { engine.snapshot().bridge("br")?.port(p) }
+
+        let frame = ethFrame(60, fill: 5)
+        let flow = FrameFlow { _ = frame.withUnsafeBytes { send(source, $0.baseAddress, $0.count, 0) } }
+        var b = [UInt8](repeating: 0, count: 2048)
+        var got = 0
+        // (read as fast as it comes: a datagram socket queues only a few for its reader)
+        let end = Date().addingTimeInterval(30)
+        while got < 100 && Date() < end { if recv(vm, &b, b.count, Int32(MSG_DONTWAIT)) == 60 { got += 1 } }
+        #expect(got == 100, "the VM receives frames before it leaves")
+        close(vm); vm = -1   // the VM exits mid-flow (its socket file stays behind)
+        let total = flow.finish(after: 20_000)
+        #expect(waitUntil { stats(sourceID)?.rxFrames == UInt64(total) }, "\(String(describing: stats(sourceID)))")
+        #expect(waitUntil { stats(id).map { !$0.connected && $0.txFrames + $0.totalDrops == UInt64(total) } ?? false },
+                "every frame toward the VM is sent or dropped: \(String(describing: stats(id)))")
+        let s = try #require(stats(id))
+        #expect(s.txErrors == 0 && s.drops(.portDown) > 0, "\(s)")
+        #expect(logs.all.filter { $0.contains("'vm0' disconnected") }.count == 1, "\(logs.all)")
+        print("DatagramPeerGoneTests: a VM leaving under a flow of \(total) frames, \(workers) worker(s): \(s)")
+    }
+
     /// A VM that left before the daemon started: its dead socket file is not a reason to fail
     /// or to log, the port waits down and comes up when the VM is back.
     @Test func aDeadSocketFileAtStartIsAWait() throws {

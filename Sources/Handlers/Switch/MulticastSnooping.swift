@@ -289,7 +289,7 @@ struct MulticastForwarder {
         let prefix = frame.destination.rawValue >> 24
         // 01:00:5e:00-7f (IPv4) or 33:33 (IPv6) MACs only: other multicast is not IP.
         guard prefix == 0x01005E || prefix >> 8 == 0x3333 else { return .unchanged }
-        let row = MulticastCounters.Slot(base: counters + (context.worker & (MulticastCounters.rows - 1)) * MulticastCounters.stride)
+        let row = MulticastCounters.row(counters, worker: context.worker)
         var sink = RingSink(ring: ring, port: frame.ingress, vlan: vlan, now: context.now)
         let kind = MulticastParser.classify(UnsafeRawBufferPointer(frame.bytes), sink: &sink)
         if sink.dropped > 0 { row.add(.eventsDropped, UInt64(sink.dropped)) }
@@ -323,55 +323,31 @@ extension Frame {
     @inline(__always) var etherTypeIsIPv6: Bool { payload?.etherType == EtherType.ipv6 }
 }
 
-/// Snooping's counters, one cache-line-padded row per worker (the control thread uses row 0).
-final class MulticastCounters: @unchecked Sendable {
-    enum Event: Int, CaseIterable {
-        case reports, queries, malformed, eventsDropped, registered, unregistered
-        case groupsAdded, joinRefused, membershipsExpired, queriesSent, queriesRefused
+/// Snooping's counters, one cache-line-padded row per worker (CounterRows; the control thread
+/// uses row 0).
+typealias MulticastCounters = CounterRows<MulticastCounterEvent>
 
-        var name: String {
-            switch self {
-            case .reports: return "mcast_reports"
-            case .queries: return "mcast_queries"
-            case .malformed: return "mcast_malformed"
-            case .eventsDropped: return "mcast_events_dropped"
-            case .registered: return "mcast_frames_registered"
-            case .unregistered: return "mcast_frames_unregistered"
-            case .groupsAdded: return "mdb_added"
-            case .joinRefused: return "mdb_full"
-            case .membershipsExpired: return "mdb_expired"
-            case .queriesSent: return "mcast_queries_sent"
-            case .queriesRefused: return "mcast_queries_refused"
-            }
+enum MulticastCounterEvent: Int, CounterRowEvent {
+    case reports, queries, malformed, eventsDropped, registered, unregistered
+    case groupsAdded, joinRefused, membershipsExpired, queriesSent, queriesRefused
+
+    var name: String {
+        switch self {
+        case .reports: return "mcast_reports"
+        case .queries: return "mcast_queries"
+        case .malformed: return "mcast_malformed"
+        case .eventsDropped: return "mcast_events_dropped"
+        case .registered: return "mcast_frames_registered"
+        case .unregistered: return "mcast_frames_unregistered"
+        case .groupsAdded: return "mdb_added"
+        case .joinRefused: return "mdb_full"
+        case .membershipsExpired: return "mdb_expired"
+        case .queriesSent: return "mcast_queries_sent"
+        case .queriesRefused: return "mcast_queries_refused"
         }
     }
+}
 
-    static let rows = 64
-    static let stride = 16
-    let storage: UnsafeMutablePointer<UnsafeAtomic<UInt64>.Storage>
-
-    init() {
-        precondition(Event.allCases.count <= Self.stride)
-        storage = .allocate(capacity: Self.rows * Self.stride)
-        storage.initialize(repeating: .init(0), count: Self.rows * Self.stride)
-    }
-    deinit { storage.deallocate() }
-
-    struct Slot {
-        let base: UnsafeMutablePointer<UnsafeAtomic<UInt64>.Storage>
-        @inline(__always) func add(_ e: Event, _ n: UInt64 = 1) {
-            UnsafeAtomic<UInt64>(at: base + e.rawValue).wrappingIncrement(by: n, ordering: .relaxed)
-        }
-    }
-
-    /// The control thread's row.
-    func add(_ e: Event, _ n: UInt64 = 1) { Slot(base: storage).add(e, n) }
-
-    func total(_ e: Event) -> UInt64 {
-        var sum: UInt64 = 0
-        for r in 0..<Self.rows { sum &+= UnsafeAtomic<UInt64>(at: storage + r * Self.stride + e.rawValue).load(ordering: .relaxed) }
-        return sum
-    }
-
+extension CounterRows where Event == MulticastCounterEvent {
     func totals() -> [HandlerCounter] { Event.allCases.map { HandlerCounter($0.name, total($0)) } }
 }

@@ -220,35 +220,24 @@ final class PortGuardState: @unchecked Sendable {
     }
 }
 
-/// The guards' counters, one cache-line-padded row per worker (like SwitchCounters).
-final class GuardCounters: @unchecked Sendable {
-    enum Event: Int, CaseIterable {
-        case blockedDrops, macLimitDrops, stormBroadcastDrops, stormMulticastDrops
-        case loopMoveBlocks, loopEchoBlocks, macLimitBlocks, unblocks
-        var name: String {
-            switch self {
-            case .blockedDrops: "guard_blocked_port_drops"
-            case .macLimitDrops: "guard_mac_limit_drops"
-            case .stormBroadcastDrops: "guard_storm_broadcast_drops"
-            case .stormMulticastDrops: "guard_storm_multicast_drops"
-            case .loopMoveBlocks: "guard_loop_move_blocks"
-            case .loopEchoBlocks: "guard_loop_echo_blocks"
-            case .macLimitBlocks: "guard_mac_limit_blocks"
-            case .unblocks: "guard_unblocks"
-            }
+/// The guards' counters, one cache-line-padded row per worker (CounterRows, like SwitchCounters).
+typealias GuardCounters = CounterRows<GuardCounterEvent>
+
+enum GuardCounterEvent: Int, CounterRowEvent {
+    /// Eight events: a row is one cache line.
+    static var rowStride: Int { 8 }
+    case blockedDrops, macLimitDrops, stormBroadcastDrops, stormMulticastDrops
+    case loopMoveBlocks, loopEchoBlocks, macLimitBlocks, unblocks
+    var name: String {
+        switch self {
+        case .blockedDrops: "guard_blocked_port_drops"
+        case .macLimitDrops: "guard_mac_limit_drops"
+        case .stormBroadcastDrops: "guard_storm_broadcast_drops"
+        case .stormMulticastDrops: "guard_storm_multicast_drops"
+        case .loopMoveBlocks: "guard_loop_move_blocks"
+        case .loopEchoBlocks: "guard_loop_echo_blocks"
+        case .macLimitBlocks: "guard_mac_limit_blocks"
+        case .unblocks: "guard_unblocks"
         }
-    }
-    static let rows = 64, stride = 8
-    let storage: UnsafeMutablePointer<UnsafeAtomic<UInt64>.Storage>
-    init() {
-        storage = .allocate(capacity: Self.rows * Self.stride)
-        storage.initialize(repeating: .init(0), count: Self.rows * Self.stride)
-    }
-    deinit { storage.deallocate() }
-    @inline(__always) func add(_ e: Event, worker: Int, _ n: UInt64 = 1) {
-        UnsafeAtomic<UInt64>(at: storage + (worker & (Self.rows - 1)) * Self.stride + e.rawValue).wrappingIncrement(by: n, ordering: .relaxed)
-    }
-    func total(_ e: Event) -> UInt64 {
-        (0..<Self.rows).reduce(0) { $0 &+ UnsafeAtomic<UInt64>(at: storage + $1 * Self.stride + e.rawValue).load(ordering: .relaxed) }
     }
 }

@@ -193,7 +193,7 @@ extension LearningSwitch {
 
     /// Guard counters (stats and metrics) with the event ring's drops.
     func guardCounters() -> [HandlerCounter] {
-        GuardCounters.Event.allCases.map { HandlerCounter($0.name, guards.counters.total($0)) }
+        GuardCounterEvent.allCases.map { HandlerCounter($0.name, guards.counters.total($0)) }
             + [HandlerCounter("guard_blocked_ports", UInt64(guards.blocked.count)),
                HandlerCounter("fdb_events_dropped", guards.events.dropped)]
     }
