@@ -202,7 +202,7 @@ extension Worker {
         switch spec.transport {
         case .datagram: blockingReads = setUpDatagramPort(lp, descriptor: spec.fd)
         case .lengthPrefixedStream: blockingReads = setUpStreamPort(lp)
-        case .virtqueue: blockingReads = setUpVirtqueuePort(lp, spec.virtqueues)
+        case .virtqueue: blockingReads = setUpVirtqueuePort(lp, spec.virtqueues, count: spec.virtqueueCount)
         }
         setVLAN(spec.vlan, slot: lp)
         p.pointee.state = LocalPortState.down
