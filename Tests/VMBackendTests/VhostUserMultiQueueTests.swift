@@ -4,6 +4,7 @@
 // through an epoll set); a pair enabled later joins, a pair disabled leaves without losing the
 // frames its worker switches (handed to a worker with an active pair); indexes past the pairs
 // are refused, counted and logged, and the connection keeps working.
+import CVhostUserShim
 import Datapath
 import Foundation
 import Frames
@@ -188,13 +189,17 @@ struct DriverPair {
         #expect(SocketFrontend.u64(try fe.request(.setVringNum, VhostUserEncoder.vringState(index: 4, num: 64))) != 0)
         #expect(SocketFrontend.u64(try fe.request(.setVringEnable, VhostUserEncoder.vringState(index: 7, num: 1))) != 0)
         #expect(SocketFrontend.u64(try fe.request(.setVringAddr, VhostUserEncoder.vringAddress(p1.rx.addressIndexed(5)))) != 0)
+        let strayKick = tb_vu_eventfd(1), strayCall = tb_vu_eventfd(1)
+        defer { Glibc.close(strayKick); Glibc.close(strayCall) }
+        #expect(SocketFrontend.u64(try fe.request(.setVringKick, VhostUserEncoder.u64(4), fds: [strayKick])) != 0)
+        #expect(SocketFrontend.u64(try fe.request(.setVringCall, VhostUserEncoder.u64(5), fds: [strayCall])) != 0)
         let base = try fe.request(.getVringBase, VhostUserEncoder.vringState(index: 6, num: 0))
         #expect(base == VhostUserEncoder.vringState(index: 6, num: 0))
         #expect(rig.logs.all.contains { $0.contains("SET_VRING_NUM refused: SET_VRING_NUM: queue index 4 beyond 4 queues (2 pairs offered)") })
         p0.send(tag: 13)
         #expect(rig.peerReceives(0, tag: 13))
         Glibc.shutdown(fe.fd, Int32(SHUT_RDWR))
-        #expect(until(10) { !rig.port.currentStatus.connected && rig.port.currentStatus.refused == 4 })
+        #expect(until(10) { !rig.port.currentStatus.connected && rig.port.currentStatus.refused == 6 })
 
         // A new front-end (a VMM that reconnected) sets both pairs up again.
         let again = try SocketFrontend(path: rig.port.path)
