@@ -335,6 +335,12 @@ public final class VhostUserPort: Port, VhostUserQueueHost, @unchecked Sendable 
         log(why)
         takeBack()
         conn.close()
+        if queuePairs > 1 {
+            // Which pairs carried the traffic (the workers have let go of them now).
+            let frames = lock.withLock { (0..<queuePairs).map { box.pointer[slotOfPair[$0]].frames() } }
+            let text = frames.enumerated().map { "\($0.offset): \($0.element.fromGuest) from / \($0.element.toGuest) to the guest" }
+            log("vhost-user port '\(name)': frames per queue pair since the port started: \(text.joined(separator: "; "))")
+        }
     }
 
     /// The backend of the connection being served (protocol thread only).
