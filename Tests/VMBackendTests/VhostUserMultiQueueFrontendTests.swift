@@ -4,7 +4,8 @@
 // host, both pairs carrying them (one per worker); and a QEMU guest with `queues=2` / `mq=on`
 // whose driver starts with one pair (one vCPU) and takes the second with `ethtool -L` (QEMU
 // turns the driver's VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET into SET_VRING_ENABLE), pinging the host
-// before and after. Need root, dpdk-testpmd / qemu and the tools/build-guest guest.
+// before and after; QEMU restarted, the port serves the new guest. Need root, dpdk-testpmd /
+// qemu and the tools/build-guest guest.
 import Datapath
 import Foundation
 import Frames
@@ -112,6 +113,14 @@ struct VhostUserMultiQueueQEMUTests {
             #expect(logs.all.contains { $0.contains("queue 2 (pair 1 receive) enabled") }, "ethtool -L: QEMU enabled pair 1")
             #expect(logs.all.contains { $0.contains("queue pairs active: 0 (worker 0), 1 (worker 1) of 2") })
             #expect((s?.totalDrops ?? 1) == 0 || (s?.drops.keys.allSatisfy { $0 == .queueFull } ?? false))
+
+            // QEMU restarted, tapbridge not: the port takes the new front-end's two pairs.
+            let again = try Guest.boot(netdev: "vhost-user,id=n0,chardev=c0,queues=2", mac: vmMAC,
+                                       cmdline: "tb.ip=198.18.0.10/24 tb.peer=198.18.0.1 tb.test=ping", timeout: 150,
+                                       vhostUser: true, deviceOptions: ",mq=on",
+                                       extraArgs: ["-chardev", "socket,id=c0,path=\(port.path)"])
+            #expect(again.contains("TAPBRIDGE-GUEST: PASS ping"), "\(again.suffix(1000))")
+            #expect(port.currentStatus.connections == 2)
         }
     }
 }
