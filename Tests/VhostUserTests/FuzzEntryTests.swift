@@ -93,7 +93,7 @@ struct SeededRandom: RandomNumberGenerator {
         let seeds = try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted()
             .map { try [UInt8](Data(contentsOf: dir.appendingPathComponent($0))) }
         #expect(seeds.count >= 3)
-        for seed in seeds { seed.withUnsafeBytes { VhostUserFuzz.session($0) } }
+        for seed in seeds { _ = seed.withUnsafeBytes { VhostUserFuzz.session($0) } }
         var rng = SeededRandom(state: 7)
         for _ in 0..<1_500 {
             var b = seeds[Int.random(in: 0..<seeds.count, using: &rng)]
@@ -104,7 +104,7 @@ struct SeededRandom: RandomNumberGenerator {
                 let other = seeds[Int.random(in: 0..<seeds.count, using: &rng)]
                 b = Array(b.prefix(Int.random(in: 0...b.count, using: &rng))) + Array(other.suffix(Int.random(in: 0...other.count, using: &rng)))
             }
-            b.withUnsafeBytes { VhostUserFuzz.session($0) }
+            _ = b.withUnsafeBytes { VhostUserFuzz.session($0) }
         }
     }
 
