@@ -428,10 +428,14 @@ public final class VhostUserPort: Port, VhostUserQueueHost, @unchecked Sendable 
         }
     }
 
+    /// When this returns no worker holds any pair. Asked of the engine even when the port
+    /// thinks it is not connected: after a broken ring (`queueFailed`) the engine disconnects
+    /// the port a moment later, and until then the workers serving the other pairs still run
+    /// them (the engine no-ops a port that is not connected, and waits for one being failed).
     private func disconnectInEngine() {
         guard let (engine, id, bridge) = lock.withLock({ self.engine.map { ($0, self.id!, self.bridge!) } }) else { return }
-        let was = lock.withLock { let c = status.connected; status.connected = false; return c }
-        if was { engine.disconnect(id, in: bridge) }
+        lock.withLock { status.connected = false }
+        engine.disconnect(id, in: bridge)
     }
 
     /// The connection ended: the engine lets go, the pair is emptied.

@@ -243,4 +243,46 @@ struct DriverPair {
         #expect(frames[0].fromGuest == 2 && frames[1].fromGuest == 4, "\(frames)")
         #expect(rig.logs.all.contains { $0.contains("queue pairs active: 0 (worker 0), 1 (worker 0) of 2") })
     }
+
+    /// A ring the guest breaks on one pair stops the port (every pair: the engine disconnects
+    /// it, workers serving the other pair included), counted and logged; the other ports keep
+    /// forwarding; once the front-end restarts that ring both pairs run again.
+    @Test func brokenRingOnOnePairIsContainedAndReset() throws {
+        let rig = try MultiQueueRig(workers: 2, pairs: 2)
+        defer { rig.stop() }
+        let fe = try SocketFrontend(path: rig.port.path)
+        try negotiateMQ(fe, pairs: 2)
+        let ram = GuestRAM()
+        #expect(try fe.setMemTable(ram))
+        var p0 = DriverPair(ram: ram, number: 0), p1 = DriverPair(ram: ram, number: 1)
+        defer { p0.close(); p1.close() }
+        try p0.setUp(fe); try p1.setUp(fe)
+        #expect(until(10) { rig.port.currentStatus.connected && rig.port.currentStatus.activePairs == [0, 1] })
+        p1.send(tag: 40)
+        #expect(rig.peerReceives(0, tag: 40))
+
+        // A descriptor loop on pair 1's transmit ring.
+        p1.tx.writeDescriptor(20, addr: p1.bufferArea + 0x8000, len: 60, flags: 1, next: 21)
+        p1.tx.writeDescriptor(21, addr: p1.bufferArea + 0x8000, len: 60, flags: 1, next: 20)
+        p1.tx.publish(head: 20)
+        kickEventFD(p1.fds.txKick)
+        #expect(until(10) { rig.port.currentStatus.ringsBroken == 1 && !rig.port.currentStatus.connected })
+        #expect(rig.port.currentStatus.lastError?.contains("descriptor chain longer than 64") == true, "\(rig.port.currentStatus)")
+        #expect(rig.logs.all.contains { $0.contains("queue pair 1 broken") })
+        rig.peerSends(0, tag: 41)
+        #expect(rig.peerReceives(1, tag: 41), "the other ports keep forwarding")
+
+        // The front-end restarts the broken ring (stop, fresh layout, kick): both pairs run.
+        let base = try fe.request(.getVringBase, VhostUserEncoder.vringState(index: 3, num: 0))
+        #expect(base.count == 8)
+        Glibc.close(p1.fds.txKick); Glibc.close(p1.fds.txCall)
+        p1.tx = DriverRing(ram: ram, at: ram.gpa + 0x8000 + 0x4000, size: 64)
+        let t = try fe.setUpRing(3, p1.tx)
+        p1.fds.txKick = t.kick; p1.fds.txCall = t.call
+        #expect(until(10) { rig.port.currentStatus.connected && rig.port.currentStatus.activePairs == [0, 1] })
+        p1.send(tag: 42)
+        #expect(rig.peerReceives(0, tag: 42))
+        p0.send(tag: 43)
+        #expect(rig.peerReceives(0, tag: 43))
+    }
 }
