@@ -365,7 +365,7 @@ extension Worker {
     func virtqueueBroken(_ lp: Int, _ pair: UnsafeMutablePointer<VirtioNetQueuePair>, _ e: VirtqueueError) {
         let p = ports + lp
         guard p.pointee.virtqueues != nil else { return }
-        if pair.pointee.failure == nil { pair.pointee.failure = e }
+        pair.pointee.recordFailure(e)
         cfg.log(.warning, "worker \(index): port \(p.pointee.id): virtqueue broken (pair \(pair.pointee.number)): \(e)")
         fail(lp, EPROTO)
     }

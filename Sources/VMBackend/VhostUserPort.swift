@@ -59,6 +59,12 @@ public final class VhostUserPort: Port, VhostUserQueueHost, @unchecked Sendable 
     /// Per pair number: its rings run; its transmit kick eventfd (the backend's, -1: none).
     private var receiveRunning: [Bool], transmitRunning: [Bool]
     private var kickFDs: [Int32]
+    /// Per pair: active (both rings run, the pair is in the box for the workers): the port's
+    /// own copy, read under its lock (the box's pairs belong to the workers while connected).
+    private var activeFlags: [Bool]
+    /// Per ring index: a started ring of a pair not active yet, kept here until its partner
+    /// starts (the box's pairs are only written while no worker holds them).
+    private var pendingQueues: [SplitQueue?]
     /// Pair i's storage slot in `box`; worker w's pairs are the slots groupStart[w]..<+groupCount[w].
     private var slotOfPair: [Int]
     private var groupStart: [Int] = [0], groupCount: [Int] = [1]
@@ -89,29 +95,31 @@ public final class VhostUserPort: Port, VhostUserQueueHost, @unchecked Sendable 
         box = VirtioNetQueuePairBox(count: n)
         receiveRunning = Array(repeating: false, count: n); transmitRunning = receiveRunning
         kickFDs = Array(repeating: -1, count: n)
+        activeFlags = Array(repeating: false, count: n)
+        pendingQueues = Array(repeating: nil, count: 2 * n)
         slotOfPair = Array(0..<n)
-        for i in 0..<n { box.pointer[i].number = Int32(i) }
         layOut(workers: 1)
     }
 
-    /// Places pair i in worker (i mod workers)'s run of slots (only while no worker holds pairs).
+    /// Places pair i in worker (i mod workers)'s run of slots (only while no pair is active:
+    /// the slots are empty then).
     private func layOut(workers: Int) {
         workerCount = max(1, workers)
-        guard queuePairs > 1 else { groupStart = [0]; groupCount = [1]; slotOfPair = [0]; return }
-        groupStart = Array(repeating: 0, count: workerCount); groupCount = groupStart
-        var slot = 0
-        var moved: [VirtioNetQueuePair] = []
-        for w in 0..<workerCount {
-            groupStart[w] = slot
-            for i in stride(from: w, to: queuePairs, by: workerCount) {
-                moved.append(box.pointer[slotOfPair[i]])
-                slotOfPair[i] = slot
-                slot += 1
-                groupCount[w] += 1
+        if queuePairs == 1 {
+            groupStart = [0]; groupCount = [1]; slotOfPair = [0]
+        } else {
+            groupStart = Array(repeating: 0, count: workerCount); groupCount = groupStart
+            var slot = 0
+            for w in 0..<workerCount {
+                groupStart[w] = slot
+                for i in stride(from: w, to: queuePairs, by: workerCount) {
+                    slotOfPair[i] = slot
+                    slot += 1
+                    groupCount[w] += 1
+                }
             }
         }
-        // Every slot's content moves with its pair number (call eventfds included).
-        for pair in moved { box.pointer[slotOfPair[Int(pair.number)]] = pair }
+        for i in 0..<queuePairs { box.pointer[slotOfPair[i]].number = Int32(i) }
     }
 
     /// Storage of pair `i`.
@@ -125,8 +133,8 @@ public final class VhostUserPort: Port, VhostUserQueueHost, @unchecked Sendable 
     public var currentStatus: Status {
         lock.withLock {
             var s = status
-            s.activePairs = (0..<queuePairs).filter { box.pointer[slotOfPair[$0]].active }
-            s.pairFrames = (0..<queuePairs).map { box.pointer[slotOfPair[$0]].frames() }
+            s.activePairs = (0..<queuePairs).filter { activeFlags[$0] }
+            s.pairFrames = (0..<queuePairs).map { box.frames(slot: slotOfPair[$0]) }
             return s
         }
     }
@@ -155,14 +163,14 @@ public final class VhostUserPort: Port, VhostUserQueueHost, @unchecked Sendable 
     /// nil while no pair is active (the port stays disconnected).
     public func openQueue(_ index: Int) throws -> Int32? {
         try lock.withLock { () throws -> Int32? in
-            guard (0..<queuePairs).contains(where: { box.pointer[slotOfPair[$0]].active }) else { return nil }
+            guard (0..<queuePairs).contains(where: { activeFlags[$0] }) else { return nil }
             guard queuePairs > 1 else {
                 guard index == 0 else { return nil }
                 let fd = dup(kickFDs[0])
                 return fd >= 0 ? fd : nil
             }
             guard index < workerCount else { return nil }
-            let mine = stride(from: index, to: queuePairs, by: workerCount).filter { box.pointer[slotOfPair[$0]].active }
+            let mine = stride(from: index, to: queuePairs, by: workerCount).filter { activeFlags[$0] }
             if mine.count == 1 {
                 let fd = dup(kickFDs[mine[0]])
                 if fd < 0 { throw VhostUserPortError("vhost-user port '\(name)': dup of a kick eventfd: \(String(cString: strerror(errno)))") }
@@ -192,7 +200,7 @@ public final class VhostUserPort: Port, VhostUserQueueHost, @unchecked Sendable 
     public func queueWriter(_ index: Int) -> Int {
         lock.withLock {
             guard queuePairs > 1 else { return index }
-            let active = (0..<queuePairs).filter { box.pointer[slotOfPair[$0]].active }
+            let active = (0..<queuePairs).filter { activeFlags[$0] }
             if active.contains(where: { $0 % workerCount == index }) { return index }
             return (active.first ?? index) % workerCount
         }
@@ -202,11 +210,10 @@ public final class VhostUserPort: Port, VhostUserQueueHost, @unchecked Sendable 
         // The worker stopped using the pair (a ring broke, or the kick eventfd failed). The
         // front-end resets or reconnects to run it again.
         lock.withLock { status.connected = false }   // the engine disconnects it now
-        for k in 0..<queuePairs {
-            guard let failure = box.pointer[k].failure else { continue }
-            let number = box.pointer[k].number
-            lock.withLock { status.ringsBroken += 1; status.lastError = "\(failure)"; box.pointer[k].failure = nil }
-            log("vhost-user port '\(name)': queue pair \(number) broken: \(failure); waiting for the front-end to reset it")
+        for f in box.takeFailures() {
+            let number = slotOfPair.firstIndex(of: f.slot) ?? f.slot
+            lock.withLock { status.ringsBroken += 1; status.lastError = "\(f.error)" }
+            log("vhost-user port '\(name)': queue pair \(number) broken: \(f.error); waiting for the front-end to reset it")
         }
         return .disconnect
     }
@@ -337,7 +344,7 @@ public final class VhostUserPort: Port, VhostUserQueueHost, @unchecked Sendable 
         conn.close()
         if queuePairs > 1 {
             // Which pairs carried the traffic (the workers have let go of them now).
-            let frames = lock.withLock { (0..<queuePairs).map { box.pointer[slotOfPair[$0]].frames() } }
+            let frames = lock.withLock { (0..<queuePairs).map { box.frames(slot: slotOfPair[$0]) } }
             let text = frames.enumerated().map { "\($0.offset): \($0.element.fromGuest) from / \($0.element.toGuest) to the guest" }
             log("vhost-user port '\(name)': frames per queue pair since the port started: \(text.joined(separator: "; "))")
         }
@@ -359,22 +366,21 @@ public final class VhostUserPort: Port, VhostUserQueueHost, @unchecked Sendable 
         let connectNow: Bool = lock.withLock {
             features = negotiated
             status.negotiatedFeatures = negotiated
+            pendingQueues[index] = queue
+            if receive { receiveRunning[i] = true } else { transmitRunning[i] = true; kickFDs[i] = kick }
+            box.setCallFD(slot: slotOfPair[i], receive: receive, callFD)
+            guard completes else { return false }
+            // Both rings run: the pair goes into the box (no worker holds it now).
             let p = pair(i)
             p.pointee.headerSize = VirtioNetFeatures.headerSize(negotiated)
             p.pointee.mergeable = negotiated & VirtioNetFeatures.mergeableRxBuffers != 0
-            p.pointee.failure = nil
-            if receive {
-                p.pointee.receive = queue
-                receiveRunning[i] = true
-            } else {
-                p.pointee.transmit = queue
-                p.pointee.transmitKick = kick
-                kickFDs[i] = kick
-                transmitRunning[i] = true
-            }
-            box.setCallFD(slot: slotOfPair[i], receive: receive, callFD)
-            if runs(i) { p.pointee.active = true }
-            return completes && runs(i)
+            p.pointee.receive = pendingQueues[2 * i]
+            p.pointee.transmit = pendingQueues[2 * i + 1]
+            p.pointee.transmitKick = kickFDs[i]
+            p.pointee.active = true
+            pendingQueues[2 * i] = nil; pendingQueues[2 * i + 1] = nil
+            activeFlags[i] = true
+            return true
         }
         if connectNow { connectInEngine() }
     }
@@ -382,24 +388,25 @@ public final class VhostUserPort: Port, VhostUserQueueHost, @unchecked Sendable 
     public func queueStopped(_ index: Int) -> UInt16 {
         let i = index / 2
         guard i < queuePairs else { return 0 }
-        disconnectInEngine()
+        let wasActive = lock.withLock { activeFlags[i] }
+        if wasActive { disconnectInEngine() }
         let (next, reconnect): (UInt16, Bool) = lock.withLock {
             box.retireCalls()
-            let p = pair(i)
-            p.pointee.active = false
-            let next: UInt16
-            if index % 2 == 0 {
-                receiveRunning[i] = false
-                next = p.pointee.receive?.nextAvailable ?? 0
-                p.pointee.receive = nil
-            } else {
-                transmitRunning[i] = false
-                kickFDs[i] = -1
+            let receive = index % 2 == 0
+            if wasActive {
+                // The pair leaves the box; its other ring, still running, waits here again.
+                let p = pair(i)
+                pendingQueues[2 * i] = p.pointee.receive
+                pendingQueues[2 * i + 1] = p.pointee.transmit
+                p.pointee.receive = nil; p.pointee.transmit = nil
                 p.pointee.transmitKick = -1
-                next = p.pointee.transmit?.nextAvailable ?? 0
-                p.pointee.transmit = nil
+                p.pointee.active = false
+                activeFlags[i] = false
             }
-            return (next, (0..<queuePairs).contains { box.pointer[slotOfPair[$0]].active })
+            let next = pendingQueues[index]?.nextAvailable ?? 0
+            pendingQueues[index] = nil
+            if receive { receiveRunning[i] = false } else { transmitRunning[i] = false; kickFDs[i] = -1 }
+            return (next, wasActive && activeFlags.contains(true))
         }
         // The other pairs keep running (a driver that uses fewer pairs now).
         if reconnect { connectInEngine() }
@@ -418,7 +425,7 @@ public final class VhostUserPort: Port, VhostUserQueueHost, @unchecked Sendable 
             try engine.reconnect(id, in: bridge)
             let (f, active) = lock.withLock { () -> (UInt64, [Int]) in
                 status.connected = true
-                return (features, (0..<queuePairs).filter { box.pointer[slotOfPair[$0]].active })
+                return (features, (0..<queuePairs).filter { activeFlags[$0] })
             }
             let pairs = queuePairs > 1
                 ? "; queue pairs active: \(active.map { "\($0) (worker \($0 % workerCount))" }.joined(separator: ", ")) of \(queuePairs)" : ""
@@ -449,6 +456,8 @@ public final class VhostUserPort: Port, VhostUserQueueHost, @unchecked Sendable 
                 p.pointee.receive = nil
                 p.pointee.transmit = nil
                 p.pointee.transmitKick = -1
+                activeFlags[i] = false
+                pendingQueues[2 * i] = nil; pendingQueues[2 * i + 1] = nil
                 receiveRunning[i] = false; transmitRunning[i] = false; kickFDs[i] = -1
                 box.setCallFD(slot: slotOfPair[i], receive: true, -1); box.setCallFD(slot: slotOfPair[i], receive: false, -1)
             }

@@ -12,71 +12,90 @@ import Glibc
 public struct VirtioNetQueuePair {
     public var receive: SplitQueue?
     public var transmit: SplitQueue?
-    /// Call eventfds (-1: none); read with `callFD(_:)`, replaced with `setCallFD`.
-    var receiveCall: Int32 = -1
-    var transmitCall: Int32 = -1
     /// Kick eventfd of the transmit queue (the descriptor the worker reads).
     public var transmitKick: Int32 = -1
     public var headerSize = 12
     public var mergeable = true
-    /// Set by the worker when a ring broke (it then stops using the pair).
-    public var failure: VirtqueueError?
     /// Both rings run and a worker may use the pair (set by the port while no worker holds
     /// it). A pair the driver never enabled stays inactive: the worker skips it.
     public var active = false
     /// The pair's number on the device (receiveq 2N, transmitq 2N+1), for log lines.
     public var number: Int32 = 0
-    /// Frames taken from the transmit ring / written into the receive ring, ever (per pair:
-    /// `tapbridge ports` and tests show which pairs carry traffic). Written only by the worker
-    /// serving the pair (`count`), read anywhere (`frames`).
-    var framesFromGuest: UInt64 = 0
-    var framesToGuest: UInt64 = 0
+    /// What other threads share with the worker lives outside this struct, in the box's plain
+    /// memory (a Swift access to the struct from two threads is a race even on distinct
+    /// fields): the two call eventfds (receive, transmit; -1: none), the two frame counters
+    /// (from the guest, to the guest), and where a broken ring's reason goes. Set once by
+    /// the box.
+    var calls: UnsafeMutablePointer<Int32>? = nil
+    var counts: UnsafeMutablePointer<UInt64>? = nil
+    var slot = 0
+    var failures: Unmanaged<VirtioNetQueuePairBox>? = nil
 
     public init() {}
 
-    /// Counts one frame taken from (`fromGuest`) or written to the guest.
-    @inline(__always)
-    public mutating func count(fromGuest: Bool) {
-        if fromGuest { tb_vu_count_u64(&framesFromGuest, 1) } else { tb_vu_count_u64(&framesToGuest, 1) }
-    }
-
-    /// The pair's frame counters (any thread).
-    public mutating func frames() -> (fromGuest: UInt64, toGuest: UInt64) {
-        (tb_vu_load_relaxed_u64(&framesFromGuest), tb_vu_load_relaxed_u64(&framesToGuest))
-    }
-
     /// The current call eventfd of the receive (true) or transmit (false) ring.
     @inline(__always)
-    public mutating func callFD(receive: Bool) -> Int32 {
-        receive ? tb_vu_load_acquire_i32(&receiveCall) : tb_vu_load_acquire_i32(&transmitCall)
+    public func callFD(receive: Bool) -> Int32 {
+        guard let calls else { return -1 }
+        return tb_vu_load_acquire_i32(calls + (receive ? 0 : 1))
     }
 
     /// Signals the driver: 1 on the ring's call eventfd (a full counter is harmless: the driver
     /// has an interrupt pending anyway).
     @inline(__always)
-    public mutating func signal(receive: Bool) {
+    public func signal(receive: Bool) {
         let fd = callFD(receive: receive)
         guard fd >= 0 else { return }
         var one: UInt64 = 1
         _ = Glibc.write(fd, &one, 8)
     }
+
+    /// Counts one frame taken from (`fromGuest`) or written to the guest (its one worker).
+    @inline(__always)
+    public func count(fromGuest: Bool) {
+        guard let counts else { return }
+        tb_vu_count_u64(counts + (fromGuest ? 0 : 1), 1)
+    }
+
+    /// A ring of this pair broke (its worker, once, before it stops using the pair): the
+    /// reason is kept for the port (`VirtioNetQueuePairBox.takeFailures`).
+    public func recordFailure(_ e: VirtqueueError) {
+        failures?._withUnsafeGuaranteedRef { $0.record(slot: slot, e) }
+    }
 }
 
-/// Owns the stable storage of a port's queue pairs (`count` of them, contiguous) and the call
-/// eventfds they were given.
+/// Owns the stable storage of a port's queue pairs (`count` of them, contiguous), their call
+/// eventfds, frame counters and failure reasons.
 public final class VirtioNetQueuePairBox: @unchecked Sendable {
     /// The first pair; pair storage slot `k` is `pointer + k`.
     public let pointer: UnsafeMutablePointer<VirtioNetQueuePair>
     public let count: Int
+    /// Per slot: receive and transmit call eventfds; frames from and to the guest.
+    private let calls: UnsafeMutablePointer<Int32>
+    private let counts: UnsafeMutablePointer<UInt64>
     /// Call eventfds replaced while a worker may still have read the old number: closed at
     /// `retireCalls()` (when the pairs are taken back).
     private var retired: [Int32] = []
     private var owned: [Int32] = []
+    private let failureLock: UnsafeMutablePointer<pthread_mutex_t>
+    private var failed: [(slot: Int, error: VirtqueueError)] = []
 
     public init(count: Int = 1) {
         self.count = max(1, count)
         pointer = .allocate(capacity: self.count)
+        calls = .allocate(capacity: 2 * self.count)
+        calls.initialize(repeating: -1, count: 2 * self.count)
+        counts = .allocate(capacity: 2 * self.count)
+        counts.initialize(repeating: 0, count: 2 * self.count)
+        failureLock = .allocate(capacity: 1)
+        pthread_mutex_init(failureLock, nil)
         pointer.initialize(repeating: VirtioNetQueuePair(), count: self.count)
+        for k in 0..<self.count {
+            pointer[k].calls = calls + 2 * k
+            pointer[k].counts = counts + 2 * k
+            pointer[k].slot = k
+            pointer[k].failures = Unmanaged.passUnretained(self)
+        }
     }
 
     deinit {
@@ -84,22 +103,20 @@ public final class VirtioNetQueuePairBox: @unchecked Sendable {
         for fd in owned { Glibc.close(fd) }
         pointer.deinitialize(count: count)
         pointer.deallocate()
+        calls.deallocate()
+        counts.deallocate()
+        pthread_mutex_destroy(failureLock)
+        failureLock.deallocate()
     }
 
     /// Sets a ring's call eventfd in storage slot `slot` (a dup of `fd` is kept; the caller
-    /// keeps its own).
+    /// keeps its own). Any time: the worker reads it atomically.
     public func setCallFD(slot: Int = 0, receive: Bool, _ fd: Int32) {
         precondition(slot >= 0 && slot < count)
-        let pair = pointer + slot
+        let at = calls + 2 * slot + (receive ? 0 : 1)
         let mine = fd >= 0 ? dup(fd) : -1
-        let old: Int32
-        if receive {
-            old = pair.pointee.receiveCall
-            tb_vu_store_release_i32(&pair.pointee.receiveCall, mine)
-        } else {
-            old = pair.pointee.transmitCall
-            tb_vu_store_release_i32(&pair.pointee.transmitCall, mine)
-        }
+        let old = tb_vu_load_acquire_i32(at)
+        tb_vu_store_release_i32(at, mine)
         if mine >= 0 { owned.append(mine) }
         if old >= 0 { owned.removeAll { $0 == old }; retired.append(old) }
     }
@@ -108,6 +125,24 @@ public final class VirtioNetQueuePairBox: @unchecked Sendable {
     public func retireCalls() {
         for fd in retired { Glibc.close(fd) }
         retired = []
+    }
+
+    /// Frames taken from and written to the guest through storage slot `slot`, ever (any thread).
+    public func frames(slot: Int) -> (fromGuest: UInt64, toGuest: UInt64) {
+        precondition(slot >= 0 && slot < count)
+        return (tb_vu_load_relaxed_u64(counts + 2 * slot), tb_vu_load_relaxed_u64(counts + 2 * slot + 1))
+    }
+
+    func record(slot: Int, _ e: VirtqueueError) {
+        pthread_mutex_lock(failureLock); defer { pthread_mutex_unlock(failureLock) }
+        failed.append((slot, e))
+    }
+
+    /// The broken rings' reasons recorded since the last call, by storage slot (any thread).
+    public func takeFailures() -> [(slot: Int, error: VirtqueueError)] {
+        pthread_mutex_lock(failureLock); defer { pthread_mutex_unlock(failureLock) }
+        defer { failed = [] }
+        return failed
     }
 }
 
