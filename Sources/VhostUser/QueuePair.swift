@@ -1,6 +1,8 @@
 // QueuePair: one virtio-net queue pair (receiveq 2N, transmitq 2N+1) as the datapath serves it:
-// the two rings, their call eventfds, what the negotiated features mean per frame, and the
-// pair's frame counters. Pairs live at stable addresses (`VirtioNetQueuePairBox`: one array of
+// the two rings, what the negotiated features mean per frame, and pointers to what it shares
+// with other threads (call eventfds, frame counters, broken-ring reasons: in the box's plain
+// memory, never in the struct, which only its worker touches while it holds the pair). Pairs
+// live at stable addresses (`VirtioNetQueuePairBox`: one array of
 // every pair a port offers) so a worker holds them as plain pointers (no ARC per frame); a
 // worker serving several pairs of one port holds a run of neighbours in that array. Ownership
 // moves: the protocol thread fills a pair while no worker holds it, hands it to the worker, and
