@@ -160,6 +160,7 @@ if Context.environment["TAPBRIDGE_FUZZ"] != nil {
         ("FuzzFilterRule", ["Frames", "Handlers"]),
         ("FuzzSegmentation", ["Frames", "Datapath"]),
         ("FuzzVhostUserMessage", ["VhostUser"]),
+        ("FuzzVhostUserSession", ["VhostUser"]),
         ("FuzzVhostUserMemoryTable", ["VhostUser"]),
         ("FuzzVirtqueueChains", ["VhostUser"]),
         ("FuzzSpanningTree", ["Frames", "Handlers"]),

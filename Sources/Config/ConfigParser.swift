@@ -412,7 +412,7 @@ public enum ConfigParser {
                 r.fail("mode", "unknown vhost-user mode '\(m)' (one of: \(all.joined(separator: ", ")))\(suggestion(m, all))")
             }
         }
-        if let q = r.int("queues", in: 1...1) { v.queues = q }
+        if let q = r.int("queues", in: 1...16) { v.queues = q }
         if let o = r.bool("offloads") { v.offloads = o }
         var g = VMPortConfig()
         g.socket = v.mode == .client ? .streamClient : .streamServer

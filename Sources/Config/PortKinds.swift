@@ -217,7 +217,7 @@ public enum VhostUserMode: String, Sendable, CaseIterable {
 /// A `vhost-user` port (docs/vms.md has the matching VMM lines).
 public struct VhostUserPortConfig: Sendable, Equatable {
     public var mode: VhostUserMode = .server
-    /// Queue pairs offered (GET_QUEUE_NUM). 1 for now.
+    /// Queue pairs offered (GET_QUEUE_NUM; above 1 also VIRTIO_NET_F_MQ): 1...16.
     public var queues = 1
     /// Offer checksum and TSO offloads to the guest (both ways); off: plain frames only.
     public var offloads = true

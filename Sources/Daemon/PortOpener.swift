@@ -50,6 +50,6 @@ enum PortOpener {
         let settings = PortSettings(vlan: p.vlan, isolated: p.isolated, hairpin: p.hairpin, assignedMAC: v.guest.mac)
         let access = v.mode == .server ? try VMPortChecks.access(v.guest) : SocketFileAccess()
         return VhostUserPort(name: p.name, path: v.guest.path, mode: v.mode == .server ? .server : .client, access: access,
-                             settings: settings, offloads: v.offloads ? .all : [], log: log)
+                             settings: settings, offloads: v.offloads ? .all : [], queuePairs: v.queues, log: log)
     }
 }

@@ -219,19 +219,31 @@ public final class Engine: @unchecked Sendable {
         r.bridge.renegotiateOffloads(log: log)
         r.bridge.publishPorts()
         if !r.port.isMultiQueue && PortTransport(r.port.framing).needsSingleWriter { setUpHandoffs() }
+        // A multi-queue port whose queue on some worker cannot take writes (a vhost-user port
+        // with fewer enabled pairs than workers): that worker hands frames to the writer.
+        if r.port.isMultiQueue && r.connected && workers.indices.contains(where: { writer(r, $0) != $0 }) { setUpHandoffs() }
         for w in workers { w.send(.addPort(portCommand(r, worker: w.index))) }
+    }
+
+    /// The worker writing a multi-queue port's frames on behalf of `worker` (itself normally).
+    private func writer(_ r: PortRecord, _ worker: Int) -> Int {
+        let w = r.port.queueWriter(worker)
+        return w >= 0 && w < workers.count ? w : worker
     }
 
     func portCommand(_ r: PortRecord, worker: Int) -> WorkerPortSpec {
         let fd: Int32 = r.connected ? (r.port.isMultiQueue ? r.fds[worker] : r.fds[0]) : -1
+        let multiWriter = r.port.isMultiQueue && r.connected ? writer(r, worker) : worker
+        let queue = r.port.isMultiQueue ? worker : 0
         return WorkerPortSpec(bridge: r.bridge.index, id: r.id, fd: fd,
                               reads: r.port.isMultiQueue || r.owner == worker,
                               transport: PortTransport(r.port.framing), maxFrame: r.port.maxFrameSize, vnetHeaderSize: r.port.vnetHeaderSize,
                               transmitOffloads: r.port.transmitOffloads, vlan: r.port.settings.vlan,
                               adminUp: r.adminUp, counters: r.counters[worker],
-                              writable: r.port.isMultiQueue || r.owner == worker || !PortTransport(r.port.framing).needsSingleWriter,
-                              owner: r.owner,
-                              virtqueues: r.connected ? r.port.virtqueues(r.port.isMultiQueue ? worker : 0) : nil,
+                              writable: r.port.isMultiQueue ? multiWriter == worker : r.owner == worker || !PortTransport(r.port.framing).needsSingleWriter,
+                              owner: r.port.isMultiQueue ? multiWriter : r.owner,
+                              virtqueues: r.connected ? r.port.virtqueues(queue) : nil,
+                              virtqueueCount: r.connected ? r.port.virtqueueCount(queue) : 0,
                               connection: r.connection)
     }
 

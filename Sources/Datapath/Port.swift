@@ -76,8 +76,17 @@ public protocol Port: AnyObject {
     /// (`EngineConfiguration.healthCheckInterval`) for failures that no read reports: a deleted
     /// macvtap's queue just stops delivering, and writes to it vanish.
     func checkAlive() -> Int32
-    /// Virtqueue ports (`framing == .virtqueue`): the queue pair served through queue `index`.
+    /// Virtqueue ports (`framing == .virtqueue`): the queue pair served through queue `index`
+    /// (the first of `virtqueueCount(index)` neighbours).
     func virtqueues(_ index: Int) -> UnsafeMutablePointer<VirtioNetQueuePair>?
+    /// Virtqueue ports: how many pairs, from `virtqueues(index)` on, queue `index` serves (a
+    /// multi-queue vhost-user port with more pairs than workers gives a worker several).
+    func virtqueueCount(_ index: Int) -> Int
+    /// Multi-queue ports: the worker that writes this port's frames on behalf of worker
+    /// `index` — itself, unless its queue cannot take writes now (a vhost-user worker none of
+    /// whose pairs the driver has enabled): frames then reach the writer through a handoff ring.
+    /// Asked while the engine opens the port's queues.
+    func queueWriter(_ index: Int) -> Int
     /// The engine has closed every descriptor it got from `openQueue` (detach, disconnect, stop).
     func descriptorsClosed()
 }
@@ -86,6 +95,8 @@ extension Port {
     /// Virtqueue ports: the queue pair behind queue `index` (a stable address, valid from
     /// `openQueue(index)` until the engine has disconnected or detached the port).
     public func virtqueues(_ index: Int) -> UnsafeMutablePointer<VirtioNetQueuePair>? { nil }
+    public func virtqueueCount(_ index: Int) -> Int { 1 }
+    public func queueWriter(_ index: Int) -> Int { index }
     public var settings: PortSettings { PortSettings() }
     public var isMultiQueue: Bool { false }
     public var maxFrameSize: Int { Int.max }

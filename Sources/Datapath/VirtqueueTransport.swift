@@ -16,8 +16,12 @@
 // until it has stayed empty for `virtqueuePollWindow`; then kicks go back on and the ring is
 // checked once more (a frame made available in between is taken, not left waiting for a kick
 // that will not come). An idle ring costs nothing: no frames, no polling past the window.
-// A ring the guest broke stops the port (`fail`, EPROTO) with the reason in the pair for the
-// port to report; nothing crashes.
+// A worker may serve several pairs of one port (a multi-queue port with more pairs than
+// workers: a run of neighbours from `LocalPort.virtqueues`, inactive ones skipped): kicks of
+// any of them wake it (the port hands it one descriptor: the kick eventfd, or an epoll set of
+// them), drains and polling cover every pair, a frame for the guest goes into the first pair
+// with room. A ring the guest broke stops the port (`fail`, EPROTO) with the reason in the pair
+// for the port to report; nothing crashes.
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -31,6 +35,8 @@ import VirtioNet
 struct GuestChainRef {
     var port: Int16 = -1
     var generation: UInt8 = 0
+    /// Which of the worker's pairs of the port (offset from `LocalPort.virtqueues`).
+    var pair: UInt8 = 0
     var head: UInt16 = 0
 }
 
@@ -48,8 +54,12 @@ extension Worker {
     /// First buffer id of the guest-chain range (after ring and stream buffers).
     @inline(__always) var guestChainBase: Int { ringCount + streamCount }
 
-    func setUpVirtqueuePort(_ lp: Int, _ pair: UnsafeMutablePointer<VirtioNetQueuePair>?) -> Bool {
+    /// Pairs of one port one worker serves at most (a guest chain records which in a byte).
+    static let maxVirtqueuePairs = 128
+
+    func setUpVirtqueuePort(_ lp: Int, _ pair: UnsafeMutablePointer<VirtioNetQueuePair>?, count: Int) -> Bool {
         ports[lp].virtqueues = pair
+        ports[lp].virtqueueCount = pair == nil ? 0 : Int32(max(1, min(count, Worker.maxVirtqueuePairs)))
         // Writes are synchronous copies: never queued behind one in flight.
         ports[lp].txMaxInflight = Int32.max
         // Start by polling: frames the guest made available before the port (re)connected are
@@ -65,21 +75,24 @@ extension Worker {
     /// leaves may be torn — never memory outside the guest), and the used ring is published.
     func tearDownVirtqueuePort(_ lp: Int) {
         let p = ports + lp
-        guard let pair = p.pointee.virtqueues else { return }
-        if pair.pointee.transmit != nil {
-            for i in 0..<Worker.guestChainCount where guestChains[i].port == Int16(lp) && guestChains[i].generation == p.pointee.generation {
+        guard let pairs = p.pointee.virtqueues else { return }
+        let n = Int(p.pointee.virtqueueCount)
+        for i in 0..<Worker.guestChainCount where guestChains[i].port == Int16(lp) && guestChains[i].generation == p.pointee.generation {
+            let pair = pairs + Int(guestChains[i].pair)
+            if Int(guestChains[i].pair) < n && pair.pointee.transmit != nil {
                 pair.pointee.transmit!.completeTransmit(head: guestChains[i].head)
-                guestChains[i].port = -1
             }
+            guestChains[i].port = -1
         }
         publishVirtqueues(lp)
         if p.pointee.virtqueuePolling {
             // The ring may run again later (the front-end stopped it, not the guest): leave it
             // asking for kicks, or the guest would wait for a poll that no longer comes.
-            if pair.pointee.transmit != nil { _ = try? pair.pointee.transmit!.enableKicks() }
+            for k in 0..<n where pairs[k].active && pairs[k].transmit != nil { _ = try? pairs[k].transmit!.enableKicks() }
             p.pointee.virtqueuePolling = false
         }
         p.pointee.virtqueues = nil
+        p.pointee.virtqueueCount = 0
         p.pointee.virtqueuePending = false
     }
 
@@ -105,23 +118,38 @@ extension Worker {
         if !p.pointee.readArmed && p.pointee.state == LocalPortState.active { armRead(lp) }
     }
 
-    /// Takes up to `virtqueueBudget` frames from the guest's transmit ring. Called on a kick
-    /// and, while the port polls, once per worker loop. Frames taken (or the budget used up):
-    /// kicks stay off and the port keeps polling. Nothing taken: once the ring has been empty
-    /// for `virtqueuePollWindow`, kicks go back on and the ring is checked again.
+    /// Takes up to `virtqueueBudget` frames from each of the port's transmit rings this worker
+    /// serves. Called on a kick and, while the port polls, once per worker loop. Frames taken
+    /// (or a budget used up): kicks stay off and the port keeps polling. Nothing taken: once the
+    /// rings have been empty for `virtqueuePollWindow`, kicks go back on and they are checked
+    /// again.
     func drainTransmit(_ lp: Int) {
         let p = ports + lp
-        guard let pair = p.pointee.virtqueues, pair.pointee.transmit != nil else { return }
+        guard let pairs = p.pointee.virtqueues else { return }
+        let n = Int(p.pointee.virtqueueCount)
         let hs = Int(p.pointee.vnetHeaderSize)
         var taken = 0
+        var k = 0
         do {
-            if !p.pointee.virtqueuePolling { pair.pointee.transmit!.disableKicks() }
+            if !p.pointee.virtqueuePolling {
+                for j in 0..<n where pairs[j].active && pairs[j].transmit != nil { pairs[j].transmit!.disableKicks() }
+            }
             while true {
-                while taken < Worker.virtqueueBudget,
-                      let f = try pair.pointee.transmit!.nextTransmit(headerSize: hs, chain: &virtqueueChain.pointee) {
-                    guestFrame(lp, pair, f, hs)
-                    taken += 1
-                    guard p.pointee.state == LocalPortState.active else { return }
+                k = 0
+                while k < n {
+                    let pair = pairs + k
+                    if pair.pointee.active && pair.pointee.transmit != nil {
+                        var fromPair = 0
+                        while fromPair < Worker.virtqueueBudget,
+                              let f = try pair.pointee.transmit!.nextTransmit(headerSize: hs, chain: &virtqueueChain.pointee) {
+                            pair.pointee.count(fromGuest: true)
+                            guestFrame(lp, pair, k, f, hs)
+                            fromPair += 1
+                            guard p.pointee.state == LocalPortState.active else { return }
+                        }
+                        taken += fromPair
+                    }
+                    k += 1
                 }
                 if taken > 0 {
                     // Busy: look again next loop (after the writes of these frames went out).
@@ -131,14 +159,20 @@ extension Worker {
                 }
                 if p.pointee.virtqueuePolling && context.now &- p.pointee.virtqueueIdleSince < Worker.virtqueuePollWindow { break }
                 // Idle: ask for kicks again; if frames arrived meanwhile, keep going.
-                if try !pair.pointee.transmit!.enableKicks() {
+                var more = false
+                k = 0
+                while k < n {
+                    if pairs[k].active && pairs[k].transmit != nil, try pairs[k].transmit!.enableKicks() { more = true }
+                    k += 1
+                }
+                if !more {
                     p.pointee.virtqueuePolling = false
                     break
                 }
-                pair.pointee.transmit!.disableKicks()
+                for j in 0..<n where pairs[j].active && pairs[j].transmit != nil { pairs[j].transmit!.disableKicks() }
             }
         } catch {
-            virtqueueBroken(lp, error)
+            virtqueueBroken(lp, pairs + min(k, n - 1), error)
             return
         }
         if taken > 0 { markVirtqueuePending(lp) }
@@ -182,7 +216,7 @@ extension Worker {
     /// One frame the guest transmitted: through the pipeline from guest memory when its header
     /// and bytes are contiguous, else gathered into a stream buffer.
     @inline(__always)
-    func guestFrame(_ lp: Int, _ pair: UnsafeMutablePointer<VirtioNetQueuePair>, _ f: VirtioNetTransmitFrame, _ hs: Int) {
+    func guestFrame(_ lp: Int, _ pair: UnsafeMutablePointer<VirtioNetQueuePair>, _ k: Int, _ f: VirtioNetTransmitFrame, _ hs: Int) {
         let p = ports + lp
         if f.length < Frame.minimumLength || f.length > Int(p.pointee.maxFrame) {
             p.pointee.counters?.countDrop(f.length < Frame.minimumLength ? .malformed : .tooBig)
@@ -195,7 +229,7 @@ extension Worker {
             // and what leaves: the guest cannot change a frame after its verdict.)
             let g = Int(freeGuestChain)
             freeGuestChain = guestChainNext[g]
-            guestChains[g] = GuestChainRef(port: Int16(lp), generation: p.pointee.generation, head: f.head)
+            guestChains[g] = GuestChainRef(port: Int16(lp), generation: p.pointee.generation, pair: UInt8(truncatingIfNeeded: k), head: f.head)
             let b = Int32(guestChainBase + g)
             refcount[Int(b)] = 1
             deliver(lp, f.iovecs[0].iov_base! - hs, hs + f.length, b)
@@ -235,43 +269,59 @@ extension Worker {
         freeGuestChain = Int32(g)
         guard ref.port >= 0 else { return }
         let p = ports + Int(ref.port)
-        guard p.pointee.generation == ref.generation, let pair = p.pointee.virtqueues, pair.pointee.transmit != nil else { return }
+        guard p.pointee.generation == ref.generation, let pairs = p.pointee.virtqueues,
+              Int32(ref.pair) < p.pointee.virtqueueCount else { return }
+        let pair = pairs + Int(ref.pair)
+        guard pair.pointee.transmit != nil else { return }
         pair.pointee.transmit!.completeTransmit(head: ref.head)
         markVirtqueuePending(Int(ref.port))
     }
 
     /// A frame for the guest: the slot's iovecs (vnet header, tag, frame) copied into its
-    /// receive buffers. Synchronous: the slot is finished here.
+    /// receive buffers — those of the first of this worker's pairs with room (the first pair
+    /// normally, so one worker's frames stay in order). Synchronous: the slot is finished here.
     @inline(__always)
     func writeToGuest(_ si: Int) {
         let s = slots + si
         let d = Int(s.pointee.port)
         let dp = ports + d
         guard let dc = dp.pointee.counters else { finishSlot(si); return }
-        guard let pair = dp.pointee.virtqueues, pair.pointee.receive != nil else {
+        guard let pairs = dp.pointee.virtqueues else {
             dc.countDrop(.portDown)
             finishSlot(si)
             return
         }
         let first = Int(s.pointee.iovFirst)
-        do {
-            let r = try pair.pointee.receive!.receive(
-                segments: iov + si * Worker.iovecsPerSlot + first, count: Int(s.pointee.iovCount) - first,
-                headerSize: Int(dp.pointee.vnetHeaderSize), mergeable: pair.pointee.mergeable, chain: &virtqueueChain.pointee)
-            switch r {
-            case .delivered:
-                countWrite(dc, 0, s.pointee.frameBytes)
-                markVirtqueuePending(d)
-            case .noBuffers, .bufferTooSmall:
-                // The guest has not posted room: like a full transmit queue.
-                dc.countDrop(.queueFull)
+        let n = Int(dp.pointee.virtqueueCount)
+        var k = 0
+        var served = false
+        while k < n {
+            let pair = pairs + k
+            if pair.pointee.active && pair.pointee.receive != nil {
+                served = true
+                do {
+                    let r = try pair.pointee.receive!.receive(
+                        segments: iov + si * Worker.iovecsPerSlot + first, count: Int(s.pointee.iovCount) - first,
+                        headerSize: Int(dp.pointee.vnetHeaderSize), mergeable: pair.pointee.mergeable, chain: &virtqueueChain.pointee)
+                    if case .delivered = r {
+                        pair.pointee.count(fromGuest: false)
+                        countWrite(dc, 0, s.pointee.frameBytes)
+                        markVirtqueuePending(d)
+                        finishSlot(si)
+                        return
+                    }
+                    // No room posted on this pair: the next one may have some.
+                } catch {
+                    dc.add(PortCounter.txErrors, 1)
+                    finishSlot(si)
+                    virtqueueBroken(d, pair, error)
+                    return
+                }
             }
-        } catch {
-            dc.add(PortCounter.txErrors, 1)
-            finishSlot(si)
-            virtqueueBroken(d, error)
-            return
+            k += 1
         }
+        // The guest has not posted room (like a full transmit queue), or no pair runs here.
+        dc.countDrop(served ? .queueFull : .portDown)
         finishSlot(si)
     }
 
@@ -295,23 +345,28 @@ extension Worker {
     func publishVirtqueues(_ lp: Int) {
         let p = ports + lp
         p.pointee.virtqueuePending = false
-        guard let pair = p.pointee.virtqueues else { return }
-        if pair.pointee.receive != nil {
-            pair.pointee.receive!.publishUsed()
-            if pair.pointee.receive!.needsInterrupt() { pair.pointee.signal(receive: true) }
-        }
-        if pair.pointee.transmit != nil {
-            pair.pointee.transmit!.publishUsed()
-            if pair.pointee.transmit!.needsInterrupt() { pair.pointee.signal(receive: false) }
+        guard let pairs = p.pointee.virtqueues else { return }
+        for k in 0..<Int(p.pointee.virtqueueCount) {
+            let pair = pairs + k
+            // An inactive pair's fields belong to the port (it may be filling them now).
+            guard pair.pointee.active else { continue }
+            if pair.pointee.receive != nil {
+                pair.pointee.receive!.publishUsed()
+                if pair.pointee.receive!.needsInterrupt() { pair.pointee.signal(receive: true) }
+            }
+            if pair.pointee.transmit != nil {
+                pair.pointee.transmit!.publishUsed()
+                if pair.pointee.transmit!.needsInterrupt() { pair.pointee.signal(receive: false) }
+            }
         }
     }
 
-    /// The guest broke a ring: record why (the port reports it), stop using the pair.
-    func virtqueueBroken(_ lp: Int, _ e: VirtqueueError) {
+    /// The guest broke a ring of `pair`: record why (the port reports it), stop using the port.
+    func virtqueueBroken(_ lp: Int, _ pair: UnsafeMutablePointer<VirtioNetQueuePair>, _ e: VirtqueueError) {
         let p = ports + lp
-        guard let pair = p.pointee.virtqueues else { return }
-        if pair.pointee.failure == nil { pair.pointee.failure = e }
-        cfg.log(.warning, "worker \(index): port \(p.pointee.id): virtqueue broken: \(e)")
+        guard p.pointee.virtqueues != nil else { return }
+        pair.pointee.recordFailure(e)
+        cfg.log(.warning, "worker \(index): port \(p.pointee.id): virtqueue broken (pair \(pair.pointee.number)): \(e)")
         fail(lp, EPROTO)
     }
 }

@@ -101,6 +101,10 @@ final class Worker: @unchecked Sendable {
     /// ring); `outbound` keeps them alive. One entry per worker.
     let outboundRings: UnsafeMutablePointer<Unmanaged<HandoffRing>?>
     var inbound: [HandoffRing] = []
+    /// The same unretained, for `drainHandoffs` on every pass of the loop (iterating `inbound`
+    /// retained each ring per pass: one retain per loop pass while a vhost-user ring is polled).
+    let inboundRings: UnsafeMutablePointer<Unmanaged<HandoffRing>>
+    var inboundCount = 0
     var wakeFDs: [Int32] = []
     /// Frames the control side originates (`Engine.inject`, Injection.swift), drained on wake-up.
     let injection = InjectionQueue()
@@ -182,6 +186,7 @@ final class Worker: @unchecked Sendable {
         wakePending.initialize(repeating: false, count: max(1, configuration.workers))
         outboundRings = .allocate(capacity: max(1, configuration.workers))
         outboundRings.initialize(repeating: nil, count: max(1, configuration.workers))
+        inboundRings = .allocate(capacity: max(1, configuration.workers))
         context = HandlerContext(now: 0, worker: index)
         hold = .allocate(capacity: 1)
         hold.initialize(to: HoldQueue(ringBuffers: rc, otherBuffers: streamCount))
@@ -198,6 +203,7 @@ final class Worker: @unchecked Sendable {
         guestChains.deallocate(); guestChainNext.deallocate(); virtqueuePendingList.deallocate(); virtqueuePollList.deallocate()
         virtqueueChain.pointee.deallocate(); virtqueueChain.deallocate()
         outboundRings.deallocate()
+        inboundRings.deallocate()
         hold.pointee.deallocate(); hold.deallocate()
         if eventFD >= 0 { close(eventFD) }
     }
@@ -321,7 +327,7 @@ final class Worker: @unchecked Sendable {
                 stats.add(WorkerCounter.batches, 1)
                 stats.max(WorkerCounter.largestBatch, framesThisBatch)
             }
-            if !inbound.isEmpty { drainHandoffs() }
+            if inboundCount > 0 { drainHandoffs() }
             if hold.pointee.count > 0 { releaseHeld() }
             buffers.publish()
             if starvedCount > 0 { rearmStarved() }

@@ -36,8 +36,8 @@ extension Worker {
 
     /// Frames other workers handed over for ports this worker owns.
     func drainHandoffs() {
-        for link in inbound {
-            link.drain { entry, bytes in
+        for k in 0..<inboundCount {
+            inboundRings[k]._withUnsafeGuaranteedRef { link in link.drain { entry, bytes in
                 let lp = Int(bridges[Int(entry.bridge)].slotByID[Int(entry.port.rawValue)])
                 guard lp >= 0 else { return }
                 let (b, addr) = takeStreamBuffer(copying: bytes, count: Int(entry.length))
@@ -49,7 +49,7 @@ extension Worker {
                                   ingress: entry.port, vnet: entry.vnet, vlan: entry.vlan)
                 send(&frame, to: lp, buffer: b, asIs: entry.asIs)
                 release(b)
-            }
+            } }
         }
     }
 
@@ -148,6 +148,8 @@ extension Worker {
                 outboundRings[i] = i < out.count ? out[i].map { Unmanaged.passUnretained($0) } : nil
             }
             inbound = inb.compactMap { $0 }
+            inboundCount = min(inbound.count, max(1, cfg.workers))
+            for k in 0..<inboundCount { inboundRings[k] = Unmanaged.passUnretained(inbound[k]) }
             wakeFDs = fds
             for i in 0..<min(cfg.workers, fds.count) { wakePending[i] = false }
         case .setCapture(let b, let id, let flags, let interface, let tap):
@@ -206,7 +208,7 @@ extension Worker {
         switch spec.transport {
         case .datagram: blockingReads = setUpDatagramPort(lp, descriptor: spec.fd)
         case .lengthPrefixedStream: blockingReads = setUpStreamPort(lp)
-        case .virtqueue: blockingReads = setUpVirtqueuePort(lp, spec.virtqueues)
+        case .virtqueue: blockingReads = setUpVirtqueuePort(lp, spec.virtqueues, count: spec.virtqueueCount)
         }
         setVLAN(spec.vlan, slot: lp)
         p.pointee.state = LocalPortState.down

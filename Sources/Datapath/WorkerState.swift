@@ -26,8 +26,10 @@ struct WorkerPortSpec {
     /// frames go to `owner` through a handoff ring).
     var writable: Bool
     var owner: Int
-    /// Virtqueue ports: the queue pair (nil for other transports).
+    /// Virtqueue ports: the queue pair (nil for other transports), and how many neighbouring
+    /// pairs from it this worker serves.
     var virtqueues: UnsafeMutablePointer<VirtioNetQueuePair>? = nil
+    var virtqueueCount = 1
     /// The engine's number for this connection of the port (`PortRecord.connection`): a
     /// failure this worker reports names it, so a late report cannot take down the next one.
     var connection: UInt32 = 0
@@ -136,6 +138,9 @@ struct LocalPort {
     /// Virtqueue ports only: the queue pair in guest memory (owned by the port, held here
     /// between addPort and detach), and whether its used rings have entries to publish.
     var virtqueues: UnsafeMutablePointer<VirtioNetQueuePair>? = nil
+    /// Pairs this worker serves from `virtqueues` on (a multi-queue port with more pairs than
+    /// workers gives one worker several; inactive ones are skipped).
+    var virtqueueCount: Int32 = 0
     var virtqueuePending = false
     /// Virtqueue ports only: the transmit ring is polled each worker loop (kicks off) since a
     /// drain found frames; `virtqueueIdleSince` is when it last did (ns). `virtqueueInPollList`:

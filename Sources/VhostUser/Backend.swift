@@ -256,6 +256,11 @@ public final class VhostUserBackend {
             if ackedFeatures & VirtioFeature.protocolFeatures == 0 && !protocolFeaturesSet {
                 throw .refused("SET_VRING_ENABLE without PROTOCOL_FEATURES negotiated")
             }
+            if vrings[i].enabled != enable {
+                // Pairs beyond the first come and go with the driver's VQ_PAIRS_SET (the
+                // front-end turns it into this message): worth a line.
+                log("\(config.name): queue \(i) (pair \(i / 2) \(i % 2 == 0 ? "receive" : "transmit")) \(enable ? "enabled" : "disabled")")
+            }
             setEnabled(i, enable)
             return nil
         case .unsupported(let request):

@@ -1,8 +1,10 @@
 // FuzzEntryPoints: the fuzz targets' entry functions for the untrusted inputs this module reads
-// (vhost-user messages, memory tables, descriptor rings in guest memory). Each takes arbitrary
+// (vhost-user messages, one at a time and as a session against a multi-queue device, memory
+// tables, descriptor rings in guest memory). Each takes arbitrary
 // bytes and must return without crashing, trapping or touching memory outside what it was
 // given; a libFuzzer harness (`LLVMFuzzerTestOneInput`) only forwards to one of them, and the
 // unit tests run them over random and hand-made inputs.
+import CVhostUserShim
 import VirtioNet
 import Glibc
 
@@ -24,6 +26,57 @@ public enum VhostUserFuzz {
         let backend = VhostUserBackend(config: VhostUserDeviceConfig(
             name: "fuzz", deviceFeatures: VirtioNetFeatures.device(offloads: .all, queuePairs: 2), queuePairs: 2))
         _ = try? backend.process(message)
+    }
+
+    /// Target "vhost-user-session": a front-end's conversation with a two-pair (MQ) device that
+    /// has 64 KiB of real guest memory (a memfd at guest-physical 0, user address 0x10000): up
+    /// to 32 messages, each 1 byte of descriptor count (low 2 bits; descriptors are -1) then a
+    /// header and as much payload as it announces (what is left, if less). Rings can really
+    /// start, run, be enabled and disabled, stopped and reset; a checking host asserts the
+    /// back-end hands it only rings 0...3, never one twice, and stops only what it started.
+    /// Returns the rings handed to the host, in order (tests check a seed gets that far).
+    @discardableResult
+    public static func session(_ data: UnsafeRawBufferPointer) -> [Int] {
+        let pairs = 2
+        let host = SessionCheckingHost(queues: 2 * pairs)
+        let backend = VhostUserBackend(config: VhostUserDeviceConfig(
+            name: "fuzz", deviceFeatures: VirtioNetFeatures.device(offloads: .all, queuePairs: pairs), queuePairs: pairs), host: host)
+        let memorySize = 1 << 16
+        let fd = tb_vu_memfd("tb-fuzz-guest")
+        if fd >= 0 && ftruncate(fd, off_t(memorySize)) == 0 {
+            let region = MemoryRegionDescriptor(guestPhysicalAddress: 0, size: UInt64(memorySize), userAddress: 0x10000, mmapOffset: 0)
+            _ = try? backend.process(.setMemTable([region], fds: [fd]))
+        } else if fd >= 0 {
+            _ = Glibc.close(fd)
+        }
+        // Mappings of this session: unmapped at its end (no datapath writes from them, so no
+        // grace is needed; other back-ends' retired mappings are left alone).
+        var mappings: [GuestMemoryMapping] = []
+        func note() { if let m = backend.memory, !mappings.contains(where: { $0 === m }) { mappings.append(m) } }
+        note()
+        var at = 0
+        var messages = 0
+        while messages < 32, let base = data.baseAddress, at + 1 + VhostUserHeader.size <= data.count {
+            let fdCount = Int(data[at] & 0x3)
+            let header = VhostUserHeader(bytes: base + at + 1)
+            let start = at + 1 + VhostUserHeader.size
+            let length = min(Int(header.size), data.count - start)
+            at = start + length
+            messages += 1
+            let fds = [Int32](repeating: -1, count: fdCount)
+            guard let message = try? VhostUserMessage.decode(header: header, payload: UnsafeRawBufferPointer(rebasing: data[start..<(start + length)]), fds: fds) else { continue }
+            _ = try? backend.process(message)
+            note()
+            // Every ring the back-end holds itself or gave the host is one it may hand out.
+            precondition(backend.vrings.count == 2 * pairs)
+            for i in backend.vrings.indices where backend.vrings[i].running {
+                precondition(host.running[i], "ring \(i) marked running but not handed to the host")
+            }
+        }
+        backend.disconnect()
+        precondition(!host.running.contains(true), "a ring still with the host after the front-end went")
+        for m in mappings { m.unmap() }
+        return host.started
     }
 
     /// Target "vhost-user-memory-table": bytes = region count (1 byte), then per region four
@@ -121,5 +174,28 @@ public enum VhostUserFuzz {
                 break
             }
         }
+    }
+}
+
+/// The fuzzed session's queue host: records which rings it was handed and checks the back-end
+/// hands out only rings that exist, each once, and takes back only rings it handed out.
+final class SessionCheckingHost: VhostUserQueueHost {
+    var running: [Bool]
+    /// Every ring handed out, in order.
+    var started: [Int] = []
+    init(queues: Int) { running = Array(repeating: false, count: queues) }
+    func queueStarted(_ index: Int, queue: SplitQueue, kickFD: Int32, callFD: Int32) {
+        precondition(index >= 0 && index < running.count, "ring \(index) beyond the device's \(running.count)")
+        precondition(!running[index], "ring \(index) handed out twice")
+        running[index] = true
+        started.append(index)
+    }
+    func queueStopped(_ index: Int) -> UInt16 {
+        precondition(index >= 0 && index < running.count && running[index], "ring \(index) taken back but not running")
+        running[index] = false
+        return 0
+    }
+    func callChanged(_ index: Int, callFD: Int32) {
+        precondition(index >= 0 && index < running.count && running[index], "call eventfd of ring \(index) changed while not running")
     }
 }

@@ -5,6 +5,7 @@
 import Foundation
 import Testing
 import TestSupport
+import VhostUser
 @testable import Daemon
 
 @Suite(.serialized, .enabled(if: getuid() == 0 && Testpmd.available, "needs root and dpdk-testpmd"))
@@ -207,6 +208,36 @@ struct VhostUserDaemonTests {
             #expect(removed.succeeded, "\(removed)")
             #expect(!FileManager.default.fileExists(atPath: socket), "the socket file goes with the port")
             #expect(d.stop() == 0)
+        }
+    }
+
+    /// `queues = 2` in the file reaches the port: MQ offered, GET_QUEUE_NUM 2, and with two
+    /// workers the two pairs land on one each (a front-end of our own sets both up).
+    @Test func queuesTwoOffersTwoPairsOnTwoWorkers() throws {
+        try withTopology { t in
+            let h = try Hosts(t, count: 1)
+            let socket = "/tmp/\(t.tag)-vumq.sock"
+            let d = try DaemonProcess(t, config: "workers = 2\n" + Self.config(t, h, socket: socket) + "\nqueues = 2\n")
+            try d.waitFor("listening on \(socket)")
+            let fe = try SocketFrontend(path: socket)
+            let features = SocketFrontend.u64(try fe.request(.getFeatures))
+            #expect(features & (1 << 22) != 0, "VIRTIO_NET_F_MQ offered")
+            #expect(SocketFrontend.u64(try fe.request(.getProtocolFeatures)) & 1 != 0, "protocol feature MQ offered")
+            try fe.request(.setProtocolFeatures, VhostUserEncoder.u64(1 | 1 << 3))
+            fe.acked = 1 << 3
+            #expect(SocketFrontend.u64(try fe.request(.getQueueNum)) == 2)
+            #expect(SocketFrontend.u64(try fe.request(.setFeatures, VhostUserEncoder.u64(features))) == 0)
+            try fe.request(.setOwner)
+            let ram = GuestRAM()
+            #expect(SocketFrontend.u64(try fe.request(.setMemTable, VhostUserEncoder.memoryTable([ram.region]), fds: [ram.fd])) == 0)
+            var fds: [Int32] = []
+            defer { fds.forEach { close($0) } }
+            for i in 0..<4 {
+                let r = try fe.setUpRing(UInt32(i), DriverRing(ram: ram, at: ram.gpa + UInt64(i) * 0x4000, size: 64))
+                fds += [r.kick, r.call]
+            }
+            try d.waitFor("queue pairs active: 0 (worker 0), 1 (worker 1) of 2")
+            #expect(d.log.contains("negotiated protocol features: MQ REPLY_ACK"))
         }
     }
 }

@@ -21,14 +21,16 @@ public enum Guest {
     /// `wrapper` runs QEMU under another command (`setpriv --reuid=...`: an unprivileged VMM).
     /// `vhostUser`: the guest's RAM is a shared memfd (a vhost-user back-end maps it) and the
     /// NIC uses INTx (`vectors=0`: QEMU 7.2 under TCG crashes starting a vhost-user NIC with MSI-X).
+    /// `deviceOptions`: appended to the `-device virtio-net-pci,...` options (",mq=on"; one with
+    /// "vectors=" replaces the vhost-user default).
     public static func boot(netdev: String, mac: String, cmdline: String, timeout: Int = 90, wrapper: [String] = [],
-                            vhostUser: Bool = false, extraArgs: [String] = []) throws -> String {
+                            vhostUser: Bool = false, deviceOptions: String = "", extraArgs: [String] = []) throws -> String {
         let dir = directory!
         let memory = (vhostUser ? ["-object", "memory-backend-memfd,id=mem,size=256M,share=on", "-numa", "node,memdev=mem"] : []) + extraArgs
         let r = try run(wrapper + ["timeout", "\(timeout)", qemu!, "-accel", "tcg", "-m", "256", "-nographic", "-no-reboot"] + memory + [
                          "-kernel", dir + "/kernel", "-initrd", dir + "/initrd.gz",
                          "-append", "console=ttyS0 quiet panic=-1 no_timer_check " + cmdline,
-                         "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0,mac=\(mac),romfile=" + (vhostUser ? ",vectors=0" : "")],
+                         "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0,mac=\(mac),romfile=" + (vhostUser && !deviceOptions.contains("vectors=") ? ",vectors=0" : "") + deviceOptions],
                         check: false, timeout: Double(timeout + 10))
         return r.stdout + r.stderr
     }

@@ -55,7 +55,9 @@ public final class Testpmd: @unchecked Sendable {
 
     /// `mode`: txonly, rxonly, icmpecho, io...; `extra`: more testpmd options (after `--`).
     /// `server`: testpmd listens on `socket` (the back-end connects) instead of connecting.
-    public init(socket: String, mode: String, frameSize: Int = 64, server: Bool = false, extra: [String] = []) throws {
+    /// `queues`: queue pairs of the virtio-user port (above 1: multi-queue, with the control
+    /// queue virtio-user emulates itself, `cq=1`; pass `--rxq=N --txq=N` in `extra` to use them).
+    public init(socket: String, mode: String, frameSize: Int = 64, server: Bool = false, queues: Int = 1, extra: [String] = []) throws {
         filePrefix = "tbt\(UInt32.random(in: 0...UInt32.max))"
         Testpmd.turn.wait()
         machineLock = open(Testpmd.machineLockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
@@ -71,7 +73,7 @@ public final class Testpmd: @unchecked Sendable {
         // Line-buffered stdout (a pipe would hold "Press enter to exit" back until exit).
         process.executableURL = URL(fileURLWithPath: "/usr/bin/stdbuf")
         process.arguments = ["-oL", "/usr/bin/dpdk-testpmd", "-l", "1,0", "--no-pci", "--file-prefix=\(filePrefix)", "-m", "256", "--single-file-segments",
-                             "--vdev", "net_virtio_user0,path=\(socket),queues=1\(server ? ",server=1" : "")",
+                             "--vdev", "net_virtio_user0,path=\(socket),queues=\(queues)\(queues > 1 ? ",cq=1" : "")\(server ? ",server=1" : "")",
                              "--", "--forward-mode=\(mode)", "--txpkts=\(frameSize)", "-a"] + extra
         process.standardInput = stdin
         process.standardOutput = out

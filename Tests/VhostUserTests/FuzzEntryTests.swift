@@ -1,5 +1,6 @@
 // The fuzz targets' entry functions run over random and hand-made inputs (a short, seeded,
 // bounded sweep; the real fuzzing runs them under libFuzzer with sanitizers).
+import Foundation
 import Testing
 @testable import VhostUser
 
@@ -81,5 +82,39 @@ struct SeededRandom: RandomNumberGenerator {
             let input = [UInt8(size.trailingZeroBitCount), UInt8.random(in: 0...7, using: &rng)] + mem
             input.withUnsafeBytes { VhostUserFuzz.descriptorChains($0) }
         }
+    }
+
+    /// The multi-queue session target: its seed corpus (whole MQ conversations: two pairs
+    /// enabled and disabled, indexes past the pairs, the second pair alone), then byte-flipped,
+    /// cut and spliced variants of them.
+    @Test func sessionsFromSeedsAndMutations() throws {
+        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Fuzz/Corpus/FuzzVhostUserSession")
+        let seeds = try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted()
+            .map { try [UInt8](Data(contentsOf: dir.appendingPathComponent($0))) }
+        #expect(seeds.count >= 3)
+        for seed in seeds { _ = seed.withUnsafeBytes { VhostUserFuzz.session($0) } }
+        var rng = SeededRandom(state: 7)
+        for _ in 0..<1_500 {
+            var b = seeds[Int.random(in: 0..<seeds.count, using: &rng)]
+            switch Int.random(in: 0...2, using: &rng) {
+            case 0: for _ in 0..<Int.random(in: 1...8, using: &rng) { b[Int.random(in: 0..<b.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng) }
+            case 1: b = Array(b.prefix(Int.random(in: 0...b.count, using: &rng)))
+            default:
+                let other = seeds[Int.random(in: 0..<seeds.count, using: &rng)]
+                b = Array(b.prefix(Int.random(in: 0...b.count, using: &rng))) + Array(other.suffix(Int.random(in: 0...other.count, using: &rng)))
+            }
+            _ = b.withUnsafeBytes { VhostUserFuzz.session($0) }
+        }
+    }
+
+    /// The seed that sets up both pairs really starts their rings (the session reaches the
+    /// state a multi-queue device is in, not just the refusals).
+    @Test func sessionSeedStartsBothPairs() throws {
+        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Fuzz/Corpus/FuzzVhostUserSession")
+        let seed = try [UInt8](Data(contentsOf: dir.appendingPathComponent("two-pairs-enable-disable")))
+        let started = seed.withUnsafeBytes { VhostUserFuzz.session($0) }
+        #expect(Set(started) == [0, 1, 2, 3], "rings handed to the host: \(started)")
     }
 }
