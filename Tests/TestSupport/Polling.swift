@@ -28,3 +28,25 @@ public func linkExists(_ name: String) -> Bool { access("/sys/class/net/\(name)"
 public func waitLinkGone(_ name: String, timeout: Double = 30) -> Bool {
     pollUntil(timeout) { !linkExists(name) }
 }
+
+/// Waits (up to `timeout` s) for the Unix socket bound at `path` to be released by the kernel:
+/// a probe's connect is refused (ECONNREFUSED; the file stays, as QEMU leaves it). Like a
+/// tap, a socket lives until the last file of it is released, and a child being spawned by
+/// another test holds a copy of every descriptor until it execs: a test that closes a peer's
+/// socket and then expects its absence (port-down, ECONNREFUSED) waits for this first.
+public func waitUnixSocketGone(_ path: String, type: Int32 = Int32(SOCK_DGRAM.rawValue), timeout: Double = 30) -> Bool {
+    pollUntil(timeout) {
+        let probe = socket(AF_UNIX, type | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard probe >= 0 else { return false }
+        defer { close(probe) }
+        var sa = sockaddr_un()
+        sa.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: sa.sun_path) else { return false }
+        withUnsafeMutableBytes(of: &sa.sun_path) { $0.copyBytes(from: bytes) }
+        let r = withUnsafePointer(to: &sa) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(probe, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        return r < 0 && errno == ECONNREFUSED
+    }
+}
