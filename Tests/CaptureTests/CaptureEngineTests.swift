@@ -45,7 +45,7 @@ final class SocketHub: @unchecked Sendable {
 
     /// Waits until `count` frames came out of port `i` (or `timeout` seconds); returns them.
     @discardableResult
-    func receive(_ i: Int, count: Int, timeout: Double = 5) -> [[UInt8]] {
+    func receive(_ i: Int, count: Int, timeout: Double = 30) -> [[UInt8]] {
         var got: [[UInt8]] = []
         var buf = [UInt8](repeating: 0, count: 70000)
         let end = Date().addingTimeInterval(timeout)
