@@ -45,7 +45,7 @@ final class SocketHub: @unchecked Sendable {
 
     /// Waits until `count` frames came out of port `i` (or `timeout` seconds); returns them.
     @discardableResult
-    func receive(_ i: Int, count: Int, timeout: Double = 5) -> [[UInt8]] {
+    func receive(_ i: Int, count: Int, timeout: Double = 30) -> [[UInt8]] {
         var got: [[UInt8]] = []
         var buf = [UInt8](repeating: 0, count: 70000)
         let end = Date().addingTimeInterval(timeout)
@@ -154,7 +154,7 @@ struct CaptureEngineTests {
         let s = try hub.engine.startCapture(port: hub.ids[0], in: hub.bridge, direction: .ingress,
                                             destination: .file(path: file), options: o)
         for i in 0..<9 { hub.send(0, udpFrame(dstPort: 7, seq: UInt8(i), payload: 100)) }
-        #expect(s.wait(timeout: 5))
+        #expect(s.wait(timeout: 30))
         let sum = s.stop()
         #expect(sum.captured == 5)
         let head = try Data(contentsOf: URL(fileURLWithPath: file)).prefix(4)
@@ -271,7 +271,7 @@ struct CaptureEngineTests {
         _ = Glibc.send(pairs[0][1], &f, f.count, 0)
         var buf = [UInt8](repeating: 0, count: 2048)
         var pfd = pollfd(fd: pairs[1][1], events: Int16(POLLIN), revents: 0)
-        #expect(poll(&pfd, 1, 3000) == 1)
+        #expect(poll(&pfd, 1, 30_000) == 1)
         let n = recv(pairs[1][1], &buf, buf.count, 0)
         #expect(n == f.count + 4)
         s.stop()

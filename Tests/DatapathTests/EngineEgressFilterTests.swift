@@ -33,7 +33,7 @@ struct EngineEgressFilterTests {
         func received(_ fd: Int32, atLeast n: Int) -> [UInt8] {
             var seqs: [UInt8] = []
             var buf = [UInt8](repeating: 0, count: 2048)
-            let end = Date().addingTimeInterval(3)
+            let end = Date().addingTimeInterval(30)   // ends once n arrived and 300 ms passed quiet
             while Date() < end {
                 var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
                 guard poll(&p, 1, seqs.count >= n ? 300 : 50) > 0 else { if seqs.count >= n { break }; continue }

@@ -185,8 +185,9 @@ struct EnginePortLifecycleTests {
                 #expect(!stillOpen, "macvtap queue descriptor \(u.fd) still open after stop")
             }
             // Workers are gone: their rings are closed when the thread ends, their eventfds on deinit.
-            usleep(50_000)
-            #expect(workers.allSatisfy { $0.value == nil })
+            // A worker thread drops its last reference as it exits, after stop() has seen it
+            // finish: wait for that (bounded), not a fixed 50 ms (too short on a loaded machine).
+            #expect(pollUntil(30) { workers.allSatisfy { $0.value == nil } })
         }
     }
 }

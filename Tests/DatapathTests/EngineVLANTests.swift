@@ -79,8 +79,13 @@ struct EngineVLANTests {
             _ = send(sv[1], &bad, bad.count, 0)
             // a and c are in different VLANs.
             #expect(try !ping(a, c, count: 2))
-            usleep(100_000)
-            let s = try engine.snapshot().bridgeStats("br")
+            // The counters move once the worker has handled those frames: wait for them (bounded)
+            // rather than a fixed 100 ms.
+            var s = try engine.snapshot().bridgeStats("br")
+            _ = try pollUntil(30) {
+                s = try engine.snapshot().bridgeStats("br")
+                return try s.stats(trunk).drops(.vlan) >= 1 && s.stats(pc).drops(.vlan) >= 1 && s.stats(pa).txFrames >= 1
+            }
             print("vlan: \(s.port(pa).map { "\($0)" } ?? "-"); \(s.port(pc).map { "\($0)" } ?? "-"); \(s.port(trunk).map { "\($0)" } ?? "-")")
             #expect(try s.stats(trunk).drops(.vlan) >= 1, "VLAN 30 dropped on ingress")
             #expect(try s.stats(pc).drops(.vlan) >= 1, "VLAN 10 not carried on c's access port")

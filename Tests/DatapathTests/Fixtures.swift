@@ -40,7 +40,7 @@ final class EventLog: @unchecked Sendable {
     var all: [EngineEvent] { lock.withLock { events } }
     var logLines: [String] { lock.withLock { lines } }
     /// Waits up to `timeout` seconds for an event matching `match`.
-    func wait(timeout: Double = 10, _ match: (EngineEvent) -> Bool) -> Bool {
+    func wait(timeout: Double = 30, _ match: (EngineEvent) -> Bool) -> Bool {
         let end = Date().addingTimeInterval(timeout)
         while Date() < end {
             if all.contains(where: match) { return true }
@@ -94,9 +94,9 @@ func iperfRun(_ t: Topology, from client: Host, to server: Host, port: Int, seco
     let srv = try BackgroundCommand(["ip", "netns", "exec", server.namespace, "iperf3", "-s", "-1", "-p", "\(port)"], cleanup: t)
     defer { srv.stop() }
     // Start the client once the server listens (a fixed pause lost the race on a busy machine).
-    let listening = Date().addingTimeInterval(5)
+    let listening = Date().addingTimeInterval(30)   // ends as soon as it listens
     while Date() < listening {
-        let ss = try run(["ip", "netns", "exec", server.namespace, "ss", "-Hltn", "sport", "=", ":\(port)"], check: false, timeout: 5)
+        let ss = try run(["ip", "netns", "exec", server.namespace, "ss", "-Hltn", "sport", "=", ":\(port)"], check: false, timeout: 30)
         if !ss.stdout.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { break }
         usleep(20_000)
     }

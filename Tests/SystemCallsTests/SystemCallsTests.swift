@@ -54,6 +54,12 @@ private func isNone(_ owner: borrowing OwnedDescriptor?) -> Bool {
         var old = sigaction()
         sigaction(SIGUSR2, &action, &old)
         defer { sigaction(SIGUSR2, &old, nil) }
+        // The test runner's threads (libdispatch workers) block SIGUSR2: without this the
+        // signal stays pending and the read is never interrupted.
+        var only = sigset_t(), oldMask = sigset_t()
+        sigemptyset(&only); sigaddset(&only, SIGUSR2)
+        pthread_sigmask(SIG_UNBLOCK, &only, &oldMask)
+        defer { pthread_sigmask(SIG_SETMASK, &oldMask, nil) }
 
         let p = try Syscall.pipe(nonblocking: false)
         let readFD = p.readEnd.rawValue, writeFD = p.writeEnd.rawValue

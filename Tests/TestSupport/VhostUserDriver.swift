@@ -4,6 +4,7 @@
 import CVhostUserShim
 import Foundation
 import Glibc
+import SystemCalls
 import VhostUser
 
 /// Guest memory: one memfd mapped here; guest-physical `gpa`, front-end user address `uva`.
@@ -131,7 +132,8 @@ public final class SocketFrontend {
                 msg.msg_iov = iovp; msg.msg_iovlen = 1
                 return control.withUnsafeMutableBytes { c in
                     if !fds.isEmpty { fds.withUnsafeBufferPointer { tb_vu_put_fds(&msg, c.baseAddress, $0.baseAddress, Int32($0.count)) } }
-                    return sendmsg(fd, &msg, Int32(MSG_NOSIGNAL))
+                    // Retried on EINTR (SystemCalls): a signal must not fail a test's request.
+                    return Syscall.uninterrupted { sendmsg(fd, &msg, Int32(MSG_NOSIGNAL)) }
                 }
             }
         }
@@ -142,9 +144,19 @@ public final class SocketFrontend {
         var out = [UInt8](repeating: 0, count: n)
         var got = 0
         while got < n {
-            let r = out.withUnsafeMutableBytes { read(fd, $0.baseAddress! + got, n - got) }
-            if r <= 0 { throw FrontendError("back-end closed or timed out (read \(got) of \(n), errno \(errno))") }
-            got += r
+            // Through SystemCalls, which retries EINTR: a read on a socket with SO_RCVTIMEO is
+            // not restarted after a signal (or a stop and continue) even with SA_RESTART, so a
+            // raw read(2) here failed a test with EINTR on a loaded machine. EAGAIN is the
+            // receive timeout.
+            let r = out.withUnsafeMutableBytes { b in
+                Result { () throws(SyscallError) in try Syscall.read(fd, b.baseAddress! + got, n - got) }
+            }
+            switch r {
+            case .success(.processed(let k)) where k > 0: got += k
+            case .success(.processed): throw FrontendError("back-end closed the connection (read \(got) of \(n))")
+            case .success(.wouldBlock): throw FrontendError("back-end did not answer within the receive timeout (read \(got) of \(n))")
+            case .failure(let e): throw FrontendError("reading the back-end's reply: \(e) (read \(got) of \(n))")
+            }
         }
         return out
     }

@@ -8,6 +8,7 @@ import Foundation
 import Frames
 import Glibc
 import Testing
+import TestSupport
 import UnixSocketFiles
 @testable import VMBackend
 
@@ -71,6 +72,9 @@ final class CollectedLines: @unchecked Sendable {
 
         // The VM exits (its socket file stays behind, as QEMU's does).
         close(vm); vm = -1
+        // Gone once no process holds it (a child another test is spawning may, until it execs):
+        // only then is every frame toward it port-down.
+        #expect(waitUnixSocketGone(vmPath))
         for i in 0..<20 { #expect(sendFrame(other, fill: UInt8(10 + i))) }
         #expect(waitUntil { vmStats().map { !$0.connected && $0.drops(.portDown) == 20 } ?? false },
                 "the port goes down and every frame toward it counts as port-down: \(String(describing: vmStats()))")
@@ -152,6 +156,7 @@ final class CollectedLines: @unchecked Sendable {
         let ours = tempPath("stale-tb"), vmPath = tempPath("stale-vm")
         defer { unlink(ours); unlink(vmPath) }
         close(dgram(boundAt: vmPath))   // what an exited QEMU leaves
+        #expect(waitUnixSocketGone(vmPath))
         let port = VMDatagramPort(name: "vm0", localPath: ours, remotePath: vmPath)
         #expect(try port.openQueue(0) == nil)
         #expect(port.isWaitingForVM && !port.wantsReconnect())

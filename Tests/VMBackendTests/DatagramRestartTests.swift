@@ -6,6 +6,7 @@
 import Foundation
 import Glibc
 import Testing
+import TestSupport
 import UnixSocketFiles
 @testable import VMBackend
 
@@ -28,6 +29,8 @@ import UnixSocketFiles
         // QEMU restarts: our socket's peer is gone (our next send says so and forgets it), and
         // the new QEMU socket connects to our path, i.e. to our old socket.
         close(q1)
+        // (released once no process holds it: a child being spawned elsewhere may, until it execs)
+        #expect(waitUnixSocketGone(qemu))
         var byte: UInt8 = 1
         #expect(send(fd1, &byte, 1, 0) < 0 && errno == ECONNREFUSED)
         let q2 = dgram()

@@ -10,7 +10,7 @@ import UnixSocketFiles
 @testable import VMBackend
 
 @Suite struct VMPortEngineTests {
-    func waitUntil(_ seconds: Double = 5, _ cond: () -> Bool) -> Bool {
+    func waitUntil(_ seconds: Double = 30, _ cond: () -> Bool) -> Bool {
         let end = Date().addingTimeInterval(seconds)
         while Date() < end { if cond() { return true }; usleep(10_000) }
         return cond()

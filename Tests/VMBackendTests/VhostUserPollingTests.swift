@@ -24,7 +24,7 @@ import VhostUser
         let rxFDs = try fe.setUpRing(0, rx)
         let txFDs = try fe.setUpRing(1, tx)
         defer { for fd in [rxFDs.kick, rxFDs.call, txFDs.kick, txFDs.call] { close(fd) } }
-        #expect(until(5) { rig.port.currentStatus.connected })
+        #expect(until(30) { rig.port.currentStatus.connected })
 
         /// The driver's side of notification suppression (virtio 1.x 2.7.10 / 2.7.7.2).
         func ringWantsKick(old: UInt16, new: UInt16) -> Bool {
@@ -50,16 +50,16 @@ import VhostUser
             }
             if ringWantsKick(old: old, new: tx.availIdx) { kickEventFD(txFDs.kick); kicks += 1 }
             var got = 0
-            let end = Date().addingTimeInterval(10)
+            let end = Date().addingTimeInterval(30)
             while got < n && Date() < end {
                 if recv(rig.peers[1], &buf, buf.count, 0) == 60 { got += 1 }
             }
             #expect(got == n, "burst \(burst): \(got) of \(n) frames came out (kicks so far \(kicks))")
-            #expect(until(5) { tx.usedIdx == UInt16(sent) }, "burst \(burst): chains returned")
+            #expect(until(30) { tx.usedIdx == UInt16(sent) }, "burst \(burst): chains returned")
             _ = tx.takeUsed()
             if burst % 3 == 2 {
                 // Let the ring idle: the worker must have asked for kicks again.
-                #expect(until(5) { eventIndex ? tx.availEvent == tx.availIdx : tx.usedFlags & SplitQueue.usedNoNotify == 0 },
+                #expect(until(30) { eventIndex ? tx.availEvent == tx.availIdx : tx.usedFlags & SplitQueue.usedNoNotify == 0 },
                         "an idle ring asks for kicks (flags \(tx.usedFlags), avail_event \(tx.availEvent), avail idx \(tx.availIdx))")
             }
         }
