@@ -145,7 +145,9 @@ final class EngineBinding {
             try bridge.attach(port)
         case .host(let h):
             // Made here, not by LinkLifecycle: the port object holds the tap (not persistent).
-            if let old = hostPorts.removeValue(forKey: p.name) { old.release() }
+            // An old one of the same name must be gone first (the kernel deletes it once every
+            // copy of its descriptor is closed, which can be a moment after ours): wait for it.
+            releaseHostPort(p.name)
             let settings = PortSettings(vlan: p.vlan, isolated: p.isolated, hairpin: p.hairpin)
             let port: TapPort
             do {
