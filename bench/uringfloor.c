@@ -20,6 +20,7 @@
  * Usage: uringfloor [--seconds N] MACVTAP_A MACVTAP_B   (until SIGTERM/SIGINT or N seconds)
  * At exit it prints frames forwarded per direction and failed writes to stderr. */
 #include "tapdev.h"
+#include "uringsetup.h"
 #include <liburing.h>
 #include <signal.h>
 #include <stdint.h>
@@ -132,24 +133,6 @@ static void flush_writes(void) {
     }
 }
 
-static const char *setup_ring(void) {
-    static const struct { unsigned flags; const char *name; } modes[] = {
-        { IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL, "single-issuer+defer-taskrun" },
-        { IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL, "coop-taskrun" },
-        { 0, "plain" },
-    };
-    int r = -EINVAL;
-    for (unsigned i = 0; i < sizeof modes / sizeof modes[0]; i++) {
-        struct io_uring_params p;
-        memset(&p, 0, sizeof p);
-        p.flags = modes[i].flags | IORING_SETUP_CQSIZE;
-        p.cq_entries = CQ_ENTRIES;
-        if ((r = io_uring_queue_init_params(SQ_ENTRIES, &ring, &p)) == 0) return modes[i].name;
-    }
-    fprintf(stderr, "uringfloor: io_uring_setup: %s\n", strerror(-r));
-    exit(1);
-}
-
 int main(int argc, char **argv) {
     int i = 1, seconds = 0;
     if (argc > 2 && strcmp(argv[1], "--seconds") == 0) { seconds = atoi(argv[2]); i += 2; }
@@ -157,7 +140,7 @@ int main(int argc, char **argv) {
     unsigned offl[2];
     int fds[2] = { tapdev_open("uringfloor", argv[i], &offl[0]), tapdev_open("uringfloor", argv[i + 1], &offl[1]) };
 
-    const char *mode = setup_ring();
+    const char *mode = uring_setup_like_tapbridge(&ring, SQ_ENTRIES, CQ_ENTRIES, "uringfloor");
     io_uring_register_ring_fd(&ring);   /* an optimisation only, as in tapbridge */
     int r = io_uring_register_files(&ring, fds, 2);
     if (r < 0) { fprintf(stderr, "uringfloor: register files: %s\n", strerror(-r)); return 1; }

@@ -21,6 +21,7 @@
  * Prints one line when set up ("uringwritefloor: writing ...") and at exit to stderr:
  *   uringwritefloor: wrote=N seconds=S pps=R errors=E   (E: writes the kernel refused) */
 #include "tapdev.h"
+#include "uringsetup.h"
 #include <arpa/inet.h>
 #include <liburing.h>
 #include <net/ethernet.h>
@@ -71,24 +72,6 @@ static void build_frame(uint8_t *out, size_t len, const uint8_t *dst_mac, uint16
     udp->len = htons((uint16_t)(len - sizeof *eth - sizeof *ip));
 }
 
-static const char *setup_ring(void) {
-    static const struct { unsigned flags; const char *name; } modes[] = {
-        { IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL, "single-issuer+defer-taskrun" },
-        { IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL, "coop-taskrun" },
-        { 0, "plain" },
-    };
-    int r = -EINVAL;
-    for (unsigned i = 0; i < sizeof modes / sizeof modes[0]; i++) {
-        struct io_uring_params p;
-        memset(&p, 0, sizeof p);
-        p.flags = modes[i].flags | IORING_SETUP_CQSIZE;
-        p.cq_entries = CQ_ENTRIES;
-        if ((r = io_uring_queue_init_params(SQ_ENTRIES, &ring, &p)) == 0) return modes[i].name;
-    }
-    fprintf(stderr, "uringwritefloor: io_uring_setup: %s\n", strerror(-r));
-    exit(1);
-}
-
 static int usage(void) {
     fprintf(stderr, "usage: uringwritefloor [--seconds N] [--count N] [--size BYTES] [--batch N] MACVTAP DST_MAC\n");
     return 2;
@@ -121,7 +104,7 @@ int main(int argc, char **argv) {
     unsigned offl;
     int fd = tapdev_open("uringwritefloor", dev, &offl);
 
-    const char *mode = setup_ring();
+    const char *mode = uring_setup_like_tapbridge(&ring, SQ_ENTRIES, CQ_ENTRIES, "uringwritefloor");
     io_uring_register_ring_fd(&ring);   /* an optimisation only, as in tapbridge */
     int r = io_uring_register_files(&ring, &fd, 1);
     if (r < 0) { fprintf(stderr, "uringwritefloor: register files: %s\n", strerror(-r)); return 1; }
