@@ -18,6 +18,7 @@
  *               receiving kernel drops the load cheaply at the full socket instead of answering
  *               every frame with an ICMP port-unreachable route lookup; exits after S s or SIGTERM) */
 #define _GNU_SOURCE
+#include "udpframe.h"
 #include <arpa/inet.h>
 #include <errno.h>
 #include <linux/if_packet.h>
@@ -48,34 +49,6 @@ static double now(void) {
 }
 
 static void die(const char *what) { fprintf(stderr, "udpgen: %s: %s\n", what, strerror(errno)); exit(1); }
-
-static uint16_t ip_checksum(const void *data, size_t len) {
-    const uint16_t *p = data;
-    uint32_t sum = 0;
-    for (; len > 1; len -= 2) sum += *p++;
-    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-    return (uint16_t)~sum;
-}
-
-/* Writes frame `flow` of the stream into `out` (len bytes, FCS excluded). */
-static void build_frame(uint8_t *out, size_t len, const uint8_t *src_mac, const uint8_t *dst_mac,
-                        struct in_addr src, struct in_addr dst, uint16_t sport, uint16_t dport) {
-    memset(out, 0, len);
-    struct ether_header *eth = (void *)out;
-    memcpy(eth->ether_dhost, dst_mac, 6);
-    memcpy(eth->ether_shost, src_mac, 6);
-    eth->ether_type = htons(ETHERTYPE_IP);
-    struct iphdr *ip = (void *)(out + sizeof *eth);
-    ip->version = 4; ip->ihl = 5; ip->ttl = 64; ip->protocol = IPPROTO_UDP;
-    ip->tot_len = htons(len - sizeof *eth);
-    ip->saddr = src.s_addr; ip->daddr = dst.s_addr;
-    ip->check = ip_checksum(ip, sizeof *ip);
-    struct udphdr *udp = (void *)(ip + 1);
-    udp->source = htons(sport); udp->dest = htons(dport);
-    udp->len = htons(len - sizeof *eth - sizeof *ip);
-    udp->check = 0; /* optional in IPv4 */
-    memcpy(udp + 1, "tapbridge-bench", len - sizeof *eth - sizeof *ip - sizeof *udp < 15 ? len - sizeof *eth - sizeof *ip - sizeof *udp : 15);
-}
 
 static int rx_count(const char *ifname) {
     char path[256];
@@ -176,7 +149,7 @@ int main(int argc, char **argv) {
         unsigned nframes = req.tp_frame_nr;
         size_t data_off = TPACKET_ALIGN(sizeof(struct tpacket2_hdr));
         for (unsigned i = 0; i < nframes; i++) /* every slot pre-built once: the loop only flips status words */
-            build_frame(ring + (size_t)i * RING_FRAME + data_off, len, src_mac, dst_mac, src, dst,
+            build_udp_frame(ring + (size_t)i * RING_FRAME + data_off, len, src_mac, dst_mac, src, dst,
                         (uint16_t)(1024 + i % flows), (uint16_t)dport);
         /* Slots are requested in ring order and the kernel sends them in that order, so the
          * oldest requested slot seen AVAILABLE again has been taken by the device. A device
@@ -220,7 +193,7 @@ int main(int argc, char **argv) {
         struct iovec iov[N];
         memset(msgs, 0, sizeof msgs);
         for (int i = 0; i < N; i++) {
-            build_frame(bufs[i], len, src_mac, dst_mac, src, dst, (uint16_t)(1024 + i % flows), (uint16_t)dport);
+            build_udp_frame(bufs[i], len, src_mac, dst_mac, src, dst, (uint16_t)(1024 + i % flows), (uint16_t)dport);
             iov[i] = (struct iovec){bufs[i], len};
             msgs[i].msg_hdr = (struct msghdr){.msg_name = &ll, .msg_namelen = sizeof ll, .msg_iov = &iov[i], .msg_iovlen = 1};
         }

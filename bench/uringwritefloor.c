@@ -22,6 +22,7 @@
  *   uringwritefloor: wrote=N seconds=S pps=R errors=E   (E: writes the kernel refused) */
 #include "tapdev.h"
 #include "uringsetup.h"
+#include "udpframe.h"
 #include <arpa/inet.h>
 #include <liburing.h>
 #include <net/ethernet.h>
@@ -45,31 +46,13 @@ static double now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static uint16_t ip_checksum(const void *data, size_t len) {
-    const uint16_t *p = data;
-    uint32_t sum = 0;
-    for (; len > 1; len -= 2) sum += *p++;
-    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-    return (uint16_t)~sum;
-}
-
 /* One frame of `len` bytes (FCS excluded) from 02:00:00:00:00:01 to dst_mac, flow = source port. */
 static void build_frame(uint8_t *out, size_t len, const uint8_t *dst_mac, uint16_t sport) {
     static const uint8_t src_mac[6] = { 0x02, 0, 0, 0, 0, 0x01 };
-    memset(out, 0, len);
-    struct ether_header *eth = (void *)out;
-    memcpy(eth->ether_dhost, dst_mac, 6);
-    memcpy(eth->ether_shost, src_mac, 6);
-    eth->ether_type = htons(ETHERTYPE_IP);
-    struct iphdr *ip = (void *)(out + sizeof *eth);
-    ip->version = 4; ip->ihl = 5; ip->ttl = 64; ip->protocol = IPPROTO_UDP;
-    ip->tot_len = htons((uint16_t)(len - sizeof *eth));
-    inet_pton(AF_INET, "198.18.0.1", &ip->saddr);
-    inet_pton(AF_INET, "198.18.0.2", &ip->daddr);
-    ip->check = ip_checksum(ip, sizeof *ip);
-    struct udphdr *udp = (void *)(ip + 1);
-    udp->source = htons(sport); udp->dest = htons(9);
-    udp->len = htons((uint16_t)(len - sizeof *eth - sizeof *ip));
+    struct in_addr src, dst;
+    inet_pton(AF_INET, "198.18.0.1", &src);
+    inet_pton(AF_INET, "198.18.0.2", &dst);
+    build_udp_frame(out, len, src_mac, dst_mac, src, dst, sport, 9);
 }
 
 static int usage(void) {
